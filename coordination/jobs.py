@@ -1,0 +1,45 @@
+"""What the scheduler runs. APScheduler only wakes these up; the truth stays in the tables."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordination.gateway import SmsGateway
+from coordination.service import dispatch_due
+from core.clock import Clock
+
+log = logging.getLogger("cgt_access.jobs")
+
+
+def add_jobs(
+    scheduler: BaseScheduler,
+    *,
+    factory: sessionmaker[Session],
+    gateway: SmsGateway,
+    clock: Clock,
+    dispatch_interval_seconds: int,
+) -> None:
+    """Register coordination's recurring jobs on `scheduler`."""
+
+    def dispatch() -> None:
+        try:
+            sent = dispatch_due(factory, gateway=gateway, clock=clock)
+        except Exception:
+            # Surface it in the log and try again at the next tick; rows stay in the outbox.
+            log.exception("dispatcher run failed")
+            return
+        if sent:
+            log.info("dispatcher sent %d message(s)", sent)
+
+    scheduler.add_job(
+        dispatch,
+        "interval",
+        seconds=dispatch_interval_seconds,
+        id="outbox-dispatcher",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )

@@ -1,0 +1,149 @@
+"""The one permission check: what each role may do, and which patients it may do it to.
+
+Routes never test roles themselves; they declare a Permission and, for a patient's record,
+ask `may_access_patient`. The permission-matrix test reads the same declarations.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from core.identity.models import Role, User
+from core.models import CaregiverLink, Patient, ProxyRight
+
+
+class Permission(enum.StrEnum):
+    PORTAL_HOME = "portal.home"
+    PATIENT_LIST = "patients.list"
+    PATIENT_ENROLL = "patients.enroll"
+    PATIENT_READ = "patients.read"  # a patient or caregiver sees the patient they act for
+    RECORD_VIEW = "record.view"  # staff open a patient's record
+    PATIENT_EDIT = "patients.edit"
+    PATIENT_INVITE = "patients.invite"
+    PROXY_MANAGE = "proxy.manage"
+    SCHEDULE_VIEW = "schedule.view"
+    EDUCATION_VIEW = "education.view"
+    EVENTS_REPORT = "events.report"
+    REPORTS_VIEW = "reports.view"
+    ADMIN_STATES = "admin.states"
+    ADMIN_CENTERS = "admin.centers"
+    ADMIN_USERS = "admin.users"
+    AUDIT_READ = "audit.read"
+    ACCOUNT = "account"
+
+
+_SELF_SERVICE = {
+    Permission.PORTAL_HOME,
+    Permission.PATIENT_READ,
+    Permission.SCHEDULE_VIEW,
+    Permission.EDUCATION_VIEW,
+    Permission.EVENTS_REPORT,
+    Permission.ACCOUNT,
+}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.PATIENT: frozenset(_SELF_SERVICE),
+    Role.CAREGIVER: frozenset(_SELF_SERVICE),
+    Role.COORDINATOR: frozenset(
+        {
+            Permission.PATIENT_LIST,
+            Permission.PATIENT_ENROLL,
+            Permission.RECORD_VIEW,
+            Permission.PATIENT_EDIT,
+            Permission.PATIENT_INVITE,
+            Permission.PROXY_MANAGE,
+            Permission.SCHEDULE_VIEW,
+            Permission.EDUCATION_VIEW,
+            Permission.REPORTS_VIEW,
+            Permission.ACCOUNT,
+        }
+    ),
+    Role.STATE_ANALYST: frozenset({Permission.REPORTS_VIEW, Permission.ACCOUNT}),
+    Role.ADMIN: frozenset(
+        {
+            Permission.ADMIN_STATES,
+            Permission.ADMIN_CENTERS,
+            Permission.ADMIN_USERS,
+            Permission.AUDIT_READ,
+            Permission.ACCOUNT,
+        }
+    ),
+}
+
+# What a caregiver's link must allow for each patient-level permission.
+_PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
+    Permission.PATIENT_READ: None,  # any link shows the patient's name
+    Permission.SCHEDULE_VIEW: ProxyRight.VIEW_SCHEDULE,
+    Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
+    Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+}
+
+
+def role_allows(user: User, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS[user.role]
+
+
+def may_access_patient(
+    session: Session, *, user: User, patient: Patient, permission: Permission
+) -> bool:
+    """True when `user` may exercise `permission` on this patient's record."""
+    if not role_allows(user, permission):
+        return False
+    match user.role:
+        case Role.PATIENT:
+            return user.patient_id == patient.id
+        case Role.CAREGIVER:
+            link = session.scalar(
+                select(CaregiverLink).where(
+                    CaregiverLink.caregiver_id == user.caregiver_id,
+                    CaregiverLink.patient_id == patient.id,
+                )
+            )
+            if link is None or permission not in _PROXY_RIGHT_FOR:
+                return False
+            right = _PROXY_RIGHT_FOR[permission]
+            return right is None or link.has(right)
+        case Role.COORDINATOR:
+            return patient.state_id in user.state_ids and (
+                user.center_id is None or patient.center_id == user.center_id
+            )
+        case _:
+            return False
+
+
+def may_act_in_state(user: User, state_id: int) -> bool:
+    """For staff: whether `state_id` is one of the states the user works for."""
+    return user.role is Role.ADMIN or state_id in user.state_ids
+
+
+def scope_patients(query: Select[tuple[Patient]], user: User) -> Select[tuple[Patient]]:
+    """Restrict a patient query to what a coordinator may see (the list and search)."""
+    if user.role is not Role.COORDINATOR:
+        return query.where(Patient.id.is_(None))
+    query = query.where(Patient.state_id.in_(user.state_ids or {-1}))
+    if user.center_id is not None:
+        query = query.where(Patient.center_id == user.center_id)
+    return query
+
+
+def linked_patients(
+    session: Session, *, user: User, right: ProxyRight | None = None
+) -> list[tuple[Patient, CaregiverLink | None]]:
+    """The patients a patient or caregiver acts for (with the link that allows it)."""
+    if user.role is Role.PATIENT and user.patient is not None:
+        return [(user.patient, None)]
+    if user.role is not Role.CAREGIVER:
+        return []
+    query = (
+        select(Patient, CaregiverLink)
+        .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
+        .where(CaregiverLink.caregiver_id == user.caregiver_id)
+        .order_by(Patient.given_name)
+    )
+    rows = [(patient, link) for patient, link in session.execute(query).tuples()]
+    if right is not None:
+        rows = [(patient, link) for patient, link in rows if link.has(right)]
+    return [(patient, link) for patient, link in rows]

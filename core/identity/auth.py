@@ -1,0 +1,282 @@
+"""Logging in: password checks with throttling, login sessions with idle and absolute
+timeouts, and the TOTP second factor for staff."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from core.audit.models import AuditOutcome
+from core.audit.service import Actor, record_event
+from core.clock import Clock
+from core.identity.models import LoginAttempt, LoginSession, User
+from core.identity.passwords import (
+    hash_password,
+    needs_rehash,
+    new_token,
+    token_digest,
+    verify_password,
+)
+
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_LOGIN = 5
+MAX_FAILURES_PER_IP = 30
+LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+TOTP_ISSUER = "CGT Access"
+
+
+class LoginRefusal(enum.StrEnum):
+    BAD_CREDENTIALS = "bad_credentials"
+    LOCKED = "locked"
+    IP_THROTTLED = "ip_throttled"
+    INACTIVE = "inactive"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User | None
+    session_token: str | None
+    refusal: LoginRefusal | None
+    retry_after: timedelta | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+
+def normalize_login(login: str) -> str:
+    return login.strip().lower()
+
+
+def _recent_failures(
+    session: Session, *, since: datetime, login: str | None, ip: str | None
+) -> int:
+    query = select(func.count(LoginAttempt.id)).where(
+        LoginAttempt.at >= since, LoginAttempt.succeeded.is_(False)
+    )
+    if login is not None:
+        query = query.where(LoginAttempt.login == login)
+    if ip is not None:
+        query = query.where(LoginAttempt.ip == ip)
+    return session.scalar(query) or 0
+
+
+def _lock_remaining(session: Session, *, now: datetime, login: str) -> timedelta | None:
+    """How long this login stays locked, or None: locked while the window holds 5 failures."""
+    since = now - THROTTLE_WINDOW
+    failures = session.scalars(
+        select(LoginAttempt.at)
+        .where(LoginAttempt.login == login, LoginAttempt.at >= since)
+        .where(LoginAttempt.succeeded.is_(False))
+        .order_by(LoginAttempt.at.desc())
+        .limit(MAX_FAILURES_PER_LOGIN)
+    ).all()
+    if len(failures) < MAX_FAILURES_PER_LOGIN:
+        return None
+    return max(failures[-1] + THROTTLE_WINDOW - now, timedelta(seconds=1))
+
+
+def login_lock_remaining(session: Session, *, clock: Clock, login: str) -> timedelta | None:
+    """How long `login` stays locked after repeated failures (None when it is not)."""
+    return _lock_remaining(session, now=clock.now(), login=normalize_login(login))
+
+
+def record_failed_attempt(session: Session, *, clock: Clock, login: str, ip: str) -> None:
+    """Count a failure (also a wrong second-factor code) toward the account's lockout."""
+    session.add(LoginAttempt(login=normalize_login(login), ip=ip, at=clock.now(), succeeded=False))
+    session.flush()
+
+
+def authenticate(
+    session: Session,
+    *,
+    clock: Clock,
+    login: str,
+    password: str,
+    ip: str,
+    user_agent: str | None,
+) -> LoginResult:
+    """Check a password, throttled per login and per address; open a session on success.
+
+    Every outcome is recorded in the audit log and counted for throttling.
+    """
+    now = clock.now()
+    key = normalize_login(login)[:254]
+
+    def refuse(refusal: LoginRefusal, user: User | None, retry: timedelta | None) -> LoginResult:
+        session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=False))
+        record_event(
+            session,
+            clock=clock,
+            actor=Actor(
+                user_id=user.id if user else None,
+                label=key or "(empty)",
+                role=user.role.value if user else None,
+                ip=ip,
+                user_agent=user_agent,
+            ),
+            action="login",
+            outcome=AuditOutcome.FAILURE,
+            detail={"reason": refusal.value},
+        )
+        return LoginResult(user=None, session_token=None, refusal=refusal, retry_after=retry)
+
+    if _recent_failures(session, since=now - THROTTLE_WINDOW, login=None, ip=ip) >= (
+        MAX_FAILURES_PER_IP
+    ):
+        return refuse(LoginRefusal.IP_THROTTLED, None, THROTTLE_WINDOW)
+    locked_for = _lock_remaining(session, now=now, login=key)
+    user = session.scalar(select(User).where(User.login == key)) if key else None
+    if locked_for is not None:
+        verify_password(password, None)  # same cost as a real check
+        return refuse(LoginRefusal.LOCKED, user, locked_for)
+    if user is None or not verify_password(password, user.password_hash):
+        if user is None:
+            verify_password(password, None)
+        return refuse(LoginRefusal.BAD_CREDENTIALS, user, None)
+    if not user.is_active:
+        return refuse(LoginRefusal.INACTIVE, user, None)
+
+    assert user.password_hash is not None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=True))
+    user.last_login_at = now
+    token = open_session(session, clock=clock, user=user, ip=ip, user_agent=user_agent)
+    record_event(
+        session,
+        clock=clock,
+        actor=Actor(user_id=user.id, label=key, role=user.role.value, ip=ip, user_agent=user_agent),
+        action="login",
+        outcome=AuditOutcome.SUCCESS,
+    )
+    return LoginResult(user=user, session_token=token, refusal=None)
+
+
+def open_session(
+    session: Session,
+    *,
+    clock: Clock,
+    user: User,
+    ip: str | None,
+    user_agent: str | None,
+    mfa_passed_at: datetime | None = None,
+) -> str:
+    """Start a login session for `user` and return the raw token for the cookie."""
+    token = new_token()
+    now = clock.now()
+    session.add(
+        LoginSession(
+            token_hash=token_digest(token),
+            user_id=user.id,
+            created_at=now,
+            last_seen_at=now,
+            mfa_passed_at=mfa_passed_at,
+            ip=ip,
+            user_agent=(user_agent or "")[:200] or None,
+        )
+    )
+    session.flush()
+    return token
+
+
+@dataclass(frozen=True)
+class SessionTimeouts:
+    idle: timedelta
+    absolute: timedelta
+
+
+def resume_session(
+    session: Session, *, clock: Clock, token: str, timeouts: SessionTimeouts
+) -> LoginSession | None:
+    """The live login session for `token`, touched; None when unknown, ended or timed out."""
+    now = clock.now()
+    login_session = session.scalar(
+        select(LoginSession)
+        .where(LoginSession.token_hash == token_digest(token))
+        .options(selectinload(LoginSession.user).selectinload(User.state_scopes))
+    )
+    if login_session is None or login_session.ended_at is not None:
+        return None
+    if (
+        now - login_session.created_at > timeouts.absolute
+        or now - login_session.last_seen_at > timeouts.idle
+        or not login_session.user.is_active
+    ):
+        login_session.ended_at = now
+        session.flush()
+        return None
+    if now - login_session.last_seen_at >= LAST_SEEN_GRANULARITY:
+        login_session.last_seen_at = now
+        session.flush()
+    return login_session
+
+
+def end_session(session: Session, *, clock: Clock, login_session: LoginSession) -> None:
+    """Log out: the token stops working everywhere at once."""
+    login_session.ended_at = clock.now()
+    session.flush()
+
+
+def end_all_sessions(session: Session, *, clock: Clock, user_id: int) -> None:
+    """End every live session of a user (password changed, account deactivated)."""
+    now = clock.now()
+    for login_session in session.scalars(
+        select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+    ):
+        login_session.ended_at = now
+    session.flush()
+
+
+# --- TOTP second factor ---------------------------------------------------------------
+
+
+def start_totp_enrolment(session: Session, *, user: User) -> str:
+    """Give the user a fresh, not yet confirmed TOTP secret and return it."""
+    if user.totp_enabled_at is not None:
+        raise ValueError("TOTP is already set up for this account")
+    user.totp_secret = pyotp.random_base32()
+    session.flush()
+    return user.totp_secret
+
+
+def totp_uri(user: User) -> str:
+    assert user.totp_secret is not None
+    return str(
+        pyotp.TOTP(user.totp_secret).provisioning_uri(
+            name=user.login or str(user.id), issuer_name=TOTP_ISSUER
+        )
+    )
+
+
+def verify_totp(session: Session, *, clock: Clock, user: User, code: str) -> bool:
+    """Accept a 6-digit code from the current, previous or next 30 s step, once only."""
+    if user.totp_secret is None:
+        return False
+    cleaned = "".join(ch for ch in code if ch.isdigit())
+    if len(cleaned) != 6:
+        return False
+    totp = pyotp.TOTP(user.totp_secret)
+    now = clock.now()
+    step_now = totp.timecode(now)
+    for offset in (0, -1, 1):
+        step = step_now + offset
+        if user.totp_last_step is not None and step <= user.totp_last_step:
+            continue
+        if pyotp.utils.strings_equal(totp.generate_otp(step), cleaned):
+            user.totp_last_step = step
+            if user.totp_enabled_at is None:
+                user.totp_enabled_at = now
+            session.flush()
+            return True
+    return False
+
+
+def mark_mfa_passed(session: Session, *, clock: Clock, login_session: LoginSession) -> None:
+    login_session.mfa_passed_at = clock.now()
+    session.flush()

@@ -1,0 +1,80 @@
+"""Password hashing (Argon2id) and the rules a new password must meet."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_hasher = PasswordHasher()
+# Verified against when the login is unknown, so both paths cost the same time.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+MIN_PASSWORD_LENGTH = 10
+_COMMON = {
+    "password12",
+    "1234567890",
+    "qwertyuiop",
+    "password123",
+    "iloveyou12",
+    "0987654321",
+    "abcdefghij",
+    "passw0rd12",
+    "sicklecell",
+    "123456789a",
+}
+
+
+class WeakPassword(ValueError):
+    """The new password is refused; the message says why in words a person understands."""
+
+
+def check_new_password(password: str, *, login: str | None = None) -> None:
+    """Raise WeakPassword unless `password` is long enough and not trivially guessable."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > 256:
+        raise WeakPassword("Use at most 256 characters.")
+    lowered = password.lower()
+    if lowered in _COMMON or len(set(lowered)) < 4:
+        raise WeakPassword("This password is too easy to guess. Try a short sentence.")
+    if login and login.lower() in lowered:
+        raise WeakPassword("Do not put your username in your password.")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """True when `password` matches; always spends the time of one Argon2 verification."""
+    if password_hash is None:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def new_token() -> str:
+    """A URL-safe random token with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of a token: its SHA-256, so a leaked table opens nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def digests_match(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,216 @@
+"""The shared patient record: states, therapies, treatment centers, patients, caregivers,
+observations. Every room reads these; only `core` defines them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime
+
+
+def enum_column(enum_type: type[enum.Enum], length: int = 32) -> Enum:
+    """A portable enum: a VARCHAR with a CHECK constraint, storing the enum's values."""
+    return Enum(
+        enum_type,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class Language(enum.StrEnum):
+    EN = "en"
+    ES = "es"
+
+
+class PatientStatus(enum.StrEnum):
+    ENROLLED = "enrolled"
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"
+    DECEASED = "deceased"
+    LOST_TO_FOLLOW_UP = "lost_to_follow_up"
+
+
+class ObservationSource(enum.StrEnum):
+    COORDINATOR = "coordinator"
+    PATIENT = "patient"
+    CENTER = "center"
+
+
+class State(Base):
+    """A state (or DC, Puerto Rico) running the model: its program, zone and help line."""
+
+    __tablename__ = "states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(2), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    program_name: Mapped[str] = mapped_column(String(120))
+    program_phone: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    centers: Mapped[list[TreatmentCenter]] = relationship(back_populates="state")
+
+
+class Therapy(Base):
+    """An approved gene therapy covered by an outcomes-based agreement."""
+
+    __tablename__ = "therapies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    brand_name: Mapped[str] = mapped_column(String(80))
+    generic_name: Mapped[str] = mapped_column(String(120))
+    manufacturer: Mapped[str] = mapped_column(String(120))
+
+
+class TreatmentCenter(Base):
+    """A qualified treatment center that infuses and follows patients."""
+
+    __tablename__ = "treatment_centers"
+    __table_args__ = (UniqueConstraint("state_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state_id: Mapped[int] = mapped_column(ForeignKey("states.id"), index=True)
+    name: Mapped[str] = mapped_column(String(160))
+    city: Mapped[str] = mapped_column(String(80))
+    phone: Mapped[str | None] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    state: Mapped[State] = relationship(back_populates="centers")
+
+
+class Patient(Base):
+    """A person who received (or will receive) a gene therapy and is followed for 15 years."""
+
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint("state_id", "medicaid_id"),
+        UniqueConstraint("center_id", "center_mrn"),
+        Index("ix_patients_state_status", "state_id", "status"),
+        Index("ix_patients_family_given", "family_name", "given_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state_id: Mapped[int] = mapped_column(ForeignKey("states.id"))
+    therapy_id: Mapped[int] = mapped_column(ForeignKey("therapies.id"), index=True)
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"), index=True)
+    medicaid_id: Mapped[str] = mapped_column(String(32))
+    center_mrn: Mapped[str | None] = mapped_column(String(32))
+    given_name: Mapped[str] = mapped_column(String(80))
+    family_name: Mapped[str] = mapped_column(String(80))
+    birth_date: Mapped[date] = mapped_column(Date)
+    preferred_language: Mapped[Language] = mapped_column(enum_column(Language, 2))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    mobile_phone: Mapped[str | None] = mapped_column(String(16), index=True)
+    infusion_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[PatientStatus] = mapped_column(enum_column(PatientStatus))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    state: Mapped[State] = relationship()
+    therapy: Mapped[Therapy] = relationship()
+    center: Mapped[TreatmentCenter] = relationship()
+    caregiver_links: Mapped[list[CaregiverLink]] = relationship(back_populates="patient")
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+
+class Caregiver(Base):
+    """A parent, partner or other person who helps one or more patients."""
+
+    __tablename__ = "caregivers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    given_name: Mapped[str] = mapped_column(String(80))
+    family_name: Mapped[str] = mapped_column(String(80))
+    mobile_phone: Mapped[str | None] = mapped_column(String(16), index=True)
+    preferred_language: Mapped[Language] = mapped_column(enum_column(Language, 2))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    links: Mapped[list[CaregiverLink]] = relationship(back_populates="caregiver")
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+
+class ProxyRight(enum.StrEnum):
+    VIEW_SCHEDULE = "view_schedule"
+    RECEIVE_REMINDERS = "receive_reminders"
+    VIEW_EDUCATION = "view_education"
+    REPORT_EVENTS = "report_events"
+
+
+class CaregiverLink(Base):
+    """What a caregiver may do for one patient (proxy access), given by the patient or staff."""
+
+    __tablename__ = "caregiver_links"
+    __table_args__ = (UniqueConstraint("caregiver_id", "patient_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    caregiver_id: Mapped[int] = mapped_column(ForeignKey("caregivers.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    relationship_label: Mapped[str] = mapped_column("relationship", String(40))
+    can_view_schedule: Mapped[bool] = mapped_column(Boolean, default=True)
+    can_receive_reminders: Mapped[bool] = mapped_column(Boolean, default=False)
+    can_view_education: Mapped[bool] = mapped_column(Boolean, default=True)
+    can_report_events: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    caregiver: Mapped[Caregiver] = relationship(back_populates="links")
+    patient: Mapped[Patient] = relationship(back_populates="caregiver_links")
+
+    def has(self, right: ProxyRight) -> bool:
+        return bool(getattr(self, f"can_{right.value}"))
+
+    def rights(self) -> set[ProxyRight]:
+        return {right for right in ProxyRight if self.has(right)}
+
+
+class Observation(Base):
+    """One measured or reported fact about a patient, coded so FHIR maps it 1:1."""
+
+    __tablename__ = "observations"
+    __table_args__ = (Index("ix_observations_patient_code", "patient_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    code_system: Mapped[str] = mapped_column(String(120))
+    code: Mapped[str] = mapped_column(String(64))
+    display: Mapped[str] = mapped_column(String(200))
+    value_quantity: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    value_unit: Mapped[str | None] = mapped_column(String(32))
+    value_code_system: Mapped[str | None] = mapped_column(String(120))
+    value_code: Mapped[str | None] = mapped_column(String(64))
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_boolean: Mapped[bool | None] = mapped_column(Boolean)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[ObservationSource] = mapped_column(enum_column(ObservationSource, 16))
+    recorded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    extra: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,53 @@
+"""Mobile numbers: parsed and checked with `phonenumbers`, stored in E.164, masked in logs."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+class InvalidPhoneNumber(ValueError):
+    """The text is not a valid phone number; the message is safe to show to a person."""
+
+
+def normalize_phone(text: str, *, region: str = "US", mobile_only: bool = True) -> str:
+    """Return `text` as an E.164 number ("+12025550123") or raise InvalidPhoneNumber.
+
+    `mobile_only` refuses numbers known to be landlines (texts cannot reach them)."""
+    cleaned = text.strip()
+    if not cleaned:
+        raise InvalidPhoneNumber("Enter a mobile phone number.")
+    try:
+        parsed = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhoneNumber(
+            "This is not a phone number. Use a form like (202) 555-0123 or +1 202 555 0123."
+        ) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidPhoneNumber(
+            "This phone number does not exist. Check the area code and the number of digits."
+        )
+    number_type = phonenumbers.number_type(parsed)
+    if mobile_only and number_type not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        raise InvalidPhoneNumber("This is not a mobile number; text messages need a mobile phone.")
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def mask_phone(e164: str | None) -> str:
+    """A number safe for logs: the country code and the last two digits only."""
+    if not e164:
+        return "-"
+    if len(e164) <= 4:
+        return "*" * len(e164)
+    return e164[:2] + "*" * (len(e164) - 4) + e164[-2:]
+
+
+def display_phone(e164: str) -> str:
+    """The national way of writing a number, for people."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))

@@ -1,0 +1,151 @@
+"""States, therapies and treatment centers: the reference data admins keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from core.audit.service import Actor, record_event
+from core.clock import Clock
+from core.errors import FieldErrors
+from core.models import State, Therapy, TreatmentCenter
+from core.phones import InvalidPhoneNumber, normalize_phone
+
+
+def list_states(session: Session) -> list[State]:
+    return list(session.scalars(select(State).order_by(State.name)))
+
+
+def list_therapies(session: Session) -> list[Therapy]:
+    return list(session.scalars(select(Therapy).order_by(Therapy.brand_name)))
+
+
+def list_centers(session: Session, *, state_ids: set[int] | None = None) -> list[TreatmentCenter]:
+    query = select(TreatmentCenter).options(joinedload(TreatmentCenter.state))
+    if state_ids is not None:
+        query = query.where(TreatmentCenter.state_id.in_(state_ids or {-1}))
+    return list(session.scalars(query.order_by(TreatmentCenter.name)))
+
+
+@dataclass
+class StateInput:
+    code: str = ""
+    name: str = ""
+    time_zone: str = ""
+    program_name: str = ""
+    program_phone: str = ""
+
+
+def _clean_state(data: StateInput) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    code = data.code.strip().upper()
+    if len(code) != 2 or not code.isalpha():
+        errors["code"] = "Use the two-letter postal code, e.g. MD."
+    if not data.name.strip():
+        errors["name"] = "Enter the state's name."
+    zone = data.time_zone.strip()
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors["time_zone"] = "Choose an IANA time zone such as America/New_York."
+    if not data.program_name.strip():
+        errors["program_name"] = "Enter the program's name as patients know it."
+    phone = ""
+    try:
+        phone = normalize_phone(data.program_phone, mobile_only=False)
+    except InvalidPhoneNumber as problem:
+        errors["program_phone"] = str(problem)
+    if errors:
+        raise FieldErrors(errors)
+    return {
+        "code": code,
+        "name": data.name.strip()[:100],
+        "time_zone": zone,
+        "program_name": data.program_name.strip()[:120],
+        "program_phone": phone,
+    }
+
+
+def save_state(
+    session: Session, *, clock: Clock, actor: Actor, data: StateInput, state: State | None
+) -> State:
+    """Create a state, or update `state`. Raises FieldErrors."""
+    values = _clean_state(data)
+    clash = session.scalar(
+        select(State.id).where(
+            State.code == values["code"], State.id != (state.id if state else -1)
+        )
+    )
+    if clash is not None:
+        raise FieldErrors({"code": "Another state has this code."})
+    if state is None:
+        state = State(created_at=clock.now(), **values)
+        session.add(state)
+    else:
+        for name, value in values.items():
+            setattr(state, name, value)
+    session.flush()
+    record_event(
+        session, clock=clock, actor=actor, action="admin.state.save", target=f"state:{state.id}"
+    )
+    return state
+
+
+@dataclass
+class CenterInput:
+    name: str = ""
+    city: str = ""
+    state_id: str = ""
+    phone: str = ""
+    is_active: bool = True
+
+
+def save_center(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    data: CenterInput,
+    center: TreatmentCenter | None,
+) -> TreatmentCenter:
+    """Create or update a treatment center. Raises FieldErrors."""
+    errors: dict[str, str] = {}
+    name, city = data.name.strip(), data.city.strip()
+    if not name or len(name) > 160:
+        errors["name"] = "Enter the center's name (at most 160 characters)."
+    if not city or len(city) > 80:
+        errors["city"] = "Enter the city."
+    state = session.get(State, int(data.state_id)) if data.state_id.isdigit() else None
+    if state is None:
+        errors["state_id"] = "Choose a state."
+    phone: str | None = None
+    if data.phone.strip():
+        try:
+            phone = normalize_phone(data.phone, mobile_only=False)
+        except InvalidPhoneNumber as problem:
+            errors["phone"] = str(problem)
+    if errors:
+        raise FieldErrors(errors)
+    assert state is not None
+    clash = session.scalar(
+        select(TreatmentCenter.id).where(
+            TreatmentCenter.state_id == state.id,
+            TreatmentCenter.name == name,
+            TreatmentCenter.id != (center.id if center else -1),
+        )
+    )
+    if clash is not None:
+        raise FieldErrors({"name": "This state already has a center with this name."})
+    if center is None:
+        center = TreatmentCenter(created_at=clock.now(), name=name, city=city, state_id=state.id)
+        session.add(center)
+    center.name, center.city, center.state_id = name, city, state.id
+    center.phone, center.is_active = phone, data.is_active
+    session.flush()
+    record_event(
+        session, clock=clock, actor=actor, action="admin.center.save", target=f"center:{center.id}"
+    )
+    return center

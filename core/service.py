@@ -1,0 +1,456 @@
+"""The patient record: enrolling, finding, editing patients, and their caregivers' proxy rights.
+
+Plain keyword-only functions over a Session; they flush and never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, joinedload
+
+from core.audit.service import Actor, record_event
+from core.clock import Clock
+from core.errors import FieldErrors
+from core.identity.access import scope_patients
+from core.identity.models import User
+from core.models import (
+    Caregiver,
+    CaregiverLink,
+    Language,
+    Patient,
+    PatientStatus,
+    ProxyRight,
+    State,
+    Therapy,
+    TreatmentCenter,
+)
+from core.phones import InvalidPhoneNumber, normalize_phone
+
+NAME_MAX = 80
+
+
+@dataclass(frozen=True)
+class PatientCriteria:
+    text: str | None = None
+    state_id: int | None = None
+    center_id: int | None = None
+    status: PatientStatus | None = None
+
+
+def _search(query: Select[tuple[Patient]], criteria: PatientCriteria) -> Select[tuple[Patient]]:
+    if criteria.text and criteria.text.strip():
+        words = criteria.text.strip().lower().split()[:4]
+        for word in words:
+            pattern = f"%{word}%"
+            query = query.where(
+                or_(
+                    func.lower(Patient.given_name).like(pattern),
+                    func.lower(Patient.family_name).like(pattern),
+                    func.lower(Patient.medicaid_id).like(pattern),
+                    func.lower(Patient.center_mrn).like(pattern),
+                )
+            )
+    if criteria.state_id is not None:
+        query = query.where(Patient.state_id == criteria.state_id)
+    if criteria.center_id is not None:
+        query = query.where(Patient.center_id == criteria.center_id)
+    if criteria.status is not None:
+        query = query.where(Patient.status == criteria.status)
+    return query
+
+
+def list_patients(
+    session: Session, *, user: User, criteria: PatientCriteria, page: int, per_page: int = 25
+) -> tuple[list[Patient], int]:
+    """The patients `user` may see that match `criteria`, one page, with the total count."""
+    base = _search(scope_patients(select(Patient), user), criteria)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.scalars(
+        base.options(joinedload(Patient.state), joinedload(Patient.center))
+        .order_by(Patient.family_name, Patient.given_name, Patient.id)
+        .limit(per_page)
+        .offset(max(page - 1, 0) * per_page)
+    ).all()
+    return list(rows), total
+
+
+def get_patient(session: Session, *, patient_id: int) -> Patient | None:
+    return session.get(Patient, patient_id)
+
+
+@dataclass
+class PatientInput:
+    """What a coordinator types to enroll or edit a patient (strings, as from a form)."""
+
+    given_name: str = ""
+    family_name: str = ""
+    birth_date: str = ""
+    medicaid_id: str = ""
+    center_mrn: str = ""
+    state_id: str = ""
+    center_id: str = ""
+    therapy_id: str = ""
+    preferred_language: str = "en"
+    time_zone: str = ""
+    mobile_phone: str = ""
+    infusion_date: str = ""
+    status: str = PatientStatus.ENROLLED.value
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CleanPatient:
+    given_name: str
+    family_name: str
+    birth_date: date
+    medicaid_id: str
+    center_mrn: str | None
+    state: State
+    center: TreatmentCenter
+    therapy: Therapy
+    preferred_language: Language
+    time_zone: str
+    mobile_phone: str | None
+    infusion_date: date | None
+    status: PatientStatus
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def _clean(
+    session: Session, *, clock: Clock, data: PatientInput, allowed_state_ids: set[int] | None
+) -> CleanPatient:
+    errors: dict[str, str] = {}
+    today = clock.now().date()
+    given, family = data.given_name.strip(), data.family_name.strip()
+    for name, value in (("given_name", given), ("family_name", family)):
+        if not value:
+            errors[name] = "Enter a name."
+        elif len(value) > NAME_MAX:
+            errors[name] = f"Use at most {NAME_MAX} characters."
+    birth = _parse_date(data.birth_date)
+    if birth is None:
+        errors["birth_date"] = "Enter the birth date as YYYY-MM-DD."
+    elif birth > today or birth.year < today.year - 120:
+        errors["birth_date"] = "The birth date must be in the past 120 years."
+    medicaid = data.medicaid_id.strip().upper()
+    if not medicaid or len(medicaid) > 32 or not medicaid.replace("-", "").isalnum():
+        errors["medicaid_id"] = "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
+    mrn = data.center_mrn.strip() or None
+    if mrn is not None and len(mrn) > 32:
+        errors["center_mrn"] = "Use at most 32 characters."
+
+    def lookup(model: Any, key: str, label: str) -> Any:
+        try:
+            found = session.get(model, int(getattr(data, key)))
+        except ValueError:
+            found = None
+        if found is None:
+            errors[key] = f"Choose a {label}."
+        return found
+
+    state: State | None = lookup(State, "state_id", "state")
+    center: TreatmentCenter | None = lookup(TreatmentCenter, "center_id", "treatment center")
+    therapy: Therapy | None = lookup(Therapy, "therapy_id", "therapy")
+    if state is not None and allowed_state_ids is not None and state.id not in allowed_state_ids:
+        errors["state_id"] = "You can only enroll patients in the states you work for."
+    if state is not None and center is not None and center.state_id != state.id:
+        errors["center_id"] = "This treatment center is not in the chosen state."
+    try:
+        language = Language(data.preferred_language)
+    except ValueError:
+        errors["preferred_language"] = "Choose English or Spanish."
+        language = Language.EN
+    zone = data.time_zone.strip() or (state.time_zone if state else "")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors["time_zone"] = "Choose a time zone such as America/Chicago."
+    phone: str | None = None
+    if data.mobile_phone.strip():
+        try:
+            phone = normalize_phone(data.mobile_phone)
+        except InvalidPhoneNumber as problem:
+            errors["mobile_phone"] = str(problem)
+    infusion: date | None = None
+    if data.infusion_date.strip():
+        infusion = _parse_date(data.infusion_date)
+        if infusion is None:
+            errors["infusion_date"] = "Enter the infusion date as YYYY-MM-DD."
+        elif birth is not None and infusion < birth:
+            errors["infusion_date"] = "The infusion date cannot be before the birth date."
+        elif infusion.year > today.year + 1:
+            errors["infusion_date"] = "The infusion date must be at most a year ahead."
+    try:
+        status = PatientStatus(data.status)
+    except ValueError:
+        errors["status"] = "Choose a status."
+        status = PatientStatus.ENROLLED
+    if errors:
+        raise FieldErrors(errors)
+    assert state is not None and center is not None and therapy is not None and birth is not None
+    return CleanPatient(
+        given_name=given,
+        family_name=family,
+        birth_date=birth,
+        medicaid_id=medicaid,
+        center_mrn=mrn,
+        state=state,
+        center=center,
+        therapy=therapy,
+        preferred_language=language,
+        time_zone=zone,
+        mobile_phone=phone,
+        infusion_date=infusion,
+        status=status,
+    )
+
+
+def _check_identifiers_free(
+    session: Session, *, clean: CleanPatient, patient_id: int | None
+) -> None:
+    errors: dict[str, str] = {}
+    same_medicaid = session.scalar(
+        select(Patient.id).where(
+            Patient.state_id == clean.state.id,
+            Patient.medicaid_id == clean.medicaid_id,
+            Patient.id != (patient_id or -1),
+        )
+    )
+    if same_medicaid is not None:
+        errors["medicaid_id"] = "Another patient in this state has this Medicaid ID."
+    if clean.center_mrn is not None:
+        same_mrn = session.scalar(
+            select(Patient.id).where(
+                Patient.center_id == clean.center.id,
+                Patient.center_mrn == clean.center_mrn,
+                Patient.id != (patient_id or -1),
+            )
+        )
+        if same_mrn is not None:
+            errors["center_mrn"] = "Another patient at this center has this record number."
+    if errors:
+        raise FieldErrors(errors)
+
+
+def enroll_patient(
+    session: Session, *, clock: Clock, actor: Actor, data: PatientInput, allowed_state_ids: set[int]
+) -> Patient:
+    """Create a patient's record. Raises FieldErrors naming each field to fix."""
+    clean = _clean(session, clock=clock, data=data, allowed_state_ids=allowed_state_ids)
+    _check_identifiers_free(session, clean=clean, patient_id=None)
+    now = clock.now()
+    patient = Patient(
+        given_name=clean.given_name,
+        family_name=clean.family_name,
+        birth_date=clean.birth_date,
+        medicaid_id=clean.medicaid_id,
+        center_mrn=clean.center_mrn,
+        state_id=clean.state.id,
+        center_id=clean.center.id,
+        therapy_id=clean.therapy.id,
+        preferred_language=clean.preferred_language,
+        time_zone=clean.time_zone,
+        mobile_phone=clean.mobile_phone,
+        infusion_date=clean.infusion_date,
+        status=clean.status,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(patient)
+    session.flush()
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="patient.create",
+        patient_id=patient.id,
+        target=f"patient:{patient.id}",
+    )
+    return patient
+
+
+def patient_input_from(patient: Patient) -> PatientInput:
+    """The edit form's starting values."""
+    return PatientInput(
+        given_name=patient.given_name,
+        family_name=patient.family_name,
+        birth_date=patient.birth_date.isoformat(),
+        medicaid_id=patient.medicaid_id,
+        center_mrn=patient.center_mrn or "",
+        state_id=str(patient.state_id),
+        center_id=str(patient.center_id),
+        therapy_id=str(patient.therapy_id),
+        preferred_language=patient.preferred_language.value,
+        time_zone=patient.time_zone,
+        mobile_phone=patient.mobile_phone or "",
+        infusion_date=patient.infusion_date.isoformat() if patient.infusion_date else "",
+        status=patient.status.value,
+    )
+
+
+def update_patient(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    patient: Patient,
+    data: PatientInput,
+    allowed_state_ids: set[int],
+) -> list[str]:
+    """Change a patient's record; returns the names of the fields that changed (audited)."""
+    clean = _clean(session, clock=clock, data=data, allowed_state_ids=allowed_state_ids)
+    _check_identifiers_free(session, clean=clean, patient_id=patient.id)
+    new_values: dict[str, object] = {
+        "given_name": clean.given_name,
+        "family_name": clean.family_name,
+        "birth_date": clean.birth_date,
+        "medicaid_id": clean.medicaid_id,
+        "center_mrn": clean.center_mrn,
+        "state_id": clean.state.id,
+        "center_id": clean.center.id,
+        "therapy_id": clean.therapy.id,
+        "preferred_language": clean.preferred_language,
+        "time_zone": clean.time_zone,
+        "mobile_phone": clean.mobile_phone,
+        "infusion_date": clean.infusion_date,
+        "status": clean.status,
+    }
+    changed = [name for name, value in new_values.items() if getattr(patient, name) != value]
+    for name in changed:
+        setattr(patient, name, new_values[name])
+    if changed:
+        patient.updated_at = clock.now()
+        session.flush()
+        record_event(
+            session,
+            clock=clock,
+            actor=actor,
+            action="patient.update",
+            patient_id=patient.id,
+            target=f"patient:{patient.id}",
+            detail={"fields": changed},
+        )
+    return changed
+
+
+@dataclass
+class CaregiverInput:
+    given_name: str = ""
+    family_name: str = ""
+    relationship: str = ""
+    mobile_phone: str = ""
+    preferred_language: str = "en"
+    rights: set[ProxyRight] = field(
+        default_factory=lambda: {ProxyRight.VIEW_SCHEDULE, ProxyRight.VIEW_EDUCATION}
+    )
+
+
+def add_caregiver(
+    session: Session, *, clock: Clock, actor: Actor, patient: Patient, data: CaregiverInput
+) -> CaregiverLink:
+    """Link a new caregiver to a patient with the proxy rights given (audited)."""
+    errors: dict[str, str] = {}
+    given, family = data.given_name.strip(), data.family_name.strip()
+    relationship = data.relationship.strip()
+    if not given:
+        errors["given_name"] = "Enter a name."
+    if not family:
+        errors["family_name"] = "Enter a name."
+    if not relationship or len(relationship) > 40:
+        errors["relationship"] = "Say how they are related, e.g. mother (at most 40 characters)."
+    phone: str | None = None
+    if data.mobile_phone.strip():
+        try:
+            phone = normalize_phone(data.mobile_phone)
+        except InvalidPhoneNumber as problem:
+            errors["mobile_phone"] = str(problem)
+    try:
+        language = Language(data.preferred_language)
+    except ValueError:
+        errors["preferred_language"] = "Choose English or Spanish."
+        language = Language.EN
+    if errors:
+        raise FieldErrors(errors)
+    now = clock.now()
+    caregiver = Caregiver(
+        given_name=given[:NAME_MAX],
+        family_name=family[:NAME_MAX],
+        mobile_phone=phone,
+        preferred_language=language,
+        time_zone=patient.time_zone,
+        created_at=now,
+    )
+    session.add(caregiver)
+    session.flush()
+    link = CaregiverLink(
+        caregiver_id=caregiver.id,
+        patient_id=patient.id,
+        relationship_label=relationship,
+        created_at=now,
+        updated_at=now,
+        **{f"can_{right.value}": right in data.rights for right in ProxyRight},
+    )
+    session.add(link)
+    session.flush()
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="proxy.grant",
+        patient_id=patient.id,
+        target=f"caregiver:{caregiver.id}",
+        detail={"rights": sorted(right.value for right in data.rights)},
+    )
+    return link
+
+
+def set_proxy_rights(
+    session: Session, *, clock: Clock, actor: Actor, link: CaregiverLink, rights: set[ProxyRight]
+) -> bool:
+    """Replace what a caregiver may do for the patient; records before and after."""
+    before = link.rights()
+    if before == rights:
+        return False
+    for right in ProxyRight:
+        setattr(link, f"can_{right.value}", right in rights)
+    link.updated_at = clock.now()
+    session.flush()
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="proxy.change",
+        patient_id=link.patient_id,
+        target=f"caregiver:{link.caregiver_id}",
+        detail={
+            "before": sorted(right.value for right in before),
+            "after": sorted(right.value for right in rights),
+        },
+    )
+    return True
+
+
+def caregiver_links(session: Session, *, patient_id: int) -> list[CaregiverLink]:
+    return list(
+        session.scalars(
+            select(CaregiverLink)
+            .where(CaregiverLink.patient_id == patient_id)
+            .options(joinedload(CaregiverLink.caregiver))
+            .order_by(CaregiverLink.id)
+        )
+    )
+
+
+def get_caregiver_link(session: Session, *, patient_id: int, link_id: int) -> CaregiverLink | None:
+    link = session.get(CaregiverLink, link_id)
+    return link if link is not None and link.patient_id == patient_id else None

@@ -1,0 +1,8 @@
+"""Imports every room's models so that Base.metadata knows every table."""
+
+from coordination import models as coordination_models
+from core import models as core_models
+from core.audit import models as audit_models
+from core.identity import models as identity_models
+
+__all__ = ["audit_models", "coordination_models", "core_models", "identity_models"]

@@ -1,0 +1,180 @@
+"""The application factory: `create_app()` wires settings, database, clock, gateway,
+middleware, error pages, the rooms' routes and the scheduler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coordination.gateway import SmsGateway, make_gateway
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_session_factory
+from core.settings import Settings, get_settings
+from portal import i18n
+from portal.context import AppContext
+from portal.deps import (
+    LANGUAGE_COOKIE,
+    CsrfRejected,
+    Forbidden,
+    LoginRequired,
+    PageNotFound,
+    SecondFactorRequired,
+)
+from portal.middleware import SecurityMiddleware
+from portal.web import redirect, render
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("cgt_access")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    factory: sessionmaker[Session] | None = None,
+    gateway: SmsGateway | None = None,
+    run_scheduler: bool | None = None,
+) -> FastAPI:
+    """Build the platform. Tests pass their own settings, clock, session factory, gateway."""
+    settings = settings or get_settings()
+    if factory is None:
+        factory = make_session_factory(make_engine(settings.database_url))
+    engine = factory.kw["bind"]
+    context = AppContext(
+        settings=settings,
+        engine=engine,
+        factory=factory,
+        clock=clock or SystemClock(),
+        gateway=gateway or make_gateway(settings),
+    )
+    with_scheduler = settings.run_scheduler if run_scheduler is None else run_scheduler
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        scheduler = None
+        if with_scheduler:
+            from portal.scheduler import start_scheduler
+
+            scheduler = start_scheduler(context, blocking=False)
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+
+    app = FastAPI(
+        title="cgt-access",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.add_middleware(SecurityMiddleware, hsts=settings.uses_tls, secure_cookies=settings.uses_tls)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_error_pages(app)
+
+    from portal.routes import admin, auth, demo, health, home, patients
+
+    app.include_router(health.router)
+    for module in (auth, home, patients, admin, demo):
+        app.include_router(module.router)
+    return app
+
+
+def _error_language(request: Request) -> None:
+    # The request's session may be rolled back by now: use what page_setup chose, not the user.
+    language = getattr(request.state, "language", None) or (
+        i18n.parse_language(request.cookies.get(LANGUAGE_COOKIE))
+        or i18n.negotiate(request.headers.get("accept-language"))
+    )
+    i18n.set_language(language)
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    _error_language(request)
+    from portal.routes.pages import base_page_context
+
+    # A fresh layout context without the user object (it may be detached after a rollback).
+    request.state.page_context = base_page_context(request, None)
+    return render(
+        request,
+        "portal/error.html",
+        {"title": i18n.gettext(title), "message": i18n.gettext(message), "status": status_code},
+        block="content",
+        status_code=status_code,
+    )
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired) -> Response:
+        from urllib.parse import quote
+
+        target = request.url.path if request.method == "GET" else "/"
+        return redirect(request, f"/login?next={quote(target)}")
+
+    @app.exception_handler(SecondFactorRequired)
+    async def second_factor(request: Request, exc: SecondFactorRequired) -> Response:
+        return redirect(request, "/login/mfa" if exc.enrolled else "/account/mfa")
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, _exc: Forbidden) -> Response:
+        return _error_page(
+            request, 403, "Not allowed", "Your account does not give access to this page."
+        )
+
+    @app.exception_handler(PageNotFound)
+    async def not_found(request: Request, _exc: PageNotFound) -> Response:
+        return _error_page(
+            request, 404, "Page not found", "This page does not exist, or it is not yours to see."
+        )
+
+    @app.exception_handler(CsrfRejected)
+    async def csrf_rejected(request: Request, _exc: CsrfRejected) -> Response:
+        return _error_page(
+            request,
+            403,
+            "This form has expired",
+            "For your safety the form could not be sent. Go back, reload the page and try again.",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return _error_page(
+            request,
+            400,
+            "Something in this request is not right",
+            "The address or the form had a value we could not understand. Go back and try again.",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return await not_found(request, PageNotFound())
+        if exc.status_code == 405:
+            return _error_page(
+                request, 405, "Not possible here", "This page cannot be used that way."
+            )
+        return _error_page(request, exc.status_code, "Something went wrong", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # The traceback goes to the log; the person gets a calm page and nothing is half-saved
+        # (the request's transaction was rolled back).
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_page(
+            request,
+            500,
+            "Something went wrong",
+            "Nothing was changed. Please try again; if it happens again, tell your coordinator.",
+        )

@@ -1,0 +1,128 @@
+"""The `cgt-access` command: serve, worker, db upgrade, demo seed, bench."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+import typer
+
+from core.settings import SettingsError, get_settings, load_settings
+
+app = typer.Typer(
+    help="cgt-access: long-term follow-up and outcome reporting for the CGT Access Model.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data (fictional people only).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+
+
+def _settings_or_exit():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except SettingsError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
+    port: int | None = typer.Option(None, help="Port; defaults to the PORT setting (8000)."),
+    workers: int = typer.Option(
+        1, help="Worker processes (each runs the scheduler if RUN_SCHEDULER)."
+    ),
+) -> None:
+    """Serve the web application (portal, worklists, FHIR, webhooks) with uvicorn.
+
+    The scheduler (SMS dispatcher and other jobs) runs inside when RUN_SCHEDULER is true."""
+    import uvicorn
+
+    settings = _settings_or_exit()
+    get_settings.cache_clear()
+    _configure_logging()
+    uvicorn.run(
+        "portal.app:create_app",
+        factory=True,
+        host=host,
+        port=port or settings.port,
+        workers=workers,
+        access_log=False,  # our own access log leaves out query strings and tokens
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run only the scheduled jobs (SMS dispatcher, nightly jobs), without the web server.
+
+    Run as many as you like against PostgreSQL; run one against SQLite."""
+    from portal.app import create_app
+    from portal.scheduler import start_scheduler
+
+    _settings_or_exit()
+    _configure_logging()
+    context = create_app(run_scheduler=False).state.context
+    logging.getLogger("cgt_access").info("worker started")
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        start_scheduler(context, blocking=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Migrate the database at DATABASE_URL to the newest schema (or REVISION)."""
+    from portal.migrate import upgrade_database
+
+    settings = _settings_or_exit()
+    upgrade_database(settings.database_url, revision)
+    typer.echo(f"database is at {revision}")
+
+
+@demo_app.command("seed")
+def demo_seed(
+    reset: bool = typer.Option(False, help="Seed even if demo data is already there."),
+) -> None:
+    """Fill the database with fictional demo data (DEMO_MODE must be on)."""
+    from portal.demo import seed_demo
+
+    settings = _settings_or_exit()
+    if not settings.demo_mode:
+        typer.echo("Refusing: demo data is only seeded with DEMO_MODE=true.", err=True)
+        raise typer.Exit(code=2)
+    created = seed_demo(settings, force=reset)
+    typer.echo("demo data seeded" if created else "demo data already present")
+
+
+@app.command()
+def bench(
+    only: str = typer.Option("", help="Run only the figures whose name starts with this."),
+    patients: int = typer.Option(10_000, help="Patients in the benchmark database."),
+    requests: int = typer.Option(2_000, help="Requests per measured page."),
+) -> None:
+    """Run the benchmarks; print one JSON object per figure."""
+    from portal.bench import run_benchmarks
+
+    for line in run_benchmarks(only=only, patients=patients, requests=requests):
+        typer.echo(line)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

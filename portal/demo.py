@@ -1,0 +1,354 @@
+"""Demo data: fictional people at different points of their 15 years of follow-up.
+
+Phone numbers are in the 555-01xx range, which is reserved for fiction and reaches nobody."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_session_factory, transaction
+from core.identity.models import Role, User, UserStateScope
+from core.identity.passwords import hash_password
+from core.models import (
+    Caregiver,
+    CaregiverLink,
+    Language,
+    Patient,
+    PatientStatus,
+    State,
+    Therapy,
+    TreatmentCenter,
+)
+from core.settings import Settings
+
+DEMO_PASSWORD = "followup-demo-2026"
+
+# login, name, role, state codes; listed in README.
+DEMO_STAFF = [
+    ("admin@demo.cgt-access.test", "Alex Admin", Role.ADMIN, []),
+    ("coordinator.md@demo.cgt-access.test", "Morgan Reyes", Role.COORDINATOR, ["MD"]),
+    ("coordinator.co@demo.cgt-access.test", "Jordan Blake", Role.COORDINATOR, ["CO"]),
+    ("analyst@demo.cgt-access.test", "Sam Okafor", Role.STATE_ANALYST, ["MD", "CO"]),
+]
+
+_GIVEN = [
+    "Maya",
+    "Andre",
+    "Lucía",
+    "Jaylen",
+    "Imani",
+    "Marcus",
+    "Zoe",
+    "Darius",
+    "Aaliyah",
+    "Mateo",
+    "Kiara",
+    "Isaiah",
+    "Nia",
+    "Elijah",
+    "Sofía",
+    "Malik",
+    "Amara",
+    "Xavier",
+    "Destiny",
+    "Camila",
+    "Tyrese",
+    "Jasmine",
+    "Gabriel",
+    "Layla",
+    "Omar",
+    "Brianna",
+    "Diego",
+    "Ayana",
+    "Jalen",
+    "Valeria",
+]
+_FAMILY = [
+    "Johnson",
+    "Williams",
+    "García",
+    "Brown",
+    "Davis",
+    "Jackson",
+    "Harris",
+    "Thomas",
+    "Robinson",
+    "Martínez",
+    "Lewis",
+    "Walker",
+    "Young",
+    "Allen",
+    "Hernández",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "López",
+    "Adams",
+    "Baker",
+    "Nelson",
+    "Carter",
+    "Mitchell",
+    "Pérez",
+    "Roberts",
+    "Turner",
+    "Phillips",
+    "Rivera",
+]
+# Days since infusion, spread over the 15 years (negative: infusion planned).
+_DAYS_SINCE_INFUSION = [
+    -20,
+    12,
+    35,
+    95,
+    104,
+    170,
+    185,
+    240,
+    330,
+    365,
+    420,
+    540,
+    600,
+    730,
+    800,
+    1000,
+    1100,
+    1460,
+    1500,
+    1825,
+    2000,
+    2190,
+    2555,
+    2900,
+    3285,
+    3650,
+    4015,
+    4380,
+    5000,
+    5400,
+]
+
+
+def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = None) -> bool:
+    """Seed the demo database; returns False when demo data was already there."""
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        if not force and session.scalar(select(State.id).limit(1)) is not None:
+            return False
+        seed_demo_data(session, clock=clock or SystemClock())
+    return True
+
+
+def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
+    """Create the demo states, centers, therapies, patients, caregivers and logins."""
+    now = clock.now()
+    today = now.date()
+    maryland = State(
+        code="MD",
+        name="Maryland",
+        time_zone="America/New_York",
+        program_name="Maryland CGT Access Program",
+        program_phone="+14105550100",
+        created_at=now,
+    )
+    colorado = State(
+        code="CO",
+        name="Colorado",
+        time_zone="America/Denver",
+        program_name="Colorado CGT Access Program",
+        program_phone="+13035550100",
+        created_at=now,
+    )
+    session.add_all([maryland, colorado])
+    session.flush()
+    harbor = TreatmentCenter(
+        state_id=maryland.id,
+        name="Harborview Sickle Cell Center",
+        city="Baltimore",
+        phone="+14105550101",
+        is_active=True,
+        created_at=now,
+    )
+    front_range = TreatmentCenter(
+        state_id=colorado.id,
+        name="Front Range Gene Therapy Center",
+        city="Aurora",
+        phone="+13035550101",
+        is_active=True,
+        created_at=now,
+    )
+    casgevy = Therapy(
+        code="casgevy",
+        brand_name="Casgevy",
+        generic_name="exagamglogene autotemcel",
+        manufacturer="Vertex Pharmaceuticals",
+    )
+    lyfgenia = Therapy(
+        code="lyfgenia",
+        brand_name="Lyfgenia",
+        generic_name="lovotibeglogene autotemcel",
+        manufacturer="Genetix Biotherapeutics (formerly bluebird bio)",
+    )
+    session.add_all([harbor, front_range, casgevy, lyfgenia])
+    session.flush()
+
+    patients: list[Patient] = []
+    for index, (given, family, days) in enumerate(
+        zip(_GIVEN, _FAMILY, _DAYS_SINCE_INFUSION, strict=True)
+    ):
+        in_maryland = index % 2 == 0
+        state, center = (maryland, harbor) if in_maryland else (colorado, front_range)
+        area = "410" if in_maryland else "303"
+        infusion = today - timedelta(days=days)
+        age_at_infusion = 12 + (index * 7) % 24
+        spanish = given in {"Lucía", "Mateo", "Sofía", "Camila", "Diego", "Valeria"}
+        status = PatientStatus.ACTIVE if days >= 0 else PatientStatus.ENROLLED
+        if index == 27:
+            status = PatientStatus.LOST_TO_FOLLOW_UP
+        if index == 29:
+            status = PatientStatus.WITHDRAWN
+        patient = Patient(
+            state_id=state.id,
+            center_id=center.id,
+            therapy_id=(casgevy if index % 3 else lyfgenia).id,
+            medicaid_id=f"{state.code}{100200 + index * 37:08d}",
+            center_mrn=f"MRN-{40000 + index * 11}",
+            given_name=given,
+            family_name=family,
+            birth_date=date(infusion.year - age_at_infusion, 1 + index % 12, 1 + (index * 3) % 28),
+            preferred_language=Language.ES if spanish else Language.EN,
+            time_zone=state.time_zone,
+            mobile_phone=f"+1{area}55501{10 + index:02d}",
+            infusion_date=infusion,
+            status=status,
+            created_at=now - timedelta(days=max(days, 0) + 60),
+            updated_at=now,
+        )
+        patients.append(patient)
+    session.add_all(patients)
+    session.flush()
+
+    def caregiver(given: str, family: str, phone: str, language: Language, zone: str) -> Caregiver:
+        person = Caregiver(
+            given_name=given,
+            family_name=family,
+            mobile_phone=phone,
+            preferred_language=language,
+            time_zone=zone,
+            created_at=now,
+        )
+        session.add(person)
+        session.flush()
+        return person
+
+    def link(person: Caregiver, patient: Patient, relationship: str, **rights: bool) -> None:
+        session.add(
+            CaregiverLink(
+                caregiver_id=person.id,
+                patient_id=patient.id,
+                relationship_label=relationship,
+                created_at=now,
+                updated_at=now,
+                **rights,
+            )
+        )
+
+    denise = caregiver("Denise", "Johnson", "+14105550160", Language.EN, maryland.time_zone)
+    link(
+        denise,
+        patients[0],
+        "mother",
+        can_view_schedule=True,
+        can_receive_reminders=True,
+        can_view_education=True,
+        can_report_events=True,
+    )
+    link(
+        denise,
+        patients[4],
+        "aunt",
+        can_view_schedule=True,
+        can_receive_reminders=False,
+        can_view_education=False,
+        can_report_events=False,
+    )
+    rosa = caregiver("Rosa", "García", "+13035550161", Language.ES, colorado.time_zone)
+    link(
+        rosa,
+        patients[1],
+        "grandmother",
+        can_view_schedule=True,
+        can_receive_reminders=True,
+        can_view_education=True,
+        can_report_events=False,
+    )
+    kevin = caregiver("Kevin", "Brown", "+14105550162", Language.EN, maryland.time_zone)
+    link(
+        kevin,
+        patients[2],
+        "partner",
+        can_view_schedule=True,
+        can_receive_reminders=False,
+        can_view_education=False,
+        can_report_events=False,
+    )
+
+    password = hash_password(DEMO_PASSWORD)
+    users: dict[str, User] = {}
+    states = {"MD": maryland, "CO": colorado}
+    for login, name, role, codes in DEMO_STAFF:
+        user = User(
+            login=login,
+            email=login,
+            display_name=name,
+            role=role,
+            password_hash=password,
+            preferred_language=Language.EN,
+            is_active=True,
+            created_at=now,
+        )
+        user.state_scopes = [UserStateScope(state_id=states[code].id) for code in codes]
+        session.add(user)
+        users[login] = user
+    for login, patient in (("maya", patients[0]), ("andre", patients[1])):
+        users[login] = User(
+            login=login,
+            display_name=patient.full_name,
+            role=Role.PATIENT,
+            patient_id=patient.id,
+            password_hash=password,
+            preferred_language=patient.preferred_language,
+            phone_verified_at=now,
+            is_active=True,
+            created_at=now,
+        )
+    users["denise"] = User(
+        login="denise",
+        display_name=denise.full_name,
+        role=Role.CAREGIVER,
+        caregiver_id=denise.id,
+        password_hash=password,
+        preferred_language=Language.EN,
+        phone_verified_at=now,
+        is_active=True,
+        created_at=now,
+    )
+    users["rosa"] = User(
+        login="rosa",
+        display_name=rosa.full_name,
+        role=Role.CAREGIVER,
+        caregiver_id=rosa.id,
+        password_hash=password,
+        preferred_language=Language.ES,
+        phone_verified_at=now,
+        is_active=True,
+        created_at=now,
+    )
+    session.add_all(users.values())
+    session.flush()
+    return users

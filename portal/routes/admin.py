@@ -1,0 +1,492 @@
+"""Admin pages: states, treatment centers, staff accounts, the audit log (read-only)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from core.audit.models import AuditOutcome
+from core.audit.service import AuditFilter, search_events
+from core.errors import FieldErrors
+from core.identity.access import Permission
+from core.identity.invitations import issue_invitation
+from core.identity.models import InvitationDelivery, Role, User
+from core.identity.users import (
+    STAFF_ROLES,
+    StaffInput,
+    list_users,
+    reset_second_factor,
+    save_staff_user,
+    set_user_active,
+)
+from core.models import State, TreatmentCenter
+from core.reference import (
+    CenterInput,
+    StateInput,
+    list_centers,
+    list_states,
+    save_center,
+    save_state,
+)
+from portal import i18n
+from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
+from portal.routes.pages import page_router
+from portal.web import redirect, render
+
+router = page_router()
+_ = i18n.gettext
+
+StatesAdmin = Annotated[User, Depends(require(Permission.ADMIN_STATES))]
+CentersAdmin = Annotated[User, Depends(require(Permission.ADMIN_CENTERS))]
+UsersAdmin = Annotated[User, Depends(require(Permission.ADMIN_USERS))]
+AuditReader = Annotated[User, Depends(require(Permission.AUDIT_READ))]
+
+
+def _translated(errors: dict[str, str]) -> dict[str, str]:
+    return {name: _(message) for name, message in errors.items()}
+
+
+# --- states ---------------------------------------------------------------------------
+
+
+class StateForm(BaseModel):
+    code: str = Field("", max_length=8)
+    name: str = Field("", max_length=200)
+    time_zone: str = Field("", max_length=64)
+    program_name: str = Field("", max_length=200)
+    program_phone: str = Field("", max_length=40)
+
+
+@router.get("/admin/states", name="admin_states")
+def states_page(request: Request, session: SessionDep, user: StatesAdmin) -> Response:
+    return render(
+        request, "portal/admin_states.html", {"states": list_states(session), "form": StateInput()}
+    )
+
+
+@router.post("/admin/states", name="admin_state_create")
+def state_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: StatesAdmin,
+    data: Annotated[StateForm, Form()],
+) -> Response:
+    form = StateInput(**data.model_dump())
+    try:
+        save_state(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, state=None
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_states.html",
+            {"states": list_states(session), "form": form, "errors": _translated(problem.errors)},
+            status_code=400,
+        )
+    return redirect(request, "/admin/states")
+
+
+@router.get("/admin/states/{state_id}", name="admin_state")
+def state_page(request: Request, session: SessionDep, user: StatesAdmin, state_id: int) -> Response:
+    state = session.get(State, state_id)
+    if state is None:
+        raise PageNotFound()
+    form = StateInput(
+        code=state.code,
+        name=state.name,
+        time_zone=state.time_zone,
+        program_name=state.program_name,
+        program_phone=state.program_phone,
+    )
+    return render(request, "portal/admin_state.html", {"state": state, "form": form})
+
+
+@router.post("/admin/states/{state_id}", name="admin_state_update")
+def state_update(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: StatesAdmin,
+    state_id: int,
+    data: Annotated[StateForm, Form()],
+) -> Response:
+    state = session.get(State, state_id)
+    if state is None:
+        raise PageNotFound()
+    form = StateInput(**data.model_dump())
+    try:
+        save_state(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, state=state
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_state.html",
+            {"state": state, "form": form, "errors": _translated(problem.errors)},
+            status_code=400,
+        )
+    return redirect(request, "/admin/states")
+
+
+# --- treatment centers ----------------------------------------------------------------
+
+
+class CenterForm(BaseModel):
+    name: str = Field("", max_length=200)
+    city: str = Field("", max_length=100)
+    state_id: str = Field("", max_length=12)
+    phone: str = Field("", max_length=40)
+    is_active: str = Field("", max_length=8)
+
+
+def _center_input(data: CenterForm) -> CenterInput:
+    return CenterInput(
+        name=data.name,
+        city=data.city,
+        state_id=data.state_id,
+        phone=data.phone,
+        is_active=data.is_active == "on",
+    )
+
+
+@router.get("/admin/centers", name="admin_centers")
+def centers_page(request: Request, session: SessionDep, user: CentersAdmin) -> Response:
+    return render(
+        request,
+        "portal/admin_centers.html",
+        {"centers": list_centers(session), "states": list_states(session), "form": CenterInput()},
+    )
+
+
+@router.post("/admin/centers", name="admin_center_create")
+def center_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: CentersAdmin,
+    data: Annotated[CenterForm, Form()],
+) -> Response:
+    form = _center_input(data)
+    form.is_active = True
+    try:
+        save_center(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, center=None
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_centers.html",
+            {
+                "centers": list_centers(session),
+                "states": list_states(session),
+                "form": form,
+                "errors": _translated(problem.errors),
+            },
+            status_code=400,
+        )
+    return redirect(request, "/admin/centers")
+
+
+@router.get("/admin/centers/{center_id}", name="admin_center")
+def center_page(
+    request: Request, session: SessionDep, user: CentersAdmin, center_id: int
+) -> Response:
+    center = session.get(TreatmentCenter, center_id)
+    if center is None:
+        raise PageNotFound()
+    form = CenterInput(
+        name=center.name,
+        city=center.city,
+        state_id=str(center.state_id),
+        phone=center.phone or "",
+        is_active=center.is_active,
+    )
+    return render(
+        request,
+        "portal/admin_center.html",
+        {"center": center, "form": form, "states": list_states(session)},
+    )
+
+
+@router.post("/admin/centers/{center_id}", name="admin_center_update")
+def center_update(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: CentersAdmin,
+    center_id: int,
+    data: Annotated[CenterForm, Form()],
+) -> Response:
+    center = session.get(TreatmentCenter, center_id)
+    if center is None:
+        raise PageNotFound()
+    form = _center_input(data)
+    try:
+        save_center(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, center=center
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_center.html",
+            {
+                "center": center,
+                "form": form,
+                "states": list_states(session),
+                "errors": _translated(problem.errors),
+            },
+            status_code=400,
+        )
+    return redirect(request, "/admin/centers")
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+class StaffForm(BaseModel):
+    login: str = Field("", max_length=300)
+    display_name: str = Field("", max_length=200)
+    role: str = Field(Role.COORDINATOR.value, max_length=16)
+    state_ids: list[str] = Field(default_factory=list, max_length=60)
+    center_id: str = Field("", max_length=12)
+
+
+def _staff_choices(session: SessionDep) -> dict[str, object]:
+    return {"states": list_states(session), "centers": list_centers(session), "roles": STAFF_ROLES}
+
+
+@router.get("/admin/users", name="admin_users")
+def users_page(
+    request: Request,
+    session: SessionDep,
+    user: UsersAdmin,
+    role: Annotated[str, Query(max_length=16)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    chosen = Role(role) if role in Role.__members__.values() else None
+    users, total = list_users(session, text=None, role=chosen, page=page)
+    return render(
+        request,
+        "portal/admin_users.html",
+        {
+            "users": users,
+            "total": total,
+            "page": page,
+            "pages": max(1, (total + 49) // 50),
+            "role": chosen,
+            "roles": list(Role),
+        },
+    )
+
+
+@router.get("/admin/users/new", name="admin_user_new")
+def user_new(request: Request, session: SessionDep, user: UsersAdmin) -> Response:
+    return render(
+        request,
+        "portal/admin_user.html",
+        {"account": None, "form": StaffInput(), **_staff_choices(session)},
+    )
+
+
+def _issue_set_password_link(
+    request: Request, session: SessionDep, context: ContextDep, admin: User, account: User
+) -> Response:
+    issued = issue_invitation(
+        session,
+        clock=context.clock,
+        actor=actor_for(request, admin),
+        user=account,
+        delivery=InvitationDelivery.PRINT,
+        valid_for=timedelta(days=context.settings.invitation_valid_days),
+        patient_id=None,
+    )
+    return render(
+        request,
+        "portal/admin_user_link.html",
+        {
+            "account": account,
+            "url": f"{context.settings.public_base_url}/invite/{issued.token}",
+            "days": context.settings.invitation_valid_days,
+        },
+    )
+
+
+@router.post("/admin/users/new", name="admin_user_create")
+def user_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: UsersAdmin,
+    data: Annotated[StaffForm, Form()],
+) -> Response:
+    form = StaffInput(**data.model_dump())
+    try:
+        account = save_staff_user(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, user=None
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_user.html",
+            {
+                "account": None,
+                "form": form,
+                "errors": _translated(problem.errors),
+                **_staff_choices(session),
+            },
+            status_code=400,
+        )
+    return _issue_set_password_link(request, session, context, user, account)
+
+
+def _account(session: SessionDep, user_id: int) -> User:
+    account = session.get(User, user_id)
+    if account is None:
+        raise PageNotFound()
+    return account
+
+
+@router.get("/admin/users/{user_id}", name="admin_user")
+def user_page(request: Request, session: SessionDep, user: UsersAdmin, user_id: int) -> Response:
+    account = _account(session, user_id)
+    form = StaffInput(
+        login=account.login or "",
+        display_name=account.display_name,
+        role=account.role.value,
+        state_ids=[str(state_id) for state_id in account.state_ids],
+        center_id=str(account.center_id or ""),
+    )
+    return render(
+        request,
+        "portal/admin_user.html",
+        {"account": account, "form": form, **_staff_choices(session)},
+    )
+
+
+@router.post("/admin/users/{user_id}", name="admin_user_update")
+def user_update(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: UsersAdmin,
+    user_id: int,
+    data: Annotated[StaffForm, Form()],
+) -> Response:
+    account = _account(session, user_id)
+    form = StaffInput(**data.model_dump())
+    try:
+        save_staff_user(
+            session, clock=context.clock, actor=actor_for(request, user), data=form, user=account
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/admin_user.html",
+            {
+                "account": account,
+                "form": form,
+                "errors": _translated(problem.errors),
+                **_staff_choices(session),
+            },
+            status_code=400,
+        )
+    return redirect(request, "/admin/users")
+
+
+@router.post("/admin/users/{user_id}/action", name="admin_user_action")
+def user_action(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: UsersAdmin,
+    user_id: int,
+    action: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Deactivate, reactivate, forget the authenticator, or make a new set-password link."""
+    account = _account(session, user_id)
+    actor = actor_for(request, user)
+    try:
+        if action in ("deactivate", "activate"):
+            set_user_active(
+                session, clock=context.clock, actor=actor, user=account, active=action == "activate"
+            )
+        elif action == "reset_mfa":
+            reset_second_factor(session, clock=context.clock, actor=actor, user=account)
+        elif action == "set_password_link":
+            return _issue_set_password_link(request, session, context, user, account)
+        else:
+            raise FieldErrors({"": "Unknown action."})
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("Not possible"),
+                "message": _(next(iter(problem.errors.values()))),
+                "status": 400,
+                "back": f"/admin/users/{account.id}",
+            },
+            status_code=400,
+        )
+    return redirect(request, f"/admin/users/{account.id}")
+
+
+# --- audit log ------------------------------------------------------------------------
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@router.get("/admin/audit", name="admin_audit")
+def audit_page(
+    request: Request,
+    session: SessionDep,
+    user: AuditReader,
+    actor: Annotated[str, Query(max_length=254)] = "",
+    action: Annotated[str, Query(max_length=64)] = "",
+    patient: Annotated[str, Query(max_length=12)] = "",
+    outcome: Annotated[str, Query(max_length=8)] = "",
+    since: Annotated[str, Query(max_length=10)] = "",
+    until: Annotated[str, Query(max_length=10)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """Read-only: there is no route that changes or deletes an audit event."""
+    since_day, until_day = _day(since), _day(until)
+    criteria = AuditFilter(
+        actor=actor or None,
+        action=action or None,
+        patient_id=int(patient) if patient.isdigit() else None,
+        outcome=AuditOutcome(outcome) if outcome in AuditOutcome.__members__.values() else None,
+        since=datetime.combine(since_day, time.min, UTC) if since_day else None,
+        until=datetime.combine(until_day, time.min, UTC) + timedelta(days=1) if until_day else None,
+    )
+    events, total = search_events(session, criteria=criteria, page=page)
+    return render(
+        request,
+        "portal/admin_audit.html",
+        {
+            "events": events,
+            "total": total,
+            "page": page,
+            "pages": max(1, (total + 49) // 50),
+            "filters": {
+                "actor": actor,
+                "action": action,
+                "patient": patient,
+                "outcome": outcome,
+                "since": since,
+                "until": until,
+            },
+            "outcomes": list(AuditOutcome),
+        },
+        block="results",
+    )

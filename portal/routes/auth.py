@@ -1,0 +1,410 @@
+"""Logging in and out, the second factor, invitations, forgotten passwords, the language."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+from urllib.parse import quote
+
+import segno
+from fastapi import Depends, Form, Request
+from fastapi.responses import Response
+
+from core.audit.models import AuditOutcome
+from core.audit.service import record_event
+from core.identity.auth import (
+    LoginRefusal,
+    authenticate,
+    end_session,
+    login_lock_remaining,
+    mark_mfa_passed,
+    record_failed_attempt,
+    start_totp_enrolment,
+    totp_uri,
+    verify_totp,
+)
+from core.identity.invitations import (
+    InvitationProblem,
+    LoginTaken,
+    ResetProblem,
+    accept_invitation,
+    find_invitation,
+    reset_password,
+)
+from core.identity.models import LoginSession, Role
+from core.identity.passwords import WeakPassword
+from portal import i18n
+from portal.deps import (
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+    ContextDep,
+    LoginDep,
+    LoginRequired,
+    SessionDep,
+    actor_for,
+    client_ip,
+    set_session_cookie,
+)
+from portal.onboarding import send_reset_code
+from portal.routes.pages import page_router
+from portal.web import redirect, render, safe_next
+
+router = page_router()
+_ = i18n.gettext
+
+ShortText = Annotated[str, Form(max_length=300)]
+Password = Annotated[str, Form(max_length=256)]
+
+
+def home_for(role: Role) -> str:
+    return {
+        Role.PATIENT: "/home",
+        Role.CAREGIVER: "/home",
+        Role.COORDINATOR: "/patients",
+        Role.STATE_ANALYST: "/reports",
+        Role.ADMIN: "/admin/users",
+    }[role]
+
+
+def require_login_session(login: LoginDep) -> LoginSession:
+    """Logged in, second factor not necessarily passed yet (the MFA pages themselves)."""
+    if login is None:
+        raise LoginRequired()
+    return login
+
+
+require_login_session.login_only = True  # type: ignore[attr-defined]
+PendingLogin = Annotated[LoginSession, Depends(require_login_session)]
+
+
+@router.get("/", name="root")
+def root(login: LoginDep) -> Response:
+    if login is None:
+        return Response(status_code=303, headers={"Location": "/login"})
+    return Response(status_code=303, headers={"Location": home_for(login.user.role)})
+
+
+@router.get("/login", name="login")
+def login_page(request: Request, login: LoginDep, next: str | None = None) -> Response:
+    if login is not None and (login.mfa_passed_at or not login.user.needs_mfa):
+        return redirect(request, safe_next(next, home_for(login.user.role)))
+    return render(request, "portal/login.html", {"next": safe_next(next, "")})
+
+
+@router.post("/login", name="login_submit")
+def login_submit(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    login: ShortText = "",
+    password: Password = "",
+    next: ShortText = "",
+) -> Response:
+    result = authenticate(
+        session,
+        clock=context.clock,
+        login=login,
+        password=password,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    if not result.ok:
+        if result.refusal in (LoginRefusal.LOCKED, LoginRefusal.IP_THROTTLED):
+            minutes = (
+                max(1, int((result.retry_after.total_seconds() + 59) // 60))
+                if (result.retry_after)
+                else 15
+            )
+            error = i18n.ngettext(
+                "Too many failed attempts. Try again in %(num)d minute, or reset your password.",
+                "Too many failed attempts. Try again in %(num)d minutes, or reset your password.",
+                minutes,
+            ) % {"num": minutes}
+            status = 429
+        else:
+            error = _("The username or password is not right.")
+            status = 400
+        return render(
+            request,
+            "portal/login.html",
+            {"error": error, "login": login, "next": safe_next(next, "")},
+            status_code=status,
+        )
+    assert result.user is not None and result.session_token is not None
+    user = result.user
+    if user.needs_mfa:
+        target = "/login/mfa" if user.totp_enabled_at else "/account/mfa"
+        target += f"?next={quote(safe_next(next, ''))}" if next else ""
+    else:
+        target = safe_next(next, home_for(user.role))
+    response = redirect(request, target)
+    set_session_cookie(response, context, result.session_token)
+    language = user.preferred_language
+    response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
+    return response
+
+
+@router.post("/logout", name="logout")
+def logout(request: Request, session: SessionDep, context: ContextDep, login: LoginDep) -> Response:
+    if login is not None:
+        end_session(session, clock=context.clock, login_session=login)
+        record_event(
+            session, clock=context.clock, actor=actor_for(request, login.user), action="logout"
+        )
+    response = redirect(request, "/login?logged_out=1")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/login/mfa", name="mfa_page")
+def mfa_page(request: Request, login: PendingLogin, next: str | None = None) -> Response:
+    if login.user.totp_enabled_at is None:
+        return redirect(request, "/account/mfa")
+    return render(request, "portal/mfa.html", {"next": safe_next(next, "")})
+
+
+@router.post("/login/mfa", name="mfa_submit")
+def mfa_submit(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    login: PendingLogin,
+    code: ShortText = "",
+    next: ShortText = "",
+) -> Response:
+    user = login.user
+    key = user.login or ""
+    if login_lock_remaining(session, clock=context.clock, login=key) is not None:
+        end_session(session, clock=context.clock, login_session=login)
+        response = redirect(request, "/login")
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+    if not verify_totp(session, clock=context.clock, user=user, code=code):
+        record_failed_attempt(session, clock=context.clock, login=key, ip=client_ip(request))
+        record_event(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            action="login.mfa",
+            outcome=AuditOutcome.FAILURE,
+        )
+        return render(
+            request,
+            "portal/mfa.html",
+            {
+                "error": _("This code is not right. Check the time on your phone and try again."),
+                "next": safe_next(next, ""),
+            },
+            status_code=400,
+        )
+    mark_mfa_passed(session, clock=context.clock, login_session=login)
+    record_event(session, clock=context.clock, actor=actor_for(request, user), action="login.mfa")
+    return redirect(request, safe_next(next, home_for(user.role)))
+
+
+def _qr_data_uri(uri: str) -> str:
+    svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#1b2a3a", light="#ffffff")
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+@router.get("/account/mfa", name="mfa_setup")
+def mfa_setup(
+    request: Request, session: SessionDep, context: ContextDep, login: PendingLogin
+) -> Response:
+    user = login.user
+    if user.totp_enabled_at is not None:
+        return redirect(request, "/login/mfa" if login.mfa_passed_at is None else "/account")
+    if user.totp_secret is None:
+        start_totp_enrolment(session, user=user)
+    uri = totp_uri(user)
+    return render(
+        request,
+        "portal/mfa_setup.html",
+        {"secret": user.totp_secret, "qr": _qr_data_uri(uri), "uri": uri},
+    )
+
+
+@router.post("/account/mfa", name="mfa_setup_submit")
+def mfa_setup_submit(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    login: PendingLogin,
+    code: ShortText = "",
+) -> Response:
+    user = login.user
+    if user.totp_enabled_at is not None:
+        return redirect(request, "/account")
+    if not verify_totp(session, clock=context.clock, user=user, code=code):
+        uri = totp_uri(user)
+        return render(
+            request,
+            "portal/mfa_setup.html",
+            {
+                "secret": user.totp_secret,
+                "qr": _qr_data_uri(uri),
+                "uri": uri,
+                "error": _("This code is not right. Scan the code again and type the 6 digits."),
+            },
+            status_code=400,
+        )
+    mark_mfa_passed(session, clock=context.clock, login_session=login)
+    record_event(
+        session, clock=context.clock, actor=actor_for(request, user), action="account.mfa_enabled"
+    )
+    return redirect(request, home_for(user.role))
+
+
+@router.post("/account/mfa/skip", name="mfa_skip")
+def mfa_skip(
+    request: Request, session: SessionDep, context: ContextDep, login: PendingLogin
+) -> Response:
+    """Demo mode only: look around without an authenticator app."""
+    if not context.settings.demo_mode:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("Not possible here"),
+                "message": _("The second factor can only be skipped in demo mode."),
+                "status": 403,
+            },
+            status_code=403,
+        )
+    mark_mfa_passed(session, clock=context.clock, login_session=login)
+    record_event(
+        session, clock=context.clock, actor=actor_for(request, login.user), action="login.mfa_skip"
+    )
+    return redirect(request, home_for(login.user.role))
+
+
+@router.get("/invite/{token}", name="invitation")
+def invitation_page(
+    request: Request, session: SessionDep, context: ContextDep, token: str
+) -> Response:
+    try:
+        invitation = find_invitation(session, clock=context.clock, token=token[:100])
+    except InvitationProblem as problem:
+        return render(
+            request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
+        )
+    return render(
+        request, "portal/invitation.html", {"token": token, "name": invitation.user.display_name}
+    )
+
+
+@router.post("/invite/{token}", name="invitation_submit")
+def invitation_submit(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    token: str,
+    login: ShortText = "",
+    password: Password = "",
+    password_again: Password = "",
+) -> Response:
+    errors: dict[str, str] = {}
+    if password != password_again:
+        errors["password_again"] = _("The two passwords are not the same.")
+    else:
+        try:
+            accept_invitation(
+                session,
+                clock=context.clock,
+                token=token[:100],
+                login=login,
+                password=password,
+                language=i18n.current_language(),
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        except InvitationProblem as problem:
+            return render(
+                request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
+            )
+        except LoginTaken as problem:
+            errors["login"] = _(str(problem))
+        except WeakPassword as problem:
+            errors["password"] = _(str(problem))
+        else:
+            return redirect(request, "/login?welcome=1")
+    invitation = find_invitation(session, clock=context.clock, token=token[:100])
+    return render(
+        request,
+        "portal/invitation.html",
+        {"token": token, "name": invitation.user.display_name, "errors": errors, "login": login},
+        status_code=400,
+    )
+
+
+@router.get("/password/forgot", name="forgot_password")
+def forgot_page(request: Request) -> Response:
+    return render(request, "portal/forgot.html", {"step": "ask"})
+
+
+@router.post("/password/forgot", name="forgot_password_submit")
+def forgot_submit(
+    request: Request, session: SessionDep, context: ContextDep, login: ShortText = ""
+) -> Response:
+    if login.strip():
+        send_reset_code(
+            session,
+            clock=context.clock,
+            settings=context.settings,
+            wake_dispatcher=context.wake_dispatcher,
+            login=login,
+        )
+    return render(request, "portal/forgot.html", {"step": "code", "login": login.strip()})
+
+
+@router.post("/password/reset", name="reset_password")
+def reset_submit(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    login: ShortText = "",
+    code: ShortText = "",
+    password: Password = "",
+    password_again: Password = "",
+) -> Response:
+    error: str | None = None
+    if password != password_again:
+        error = _("The two passwords are not the same.")
+    else:
+        try:
+            reset_password(
+                session,
+                clock=context.clock,
+                login=login,
+                code=code,
+                new_password=password,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        except (ResetProblem, WeakPassword) as problem:
+            error = _(str(problem))
+        else:
+            return redirect(request, "/login?reset=1")
+    return render(
+        request,
+        "portal/forgot.html",
+        {"step": "code", "login": login, "error": error},
+        status_code=400,
+    )
+
+
+@router.post("/language", name="language")
+def switch_language(
+    request: Request,
+    session: SessionDep,
+    login: LoginDep,
+    lang: ShortText = "",
+    next: ShortText = "",
+) -> Response:
+    language = i18n.parse_language(lang) or i18n.DEFAULT_LANGUAGE
+    if login is not None:
+        login.user.preferred_language = language
+        session.flush()
+    response = redirect(request, safe_next(next, "/"))
+    response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
+    return response

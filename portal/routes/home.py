@@ -1,0 +1,101 @@
+"""The patient's and caregiver's home, the account page, and the reports placeholder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import Response
+
+from core.audit.service import record_event
+from core.identity.access import Permission, linked_patients
+from core.identity.auth import end_all_sessions, open_session
+from core.identity.models import User
+from core.identity.passwords import WeakPassword, check_new_password, hash_password, verify_password
+from portal import i18n
+from portal.deps import (
+    ContextDep,
+    LoginDep,
+    SessionDep,
+    actor_for,
+    client_ip,
+    require,
+    set_session_cookie,
+)
+from portal.routes.pages import page_router
+from portal.web import redirect, render
+
+router = page_router()
+_ = i18n.gettext
+
+
+@router.get("/home", name="home")
+def home(
+    request: Request,
+    session: SessionDep,
+    user: Annotated[User, Depends(require(Permission.PORTAL_HOME))],
+) -> Response:
+    """A patient sees their own follow-up; a caregiver, each patient they help."""
+    people = [
+        {"patient": patient, "link": link, "rights": link.rights() if link else None}
+        for patient, link in linked_patients(session, user=user)
+    ]
+    return render(request, "portal/home.html", {"people": people})
+
+
+@router.get("/reports", name="reports")
+def reports(
+    request: Request, user: Annotated[User, Depends(require(Permission.REPORTS_VIEW))]
+) -> Response:
+    return render(request, "portal/reports.html", {})
+
+
+@router.get("/account", name="account")
+def account(
+    request: Request, user: Annotated[User, Depends(require(Permission.ACCOUNT))]
+) -> Response:
+    return render(request, "portal/account.html", {})
+
+
+@router.post("/account/password", name="account_password")
+def change_password(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    login: LoginDep,
+    user: Annotated[User, Depends(require(Permission.ACCOUNT))],
+    current: Annotated[str, Form(max_length=256)] = "",
+    password: Annotated[str, Form(max_length=256)] = "",
+    password_again: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    errors: dict[str, str] = {}
+    if not verify_password(current, user.password_hash):
+        errors["current"] = _("Your current password is not right.")
+    elif password != password_again:
+        errors["password_again"] = _("The two passwords are not the same.")
+    else:
+        try:
+            check_new_password(password, login=user.login)
+        except WeakPassword as problem:
+            errors["password"] = _(str(problem))
+    if errors:
+        return render(
+            request, "portal/account.html", {"errors": errors}, block="password", status_code=400
+        )
+    user.password_hash = hash_password(password)
+    # Every other browser is logged out; this one gets a fresh session.
+    end_all_sessions(session, clock=context.clock, user_id=user.id)
+    token = open_session(
+        session,
+        clock=context.clock,
+        user=user,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        mfa_passed_at=login.mfa_passed_at if login else None,
+    )
+    record_event(
+        session, clock=context.clock, actor=actor_for(request, user), action="password.change"
+    )
+    response = redirect(request, "/account?changed=1")
+    set_session_cookie(response, context, token)
+    return response

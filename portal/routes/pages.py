@@ -1,0 +1,77 @@
+"""What every page needs: the language, the logged-in user, the CSRF token, the navigation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from core.identity.access import Permission, role_allows
+from core.identity.models import User
+from portal import i18n
+from portal.deps import (
+    LANGUAGE_COOKIE,
+    ContextDep,
+    LoginDep,
+    check_csrf,
+    csrf_token_for,
+)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    href: str
+    label: str
+    permission: Permission
+
+
+# Labels are msgids: the layout translates them.
+NAV_ITEMS = (
+    NavItem("/home", "Home", Permission.PORTAL_HOME),
+    NavItem("/patients", "Patients", Permission.PATIENT_LIST),
+    NavItem("/admin/users", "Users", Permission.ADMIN_USERS),
+    NavItem("/admin/states", "States", Permission.ADMIN_STATES),
+    NavItem("/admin/centers", "Centers", Permission.ADMIN_CENTERS),
+    NavItem("/admin/audit", "Audit log", Permission.AUDIT_READ),
+)
+
+
+def nav_for(user: User | None) -> list[NavItem]:
+    if user is None:
+        return []
+    return [item for item in NAV_ITEMS if role_allows(user, item.permission)]
+
+
+def base_page_context(request: Request, user: User | None) -> dict[str, Any]:
+    context = request.app.state.context
+    seed = request.state.csrf_seed if hasattr(request.state, "csrf_seed") else ""
+    return {
+        "user": user,
+        "nav": nav_for(user),
+        "csrf_token": csrf_token_for(context.settings.secret, seed),
+        "language": i18n.current_language(),
+        "languages": i18n.LANGUAGE_NAMES,
+        "demo_mode": context.settings.demo_mode,
+        "program_name": context.settings.program_name,
+        "current_path": request.url.path,
+    }
+
+
+async def page_setup(request: Request, login: LoginDep, context: ContextDep) -> None:
+    """Choose the language (account, then cookie, then browser) and the layout's values."""
+    user = login.user if login else None
+    language = (
+        user.preferred_language
+        if user is not None
+        else i18n.parse_language(request.cookies.get(LANGUAGE_COOKIE))
+        or i18n.negotiate(request.headers.get("accept-language"))
+    )
+    i18n.set_language(language)
+    request.state.language = language
+    request.state.page_context = base_page_context(request, user)
+
+
+def page_router() -> APIRouter:
+    """A router whose pages get the layout's values and whose forms are CSRF-checked."""
+    return APIRouter(dependencies=[Depends(page_setup), Depends(check_csrf)])

@@ -1,0 +1,438 @@
+"""Coordinators' pages: the patient list, enrolment, a patient's record, caregivers and
+their proxy rights, invitations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from coordination.service import messages_for_patient
+from core.audit.service import record_event
+from core.errors import FieldErrors
+from core.identity.access import Permission
+from core.identity.invitations import invitations_for_patient
+from core.identity.models import InvitationDelivery, User
+from core.models import Language, PatientStatus, ProxyRight
+from core.reference import list_centers, list_states, list_therapies
+from core.service import (
+    CaregiverInput,
+    PatientCriteria,
+    PatientInput,
+    add_caregiver,
+    caregiver_links,
+    enroll_patient,
+    get_caregiver_link,
+    list_patients,
+    patient_input_from,
+    set_proxy_rights,
+    update_patient,
+)
+from portal import i18n
+from portal.deps import (
+    ContextDep,
+    PatientAccess,
+    SessionDep,
+    actor_for,
+    require,
+    require_patient,
+)
+from portal.onboarding import invite
+from portal.routes.pages import page_router
+from portal.web import redirect, render
+
+router = page_router()
+_ = i18n.gettext
+PER_PAGE = 25
+
+Coordinator = Annotated[User, Depends(require(Permission.PATIENT_LIST))]
+Enroller = Annotated[User, Depends(require(Permission.PATIENT_ENROLL))]
+RecordReader = Annotated[PatientAccess, Depends(require_patient(Permission.RECORD_VIEW))]
+RecordEditor = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_EDIT))]
+Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
+ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
+
+# Shown after a redirect; keys in the URL, never names.
+NOTICES = {
+    "enrolled": "The patient is enrolled.",
+    "saved": "The changes are saved.",
+    "invited_sms": "The invitation was texted.",
+    "caregiver_added": "The caregiver is added.",
+    "rights_saved": "The proxy rights are saved.",
+}
+
+
+class PatientForm(BaseModel):
+    given_name: str = Field("", max_length=200)
+    family_name: str = Field("", max_length=200)
+    birth_date: str = Field("", max_length=20)
+    medicaid_id: str = Field("", max_length=64)
+    center_mrn: str = Field("", max_length=64)
+    state_id: str = Field("", max_length=12)
+    center_id: str = Field("", max_length=12)
+    therapy_id: str = Field("", max_length=12)
+    preferred_language: str = Field("en", max_length=5)
+    time_zone: str = Field("", max_length=64)
+    mobile_phone: str = Field("", max_length=40)
+    infusion_date: str = Field("", max_length=20)
+    status: str = Field(PatientStatus.ENROLLED.value, max_length=32)
+
+
+def _criteria(state_id: str, center_id: str, status: str, text: str = "") -> PatientCriteria:
+    try:
+        chosen_status = PatientStatus(status) if status else None
+    except ValueError:
+        chosen_status = None
+    return PatientCriteria(
+        text=text or None,
+        state_id=int(state_id) if state_id.isdigit() else None,
+        center_id=int(center_id) if center_id.isdigit() else None,
+        status=chosen_status,
+    )
+
+
+def _list_page(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: User,
+    criteria: PatientCriteria,
+    page: int,
+) -> Response:
+    patients, total = list_patients(
+        session, user=user, criteria=criteria, page=page, per_page=PER_PAGE
+    )
+    record_event(
+        session,
+        clock=context.clock,
+        actor=actor_for(request, user),
+        action="patient.list",
+        detail={"page": page, "shown": len(patients), "searched": criteria.text is not None},
+    )
+    pages = max(1, (total + PER_PAGE - 1) // PER_PAGE)
+    return render(
+        request,
+        "portal/patients.html",
+        {
+            "patients": patients,
+            "total": total,
+            "page": min(page, pages),
+            "pages": pages,
+            "criteria": criteria,
+            "states": [state for state in list_states(session) if state.id in user.state_ids],
+            "centers": list_centers(session, state_ids=user.state_ids),
+            "statuses": list(PatientStatus),
+        },
+        block="results",
+    )
+
+
+@router.get("/patients", name="patients")
+def patients(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: Coordinator,
+    state: Annotated[str, Query(max_length=12)] = "",
+    center: Annotated[str, Query(max_length=12)] = "",
+    status: Annotated[str, Query(max_length=32)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """The list, filtered by state, center and status (safe to keep in a URL)."""
+    return _list_page(request, session, context, user, _criteria(state, center, status), page)
+
+
+@router.post("/patients/search", name="patients_search")
+def patients_search(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: Coordinator,
+    q: Annotated[str, Form(max_length=100)] = "",
+    state: Annotated[str, Form(max_length=12)] = "",
+    center: Annotated[str, Form(max_length=12)] = "",
+    status: Annotated[str, Form(max_length=32)] = "",
+    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
+) -> Response:
+    """Searching by name or ID is a POST, so that names never end up in URLs and logs."""
+    return _list_page(
+        request, session, context, user, _criteria(state, center, status, q.strip()), page
+    )
+
+
+def _form_choices(session: SessionDep, user: User) -> dict[str, object]:
+    return {
+        "states": [state for state in list_states(session) if state.id in user.state_ids],
+        "centers": list_centers(session, state_ids=user.state_ids),
+        "therapies": list_therapies(session),
+        "statuses": list(PatientStatus),
+    }
+
+
+@router.get("/patients/new", name="patient_new")
+def patient_new(request: Request, session: SessionDep, user: Enroller) -> Response:
+    states = [state for state in list_states(session) if state.id in user.state_ids]
+    form = PatientInput(state_id=str(states[0].id) if len(states) == 1 else "")
+    return render(
+        request,
+        "portal/patient_form.html",
+        {"form": form, "mode": "new", **_form_choices(session, user)},
+    )
+
+
+@router.post("/patients/new", name="patient_create")
+def patient_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: Enroller,
+    data: Annotated[PatientForm, Form()],
+) -> Response:
+    form = PatientInput(**data.model_dump())
+    try:
+        patient = enroll_patient(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            data=form,
+            allowed_state_ids=user.state_ids,
+        )
+    except FieldErrors as problem:
+        form.errors = {name: _(message) for name, message in problem.errors.items()}
+        return render(
+            request,
+            "portal/patient_form.html",
+            {"form": form, "mode": "new", **_form_choices(session, user)},
+            status_code=400,
+        )
+    return redirect(request, f"/patients/{patient.id}?done=enrolled")
+
+
+@router.get("/patients/{patient_id}", name="patient_record")
+def patient_record(
+    request: Request,
+    session: SessionDep,
+    access: RecordReader,
+    done: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    patient = access.patient
+    return render(
+        request,
+        "portal/patient.html",
+        {
+            "patient": patient,
+            "links": caregiver_links(session, patient_id=patient.id),
+            "invitations": invitations_for_patient(session, patient_id=patient.id),
+            "messages": messages_for_patient(session, patient_id=patient.id, limit=20),
+            "rights": list(ProxyRight),
+            "notice": _(NOTICES[done]) if done in NOTICES else None,
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/edit", name="patient_edit")
+def patient_edit(request: Request, session: SessionDep, access: RecordEditor) -> Response:
+    return render(
+        request,
+        "portal/patient_form.html",
+        {
+            "form": patient_input_from(access.patient),
+            "mode": "edit",
+            "patient": access.patient,
+            **_form_choices(session, access.user),
+        },
+    )
+
+
+@router.post("/patients/{patient_id}/edit", name="patient_update")
+def patient_update(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: RecordEditor,
+    data: Annotated[PatientForm, Form()],
+) -> Response:
+    form = PatientInput(**data.model_dump())
+    try:
+        update_patient(
+            session,
+            clock=context.clock,
+            actor=access.actor,
+            patient=access.patient,
+            data=form,
+            allowed_state_ids=access.user.state_ids,
+        )
+    except FieldErrors as problem:
+        form.errors = {name: _(message) for name, message in problem.errors.items()}
+        return render(
+            request,
+            "portal/patient_form.html",
+            {
+                "form": form,
+                "mode": "edit",
+                "patient": access.patient,
+                **_form_choices(session, access.user),
+            },
+            status_code=400,
+        )
+    return redirect(request, f"/patients/{access.patient.id}?done=saved")
+
+
+@router.post("/patients/{patient_id}/invitations", name="patient_invite")
+def patient_invite(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: Inviter,
+    delivery: Annotated[str, Form(max_length=8)] = "sms",
+    caregiver_link: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """Invite the patient, or one of their caregivers, by text or on paper."""
+    link = None
+    if caregiver_link:
+        link = (
+            get_caregiver_link(session, patient_id=access.patient.id, link_id=int(caregiver_link))
+            if caregiver_link.isdigit()
+            else None
+        )
+        if link is None:
+            return render(
+                request,
+                "portal/error.html",
+                {
+                    "title": _("Not found"),
+                    "message": _("This caregiver is not linked to the patient."),
+                    "status": 404,
+                },
+                status_code=404,
+            )
+    try:
+        chosen = InvitationDelivery(delivery)
+    except ValueError:
+        chosen = InvitationDelivery.PRINT
+    try:
+        sent = invite(
+            session,
+            clock=context.clock,
+            settings=context.settings,
+            wake_dispatcher=context.wake_dispatcher,
+            actor=access.actor,
+            patient=access.patient,
+            link=link,
+            delivery=chosen,
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("The invitation was not sent"),
+                "message": _(next(iter(problem.errors.values()))),
+                "status": 400,
+                "back": f"/patients/{access.patient.id}",
+            },
+            status_code=400,
+        )
+    if chosen is InvitationDelivery.SMS:
+        return redirect(request, f"/patients/{access.patient.id}?done=invited_sms")
+    return render(
+        request,
+        "portal/invitation_letter.html",
+        {
+            "patient": access.patient,
+            "invitee": sent.user,
+            "url": sent.url,
+            "days": sent.expires_in_days,
+        },
+    )
+
+
+class CaregiverForm(BaseModel):
+    given_name: str = Field("", max_length=200)
+    family_name: str = Field("", max_length=200)
+    relationship: str = Field("", max_length=100)
+    mobile_phone: str = Field("", max_length=40)
+    preferred_language: str = Field("en", max_length=5)
+    rights: list[str] = Field(default_factory=list, max_length=10)
+
+
+def _rights(values: list[str]) -> set[ProxyRight]:
+    return {ProxyRight(value) for value in values if value in ProxyRight.__members__.values()}
+
+
+@router.get("/patients/{patient_id}/caregivers/new", name="caregiver_new")
+def caregiver_new(request: Request, access: ProxyManager) -> Response:
+    return render(
+        request,
+        "portal/caregiver_form.html",
+        {
+            "patient": access.patient,
+            "form": CaregiverInput(),
+            "errors": {},
+            "all_rights": list(ProxyRight),
+            },
+    )
+
+
+@router.post("/patients/{patient_id}/caregivers/new", name="caregiver_create")
+def caregiver_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: ProxyManager,
+    data: Annotated[CaregiverForm, Form()],
+) -> Response:
+    form = CaregiverInput(
+        given_name=data.given_name,
+        family_name=data.family_name,
+        relationship=data.relationship,
+        mobile_phone=data.mobile_phone,
+        preferred_language=data.preferred_language,
+        rights=_rights(data.rights),
+    )
+    try:
+        add_caregiver(
+            session, clock=context.clock, actor=access.actor, patient=access.patient, data=form
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/caregiver_form.html",
+            {
+                "patient": access.patient,
+                "form": form,
+                "errors": {name: _(message) for name, message in problem.errors.items()},
+                "all_rights": list(ProxyRight),
+                    },
+            status_code=400,
+        )
+    return redirect(request, f"/patients/{access.patient.id}?done=caregiver_added")
+
+
+@router.post("/patients/{patient_id}/caregivers/{link_id}/rights", name="caregiver_rights")
+def caregiver_rights(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: ProxyManager,
+    link_id: int,
+    rights: Annotated[list[str], Form(max_length=10)] = [],  # noqa: B006
+) -> Response:
+    link = get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)
+    if link is None:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("Not found"),
+                "message": _("This caregiver is not linked to the patient."),
+                "status": 404,
+            },
+            status_code=404,
+        )
+    set_proxy_rights(
+        session, clock=context.clock, actor=access.actor, link=link, rights=_rights(rights)
+    )
+    return redirect(request, f"/patients/{access.patient.id}?done=rights_saved")

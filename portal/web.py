@@ -1,0 +1,76 @@
+"""Rendering pages: one template per page; an htmx request gets only the block it targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2_fragments import render_block
+
+from core.phones import display_phone
+from portal import i18n
+
+TEMPLATE_DIRS = [Path(__file__).parent / "templates"]
+
+environment = Environment(
+    loader=FileSystemLoader([str(path) for path in TEMPLATE_DIRS]),
+    autoescape=select_autoescape(["html"]),
+    extensions=["jinja2.ext.i18n"],
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.install_gettext_callables(  # type: ignore[attr-defined]
+    i18n.gettext, i18n.ngettext, newstyle=True
+)
+environment.filters["day"] = i18n.format_day
+environment.filters["instant"] = i18n.format_instant
+environment.filters["phone"] = lambda value: display_phone(value) if value else ""
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true" and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The whole page, or only `block` when htmx asked for it (HX-Request)."""
+    values: dict[str, Any] = (
+        dict(request.state.page_context) if hasattr(request.state, "page_context") else {}
+    )
+    values.update(context or {})
+    values["request"] = request
+    if block is not None and is_htmx(request):
+        html = render_block(environment, template, block, **values)
+    else:
+        html = environment.get_template(template).render(**values)
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def redirect(request: Request, url: str) -> Response:
+    """A redirect after a form post; htmx gets HX-Redirect so it swaps the whole page."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(url: str | None, default: str = "/") -> str:
+    """Only a local path may be a redirect target (no open redirects)."""
+    if not url:
+        return default
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
+        return default
+    return url
