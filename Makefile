@@ -1,0 +1,46 @@
+# cgt-access: `make demo` runs the platform, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+ONLY ?=
+STAMP := $(VENV)/.installed
+E2E_NODE := tests/e2e/node_modules/axe-core/axe.min.js
+
+.PHONY: demo test lint typecheck unit bench install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(E2E_NODE): tests/e2e/package.json tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund --silent
+	@touch $(E2E_NODE)
+
+demo: $(STAMP)
+	DEMO_MODE=true DATABASE_URL=sqlite:///./cgt-access.db $(BIN)/cgt-access db upgrade
+	DEMO_MODE=true DATABASE_URL=sqlite:///./cgt-access.db $(BIN)/cgt-access demo seed --show-logins
+	@echo ""
+	@echo "cgt-access demo: open http://localhost:$(PORT)/  (Ctrl-C stops it)"
+	DEMO_MODE=true DATABASE_URL=sqlite:///./cgt-access.db PORT=$(PORT) $(BIN)/cgt-access serve --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core coordination fhir_adapter reporting portal migrations tests
+
+test: $(STAMP) $(E2E_NODE) lint typecheck
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	$(BIN)/cgt-access bench --only "$(ONLY)"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache cgt-access.db* tests/e2e/node_modules

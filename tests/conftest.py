@@ -1,0 +1,251 @@
+"""Shared fixtures: real databases (SQLite files and a throwaway PostgreSQL cluster) built
+by `alembic upgrade head`, one fresh database per test, the app, and logged-in clients."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyotp
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordination.gateway import ConsoleGateway
+from core.clock import FrozenClock
+from core.db import make_engine, make_session_factory, transaction
+from core.identity.models import Role, User
+from core.settings import Settings, load_settings
+from portal.app import create_app
+from portal.demo import DEMO_PASSWORD, seed_demo_data
+from portal.migrate import upgrade_database
+from tests.support.pg_cluster import PostgresCluster, PostgresUnavailable, start_cluster
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+# A fixed instant for every test: Friday 2026-11-27 15:00 UTC (10:00 in Baltimore).
+T0 = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+TEST_SECRET = "test-secret-key-for-the-suite-only-0123456789"
+# Staff accounts in the test world all use this authenticator secret.
+STAFF_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+# Logins of the seeded world (see portal/demo.py), by role.
+ADMIN = "admin@demo.cgt-access.test"
+COORDINATOR_MD = "coordinator.md@demo.cgt-access.test"
+COORDINATOR_CO = "coordinator.co@demo.cgt-access.test"
+ANALYST = "analyst@demo.cgt-access.test"
+PATIENT_MD = "maya"  # Maya Johnson, Maryland; her mother Denise is a caregiver
+PATIENT_CO = "andre"  # Andre Williams, Colorado
+CAREGIVER_MD = "denise"
+CAREGIVER_CO = "rosa"
+
+
+def _seed_world(url: str) -> None:
+    factory = make_session_factory(make_engine(url))
+    with transaction(factory) as session:
+        seed_demo_data(session, clock=FrozenClock(T0))
+        session.execute(
+            update(User)
+            .where(User.role.in_([Role.ADMIN, Role.COORDINATOR, Role.STATE_ANALYST]))
+            .values(totp_secret=STAFF_TOTP_SECRET, totp_enabled_at=T0)
+        )
+    factory.kw["bind"].dispose()
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    try:
+        cluster = start_cluster()
+    except PostgresUnavailable as problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not available: {problem}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_templates(pg_cluster: PostgresCluster) -> dict[str, str]:
+    """Two template databases: 'empty' (migrated) and 'world' (migrated and seeded)."""
+    names = {"empty": "tpl_empty", "world": "tpl_world"}
+    for kind, name in names.items():
+        url = pg_cluster.create_database(name)
+        upgrade_database(url)
+        if kind == "world":
+            _seed_world(url)
+    return names
+
+
+# --- SQLite ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sqlite-templates")
+    paths = {"empty": folder / "empty.db", "world": folder / "world.db"}
+    for kind, path in paths.items():
+        url = f"sqlite:///{path}"
+        upgrade_database(url)
+        if kind == "world":
+            _seed_world(url)
+    return paths
+
+
+_counter = itertools.count()
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    engine: Engine
+    factory: sessionmaker[Session]
+
+
+def _fresh_database(
+    request: pytest.FixtureRequest, backend: str, kind: str, tmp_path: Path
+) -> Iterator[Database]:
+    if backend == "sqlite":
+        templates: dict[str, Path] = request.getfixturevalue("sqlite_templates")
+        target = tmp_path / f"{kind}.db"
+        shutil.copyfile(templates[kind], target)
+        url = f"sqlite:///{target}"
+        cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        pg_names: dict[str, str] = request.getfixturevalue("pg_templates")
+        name = f"t{os.getpid()}_{next(_counter)}"
+        url = cluster.create_database(name, template=pg_names[kind])
+        cleanup = lambda: cluster.drop_database(name)  # noqa: E731
+    engine = make_engine(url)
+    try:
+        yield Database(backend=backend, url=url, engine=engine, factory=make_session_factory(engine))
+    finally:
+        engine.dispose()
+        cleanup()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on SQLite and on PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database holding the seeded test world (the demo data, staff with TOTP)."""
+    yield from _fresh_database(request, backend, "world", tmp_path)
+
+
+@pytest.fixture
+def empty_db(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Database]:
+    """A fresh, migrated database with no rows."""
+    yield from _fresh_database(request, backend, "empty", tmp_path)
+
+
+@pytest.fixture
+def session(db: Database) -> Iterator[Session]:
+    """A session for tests that call services directly; committed by the test if needed."""
+    with db.factory() as session:
+        yield session
+
+
+# --- the application -------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(T0)
+
+
+def make_settings(url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": url,
+        "secret_key": TEST_SECRET,
+        "demo_mode": False,
+        "run_scheduler": False,
+        "public_base_url": "http://testserver",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(db: Database) -> Settings:
+    return make_settings(db.url)
+
+
+@pytest.fixture
+def app(db: Database, settings: Settings, clock: FrozenClock) -> FastAPI:
+    return create_app(
+        settings, clock=clock, factory=db.factory, gateway=ConsoleGateway(), run_scheduler=False
+    )
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client:
+        yield test_client
+
+
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: TestClient, path: str = "/login") -> str:
+    """The CSRF token a page hands this browser (its cookie is set on the same response)."""
+    response = client.get(path)
+    match = _TOKEN.search(response.text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def totp_now(clock: FrozenClock, secret: str = STAFF_TOTP_SECRET) -> str:
+    return str(pyotp.TOTP(secret).at(clock.now()))
+
+
+def log_in(
+    client: TestClient, login: str, clock: FrozenClock, password: str = DEMO_PASSWORD
+) -> str:
+    """Log in through the real pages (password, then the TOTP step for staff).
+
+    Returns the CSRF token to use for this client's forms."""
+    token = csrf_token(client)
+    response = client.post(
+        "/login", data={"login": login, "password": password, "csrf_token": token}
+    )
+    assert response.status_code == 303, response.text
+    if response.headers["location"].startswith("/login/mfa"):
+        step = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
+        assert step.status_code == 303, step.text
+        # A TOTP code is accepted once; move past its 30 s step for the next staff login.
+        clock.advance(timedelta(seconds=31))
+    return token
+
+
+@pytest.fixture
+def login_as(client: TestClient, clock: FrozenClock) -> Callable[[str], str]:
+    def _login(login: str) -> str:
+        return log_in(client, login, clock)
+
+    return _login
+
+
+def user_by_login(session: Session, login: str) -> User:
+    user = session.scalar(select(User).where(User.login == login))
+    assert user is not None
+    return user
