@@ -41,7 +41,7 @@ class PatientCriteria:
     status: PatientStatus | None = None
 
 
-def _search(query: Select[tuple[Patient]], criteria: PatientCriteria) -> Select[tuple[Patient]]:
+def _search(query: Select[Patient], criteria: PatientCriteria) -> Select[Patient]:
     if criteria.text and criteria.text.strip():
         words = criteria.text.strip().lower().split()[:4]
         for word in words:

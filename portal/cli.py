@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from core.settings import SettingsError, get_settings, load_settings
+from core.settings import Settings, SettingsError, get_settings, load_settings
 
 app = typer.Typer(
     help="cgt-access: long-term follow-up and outcome reporting for the CGT Access Model.",
@@ -21,7 +21,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 
 
-def _settings_or_exit():  # type: ignore[no-untyped-def]
+def _settings_or_exit() -> Settings:
     try:
         return load_settings()
     except SettingsError as error:
@@ -95,9 +95,10 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 @demo_app.command("seed")
 def demo_seed(
     reset: bool = typer.Option(False, help="Seed even if demo data is already there."),
+    show_logins: bool = typer.Option(False, help="Print the demo logins afterwards."),
 ) -> None:
     """Fill the database with fictional demo data (DEMO_MODE must be on)."""
-    from portal.demo import seed_demo
+    from portal.demo import DEMO_LOGINS, DEMO_PASSWORD, seed_demo
 
     settings = _settings_or_exit()
     if not settings.demo_mode:
@@ -105,6 +106,11 @@ def demo_seed(
         raise typer.Exit(code=2)
     created = seed_demo(settings, force=reset)
     typer.echo("demo data seeded" if created else "demo data already present")
+    if show_logins:
+        typer.echo(f"\nDemo logins (password for all: {DEMO_PASSWORD}):")
+        for login, description in DEMO_LOGINS:
+            typer.echo(f"  {login:<40} {description}")
+        typer.echo("Staff: on the second-factor page choose 'Skip for now (demo)'.")
 
 
 @app.command()

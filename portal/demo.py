@@ -35,6 +35,18 @@ DEMO_STAFF = [
     ("analyst@demo.cgt-access.test", "Sam Okafor", Role.STATE_ANALYST, ["MD", "CO"]),
 ]
 
+# Every demo login, for README and `cgt-access demo seed --show-logins`.
+DEMO_LOGINS = [
+    ("admin@demo.cgt-access.test", "admin: states, centers, users, audit log"),
+    ("coordinator.md@demo.cgt-access.test", "care coordinator, Maryland"),
+    ("coordinator.co@demo.cgt-access.test", "care coordinator, Colorado"),
+    ("analyst@demo.cgt-access.test", "state analyst, Maryland and Colorado"),
+    ("maya", "patient (Maryland), English"),
+    ("andre", "patient (Colorado), English"),
+    ("denise", "caregiver: Maya's mother (all rights), aunt of Imani (schedule only)"),
+    ("rosa", "caregiver: Andre's grandmother, Spanish"),
+]
+
 _GIVEN = [
     "Maya",
     "Andre",

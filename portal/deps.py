@@ -192,7 +192,7 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
                 actor=actor,
                 action="patient.read",
                 patient_id=patient.id,
-                target=request.scope.get("route").name if request.scope.get("route") else None,
+                target=getattr(request.scope.get("route"), "name", None),
             )
         return PatientAccess(user=user, patient=patient, actor=actor)
 

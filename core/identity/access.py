@@ -119,7 +119,7 @@ def may_act_in_state(user: User, state_id: int) -> bool:
     return user.role is Role.ADMIN or state_id in user.state_ids
 
 
-def scope_patients(query: Select[tuple[Patient]], user: User) -> Select[tuple[Patient]]:
+def scope_patients(query: Select[Patient], user: User) -> Select[Patient]:
     """Restrict a patient query to what a coordinator may see (the list and search)."""
     if user.role is not Role.COORDINATOR:
         return query.where(Patient.id.is_(None))
