@@ -24,7 +24,7 @@ def add_jobs(
 ) -> None:
     """Register coordination's recurring jobs on `scheduler`."""
 
-    def dispatch() -> None:
+    def dispatch_outbox() -> None:
         try:
             sent = dispatch_due(factory, gateway=gateway, clock=clock)
         except Exception:
@@ -35,7 +35,7 @@ def add_jobs(
             log.info("dispatcher sent %d message(s)", sent)
 
     scheduler.add_job(
-        dispatch,
+        dispatch_outbox,
         "interval",
         seconds=dispatch_interval_seconds,
         id="outbox-dispatcher",
