@@ -1,0 +1,307 @@
+"""The benchmarks behind `cgt-access bench` (and `make bench ONLY=prefix`).
+
+Each figure is one JSON object per line: `{"name": ..., "value": ..., "unit": ...}`, plus
+extra keys that say how it was measured ("n", "patients"). The set-up is built only when a
+selected figure needs it: a throw-away SQLite file, migrated, seeded with the demo world and
+filled with many more fictional patients (phone numbers in 555-01xx only, which reach nobody).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import math
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from httpx import Response
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordination.gateway import ConsoleGateway
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_session_factory, transaction
+from core.identity.models import User
+from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter
+from core.settings import load_settings
+from portal.app import create_app
+from portal.demo import DEMO_PASSWORD, seed_demo_data
+from portal.migrate import upgrade_database
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+# Every figure this module can report, in the order it reports them.
+SETUP_FIGURES = ("setup.migrate_s", "setup.seed_s")
+PORTAL_FIGURES = (
+    "portal.healthz_p50_ms",
+    "portal.healthz_p95_ms",
+    "portal.patient_home_p50_ms",
+    "portal.patient_home_p95_ms",
+    "portal.patient_home_p95_ratio_healthz",
+)
+FIGURES = SETUP_FIGURES + PORTAL_FIGURES
+
+WARM_UP = 100
+CHUNK = 2_000
+BENCH_PATIENT_LOGIN = "maya"  # the demo patient (portal/demo.py)
+# A key for this throw-away database only; never used anywhere else.
+BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+_GIVEN = ("Ava", "Noah", "Zuri", "Kofi", "Lena", "Rafael", "Tia", "Jonah", "Esme", "Andrés")
+_FAMILY = ("Morgan", "Ellis", "Quinn", "Reyes", "Okoye", "Baptiste", "Lindqvist", "Ortega")
+
+
+def figure(name: str, value: float, unit: str, **extra: Any) -> str:
+    """One JSON line as the Makefile contract describes it."""
+    return json.dumps({"name": name, "value": value, "unit": unit, **extra})
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (the smallest sample at or above `fraction` of them)."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def run_benchmarks(*, only: str, patients: int, requests: int) -> Iterator[str]:
+    """Run the figures whose name starts with `only`; yield one JSON line per figure."""
+    selected = [name for name in FIGURES if name.startswith(only)]
+    if not selected:
+        return
+    if patients < 0 or requests < 1:
+        raise ValueError("patients must be >= 0 and requests >= 1")
+    with _quiet_logging(), tempfile.TemporaryDirectory(prefix="cgt-access-bench-") as folder:
+        world = _World.build(Path(folder) / "bench.db", patients=patients)
+        try:
+            if "setup.migrate_s" in selected:
+                yield figure("setup.migrate_s", round(world.migrate_s, 3), "s")
+            if "setup.seed_s" in selected:
+                yield figure(
+                    "setup.seed_s", round(world.seed_s, 3), "s", patients=world.patient_count
+                )
+            if any(name in selected for name in PORTAL_FIGURES):
+                yield from _portal_figures(world, selected=selected, requests=requests)
+        finally:
+            world.factory.kw["bind"].dispose()
+
+
+# --- set-up ---------------------------------------------------------------------------
+
+
+@dataclass
+class _World:
+    url: str
+    factory: sessionmaker[Session]
+    clock: Clock
+    patient_count: int
+    patient_given_name: str
+    migrate_s: float
+    seed_s: float
+
+    @classmethod
+    def build(cls, path: Path, *, patients: int) -> _World:
+        url = f"sqlite:///{path}"
+        started = time.perf_counter()
+        upgrade_database(url)
+        migrated = time.perf_counter()
+        clock = SystemClock()
+        factory = make_session_factory(make_engine(url))
+        with transaction(factory) as session:
+            users = seed_demo_data(session, clock=clock)
+            _add_patients(session, clock=clock, count=patients)
+        seeded = time.perf_counter()
+        with factory() as session:
+            count = session.scalar(select(func.count()).select_from(Patient)) or 0
+            patient = session.scalar(
+                select(Patient)
+                .join(User, User.patient_id == Patient.id)
+                .where(User.id == users[BENCH_PATIENT_LOGIN].id)
+            )
+            assert patient is not None
+            given_name = patient.given_name
+        return cls(
+            url=url,
+            factory=factory,
+            clock=clock,
+            patient_count=count,
+            patient_given_name=given_name,
+            migrate_s=migrated - started,
+            seed_s=seeded - migrated,
+        )
+
+
+def _add_patients(session: Session, *, clock: Clock, count: int) -> None:
+    """Bulk-insert `count` fictional patients spread over the seeded states and centers."""
+    if count == 0:
+        return
+    now = clock.now()
+    today = now.date()
+    therapies = list(session.scalars(select(Therapy.id).order_by(Therapy.id)))
+    places = [
+        (state.id, state.code, state.time_zone, center.id, "410" if state.code == "MD" else "303")
+        for state, center in session.execute(
+            select(State, TreatmentCenter)
+            .join(TreatmentCenter, TreatmentCenter.state_id == State.id)
+            .order_by(State.id, TreatmentCenter.id)
+        )
+    ]
+    assert places and therapies, "the demo seed must come first"
+    statuses = (PatientStatus.ACTIVE,) * 8 + (
+        PatientStatus.ENROLLED,
+        PatientStatus.LOST_TO_FOLLOW_UP,
+    )
+    table = Patient.__table__
+    assert isinstance(table, Table)
+    for start in range(0, count, CHUNK):
+        rows: list[dict[str, Any]] = []
+        for index in range(start, min(start + CHUNK, count)):
+            state_id, code, zone, center_id, area = places[index % len(places)]
+            days = (index * 37) % (15 * 365)
+            infusion = today - timedelta(days=days)
+            rows.append(
+                {
+                    "state_id": state_id,
+                    "center_id": center_id,
+                    "therapy_id": therapies[index % len(therapies)],
+                    # Demo ids look like MD00100200 and demo MRNs like MRN-40000: no clash.
+                    "medicaid_id": f"{code}9{index:07d}",
+                    "center_mrn": f"BENCH-{index:07d}",
+                    "given_name": _GIVEN[index % len(_GIVEN)],
+                    "family_name": _FAMILY[(index // len(_GIVEN)) % len(_FAMILY)],
+                    "birth_date": date(infusion.year - 12 - index % 24, 1 + index % 12, 1),
+                    "preferred_language": Language.ES if index % 5 == 0 else Language.EN,
+                    "time_zone": zone,
+                    "mobile_phone": f"+1{area}55501{index % 100:02d}",
+                    "infusion_date": infusion,
+                    "status": statuses[index % len(statuses)],
+                    "created_at": now - timedelta(days=days + 60),
+                    "updated_at": now,
+                }
+            )
+        session.execute(insert(table), rows)
+
+
+# --- the portal -----------------------------------------------------------------------
+
+
+def _portal_figures(world: _World, *, selected: list[str], requests: int) -> Iterator[str]:
+    with warnings.catch_warnings():
+        # Starlette's notice about httpx vs httpx2 (pytest filters it too): not a figure.
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
+        from fastapi.testclient import TestClient
+
+    settings = load_settings(
+        database_url=world.url,
+        secret_key=BENCH_SECRET,
+        demo_mode=False,
+        run_scheduler=False,
+        sms_backend="console",
+        public_base_url="http://testserver",
+    )
+    app = create_app(
+        settings,
+        clock=world.clock,
+        factory=world.factory,
+        gateway=ConsoleGateway(),
+        run_scheduler=False,
+    )
+    with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+        healthz = _measure(client, "/healthz", requests, check=_is_ok)
+        _log_in(client, BENCH_PATIENT_LOGIN, DEMO_PASSWORD)
+        greeting = world.patient_given_name
+        home = _measure(
+            client, "/home", requests, check=lambda response: _shows(response, greeting)
+        )
+
+    extra = {"n": requests, "patients": world.patient_count}
+    healthz_p50, healthz_p95 = (
+        round(percentile(healthz, 0.50), 3),
+        round(percentile(healthz, 0.95), 3),
+    )
+    home_p50, home_p95 = round(percentile(home, 0.50), 3), round(percentile(home, 0.95), 3)
+    values = {
+        "portal.healthz_p50_ms": (healthz_p50, "ms"),
+        "portal.healthz_p95_ms": (healthz_p95, "ms"),
+        "portal.patient_home_p50_ms": (home_p50, "ms"),
+        "portal.patient_home_p95_ms": (home_p95, "ms"),
+        "portal.patient_home_p95_ratio_healthz": (ratio(home_p95, healthz_p95), "ratio"),
+    }
+    for name in PORTAL_FIGURES:
+        if name in selected:
+            value, unit = values[name]
+            yield figure(name, value, unit, **extra)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """The ratio of two figures as reported (from their rounded values), to 3 decimals."""
+    if denominator <= 0:
+        raise ValueError("the denominator figure is not positive")
+    return round(numerator / denominator, 3)
+
+
+def _measure(
+    client: TestClient, path: str, requests: int, *, check: Callable[[Response], None]
+) -> list[float]:
+    """Milliseconds of each of `requests` GETs of `path`, after a warm-up; every answer checked."""
+    for _ in range(WARM_UP):
+        check(client.get(path))
+    gc.collect()
+    samples: list[float] = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        response = client.get(path)
+        samples.append((time.perf_counter() - started) * 1000)
+        check(response)
+    return samples
+
+
+def _is_ok(response: Response) -> None:
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"GET {response.request.url.path} answered {response.status_code}, not 200"
+        )
+
+
+def _shows(response: Response, text: str) -> None:
+    _is_ok(response)
+    if text not in response.text:
+        raise RuntimeError(f"GET {response.request.url.path} does not show {text!r}")
+
+
+def _log_in(client: TestClient, login: str, password: str) -> None:
+    """Log in through the real form: its page hands out the CSRF token and cookie."""
+    page = client.get("/login")
+    _is_ok(page)
+    match = _CSRF.search(page.text)
+    if match is None:
+        raise RuntimeError("no CSRF token on /login")
+    response = client.post(
+        "/login", data={"login": login, "password": password, "csrf_token": match.group(1)}
+    )
+    if response.status_code != 303 or response.headers.get("location") != "/home":
+        raise RuntimeError(f"logging in as {login!r} failed: {response.status_code}")
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """Only JSON lines on stdout, and no per-request INFO lines (the access log, httpx,
+    Alembic) on stderr either; warnings and errors still show."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
