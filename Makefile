@@ -8,7 +8,7 @@ ONLY ?=
 STAMP := $(VENV)/.installed
 E2E_NODE := tests/e2e/node_modules/axe-core/axe.min.js
 
-.PHONY: demo test lint typecheck unit bench install clean
+.PHONY: demo test lint typecheck unit bench install clean translations
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ test: $(STAMP) $(E2E_NODE) lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/cgt-access bench --only "$(ONLY)"
+
+# Developers: after adding or changing a message, extract it and merge it into the Spanish
+# catalog, then translate the new entries (portal/translations/README.md). Folders starting
+# with "_" (templates/portal/_partials) are searched too: Babel skips them by default.
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --ignore-dirs='.* __pycache__ node_modules' \
+		--project=cgt-access -o portal/translations/messages.pot .
+	$(BIN)/pybabel update -i portal/translations/messages.pot -d portal/translations -l es \
+		--ignore-obsolete
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache cgt-access.db* tests/e2e/node_modules

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import phonenumbers
 
+from core.text import N_
+
 
 class InvalidPhoneNumber(ValueError):
     """The text is not a valid phone number; the message is safe to show to a person."""
@@ -15,23 +17,25 @@ def normalize_phone(text: str, *, region: str = "US", mobile_only: bool = True) 
     `mobile_only` refuses numbers known to be landlines (texts cannot reach them)."""
     cleaned = text.strip()
     if not cleaned:
-        raise InvalidPhoneNumber("Enter a mobile phone number.")
+        raise InvalidPhoneNumber(N_("Enter a mobile phone number."))
     try:
         parsed = phonenumbers.parse(cleaned, region)
     except phonenumbers.NumberParseException:
         raise InvalidPhoneNumber(
-            "This is not a phone number. Use a form like (202) 555-0123 or +1 202 555 0123."
+            N_("This is not a phone number. Use a form like (202) 555-0123 or +1 202 555 0123.")
         ) from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(
-            "This phone number does not exist. Check the area code and the number of digits."
+            N_("This phone number does not exist. Check the area code and the number of digits.")
         )
     number_type = phonenumbers.number_type(parsed)
     if mobile_only and number_type not in (
         phonenumbers.PhoneNumberType.MOBILE,
         phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
     ):
-        raise InvalidPhoneNumber("This is not a mobile number; text messages need a mobile phone.")
+        raise InvalidPhoneNumber(
+            N_("This is not a mobile number; text messages need a mobile phone.")
+        )
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 

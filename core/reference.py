@@ -13,6 +13,7 @@ from core.clock import Clock
 from core.errors import FieldErrors
 from core.models import State, Therapy, TreatmentCenter
 from core.phones import InvalidPhoneNumber, normalize_phone
+from core.text import N_
 
 
 def list_states(session: Session) -> list[State]:
@@ -43,16 +44,16 @@ def _clean_state(data: StateInput) -> dict[str, str]:
     errors: dict[str, str] = {}
     code = data.code.strip().upper()
     if len(code) != 2 or not code.isalpha():
-        errors["code"] = "Use the two-letter postal code, e.g. MD."
+        errors["code"] = N_("Use the two-letter postal code, e.g. MD.")
     if not data.name.strip():
-        errors["name"] = "Enter the state's name."
+        errors["name"] = N_("Enter the state's name.")
     zone = data.time_zone.strip()
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        errors["time_zone"] = "Choose an IANA time zone such as America/New_York."
+        errors["time_zone"] = N_("Choose an IANA time zone such as America/New_York.")
     if not data.program_name.strip():
-        errors["program_name"] = "Enter the program's name as patients know it."
+        errors["program_name"] = N_("Enter the program's name as patients know it.")
     phone = ""
     try:
         phone = normalize_phone(data.program_phone, mobile_only=False)
@@ -80,7 +81,7 @@ def save_state(
         )
     )
     if clash is not None:
-        raise FieldErrors({"code": "Another state has this code."})
+        raise FieldErrors({"code": N_("Another state has this code.")})
     if state is None:
         state = State(created_at=clock.now(), **values)
         session.add(state)
@@ -115,12 +116,12 @@ def save_center(
     errors: dict[str, str] = {}
     name, city = data.name.strip(), data.city.strip()
     if not name or len(name) > 160:
-        errors["name"] = "Enter the center's name (at most 160 characters)."
+        errors["name"] = N_("Enter the center's name (at most 160 characters).")
     if not city or len(city) > 80:
-        errors["city"] = "Enter the city."
+        errors["city"] = N_("Enter the city.")
     state = session.get(State, int(data.state_id)) if data.state_id.isdigit() else None
     if state is None:
-        errors["state_id"] = "Choose a state."
+        errors["state_id"] = N_("Choose a state.")
     phone: str | None = None
     if data.phone.strip():
         try:
@@ -138,7 +139,7 @@ def save_center(
         )
     )
     if clash is not None:
-        raise FieldErrors({"name": "This state already has a center with this name."})
+        raise FieldErrors({"name": N_("This state already has a center with this name.")})
     if center is None:
         center = TreatmentCenter(created_at=clock.now(), name=name, city=city, state_id=state.id)
         session.add(center)

@@ -29,6 +29,7 @@ from core.models import (
     TreatmentCenter,
 )
 from core.phones import InvalidPhoneNumber, normalize_phone
+from core.text import N_
 
 NAME_MAX = 80
 
@@ -134,47 +135,51 @@ def _clean(
     given, family = data.given_name.strip(), data.family_name.strip()
     for name, value in (("given_name", given), ("family_name", family)):
         if not value:
-            errors[name] = "Enter a name."
+            errors[name] = N_("Enter a name.")
         elif len(value) > NAME_MAX:
-            errors[name] = f"Use at most {NAME_MAX} characters."
+            errors[name] = N_("Use at most 80 characters.")
     birth = _parse_date(data.birth_date)
     if birth is None:
-        errors["birth_date"] = "Enter the birth date as YYYY-MM-DD."
+        errors["birth_date"] = N_("Enter the birth date as YYYY-MM-DD.")
     elif birth > today or birth.year < today.year - 120:
-        errors["birth_date"] = "The birth date must be in the past 120 years."
+        errors["birth_date"] = N_("The birth date must be in the past 120 years.")
     medicaid = data.medicaid_id.strip().upper()
     if not medicaid or len(medicaid) > 32 or not medicaid.replace("-", "").isalnum():
-        errors["medicaid_id"] = "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
+        errors["medicaid_id"] = N_(
+            "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
+        )
     mrn = data.center_mrn.strip() or None
     if mrn is not None and len(mrn) > 32:
-        errors["center_mrn"] = "Use at most 32 characters."
+        errors["center_mrn"] = N_("Use at most 32 characters.")
 
-    def lookup(model: Any, key: str, label: str) -> Any:
+    def lookup(model: Any, key: str, message: str) -> Any:
         try:
             found = session.get(model, int(getattr(data, key)))
         except ValueError:
             found = None
         if found is None:
-            errors[key] = f"Choose a {label}."
+            errors[key] = message
         return found
 
-    state: State | None = lookup(State, "state_id", "state")
-    center: TreatmentCenter | None = lookup(TreatmentCenter, "center_id", "treatment center")
-    therapy: Therapy | None = lookup(Therapy, "therapy_id", "therapy")
+    state: State | None = lookup(State, "state_id", N_("Choose a state."))
+    center: TreatmentCenter | None = lookup(
+        TreatmentCenter, "center_id", N_("Choose a treatment center.")
+    )
+    therapy: Therapy | None = lookup(Therapy, "therapy_id", N_("Choose a therapy."))
     if state is not None and allowed_state_ids is not None and state.id not in allowed_state_ids:
-        errors["state_id"] = "You can only enroll patients in the states you work for."
+        errors["state_id"] = N_("You can only enroll patients in the states you work for.")
     if state is not None and center is not None and center.state_id != state.id:
-        errors["center_id"] = "This treatment center is not in the chosen state."
+        errors["center_id"] = N_("This treatment center is not in the chosen state.")
     try:
         language = Language(data.preferred_language)
     except ValueError:
-        errors["preferred_language"] = "Choose English or Spanish."
+        errors["preferred_language"] = N_("Choose English or Spanish.")
         language = Language.EN
     zone = data.time_zone.strip() or (state.time_zone if state else "")
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        errors["time_zone"] = "Choose a time zone such as America/Chicago."
+        errors["time_zone"] = N_("Choose a time zone such as America/Chicago.")
     phone: str | None = None
     if data.mobile_phone.strip():
         try:
@@ -185,15 +190,15 @@ def _clean(
     if data.infusion_date.strip():
         infusion = _parse_date(data.infusion_date)
         if infusion is None:
-            errors["infusion_date"] = "Enter the infusion date as YYYY-MM-DD."
+            errors["infusion_date"] = N_("Enter the infusion date as YYYY-MM-DD.")
         elif birth is not None and infusion < birth:
-            errors["infusion_date"] = "The infusion date cannot be before the birth date."
+            errors["infusion_date"] = N_("The infusion date cannot be before the birth date.")
         elif infusion.year > today.year + 1:
-            errors["infusion_date"] = "The infusion date must be at most a year ahead."
+            errors["infusion_date"] = N_("The infusion date must be at most a year ahead.")
     try:
         status = PatientStatus(data.status)
     except ValueError:
-        errors["status"] = "Choose a status."
+        errors["status"] = N_("Choose a status.")
         status = PatientStatus.ENROLLED
     if errors:
         raise FieldErrors(errors)
@@ -227,7 +232,7 @@ def _check_identifiers_free(
         )
     )
     if same_medicaid is not None:
-        errors["medicaid_id"] = "Another patient in this state has this Medicaid ID."
+        errors["medicaid_id"] = N_("Another patient in this state has this Medicaid ID.")
     if clean.center_mrn is not None:
         same_mrn = session.scalar(
             select(Patient.id).where(
@@ -237,7 +242,7 @@ def _check_identifiers_free(
             )
         )
         if same_mrn is not None:
-            errors["center_mrn"] = "Another patient at this center has this record number."
+            errors["center_mrn"] = N_("Another patient at this center has this record number.")
     if errors:
         raise FieldErrors(errors)
 
@@ -363,11 +368,13 @@ def add_caregiver(
     given, family = data.given_name.strip(), data.family_name.strip()
     relationship = data.relationship.strip()
     if not given:
-        errors["given_name"] = "Enter a name."
+        errors["given_name"] = N_("Enter a name.")
     if not family:
-        errors["family_name"] = "Enter a name."
+        errors["family_name"] = N_("Enter a name.")
     if not relationship or len(relationship) > 40:
-        errors["relationship"] = "Say how they are related, e.g. mother (at most 40 characters)."
+        errors["relationship"] = N_(
+            "Say how they are related, e.g. mother (at most 40 characters)."
+        )
     phone: str | None = None
     if data.mobile_phone.strip():
         try:
@@ -377,7 +384,7 @@ def add_caregiver(
     try:
         language = Language(data.preferred_language)
     except ValueError:
-        errors["preferred_language"] = "Choose English or Spanish."
+        errors["preferred_language"] = N_("Choose English or Spanish.")
         language = Language.EN
     if errors:
         raise FieldErrors(errors)

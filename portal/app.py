@@ -19,6 +19,7 @@ from coordination.gateway import SmsGateway, make_gateway
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
+from core.text import N_
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
@@ -130,13 +131,16 @@ def _install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, _exc: Forbidden) -> Response:
         return _error_page(
-            request, 403, "Not allowed", "Your account does not give access to this page."
+            request, 403, N_("Not allowed"), N_("Your account does not give access to this page.")
         )
 
     @app.exception_handler(PageNotFound)
     async def not_found(request: Request, _exc: PageNotFound) -> Response:
         return _error_page(
-            request, 404, "Page not found", "This page does not exist, or it is not yours to see."
+            request,
+            404,
+            N_("Page not found"),
+            N_("This page does not exist, or it is not yours to see."),
         )
 
     @app.exception_handler(CsrfRejected)
@@ -144,8 +148,11 @@ def _install_error_pages(app: FastAPI) -> None:
         return _error_page(
             request,
             403,
-            "This form has expired",
-            "For your safety the form could not be sent. Go back, reload the page and try again.",
+            N_("This form has expired"),
+            N_(
+                "For your safety the form could not be sent. "
+                "Go back, reload the page and try again."
+            ),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -153,8 +160,11 @@ def _install_error_pages(app: FastAPI) -> None:
         return _error_page(
             request,
             400,
-            "Something in this request is not right",
-            "The address or the form had a value we could not understand. Go back and try again.",
+            N_("Something in this request is not right"),
+            N_(
+                "The address or the form had a value we could not understand. "
+                "Go back and try again."
+            ),
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -163,9 +173,9 @@ def _install_error_pages(app: FastAPI) -> None:
             return await not_found(request, PageNotFound())
         if exc.status_code == 405:
             return _error_page(
-                request, 405, "Not possible here", "This page cannot be used that way."
+                request, 405, N_("Not possible here"), N_("This page cannot be used that way.")
             )
-        return _error_page(request, exc.status_code, "Something went wrong", str(exc.detail))
+        return _error_page(request, exc.status_code, N_("Something went wrong"), str(exc.detail))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
@@ -175,6 +185,8 @@ def _install_error_pages(app: FastAPI) -> None:
         return _error_page(
             request,
             500,
-            "Something went wrong",
-            "Nothing was changed. Please try again; if it happens again, tell your coordinator.",
+            N_("Something went wrong"),
+            N_(
+                "Nothing was changed. Please try again; if it happens again, tell your coordinator."
+            ),
         )

@@ -26,6 +26,7 @@ from core.identity.invitations import (
 from core.identity.models import InvitationDelivery, User
 from core.models import CaregiverLink, Language, Patient
 from core.settings import Settings
+from core.text import N_
 
 INVITATION_SMS = {
     Language.EN: "{program}: you are invited to your follow-up portal. Set your password "
@@ -71,7 +72,9 @@ def invite(
         user = account_for_patient(session, clock=clock, patient=patient)
         phone, language = patient.mobile_phone, patient.preferred_language
     if delivery is InvitationDelivery.SMS and phone is None:
-        raise FieldErrors({"delivery": "There is no mobile number to text. Print the invitation."})
+        raise FieldErrors(
+            {"delivery": N_("There is no mobile number to text. Print the invitation.")}
+        )
     days = settings.invitation_valid_days
     issued = issue_invitation(
         session,

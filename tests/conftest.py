@@ -131,7 +131,9 @@ def _fresh_database(
         cleanup = lambda: cluster.drop_database(name)  # noqa: E731
     engine = make_engine(url)
     try:
-        yield Database(backend=backend, url=url, engine=engine, factory=make_session_factory(engine))
+        yield Database(
+            backend=backend, url=url, engine=engine, factory=make_session_factory(engine)
+        )
     finally:
         engine.dispose()
         cleanup()

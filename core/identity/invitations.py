@@ -30,6 +30,7 @@ from core.identity.passwords import (
     token_digest,
 )
 from core.models import Caregiver, CaregiverLink, Language, Patient
+from core.text import N_
 
 RESET_CODE_VALIDITY = timedelta(minutes=15)
 RESET_CODE_MAX_ATTEMPTS = 5
@@ -135,20 +136,24 @@ def find_invitation(session: Session, *, clock: Clock, token: str) -> Invitation
     )
     if invitation is None or invitation.revoked_at is not None:
         raise InvitationProblem(
-            "This invitation link is not valid. It may have been replaced by a newer one. "
-            "Ask your care coordinator for a new invitation."
+            N_(
+                "This invitation link is not valid. It may have been replaced by a newer one. "
+                "Ask your care coordinator for a new invitation."
+            )
         )
     if invitation.used_at is not None:
         raise InvitationProblem(
-            "This invitation link was already used. Log in with the username and password you "
-            "chose, or ask your care coordinator for a new invitation."
+            N_(
+                "This invitation link was already used. Log in with the username and password "
+                "you chose, or ask your care coordinator for a new invitation."
+            )
         )
     if invitation.expires_at <= clock.now():
         raise InvitationProblem(
-            "This invitation link has expired. Ask your care coordinator for a new one."
+            N_("This invitation link has expired. Ask your care coordinator for a new one.")
         )
     if not invitation.user.is_active:
-        raise InvitationProblem("This account is closed. Contact your care coordinator.")
+        raise InvitationProblem(N_("This account is closed. Contact your care coordinator."))
     return invitation
 
 
@@ -156,10 +161,10 @@ def check_login_name(session: Session, *, login: str, user: User) -> str:
     """Normalize a chosen username and make sure nobody else has it."""
     key = normalize_login(login)
     if not (LOGIN_MIN <= len(key) <= LOGIN_MAX) or any(ch.isspace() for ch in key):
-        raise LoginTaken("Choose a username of 3 or more characters, without spaces.")
+        raise LoginTaken(N_("Choose a username of 3 or more characters, without spaces."))
     other = session.scalar(select(User.id).where(User.login == key, User.id != user.id))
     if other is not None:
-        raise LoginTaken("This username is taken. Choose another one.")
+        raise LoginTaken(N_("This username is taken. Choose another one."))
     return key
 
 
@@ -263,7 +268,7 @@ def reset_password(
     user_agent: str | None,
 ) -> User:
     """Set a new password with a texted code. Five wrong codes spend the code."""
-    generic = ResetProblem("This code is not right or has expired. Ask for a new code.")
+    generic = ResetProblem(N_("This code is not right or has expired. Ask for a new code."))
     user = session.scalar(select(User).where(User.login == normalize_login(login)))
     if user is None:
         raise generic

@@ -10,6 +10,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from core.text import N_
+
 _hasher = PasswordHasher()
 # Verified against when the login is unknown, so both paths cost the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
@@ -36,14 +38,14 @@ class WeakPassword(ValueError):
 def check_new_password(password: str, *, login: str | None = None) -> None:
     """Raise WeakPassword unless `password` is long enough and not trivially guessable."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+        raise WeakPassword(N_("Use at least 10 characters."))
     if len(password) > 256:
-        raise WeakPassword("Use at most 256 characters.")
+        raise WeakPassword(N_("Use at most 256 characters."))
     lowered = password.lower()
     if lowered in _COMMON or len(set(lowered)) < 4:
-        raise WeakPassword("This password is too easy to guess. Try a short sentence.")
+        raise WeakPassword(N_("This password is too easy to guess. Try a short sentence."))
     if login and login.lower() in lowered:
-        raise WeakPassword("Do not put your username in your password.")
+        raise WeakPassword(N_("Do not put your username in your password."))
 
 
 def hash_password(password: str) -> str:

@@ -14,6 +14,7 @@ from core.errors import FieldErrors
 from core.identity.auth import end_all_sessions, normalize_login
 from core.identity.models import Role, User, UserStateScope
 from core.models import Language, State, TreatmentCenter
+from core.text import N_
 
 STAFF_ROLES = (Role.COORDINATOR, Role.STATE_ANALYST, Role.ADMIN)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -56,34 +57,34 @@ def _clean_staff(
     errors: dict[str, str] = {}
     login = normalize_login(data.login)
     if not _EMAIL.match(login) or len(login) > 254:
-        errors["login"] = "Staff log in with their work email address."
+        errors["login"] = N_("Staff log in with their work email address.")
     elif session.scalar(
         select(User.id).where(User.login == login, User.id != (user.id if user else -1))
     ):
-        errors["login"] = "Another account has this email address."
+        errors["login"] = N_("Another account has this email address.")
     name = data.display_name.strip()
     if not name or len(name) > 160:
-        errors["display_name"] = "Enter the person's name."
+        errors["display_name"] = N_("Enter the person's name.")
     try:
         role = Role(data.role)
         if role not in STAFF_ROLES:
             raise ValueError(role)
     except ValueError:
-        errors["role"] = "Choose coordinator, state analyst or admin."
+        errors["role"] = N_("Choose coordinator, state analyst or admin.")
         role = Role.COORDINATOR
     ids = {int(value) for value in data.state_ids if value.isdigit()}
     states = list(session.scalars(select(State).where(State.id.in_(ids)))) if ids else []
     if role in (Role.COORDINATOR, Role.STATE_ANALYST) and not states:
-        errors["state_ids"] = "Choose at least one state this person works for."
+        errors["state_ids"] = N_("Choose at least one state this person works for.")
     center: TreatmentCenter | None = None
     if data.center_id.strip():
         center = (
             session.get(TreatmentCenter, int(data.center_id)) if data.center_id.isdigit() else None
         )
         if center is None or role is not Role.COORDINATOR:
-            errors["center_id"] = "Only a coordinator can be limited to one center."
+            errors["center_id"] = N_("Only a coordinator can be limited to one center.")
         elif center.state_id not in {state.id for state in states}:
-            errors["center_id"] = "The center must be in one of the chosen states."
+            errors["center_id"] = N_("The center must be in one of the chosen states.")
     if errors:
         raise FieldErrors(errors)
     return login, name, role, states, center
@@ -106,7 +107,9 @@ def save_staff_user(
         )
         session.add(user)
     elif not user.role.is_staff:
-        raise FieldErrors({"role": "Patient and caregiver accounts are managed from their record."})
+        raise FieldErrors(
+            {"role": N_("Patient and caregiver accounts are managed from their record.")}
+        )
     before = {"role": user.role.value if user.role else None, "states": sorted(user.state_ids)}
     user.login, user.email, user.display_name, user.role = login, login, name, role
     user.center_id = center.id if center else None
@@ -128,7 +131,7 @@ def set_user_active(
 ) -> None:
     """Open or close an account; closing ends its sessions at once."""
     if user.id == actor.user_id and not active:
-        raise FieldErrors({"": "You cannot deactivate your own account."})
+        raise FieldErrors({"": N_("You cannot deactivate your own account.")})
     user.is_active = active
     if not active:
         end_all_sessions(session, clock=clock, user_id=user.id)

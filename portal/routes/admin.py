@@ -32,6 +32,7 @@ from core.reference import (
     save_center,
     save_state,
 )
+from core.text import N_
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
 from portal.routes.pages import page_router
@@ -420,7 +421,7 @@ def user_action(
         elif action == "set_password_link":
             return _issue_set_password_link(request, session, context, user, account)
         else:
-            raise FieldErrors({"": "Unknown action."})
+            raise FieldErrors({"": N_("Unknown action.")})
     except FieldErrors as problem:
         return render(
             request,

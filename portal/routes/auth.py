@@ -328,7 +328,12 @@ def invitation_submit(
             errors["password"] = _(str(problem))
         else:
             return redirect(request, "/login?welcome=1")
-    invitation = find_invitation(session, clock=context.clock, token=token[:100])
+    try:
+        invitation = find_invitation(session, clock=context.clock, token=token[:100])
+    except InvitationProblem as problem:  # e.g. already used or expired, and a typo as well
+        return render(
+            request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
+        )
     return render(
         request,
         "portal/invitation.html",

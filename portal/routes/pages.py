@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from core.identity.access import Permission, role_allows
 from core.identity.models import User
+from core.text import N_
 from portal import i18n
 from portal.deps import (
     LANGUAGE_COOKIE,
@@ -28,12 +29,12 @@ class NavItem:
 
 # Labels are msgids: the layout translates them.
 NAV_ITEMS = (
-    NavItem("/home", "Home", Permission.PORTAL_HOME),
-    NavItem("/patients", "Patients", Permission.PATIENT_LIST),
-    NavItem("/admin/users", "Users", Permission.ADMIN_USERS),
-    NavItem("/admin/states", "States", Permission.ADMIN_STATES),
-    NavItem("/admin/centers", "Centers", Permission.ADMIN_CENTERS),
-    NavItem("/admin/audit", "Audit log", Permission.AUDIT_READ),
+    NavItem("/home", N_("Home"), Permission.PORTAL_HOME),
+    NavItem("/patients", N_("Patients"), Permission.PATIENT_LIST),
+    NavItem("/admin/users", N_("Users"), Permission.ADMIN_USERS),
+    NavItem("/admin/states", N_("States"), Permission.ADMIN_STATES),
+    NavItem("/admin/centers", N_("Centers"), Permission.ADMIN_CENTERS),
+    NavItem("/admin/audit", N_("Audit log"), Permission.AUDIT_READ),
 )
 
 

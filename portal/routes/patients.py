@@ -15,7 +15,7 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import InvitationDelivery, User
-from core.models import Language, PatientStatus, ProxyRight
+from core.models import PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
     CaregiverInput,
@@ -30,6 +30,7 @@ from core.service import (
     set_proxy_rights,
     update_patient,
 )
+from core.text import N_
 from portal import i18n
 from portal.deps import (
     ContextDep,
@@ -56,11 +57,11 @@ ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY
 
 # Shown after a redirect; keys in the URL, never names.
 NOTICES = {
-    "enrolled": "The patient is enrolled.",
-    "saved": "The changes are saved.",
-    "invited_sms": "The invitation was texted.",
-    "caregiver_added": "The caregiver is added.",
-    "rights_saved": "The proxy rights are saved.",
+    "enrolled": N_("The patient is enrolled."),
+    "saved": N_("The changes are saved."),
+    "invited_sms": N_("The invitation was texted."),
+    "caregiver_added": N_("The caregiver is added."),
+    "rights_saved": N_("The proxy rights are saved."),
 }
 
 
@@ -372,7 +373,7 @@ def caregiver_new(request: Request, access: ProxyManager) -> Response:
             "form": CaregiverInput(),
             "errors": {},
             "all_rights": list(ProxyRight),
-            },
+        },
     )
 
 
@@ -405,7 +406,7 @@ def caregiver_create(
                 "form": form,
                 "errors": {name: _(message) for name, message in problem.errors.items()},
                 "all_rights": list(ProxyRight),
-                    },
+            },
             status_code=400,
         )
     return redirect(request, f"/patients/{access.patient.id}?done=caregiver_added")

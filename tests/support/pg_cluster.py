@@ -42,7 +42,7 @@ _START_ATTEMPTS = 3
 _LOG_TAIL_LINES = 40
 
 
-class PostgresUnavailable(Exception):  # noqa: N818 - name is the agreed API
+class PostgresUnavailable(Exception):
     """The PostgreSQL server binaries (or the means to run them) are missing."""
 
 
