@@ -164,7 +164,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         code="MD",
         name="Maryland",
         time_zone="America/New_York",
-        program_name="Maryland CGT Access Program",
+        program_name="Maryland Care Connect",
         program_phone="+14105550100",
         created_at=now,
     )
@@ -172,7 +172,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         code="CO",
         name="Colorado",
         time_zone="America/Denver",
-        program_name="Colorado CGT Access Program",
+        program_name="Colorado Care Connect",
         program_phone="+13035550100",
         created_at=now,
     )

@@ -208,8 +208,7 @@ def resume_session(
         or now - login_session.last_seen_at > timeouts.idle
         or not login_session.user.is_active
     ):
-        login_session.ended_at = now
-        session.flush()
+        # Nothing to write: the same checks refuse this token on every later request.
         return None
     if now - login_session.last_seen_at >= LAST_SEEN_GRANULARITY:
         login_session.last_seen_at = now
