@@ -143,7 +143,7 @@ def linked_patients(
         .where(CaregiverLink.caregiver_id == user.caregiver_id)
         .order_by(Patient.given_name)
     )
-    rows = [(patient, link) for patient, link in session.execute(query).tuples()]
+    rows = [(row[0], row[1]) for row in session.execute(query)]
     if right is not None:
         rows = [(patient, link) for patient, link in rows if link.has(right)]
     return [(patient, link) for patient, link in rows]

@@ -271,6 +271,9 @@ def users_page(
 ) -> Response:
     chosen = Role(role) if role in Role.__members__.values() else None
     users, total = list_users(session, text=None, role=chosen, page=page)
+    if page > 1 and not users and total:  # past the end: show the last page
+        page = (total + 49) // 50
+        users, total = list_users(session, text=None, role=chosen, page=page)
     return render(
         request,
         "portal/admin_users.html",
@@ -471,6 +474,9 @@ def audit_page(
         until=datetime.combine(until_day, time.min, UTC) + timedelta(days=1) if until_day else None,
     )
     events, total = search_events(session, criteria=criteria, page=page)
+    if page > 1 and not events and total:  # past the end: show the last page
+        page = (total + 49) // 50
+        events, total = search_events(session, criteria=criteria, page=page)
     return render(
         request,
         "portal/admin_audit.html",

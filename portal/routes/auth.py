@@ -158,6 +158,8 @@ def logout(request: Request, session: SessionDep, context: ContextDep, login: Lo
 
 @router.get("/login/mfa", name="mfa_page")
 def mfa_page(request: Request, login: PendingLogin, next: str | None = None) -> Response:
+    if not login.user.needs_mfa:
+        return redirect(request, home_for(login.user.role))
     if login.user.totp_enabled_at is None:
         return redirect(request, "/account/mfa")
     return render(request, "portal/mfa.html", {"next": safe_next(next, "")})
@@ -212,6 +214,8 @@ def mfa_setup(
     request: Request, session: SessionDep, context: ContextDep, login: PendingLogin
 ) -> Response:
     user = login.user
+    if not user.needs_mfa:  # only staff use a second factor
+        return redirect(request, home_for(user.role))
     if user.totp_enabled_at is not None:
         return redirect(request, "/login/mfa" if login.mfa_passed_at is None else "/account")
     if user.totp_secret is None:
@@ -233,8 +237,8 @@ def mfa_setup_submit(
     code: ShortText = "",
 ) -> Response:
     user = login.user
-    if user.totp_enabled_at is not None:
-        return redirect(request, "/account")
+    if not user.needs_mfa or user.totp_enabled_at is not None:
+        return redirect(request, home_for(user.role))
     if not verify_totp(session, clock=context.clock, user=user, code=code):
         uri = totp_uri(user)
         return render(

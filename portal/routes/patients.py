@@ -105,6 +105,12 @@ def _list_page(
     patients, total = list_patients(
         session, user=user, criteria=criteria, page=page, per_page=PER_PAGE
     )
+    pages = max(1, (total + PER_PAGE - 1) // PER_PAGE)
+    if page > pages:  # past the end (the list shrank): show the last page
+        page = pages
+        patients, total = list_patients(
+            session, user=user, criteria=criteria, page=page, per_page=PER_PAGE
+        )
     record_event(
         session,
         clock=context.clock,
@@ -112,14 +118,13 @@ def _list_page(
         action="patient.list",
         detail={"page": page, "shown": len(patients), "searched": criteria.text is not None},
     )
-    pages = max(1, (total + PER_PAGE - 1) // PER_PAGE)
     return render(
         request,
         "portal/patients.html",
         {
             "patients": patients,
             "total": total,
-            "page": min(page, pages),
+            "page": page,
             "pages": pages,
             "criteria": criteria,
             "states": [state for state in list_states(session) if state.id in user.state_ids],
