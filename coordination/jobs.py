@@ -8,6 +8,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.gateway import SmsGateway
+from coordination.locks import run_exclusively
+from coordination.schedule import mark_missed_visits
 from coordination.service import dispatch_due
 from core.clock import Clock
 
@@ -39,6 +41,31 @@ def add_jobs(
         "interval",
         seconds=dispatch_interval_seconds,
         id="outbox-dispatcher",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )
+
+    def missed_visits() -> None:
+        try:
+            ran, missed = run_exclusively(
+                factory,
+                name="missed-visits",
+                clock=clock,
+                job=lambda session: mark_missed_visits(session, clock=clock),
+            )
+        except Exception:
+            log.exception("missed-visit job failed; it runs again next hour")
+            return
+        if ran and missed:
+            log.info("marked %d visit(s) missed", missed)
+
+    # Hourly, so that each time zone gets it soon after its own midnight; it is idempotent.
+    scheduler.add_job(
+        missed_visits,
+        "cron",
+        minute=5,
+        id="missed-visits",
         max_instances=1,
         coalesce=True,
         replace_existing=True,

@@ -84,10 +84,21 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)
 
-    from portal.routes import admin, auth, demo, health, home, patients
+    from portal.routes import (
+        admin,
+        auth,
+        demo,
+        health,
+        home,
+        patients,
+        reports,
+        schedule,
+        visits,
+        worklist,
+    )
 
     app.include_router(health.router)
-    for module in (auth, home, patients, admin, demo):
+    for module in (auth, home, schedule, reports, worklist, patients, visits, admin, demo):
         app.include_router(module.router)
     return app
 

@@ -4,7 +4,7 @@ Phone numbers are in the 555-01xx range, which is reserved for fiction and reach
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -152,7 +152,9 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
     with transaction(factory) as session:
         if not force and session.scalar(select(State.id).limit(1)) is not None:
             return False
-        seed_demo_data(session, clock=clock or SystemClock())
+        clock = clock or SystemClock()
+        users = seed_demo_data(session, clock=clock)
+        seed_demo_follow_up(session, clock=clock, users=users)
     return True
 
 
@@ -364,3 +366,158 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     session.add_all(users.values())
     session.flush()
     return users
+
+
+def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User]) -> None:
+    """Give the demo patients a lived-in follow-up: past visits mostly completed with
+    outcomes, a few missed, upcoming appointments, reports, a move request, a note."""
+    from decimal import Decimal
+
+    from coordination.models import (
+        MoveRequest,
+        OutreachChannel,
+        OutreachNote,
+        OutreachOutcome,
+        PatientReport,
+        ReportKind,
+        ReportStatus,
+        RequestStatus,
+        VisitStatus,
+    )
+    from coordination.outcomes import record_outcomes
+    from coordination.protocol import shipped_protocols
+    from coordination.schedule import (
+        book_appointment,
+        confirm_visit,
+        mark_missed_visits,
+        sync_schedule,
+    )
+    from core.audit.service import Actor
+
+    library = shipped_protocols()
+    today = clock.now().date()
+    coordinators = {
+        state_id: user
+        for user in users.values()
+        if user.role is Role.COORDINATOR
+        for state_id in user.state_ids
+    }
+    patients = list(session.scalars(select(Patient).order_by(Patient.id)))
+    for index, patient in enumerate(patients):
+        coordinator = coordinators[patient.state_id]
+        actor = Actor(user_id=coordinator.id, label=coordinator.login or "", role="coordinator")
+        change = sync_schedule(session, clock=clock, actor=actor, library=library, patient=patient)
+        protocol = library.current(patient.therapy.code)
+        assert protocol is not None
+        past = [visit for visit in change.visits if visit.window_end < today]
+        # Two patients stopped coming: their last two visits are missed (risk of loss).
+        stop_coming = index in (21, 25)
+        for position, visit in enumerate(past):
+            recent = position >= len(past) - 2
+            if (stop_coming and recent) or (index + position) % 11 == 5:
+                continue  # the nightly job below marks it missed
+            hb = Decimal("10.5") + Decimal((index * 7 + position * 3) % 30) / 10
+            hbf = Decimal("28") + Decimal((index * 5 + position * 11) % 170) / 10
+            protocol_visit = protocol.visit(visit.visit_key)
+            assert protocol_visit is not None
+            record_outcomes(
+                session,
+                clock=clock,
+                actor=actor,
+                visit=visit,
+                assessments=protocol_visit.assessments,
+                completed_on=min(visit.target_date + timedelta(days=index % 5), today),
+                values={
+                    "hemoglobin": str(hb),
+                    "fetal_hemoglobin": str(hbf),
+                    "voe_count": "1" if (index + position) % 9 == 0 else "0",
+                    "hospitalizations": "0",
+                    "transfusions": "0",
+                    "pro_done": "on" if position % 4 else "",
+                },
+            )
+        # The visit whose window is open now: booked for some, confirmed for a few.
+        upcoming = next(
+            (
+                visit
+                for visit in change.visits
+                if visit.status is VisitStatus.DUE
+                and visit.window_start <= today + timedelta(days=10)
+            ),
+            None,
+        )
+        if upcoming is not None and index % 3 != 2:
+            day = max(today + timedelta(days=1 + index % 6), upcoming.window_start)
+            book_appointment(
+                session,
+                clock=clock,
+                actor=actor,
+                visit=upcoming,
+                patient=patient,
+                day=day,
+                at=time(9 + index % 7, 30),
+                location=patient.center.name,
+            )
+            if index % 3 == 1:
+                confirm_visit(session, clock=clock, actor=actor, visit=upcoming)
+    mark_missed_visits(session, clock=clock)
+
+    maya, andre = patients[0], patients[1]
+    now = clock.now()
+    session.add_all(
+        [
+            PatientReport(
+                patient_id=maya.id,
+                kind=ReportKind.PAIN_CRISIS,
+                occurred_on=today - timedelta(days=3),
+                details="Pain in my back for two days.",
+                reported_by_user_id=users["maya"].id,
+                reported_at=now - timedelta(days=2),
+                status=ReportStatus.NEW,
+            ),
+            PatientReport(
+                patient_id=andre.id,
+                kind=ReportKind.EMERGENCY_VISIT,
+                occurred_on=today - timedelta(days=8),
+                details="Went to the ER for a fever.",
+                reported_by_user_id=users["rosa"].id,
+                reported_at=now - timedelta(days=7),
+                status=ReportStatus.NEW,
+            ),
+        ]
+    )
+    andre_next = next(
+        (
+            v
+            for v in sync_schedule(
+                session, clock=clock, actor=Actor.system("demo"), library=library, patient=andre
+            ).visits
+            if v.status.is_open
+        ),
+        None,
+    )
+    if andre_next is not None:
+        session.add(
+            MoveRequest(
+                visit_id=andre_next.id,
+                patient_id=andre.id,
+                requested_by_user_id=users["andre"].id,
+                preferred_date=andre_next.target_date + timedelta(days=7),
+                note="I have exams that week.",
+                status=RequestStatus.OPEN,
+                created_at=now - timedelta(days=1),
+            )
+        )
+    coordinator = coordinators[patients[21].state_id]
+    session.add(
+        OutreachNote(
+            patient_id=patients[21].id,
+            author_user_id=coordinator.id,
+            at=now - timedelta(days=4),
+            channel=OutreachChannel.CALL,
+            outcome=OutreachOutcome.NO_ANSWER,
+            note="Called the mobile number twice.",
+            next_step="Send a letter next week.",
+        )
+    )
+    session.flush()

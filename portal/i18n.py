@@ -59,6 +59,20 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 _ = gettext
 
 
+def translate(message: object) -> str:
+    """A service's message in the reader's language (filling in its values, if any)."""
+    from core.text import Text
+
+    if isinstance(message, Text):
+        return gettext(message.msgid) % message.params
+    return gettext(str(message))
+
+
+def translate_errors(errors: dict[str, str]) -> dict[str, str]:
+    """A form's error messages (from FieldErrors) in the reader's language."""
+    return {name: translate(message) for name, message in errors.items()}
+
+
 def parse_language(value: str | None) -> Language | None:
     if not value:
         return None

@@ -25,6 +25,11 @@ class Permission(enum.StrEnum):
     PATIENT_INVITE = "patients.invite"
     PROXY_MANAGE = "proxy.manage"
     SCHEDULE_VIEW = "schedule.view"
+    SCHEDULE_RESPOND = "schedule.respond"  # confirm a visit, ask to move it
+    VISIT_MANAGE = "visits.manage"  # book, cancel, complete, record outcomes
+    WORKLIST = "worklist"
+    REPORT_REVIEW = "reports.review"  # confirm or dismiss what a patient reported
+    NOTES_WRITE = "notes.write"  # outreach notes
     EDUCATION_VIEW = "education.view"
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
@@ -39,6 +44,7 @@ _SELF_SERVICE = {
     Permission.PORTAL_HOME,
     Permission.PATIENT_READ,
     Permission.SCHEDULE_VIEW,
+    Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
     Permission.ACCOUNT,
@@ -56,6 +62,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PATIENT_INVITE,
             Permission.PROXY_MANAGE,
             Permission.SCHEDULE_VIEW,
+            Permission.SCHEDULE_RESPOND,
+            Permission.VISIT_MANAGE,
+            Permission.WORKLIST,
+            Permission.REPORT_REVIEW,
+            Permission.NOTES_WRITE,
             Permission.EDUCATION_VIEW,
             Permission.REPORTS_VIEW,
             Permission.ACCOUNT,
@@ -77,6 +88,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.PATIENT_READ: None,  # any link shows the patient's name
     Permission.SCHEDULE_VIEW: ProxyRight.VIEW_SCHEDULE,
+    Permission.SCHEDULE_RESPOND: ProxyRight.VIEW_SCHEDULE,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
 }

@@ -30,6 +30,7 @@ class NavItem:
 # Labels are msgids: the layout translates them.
 NAV_ITEMS = (
     NavItem("/home", N_("Home"), Permission.PORTAL_HOME),
+    NavItem("/worklist", N_("Worklist"), Permission.WORKLIST),
     NavItem("/patients", N_("Patients"), Permission.PATIENT_LIST),
     NavItem("/admin/users", N_("Users"), Permission.ADMIN_USERS),
     NavItem("/admin/states", N_("States"), Permission.ADMIN_STATES),

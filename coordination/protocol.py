@@ -1,0 +1,190 @@
+"""Follow-up protocols: versioned YAML data (`coordination/protocols/*.yaml`), one per therapy,
+loaded and validated at start. A broken file is refused with its name, line and problem."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROTOCOL_DIR = Path(__file__).parent / "protocols"
+FIFTEEN_YEARS_DAYS = 15 * 365 + 4
+
+
+class Assessment(enum.StrEnum):
+    """What a visit assesses; each maps to fields of the outcome form."""
+
+    CBC = "cbc"
+    HEMOGLOBIN = "hemoglobin"
+    FETAL_HEMOGLOBIN = "fetal_hemoglobin"
+    INTEGRATION_SITE = "integration_site"
+    PRO_QUESTIONNAIRE = "pro_questionnaire"
+    SAFETY_SCREEN = "safety_screen"
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    en: str = Field(min_length=1, max_length=80)
+    es: str = Field(min_length=1, max_length=80)
+
+    def text(self, language: str) -> str:
+        return self.es if language == "es" else self.en
+
+
+class ProtocolVisit(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    label: Label
+    offset_days: int = Field(ge=0, le=FIFTEEN_YEARS_DAYS + 366)
+    window_before_days: int = Field(ge=0, le=120)
+    window_after_days: int = Field(ge=0, le=120)
+    assessments: tuple[Assessment, ...] = Field(min_length=1)
+
+    @field_validator("assessments")
+    @classmethod
+    def _no_repeats(cls, value: tuple[Assessment, ...]) -> tuple[Assessment, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("an assessment is listed twice")
+        return value
+
+    def window(self, anchor: date) -> tuple[date, date, date]:
+        """(window opens, target day, window closes) for an infusion on `anchor`."""
+        target = anchor + timedelta(days=self.offset_days)
+        return (
+            target - timedelta(days=self.window_before_days),
+            target,
+            target + timedelta(days=self.window_after_days),
+        )
+
+
+class Protocol(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    therapy: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    version: int = Field(ge=1)
+    title: Label
+    visits: tuple[ProtocolVisit, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Protocol:
+        keys = [visit.key for visit in self.visits]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ValueError(f"visit keys repeat: {', '.join(duplicates)}")
+        ordered = sorted(self.visits, key=lambda visit: visit.offset_days)
+        if list(ordered) != list(self.visits):
+            raise ValueError("visits must be listed in order of offset_days")
+        for earlier, later in itertools.pairwise(ordered):
+            closes = earlier.offset_days + earlier.window_after_days
+            opens = later.offset_days - later.window_before_days
+            if opens <= closes:
+                raise ValueError(
+                    f"the windows of {earlier.key} and {later.key} overlap "
+                    f"(day {closes} and day {opens}); a day may belong to one visit only"
+                )
+        return self
+
+    def visit(self, key: str) -> ProtocolVisit | None:
+        return next((visit for visit in self.visits if visit.key == key), None)
+
+
+class ProtocolError(ValueError):
+    """A protocol file is wrong; the message names the file, the line and the problem."""
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that remembers the line of every mapping (for error messages)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+    if isinstance(value, list):
+        return [_strip_lines(item) for item in value]
+    return value
+
+
+def _line_of(raw: Any, location: tuple[int | str, ...]) -> int | None:
+    line: int | None = raw.get("__line__") if isinstance(raw, dict) else None
+    node = raw
+    for part in location:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and "__line__" in node:
+            line = node["__line__"]
+    return line
+
+
+def parse_protocol(text: str, *, source: str) -> Protocol:
+    """Parse and validate one protocol file's text; raise ProtocolError naming `source`."""
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        line = mark.line + 1 if mark is not None else "?"
+        raise ProtocolError(f"{source}, line {line}: not valid YAML: {error.problem}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{source}, line 1: a protocol is a mapping with therapy, version, ...")
+    try:
+        return Protocol.model_validate(_strip_lines(raw))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            location = tuple(item["loc"])
+            where = ".".join(str(part) for part in location) or "(file)"
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}, line {_line_of(raw, location) or '?'}: {where}: {message}")
+        raise ProtocolError("\n".join(problems)) from None
+
+
+@dataclass(frozen=True)
+class ProtocolLibrary:
+    """Every protocol version, by therapy code; the newest applies to new patients."""
+
+    versions: dict[str, dict[int, Protocol]]
+
+    def current(self, therapy: str) -> Protocol | None:
+        versions = self.versions.get(therapy)
+        return versions[max(versions)] if versions else None
+
+    def get(self, therapy: str, version: int) -> Protocol | None:
+        return self.versions.get(therapy, {}).get(version)
+
+
+def load_protocols(directory: Path = PROTOCOL_DIR) -> ProtocolLibrary:
+    """Read every `*.yaml` in `directory`. Several versions of a therapy's protocol may be
+    kept side by side (e.g. `lyfgenia.yaml` and `lyfgenia-v2.yaml`)."""
+    versions: dict[str, dict[int, Protocol]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        protocol = parse_protocol(path.read_text(encoding="utf-8"), source=path.name)
+        therapy_versions = versions.setdefault(protocol.therapy, {})
+        if protocol.version in therapy_versions:
+            raise ProtocolError(
+                f"{path.name}, line 1: {protocol.therapy} version {protocol.version} "
+                "is defined twice"
+            )
+        therapy_versions[protocol.version] = protocol
+    return ProtocolLibrary(versions=versions)
+
+
+@cache
+def shipped_protocols() -> ProtocolLibrary:
+    """The protocols shipped in `coordination/protocols/` (read once per process)."""
+    return load_protocols()
