@@ -24,17 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from httpx import Response
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordination.bulk import generate_schedules
 from coordination.gateway import ConsoleGateway
+from coordination.models import FollowUpPlan, Visit, VisitStatus
+from coordination.protocol import shipped_protocols
+from coordination.schedule import sync_schedule
+from core.audit.service import Actor
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import User
 from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter
 from core.settings import load_settings
 from portal.app import create_app
-from portal.demo import DEMO_PASSWORD, seed_demo_data
+from portal.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
 if TYPE_CHECKING:
@@ -49,7 +54,14 @@ PORTAL_FIGURES = (
     "portal.patient_home_p95_ms",
     "portal.patient_home_p95_ratio_healthz",
 )
-FIGURES = SETUP_FIGURES + PORTAL_FIGURES
+SCHEDULE_FIGURES = (
+    "schedule.enroll_10k_s",
+    "schedule.visits_per_s",
+    "schedule.regenerate_ms",
+    "schedule.regenerate_p95_ms",
+)
+FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES
+REGENERATIONS = 50
 
 WARM_UP = 100
 CHUNK = 2_000
@@ -92,6 +104,7 @@ def run_benchmarks(*, only: str, patients: int, requests: int) -> Iterator[str]:
                 yield figure(
                     "setup.seed_s", round(world.seed_s, 3), "s", patients=world.patient_count
                 )
+            yield from _schedule_figures(world, selected=selected, patients=patients)
             if any(name in selected for name in PORTAL_FIGURES):
                 yield from _portal_figures(world, selected=selected, requests=requests)
         finally:
@@ -110,6 +123,8 @@ class _World:
     patient_given_name: str
     migrate_s: float
     seed_s: float
+    enroll_s: float
+    visits: int
 
     @classmethod
     def build(cls, path: Path, *, patients: int) -> _World:
@@ -121,8 +136,17 @@ class _World:
         factory = make_session_factory(make_engine(url))
         with transaction(factory) as session:
             users = seed_demo_data(session, clock=clock)
-            _add_patients(session, clock=clock, count=patients)
+            seed_demo_follow_up(session, clock=clock, users=users)
         seeded = time.perf_counter()
+        # What `schedule.enroll_10k_s` measures: the patients and their 15-year schedules.
+        with transaction(factory) as session:
+            _add_patients(session, clock=clock, count=patients)
+            visits = generate_schedules(
+                session, clock=clock, library=shipped_protocols(), patient_ids=None
+            )
+        enrolled = time.perf_counter()
+        with transaction(factory) as session:
+            _age_schedules(session, clock=clock)
         with factory() as session:
             count = session.scalar(select(func.count()).select_from(Patient)) or 0
             patient = session.scalar(
@@ -140,6 +164,8 @@ class _World:
             patient_given_name=given_name,
             migrate_s=migrated - started,
             seed_s=seeded - migrated,
+            enroll_s=enrolled - seeded,
+            visits=visits,
         )
 
 
@@ -192,6 +218,87 @@ def _add_patients(session: Session, *, clock: Clock, count: int) -> None:
                 }
             )
         session.execute(insert(table), rows)
+
+
+def _age_schedules(session: Session, *, clock: Clock) -> None:
+    """Give the bulk cohort a past: most closed windows completed, some missed, some
+    upcoming appointments (set-based, so the worklist has realistic buckets)."""
+    today = clock.now().date()
+    closed = Visit.window_end < today
+    session.execute(
+        update(Visit)
+        .where(closed, Visit.status == VisitStatus.DUE, Visit.id % 10 != 3)
+        .values(status=VisitStatus.COMPLETED, completed_on=Visit.target_date)
+    )
+    session.execute(
+        update(Visit)
+        .where(closed, Visit.status == VisitStatus.DUE)
+        .values(status=VisitStatus.MISSED)
+    )
+    soon = clock.now() + timedelta(days=3)
+    session.execute(
+        update(Visit)
+        .where(
+            Visit.status == VisitStatus.DUE,
+            Visit.window_start <= today,
+            Visit.window_end >= today,
+            Visit.id % 2 == 0,
+        )
+        .values(status=VisitStatus.SCHEDULED, appointment_at=soon, appointment_zone="UTC")
+    )
+
+
+# --- schedules ------------------------------------------------------------------------
+
+
+def _schedule_figures(world: _World, *, selected: list[str], patients: int) -> Iterator[str]:
+    if not any(name in selected for name in SCHEDULE_FIGURES):
+        return
+    extra = {"patients": patients, "visits": world.visits}
+    if "schedule.enroll_10k_s" in selected:
+        yield figure("schedule.enroll_10k_s", round(world.enroll_s, 3), "s", **extra)
+    if "schedule.visits_per_s" in selected:
+        per_second = world.visits / world.enroll_s if world.enroll_s > 0 else 0.0
+        yield figure("schedule.visits_per_s", round(per_second, 1), "visit/s", **extra)
+    if not any(name.startswith("schedule.regenerate") for name in selected):
+        return
+    samples = _regenerations(world)
+    regenerate = {
+        "schedule.regenerate_ms": round(percentile(samples, 0.50), 3),
+        "schedule.regenerate_p95_ms": round(percentile(samples, 0.95), 3),
+    }
+    for name, value in regenerate.items():
+        if name in selected:
+            yield figure(name, value, "ms", n=len(samples), **extra)
+
+
+def _regenerations(world: _World) -> list[float]:
+    """Milliseconds to move one patient's schedule after an infusion-date change, each in
+    its own transaction (load, regenerate, commit), as the edit form does."""
+    library = shipped_protocols()
+    actor = Actor.system("bench")
+    with world.factory() as session:
+        ids = list(
+            session.scalars(
+                select(FollowUpPlan.patient_id)
+                .order_by(FollowUpPlan.patient_id)
+                .limit(REGENERATIONS)
+            )
+        )
+    samples: list[float] = []
+    for patient_id in ids:
+        started = time.perf_counter()
+        with transaction(world.factory) as session:
+            patient = session.get(Patient, patient_id)
+            assert patient is not None and patient.infusion_date is not None
+            patient.infusion_date += timedelta(days=9)
+            change = sync_schedule(
+                session, clock=world.clock, actor=actor, library=library, patient=patient
+            )
+        samples.append((time.perf_counter() - started) * 1000)
+        if change.moved == 0 and change.created == 0:
+            raise RuntimeError("regenerating a schedule moved no visit")
+    return samples
 
 
 # --- the portal -----------------------------------------------------------------------
