@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordination.gateway import SmsGateway, make_gateway
+from coordination.protocol import shipped_protocols
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
@@ -47,6 +48,8 @@ def create_app(
 ) -> FastAPI:
     """Build the platform. Tests pass their own settings, clock, session factory, gateway."""
     settings = settings or get_settings()
+    # A broken protocol file stops the start with its file, line and problem.
+    shipped_protocols()
     if factory is None:
         factory = make_session_factory(make_engine(settings.database_url))
     engine = factory.kw["bind"]

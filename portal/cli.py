@@ -17,8 +17,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data (fictional people only).", no_args_is_help=True)
+protocols_app = typer.Typer(help="Follow-up protocols (coordination/protocols/*.yaml).")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(protocols_app, name="protocols")
 
 
 def _settings_or_exit() -> Settings:
@@ -26,6 +28,16 @@ def _settings_or_exit() -> Settings:
         return load_settings()
     except SettingsError as error:
         typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _protocols_or_exit() -> None:
+    from coordination.protocol import ProtocolError, shipped_protocols
+
+    try:
+        shipped_protocols()
+    except ProtocolError as error:
+        typer.echo(f"Cannot start cgt-access, a follow-up protocol is wrong:\n{error}", err=True)
         raise typer.Exit(code=2) from None
 
 
@@ -51,6 +63,7 @@ def serve(
     import uvicorn
 
     settings = _settings_or_exit()
+    _protocols_or_exit()
     get_settings.cache_clear()
     _configure_logging()
     uvicorn.run(
@@ -75,6 +88,7 @@ def worker() -> None:
     from portal.scheduler import start_scheduler
 
     _settings_or_exit()
+    _protocols_or_exit()
     _configure_logging()
     context = create_app(run_scheduler=False).state.context
     logging.getLogger("cgt_access").info("worker started")
@@ -111,6 +125,54 @@ def demo_seed(
         for login, description in DEMO_LOGINS:
             typer.echo(f"  {login:<40} {description}")
         typer.echo("Staff: on the second-factor page choose 'Skip for now (demo)'.")
+
+
+@protocols_app.command("check")
+def protocols_check() -> None:
+    """Validate every protocol file; name the file, line and problem of a broken one."""
+    from coordination.protocol import ProtocolError, load_protocols
+
+    try:
+        library = load_protocols()
+    except ProtocolError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    for therapy, versions in sorted(library.versions.items()):
+        for version, protocol in sorted(versions.items()):
+            typer.echo(f"{therapy} v{version}: {len(protocol.visits)} visits")
+
+
+@protocols_app.command("migrate")
+def protocols_migrate(
+    therapy: str = typer.Argument(..., help="Therapy code, e.g. lyfgenia."),
+    version: int = typer.Argument(..., help="The protocol version to move patients to."),
+) -> None:
+    """Move every existing patient on an older protocol version of THERAPY to VERSION
+    (new patients get the newest version by themselves; existing ones only by this step).
+    Completed and missed visits stay; open visits move; visits the new version drops are
+    cancelled with the reason."""
+    from coordination.protocol import load_protocols
+    from coordination.schedule import migrate_protocol
+    from core.audit.service import Actor
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory, transaction
+
+    settings = _settings_or_exit()
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        try:
+            moved = migrate_protocol(
+                session,
+                clock=SystemClock(),
+                actor=Actor.system("protocols-migrate"),
+                library=load_protocols(),
+                therapy=therapy,
+                to_version=version,
+            )
+        except ValueError as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(code=1) from None
+    typer.echo(f"{moved} patient(s) moved to {therapy} v{version}")
 
 
 @app.command()
