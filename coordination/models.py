@@ -206,6 +206,8 @@ class PatientReport(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     review_note: Mapped[str | None] = mapped_column(String(500))
     observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id"))
+    # What was first sent, when a coordinator corrected the report before confirming it.
+    as_reported: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class OutreachChannel(enum.StrEnum):

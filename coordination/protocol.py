@@ -29,6 +29,14 @@ class Assessment(enum.StrEnum):
     SAFETY_SCREEN = "safety_screen"
 
 
+class _VisitProblem(ValueError):
+    """A problem across visits (repeated key, order, overlap): points at visit `index`."""
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class Label(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     en: str = Field(min_length=1, max_length=80)
@@ -73,20 +81,22 @@ class Protocol(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Protocol:
-        keys = [visit.key for visit in self.visits]
-        duplicates = sorted({key for key in keys if keys.count(key) > 1})
-        if duplicates:
-            raise ValueError(f"visit keys repeat: {', '.join(duplicates)}")
-        ordered = sorted(self.visits, key=lambda visit: visit.offset_days)
-        if list(ordered) != list(self.visits):
-            raise ValueError("visits must be listed in order of offset_days")
-        for earlier, later in itertools.pairwise(ordered):
+        seen: set[str] = set()
+        for index, visit in enumerate(self.visits):
+            if visit.key in seen:
+                raise _VisitProblem(f"visit key {visit.key} is used twice", index=index)
+            seen.add(visit.key)
+        for index, (earlier, later) in enumerate(itertools.pairwise(self.visits), start=1):
+            if later.offset_days < earlier.offset_days:
+                raise _VisitProblem("visits must be listed in order of offset_days", index=index)
             closes = earlier.offset_days + earlier.window_after_days
             opens = later.offset_days - later.window_before_days
             if opens <= closes:
-                raise ValueError(
-                    f"the windows of {earlier.key} and {later.key} overlap "
-                    f"(day {closes} and day {opens}); a day may belong to one visit only"
+                raise _VisitProblem(
+                    f"the windows of {earlier.key} and {later.key} overlap ({earlier.key} "
+                    f"closes on day {closes}, {later.key} opens on day {opens}); "
+                    "a day may belong to one visit only",
+                    index=index,
                 )
         return self
 
@@ -103,26 +113,46 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    # YAML loaders keep the last of two equal keys without a word: refuse them instead.
+    lines: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key_node.start_mark.line + 1
+        if key_node.value in lines:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the key {key_node.value!r} is repeated (first on line {lines[key_node.value]})",
+                key_node.start_mark,
+            )
+        lines[key_node.value] = line
     mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
+    mapping["__lines__"] = lines
     return mapping
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+_LINE_KEYS = ("__line__", "__lines__")
+
 
 def _strip_lines(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+        return {k: _strip_lines(v) for k, v in value.items() if k not in _LINE_KEYS}
     if isinstance(value, list):
         return [_strip_lines(item) for item in value]
     return value
 
 
 def _line_of(raw: Any, location: tuple[int | str, ...]) -> int | None:
+    """The line of the innermost key or mapping of `location` found in the file."""
     line: int | None = raw.get("__line__") if isinstance(raw, dict) else None
     node = raw
     for part in location:
+        if isinstance(node, dict):
+            line = node.get("__lines__", {}).get(part, line)
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
@@ -148,6 +178,9 @@ def parse_protocol(text: str, *, source: str) -> Protocol:
         problems = []
         for item in error.errors():
             location = tuple(item["loc"])
+            cause = item.get("ctx", {}).get("error")
+            if isinstance(cause, _VisitProblem):
+                location = ("visits", cause.index)
             where = ".".join(str(part) for part in location) or "(file)"
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{source}, line {_line_of(raw, location) or '?'}: {where}: {message}")
@@ -172,15 +205,17 @@ def load_protocols(directory: Path = PROTOCOL_DIR) -> ProtocolLibrary:
     """Read every `*.yaml` in `directory`. Several versions of a therapy's protocol may be
     kept side by side (e.g. `lyfgenia.yaml` and `lyfgenia-v2.yaml`)."""
     versions: dict[str, dict[int, Protocol]] = {}
+    sources: dict[tuple[str, int], str] = {}
     for path in sorted(directory.glob("*.yaml")):
         protocol = parse_protocol(path.read_text(encoding="utf-8"), source=path.name)
         therapy_versions = versions.setdefault(protocol.therapy, {})
         if protocol.version in therapy_versions:
             raise ProtocolError(
                 f"{path.name}, line 1: {protocol.therapy} version {protocol.version} "
-                "is defined twice"
+                f"is defined twice (also in {sources[protocol.therapy, protocol.version]})"
             )
         therapy_versions[protocol.version] = protocol
+        sources[protocol.therapy, protocol.version] = path.name
     return ProtocolLibrary(versions=versions)
 
 

@@ -7,6 +7,7 @@ with the zone they were booked in, so 9:00 stays 9:00 across daylight-saving cha
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -110,7 +111,52 @@ class ScheduleChange:
     moved: int = 0
     kept: int = 0
     cancelled: int = 0
+    reopened: int = 0
     visits: list[Visit] = field(default_factory=list)
+
+
+# Marks the cancellations sync_schedule makes by itself, so that it can undo them.
+_AUTOMATIC = "automatic"
+
+
+def _cancelled_automatically(session: Session, visits: Iterable[Visit]) -> set[int]:
+    """The cancelled visits whose last cancellation was made by sync_schedule (infusion date
+    removed, patient withdrawn or deceased, visit dropped by the protocol), not by a person."""
+    ids = [visit.id for visit in visits if visit.status is VisitStatus.CANCELLED]
+    if not ids:
+        return set()
+    last_cancel: dict[int, VisitEvent] = {}
+    for event in session.scalars(
+        select(VisitEvent)
+        .where(VisitEvent.visit_id.in_(ids), VisitEvent.action == "cancel")
+        .order_by(VisitEvent.id)
+    ):
+        last_cancel[event.visit_id] = event
+    return {
+        visit_id for visit_id, event in last_cancel.items() if (event.detail or {}).get(_AUTOMATIC)
+    }
+
+
+def _reopen(session: Session, *, clock: Clock, actor: Actor, visit: Visit) -> None:
+    """Undo an automatic cancellation: the visit is due again, without an appointment."""
+    session.add(
+        VisitEvent(
+            visit_id=visit.id,
+            at=clock.now(),
+            actor_user_id=actor.user_id,
+            actor_label=actor.label[:254],
+            action="reopen",
+            from_status=visit.status.value,
+            to_status=VisitStatus.DUE.value,
+            reason="the follow-up applies again",
+        )
+    )
+    visit.status = VisitStatus.DUE
+    visit.appointment_at = None
+    visit.appointment_zone = None
+    visit.location = None
+    visit.confirmed_at = None
+    visit.updated_at = clock.now()
 
 
 def _protocol_for(
@@ -136,8 +182,11 @@ def sync_schedule(
     Completed, missed and cancelled visits stay as they are; open visits move with the
     infusion date; missing ones are created; nothing is duplicated (one visit per key).
     Visits the protocol no longer has are cancelled with the reason. Without an infusion
-    date, open visits are cancelled (the date was removed). Call it after enrolment and
-    after any change of infusion date, therapy or status.
+    date, open visits are cancelled (the date was removed); so are they when the patient
+    is withdrawn or deceased. Those automatic cancellations are undone, for the visits
+    still to come, once the follow-up applies again (the date is set again, the patient
+    is back, the protocol has the visit again); a person's cancellation is kept. Call it
+    after enrolment and after any change of infusion date, therapy or status.
     """
     now = clock.now()
     plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient.id))
@@ -156,7 +205,13 @@ def sync_schedule(
         for visit in existing.values():
             if visit.status.is_open:
                 _transition(
-                    session, clock=clock, actor=actor, visit=visit, action="cancel", reason=reason
+                    session,
+                    clock=clock,
+                    actor=actor,
+                    visit=visit,
+                    action="cancel",
+                    reason=reason,
+                    detail={_AUTOMATIC: True},
                 )
                 change.cancelled += 1
         session.flush()
@@ -183,6 +238,8 @@ def sync_schedule(
         plan.therapy_code, plan.protocol_version = protocol.therapy, protocol.version
         plan.anchor_date, plan.updated_at = anchor, now
 
+    reopenable = _cancelled_automatically(session, existing.values())
+    today = local_today(clock, patient.time_zone) if reopenable else None
     wanted = set()
     for sequence, protocol_visit in enumerate(protocol.visits, start=1):
         wanted.add(protocol_visit.key)
@@ -206,6 +263,9 @@ def sync_schedule(
             change.visits.append(visit)
             continue
         visit = found
+        if visit.id in reopenable and today is not None and closes >= today:
+            _reopen(session, clock=clock, actor=actor, visit=visit)
+            change.reopened += 1
         if visit.status.is_final:
             change.kept += 1
         elif (visit.target_date, visit.window_start, visit.window_end, visit.sequence) != (
@@ -247,6 +307,7 @@ def sync_schedule(
                 visit=visit,
                 action="cancel",
                 reason=f"not in protocol {protocol.therapy} v{protocol.version}",
+                detail={_AUTOMATIC: True},
             )
             change.cancelled += 1
     session.flush()
@@ -273,13 +334,17 @@ def migrate_protocol(
             FollowUpPlan.therapy_code == therapy, FollowUpPlan.protocol_version != to_version
         )
     ).all()
+    moved = 0
     for plan in plans:
         patient = session.get(Patient, plan.patient_id)
         assert patient is not None
         sync_schedule(
             session, clock=clock, actor=actor, library=library, patient=patient, protocol=protocol
         )
-    return len(plans)
+        # Patients without an infusion date or whose follow-up ended keep their plan as it
+        # is; they move when their follow-up starts again.
+        moved += plan.protocol_version == to_version
+    return moved
 
 
 # --- the life of a visit ---------------------------------------------------------------

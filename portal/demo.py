@@ -182,7 +182,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     session.flush()
     harbor = TreatmentCenter(
         state_id=maryland.id,
-        name="Harborview Sickle Cell Center",
+        name="Harborview Medical Center",
         city="Baltimore",
         phone="+14105550101",
         is_active=True,
@@ -190,7 +190,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     )
     front_range = TreatmentCenter(
         state_id=colorado.id,
-        name="Front Range Gene Therapy Center",
+        name="Front Range Medical Center",
         city="Aurora",
         phone="+13035550101",
         is_active=True,

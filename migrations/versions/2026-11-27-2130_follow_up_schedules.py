@@ -307,6 +307,7 @@ def upgrade() -> None:
         sa.Column("reviewed_at", core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("review_note", sa.String(length=500), nullable=True),
         sa.Column("observation_id", sa.Integer(), nullable=True),
+        sa.Column("as_reported", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["observation_id"],
             ["observations.id"],

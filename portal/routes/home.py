@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from core.audit.service import record_event
@@ -23,10 +23,14 @@ from portal.deps import (
     set_session_cookie,
 )
 from portal.routes.pages import page_router
+from portal.routes.schedule import NOTICES as SCHEDULE_NOTICES
+from portal.routes.schedule import person_summary
 from portal.web import redirect, render
 
 router = page_router()
 _ = i18n.gettext
+# Shown after a redirect back home (the confirm button on the home page).
+HOME_NOTICES = {"confirmed": SCHEDULE_NOTICES["confirmed"]}
 
 
 @router.get("/home", name="home")
@@ -34,13 +38,16 @@ def home(
     request: Request,
     session: SessionDep,
     user: Annotated[User, Depends(require(Permission.PORTAL_HOME))],
+    done: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
-    """A patient sees their own follow-up; a caregiver, each patient they help."""
+    """A patient sees their own follow-up; a caregiver, each patient they help: the next
+    visit (with the right to see the schedule) and what they may do."""
     people = [
-        {"patient": patient, "link": link, "rights": link.rights() if link else None}
+        person_summary(session, patient=patient, link=link)
         for patient, link in linked_patients(session, user=user)
     ]
-    return render(request, "portal/home.html", {"people": people})
+    notice = _(HOME_NOTICES[done]) if done in HOME_NOTICES else None
+    return render(request, "portal/home.html", {"people": people, "notice": notice})
 
 
 @router.get("/reports", name="reports")

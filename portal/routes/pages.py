@@ -30,6 +30,8 @@ class NavItem:
 # Labels are msgids: the layout translates them.
 NAV_ITEMS = (
     NavItem("/home", N_("Home"), Permission.PORTAL_HOME),
+    # Staff open schedules from a patient's record; the menu item is for patients and caregivers.
+    NavItem("/schedule", N_("Schedule"), Permission.PORTAL_HOME),
     NavItem("/worklist", N_("Worklist"), Permission.WORKLIST),
     NavItem("/patients", N_("Patients"), Permission.PATIENT_LIST),
     NavItem("/admin/users", N_("Users"), Permission.ADMIN_USERS),

@@ -1,21 +1,26 @@
-"""Coordinators' pages: the patient list, enrolment, a patient's record, caregivers and
-their proxy rights, invitations."""
+"""Coordinators' pages: the patient list, enrolment, a patient's record (with the follow-up
+schedule and the timeline), caregivers and their proxy rights, invitations."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from coordination.service import messages_for_patient
+from coordination.models import OutreachChannel, OutreachOutcome, VisitStatus
+from coordination.notes import add_outreach_note
+from coordination.protocol import shipped_protocols
+from coordination.schedule import next_visit, visits_for_patient
+from coordination.timeline import patient_timeline, visit_labels
 from core.audit.service import record_event
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import InvitationDelivery, User
-from core.models import PatientStatus, ProxyRight
+from core.models import Patient, PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
     CaregiverInput,
@@ -42,11 +47,15 @@ from portal.deps import (
 )
 from portal.onboarding import invite
 from portal.routes.pages import page_router
+from portal.routes.visits import appointment_text, measure_labels, refresh_schedule
 from portal.web import redirect, render
 
 router = page_router()
 _ = i18n.gettext
 PER_PAGE = 25
+TIMELINE_LENGTH = 50
+# A change of any of these moves, creates or cancels the patient's visits.
+SCHEDULE_FIELDS = frozenset({"infusion_date", "therapy_id", "status"})
 
 Coordinator = Annotated[User, Depends(require(Permission.PATIENT_LIST))]
 Enroller = Annotated[User, Depends(require(Permission.PATIENT_ENROLL))]
@@ -54,6 +63,7 @@ RecordReader = Annotated[PatientAccess, Depends(require_patient(Permission.RECOR
 RecordEditor = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_EDIT))]
 Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
 ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
+NoteWriter = Annotated[PatientAccess, Depends(require_patient(Permission.NOTES_WRITE))]
 
 # Shown after a redirect; keys in the URL, never names.
 NOTICES = {
@@ -62,6 +72,7 @@ NOTICES = {
     "invited_sms": N_("The invitation was texted."),
     "caregiver_added": N_("The caregiver is added."),
     "rights_saved": N_("The proxy rights are saved."),
+    "note_added": N_("The outreach note is saved."),
 }
 
 
@@ -206,14 +217,58 @@ def patient_create(
             allowed_state_ids=user.state_ids,
         )
     except FieldErrors as problem:
-        form.errors = {name: _(message) for name, message in problem.errors.items()}
+        form.errors = i18n.translate_errors(problem.errors)
         return render(
             request,
             "portal/patient_form.html",
             {"form": form, "mode": "new", **_form_choices(session, user)},
             status_code=400,
         )
+    refresh_schedule(session, clock=context.clock, actor=actor_for(request, user), patient=patient)
     return redirect(request, f"/patients/{patient.id}?done=enrolled")
+
+
+def record_page(
+    request: Request,
+    session: Session,
+    patient: Patient,
+    *,
+    notice: str | None = None,
+    note_form: dict[str, str] | None = None,
+    note_errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The patient's record: facts, portal access, caregivers, the follow-up schedule, the
+    outreach-note form and the timeline. A fixed number of queries, whatever the history."""
+    library = shipped_protocols()
+    visits = visits_for_patient(session, patient_id=patient.id)
+    labels = visit_labels(
+        library,
+        therapy_code=patient.therapy.code,
+        visits=visits,
+        language=i18n.current_language().value,
+    )
+    coming = next_visit(visits)
+    context: dict[str, Any] = {
+        "patient": patient,
+        "links": caregiver_links(session, patient_id=patient.id),
+        "invitations": invitations_for_patient(session, patient_id=patient.id),
+        "rights": list(ProxyRight),
+        "notice": notice,
+        "visits": visits,
+        "visit_labels": labels,
+        "appointments": {visit.id: appointment_text(visit, patient) for visit in visits},
+        "next_visit_id": coming.id if coming is not None else None,
+        "completed_count": sum(1 for visit in visits if visit.status is VisitStatus.COMPLETED),
+        "has_protocol": library.current(patient.therapy.code) is not None,
+        "timeline": patient_timeline(session, patient_id=patient.id, limit=TIMELINE_LENGTH),
+        "measure_labels": measure_labels(),
+        "note_form": note_form or {"channel": "call", "outcome": "", "note": "", "next_step": ""},
+        "note_errors": note_errors or {},
+        "channels": list(OutreachChannel),
+        "outcomes": list(OutreachOutcome),
+    }
+    return render(request, "portal/patient.html", context, status_code=status_code)
 
 
 @router.get("/patients/{patient_id}", name="patient_record")
@@ -223,19 +278,51 @@ def patient_record(
     access: RecordReader,
     done: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
-    patient = access.patient
-    return render(
+    return record_page(
         request,
-        "portal/patient.html",
-        {
-            "patient": patient,
-            "links": caregiver_links(session, patient_id=patient.id),
-            "invitations": invitations_for_patient(session, patient_id=patient.id),
-            "messages": messages_for_patient(session, patient_id=patient.id, limit=20),
-            "rights": list(ProxyRight),
-            "notice": _(NOTICES[done]) if done in NOTICES else None,
-        },
+        session,
+        access.patient,
+        notice=_(NOTICES[done]) if done in NOTICES else None,
     )
+
+
+class NoteForm(BaseModel):
+    channel: str = Field("", max_length=16)
+    outcome: str = Field("", max_length=16)
+    note: str = Field("", max_length=2000)
+    next_step: str = Field("", max_length=600)
+
+
+@router.post("/patients/{patient_id}/notes", name="patient_note")
+def patient_note(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: NoteWriter,
+    data: Annotated[NoteForm, Form()],
+) -> Response:
+    """A coordinator records an outreach attempt; it shows on the timeline."""
+    try:
+        add_outreach_note(
+            session,
+            clock=context.clock,
+            actor=access.actor,
+            patient=access.patient,
+            channel=data.channel,
+            outcome=data.outcome,
+            note=data.note,
+            next_step=data.next_step,
+        )
+    except FieldErrors as problem:
+        return record_page(
+            request,
+            session,
+            access.patient,
+            note_form=data.model_dump(),
+            note_errors=i18n.translate_errors(problem.errors),
+            status_code=400,
+        )
+    return redirect(request, f"/patients/{access.patient.id}?done=note_added")
 
 
 @router.get("/patients/{patient_id}/edit", name="patient_edit")
@@ -262,7 +349,7 @@ def patient_update(
 ) -> Response:
     form = PatientInput(**data.model_dump())
     try:
-        update_patient(
+        changed = update_patient(
             session,
             clock=context.clock,
             actor=access.actor,
@@ -271,7 +358,7 @@ def patient_update(
             allowed_state_ids=access.user.state_ids,
         )
     except FieldErrors as problem:
-        form.errors = {name: _(message) for name, message in problem.errors.items()}
+        form.errors = i18n.translate_errors(problem.errors)
         return render(
             request,
             "portal/patient_form.html",
@@ -283,6 +370,10 @@ def patient_update(
             },
             status_code=400,
         )
+    if SCHEDULE_FIELDS.intersection(changed):
+        if "therapy_id" in changed:
+            session.expire(access.patient, ["therapy"])  # the relationship follows the new id
+        refresh_schedule(session, clock=context.clock, actor=access.actor, patient=access.patient)
     return redirect(request, f"/patients/{access.patient.id}?done=saved")
 
 

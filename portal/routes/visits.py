@@ -1,7 +1,495 @@
-"""(being built)"""
+"""Coordinators' visit page: one follow-up visit of one patient, its history, the patient's
+requests to move it, and what can be done from its status (book or move the appointment,
+confirm it, cancel it, follow up a missed visit, record the outcomes).
+
+Also the follow-up helpers the record page uses: keeping the schedule in step with the
+record, and showing appointments in the patient's local time."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_time
+from fastapi import Depends, Form, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordination.models import Visit, VisitStatus
+from coordination.outcomes import MEASURES, MEASURES_BY_KEY, Measure, measures_for, record_outcomes
+from coordination.protocol import ProtocolVisit, shipped_protocols
+from coordination.requests import close_move_requests, open_move_requests
+from coordination.schedule import (
+    TRANSITIONS,
+    AppointmentTimeError,
+    VisitTransitionError,
+    acknowledge_missed,
+    book_appointment,
+    cancel_visit,
+    confirm_visit,
+    local_today,
+    sync_schedule,
+)
+from coordination.timeline import observations_for_visit, visit_history_entries
+from core.audit.service import Actor
+from core.clock import Clock
+from core.errors import FieldErrors
+from core.identity.access import Permission
+from core.identity.models import User
+from core.models import Patient, PatientStatus
+from core.text import N_
+from portal import i18n
+from portal.deps import ContextDep, PageNotFound, PatientAccess, SessionDep, require_patient
 from portal.routes.pages import page_router
+from portal.web import redirect, render
 
 router = page_router()
+_ = i18n.gettext
+
+VisitManager = Annotated[PatientAccess, Depends(require_patient(Permission.VISIT_MANAGE))]
+VisitId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+# Shown after a redirect; keys in the URL.
+NOTICES = {
+    "scheduled": N_("The appointment is booked."),
+    "rescheduled": N_("The appointment is moved. The patient is asked to confirm it again."),
+    "confirmed": N_("The appointment is confirmed."),
+    "cancelled": N_("The visit is cancelled."),
+    "acknowledged": N_("The missed visit is marked as followed up."),
+    "completed": N_("The visit is completed and its outcomes are saved."),
+}
+# The longest a typed outcome value may be before it is cut (text fields allow 1000).
+VALUE_MAX = 2000
+
+
+# --- follow-up helpers shared with the record page ---------------------------------------
+
+
+def refresh_schedule(session: Session, *, clock: Clock, actor: Actor, patient: Patient) -> None:
+    """Make the patient's visits follow their infusion date, therapy and status at once
+    (the record, in core, does not know about schedules: this room reacts to its changes).
+
+    A therapy without a follow-up protocol gets no schedule (the record page says so)."""
+    library = shipped_protocols()
+    closing = patient.status in (PatientStatus.WITHDRAWN, PatientStatus.DECEASED)
+    if (
+        patient.infusion_date is not None
+        and not closing
+        and library.current(patient.therapy.code) is None
+    ):
+        return
+    sync_schedule(session, clock=clock, actor=actor, library=library, patient=patient)
+
+
+def _local(visit: Visit, patient: Patient) -> datetime | None:
+    if visit.appointment_at is None:
+        return None
+    return visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or patient.time_zone))
+
+
+def appointment_text(visit: Visit, patient: Patient) -> str:
+    """The appointment's day and wall-clock time where it takes place, in the reader's
+    language, with the zone's abbreviation (e.g. "Thursday, December 3, 2026, 9:30 AM EST")."""
+    local = _local(visit, patient)
+    if local is None:
+        return ""
+    locale = Locale.parse(i18n.current_language().value)
+    clock_time = format_time(local, format="short", tzinfo=local.tzinfo, locale=locale)
+    return f"{i18n.format_day(local.date(), 'full')}, {clock_time} {local.tzname() or ''}".strip()
+
+
+def measure_labels() -> dict[str, str]:
+    """The outcome form's words for each observation code, in the reader's language."""
+    return {measure.code: _(measure.label) for measure in MEASURES}
+
+
+# --- the visit page --------------------------------------------------------------------
+
+
+def _visit_of(session: Session, access: PatientAccess, visit_id: int) -> Visit:
+    """The visit, if it is this patient's; any other answers 404 like a missing one."""
+    visit = session.get(Visit, visit_id)
+    if visit is None or visit.patient_id != access.patient.id:
+        raise PageNotFound()
+    return visit
+
+
+def _protocol_visit(visit: Visit, patient: Patient) -> ProtocolVisit | None:
+    library = shipped_protocols()
+    therapy = patient.therapy.code
+    protocol = library.get(therapy, visit.protocol_version) or library.current(therapy)
+    return protocol.visit(visit.visit_key) if protocol is not None else None
+
+
+def _measures(visit: Visit, patient: Patient) -> list[Measure]:
+    protocol_visit = _protocol_visit(visit, patient)
+    return measures_for(protocol_visit.assessments if protocol_visit is not None else ())
+
+
+def allowed_actions(visit: Visit) -> set[str]:
+    """What the page offers from the visit's status (the same rules the services apply)."""
+    actions = {action for action, status in TRANSITIONS if status is visit.status}
+    if visit.status is VisitStatus.MISSED and visit.missed_acknowledged_at is None:
+        actions.add("acknowledge")
+    return actions
+
+
+def _appointment_defaults(
+    session: Session, visit: Visit, patient: Patient, today: date
+) -> dict[str, str]:
+    """The booking form's starting values: the current appointment, else the patient's
+    preferred date, else the visit's target day (if still ahead), at the patient's center."""
+    local = _local(visit, patient)
+    if local is not None:
+        day, at = local.date(), local.time()
+    else:
+        preferred = next(
+            (
+                request.preferred_date
+                for request in open_move_requests(session, visit_id=visit.id)
+                if request.preferred_date is not None
+            ),
+            None,
+        )
+        day, at = preferred or max(visit.target_date, today), time(9, 0)
+    return {
+        "day": day.isoformat(),
+        "time": at.strftime("%H:%M"),
+        "location": visit.location or patient.center.name,
+        "reason": "",
+    }
+
+
+def _outcome_defaults(visit: Visit, patient: Patient, today: date) -> dict[str, str]:
+    local = _local(visit, patient)
+    on = local.date() if local is not None and local.date() <= today else today
+    return {"completed_on": on.isoformat()}
+
+
+def visit_page(
+    request: Request,
+    session: Session,
+    context: ContextDep,
+    access: PatientAccess,
+    visit: Visit,
+    *,
+    notice: str | None = None,
+    failed: str | None = None,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    block: str | None = None,
+) -> Response:
+    """The whole page, or (htmx) the card of the form that `failed`."""
+    patient = access.patient
+    today = local_today(context.clock, patient.time_zone)
+    protocol_visit = _protocol_visit(visit, patient)
+    language = i18n.current_language().value
+    requests = open_move_requests(session, visit_id=visit.id)
+    requester_ids = {request.requested_by_user_id for request in requests}
+    requesters = (
+        {user.id: user for user in session.scalars(select(User).where(User.id.in_(requester_ids)))}
+        if requester_ids
+        else {}
+    )
+    appointment_form = _appointment_defaults(session, visit, patient, today)
+    outcome_form = _outcome_defaults(visit, patient, today)
+    cancel_form = {"cancel_reason": ""}
+    if failed == "appointment" and form is not None:
+        appointment_form = form
+    elif failed == "outcomes" and form is not None:
+        outcome_form = form
+    elif failed == "cancel" and form is not None:
+        cancel_form = form
+    values: dict[str, Any] = {
+        "patient": patient,
+        "visit": visit,
+        "label": protocol_visit.label.text(language) if protocol_visit else visit.visit_key,
+        "assessments": [a.value for a in protocol_visit.assessments] if protocol_visit else [],
+        "appointment": appointment_text(visit, patient),
+        "today": today,
+        "notice": notice,
+        "allowed": allowed_actions(visit),
+        "history": visit_history_entries(session, visit_id=visit.id),
+        "requests": requests,
+        "requesters": requesters,
+        "measures": _measures(visit, patient),
+        "recorded": observations_for_visit(session, visit_id=visit.id),
+        "measure_labels": measure_labels(),
+        # Translated here: a label such as "Fetal hemoglobin (%)" must not go through the
+        # templates' gettext, which %-formats every message.
+        "field_labels": {measure.key: _(measure.label) for measure in MEASURES},
+        "appointment_form": appointment_form,
+        "outcome_form": outcome_form,
+        "cancel_form": cancel_form,
+        "failed": failed,
+        "errors": errors or {},
+        "zone": patient.state.time_zone,
+    }
+    return render(request, "portal/visit.html", values, block=block, status_code=status_code)
+
+
+def _visit_url(visit: Visit, done: str | None = None) -> str:
+    url = f"/patients/{visit.patient_id}/visits/{visit.id}"
+    return f"{url}?done={done}" if done else url
+
+
+@router.get("/patients/{patient_id}/visits/{visit_id}", name="visit")
+def visit_view(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+    done: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    visit = _visit_of(session, access, visit_id)
+    notice = _(NOTICES[done]) if done in NOTICES else None
+    return visit_page(request, session, context, access, visit, notice=notice)
+
+
+class AppointmentForm(BaseModel):
+    day: str = Field("", max_length=20)
+    time: str = Field("", max_length=10)
+    location: str = Field("", max_length=400)
+    reason: str = Field("", max_length=1000)
+
+
+def _parse_day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def _parse_time(text: str) -> time | None:
+    try:
+        parsed = time.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed.replace(second=0, microsecond=0, tzinfo=None)
+
+
+@router.post("/patients/{patient_id}/visits/{visit_id}/appointment", name="visit_book")
+def visit_book(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+    data: Annotated[AppointmentForm, Form()],
+) -> Response:
+    """Book the appointment, or move it (the visit becomes 'rescheduled' and the patient is
+    asked again); the patient's open requests to move it are then handled."""
+    visit = _visit_of(session, access, visit_id)
+    form = data.model_dump()
+    errors: dict[str, str] = {}
+    day, at = _parse_day(data.day), _parse_time(data.time)
+    if day is None:
+        errors["day"] = _("Enter the date as YYYY-MM-DD.")
+    if at is None:
+        errors["time"] = _("Enter the time as HH:MM, e.g. 09:30 or 14:15.")
+    location = data.location.strip()
+    if not location:
+        errors["location"] = _("Say where the visit takes place.")
+    elif len(location) > 200:
+        errors["location"] = _("Use at most 200 characters.")
+    if len(data.reason.strip()) > 500:
+        errors["reason"] = _("Use at most 500 characters.")
+    if not errors:
+        assert day is not None and at is not None
+        try:
+            event = book_appointment(
+                session,
+                clock=context.clock,
+                actor=access.actor,
+                visit=visit,
+                patient=access.patient,
+                day=day,
+                at=at,
+                location=location,
+                reason=data.reason.strip() or None,
+            )
+        except AppointmentTimeError as problem:
+            errors["time"] = i18n.translate(problem.args[0])
+        except VisitTransitionError as problem:
+            errors[""] = i18n.translate(problem.args[0])
+    if errors:
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="appointment",
+            form=form,
+            errors=errors,
+            status_code=400,
+            block="appointment_card",
+        )
+    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
+    return redirect(request, _visit_url(visit, event.to_status))
+
+
+@router.post("/patients/{patient_id}/visits/{visit_id}/confirm", name="visit_confirm")
+def visit_confirm(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+) -> Response:
+    """The coordinator confirms the booked appointment on the patient's behalf."""
+    visit = _visit_of(session, access, visit_id)
+    try:
+        confirm_visit(session, clock=context.clock, actor=access.actor, visit=visit)
+    except VisitTransitionError as problem:
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="confirm",
+            errors={"": i18n.translate(problem.args[0])},
+            status_code=400,
+        )
+    return redirect(request, _visit_url(visit, "confirmed"))
+
+
+@router.post("/patients/{patient_id}/visits/{visit_id}/cancel", name="visit_cancel")
+def visit_cancel(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+    cancel_reason: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    """Cancel a visit that will not happen; the reason is required and kept in its history."""
+    visit = _visit_of(session, access, visit_id)
+    reason = cancel_reason.strip()
+    problem_text: str | None = None
+    if len(reason) > 500:
+        problem_text = _("Use at most 500 characters.")
+    else:
+        try:
+            cancel_visit(
+                session, clock=context.clock, actor=access.actor, visit=visit, reason=reason
+            )
+        except VisitTransitionError as problem:
+            problem_text = i18n.translate(problem.args[0])
+    if problem_text is not None:
+        # A missing or long reason is the reason field's problem; a wrong status is the visit's.
+        field = "cancel_reason" if not reason or len(reason) > 500 else ""
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="cancel",
+            form={"cancel_reason": cancel_reason},
+            errors={field: problem_text},
+            status_code=400,
+        )
+    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
+    return redirect(request, _visit_url(visit, "cancelled"))
+
+
+@router.post("/patients/{patient_id}/visits/{visit_id}/acknowledge", name="visit_acknowledge")
+def visit_acknowledge(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+) -> Response:
+    """The coordinator has followed up a missed visit (it leaves the overdue bucket)."""
+    visit = _visit_of(session, access, visit_id)
+    try:
+        if visit.missed_acknowledged_at is not None:
+            raise VisitTransitionError(N_("This missed visit is already followed up."))
+        acknowledge_missed(session, clock=context.clock, actor=access.actor, visit=visit)
+    except VisitTransitionError as problem:
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="acknowledge",
+            errors={"": i18n.translate(problem.args[0])},
+            status_code=400,
+        )
+    return redirect(request, _visit_url(visit, "acknowledged"))
+
+
+async def outcome_fields(request: Request) -> dict[str, str]:
+    """The outcome form as sent: the visit date and one value per known measure (the
+    measures vary with the visit's protocol, so the form has no fixed model)."""
+    form = await request.form()
+    wanted = {"completed_on", *MEASURES_BY_KEY}
+    return {
+        name: value.strip()[:VALUE_MAX]
+        for name, value in form.items()
+        if name in wanted and isinstance(value, str)
+    }
+
+
+@router.post("/patients/{patient_id}/visits/{visit_id}/outcomes", name="visit_outcomes")
+def visit_outcomes(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+    fields: Annotated[dict[str, str], Depends(outcome_fields)],
+) -> Response:
+    """Record the visit's outcomes (the measures its protocol assesses) and complete it.
+    A value outside its plausible range is refused with the range, and nothing is saved."""
+    visit = _visit_of(session, access, visit_id)
+    patient = access.patient
+    errors: dict[str, str] = {}
+    if ("complete", visit.status) not in TRANSITIONS:
+        errors[""] = _("This visit is already completed or cancelled.")
+    else:
+        completed_on = _parse_day(fields.get("completed_on", ""))
+        protocol_visit = _protocol_visit(visit, patient)
+        try:
+            record_outcomes(
+                session,
+                clock=context.clock,
+                actor=access.actor,
+                visit=visit,
+                assessments=protocol_visit.assessments if protocol_visit is not None else (),
+                # Without a readable date, a day that can never pass makes the service check
+                # every value and refuse (it changes nothing when any field is wrong).
+                completed_on=completed_on or date.max,
+                values={measure.key: fields.get(measure.key, "") for measure in MEASURES},
+            )
+        except FieldErrors as problem:
+            errors = i18n.translate_errors(problem.errors)
+            if completed_on is None:
+                errors["completed_on"] = _("Enter the visit date as YYYY-MM-DD.")
+        except VisitTransitionError as problem:
+            errors[""] = i18n.translate(problem.args[0])
+    if errors:
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="outcomes",
+            form=fields,
+            errors=errors,
+            status_code=400,
+            block="outcome_card",
+        )
+    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
+    return redirect(request, _visit_url(visit, "completed"))

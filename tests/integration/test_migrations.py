@@ -219,3 +219,202 @@ def test_new_audit_events_can_still_be_written(db: Database) -> None:
             first,
             second,
         ]
+
+
+# --- upgrading a database that already holds data ---------------------------------------
+# (Imports local to these tests, so that the module's header stays as its author wrote it.)
+
+
+def _insert_returning_id(connection: object, statement: str, **values: object) -> int:
+    """Run one raw INSERT ... RETURNING id, with datetimes and JSON bound by their types."""
+    from datetime import datetime
+
+    from sqlalchemy import JSON, Connection, bindparam
+
+    from core.db import UTCDateTime
+
+    assert isinstance(connection, Connection)
+    query = text(f"{statement} RETURNING id")
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            query = query.bindparams(bindparam(name, type_=UTCDateTime()))
+        elif isinstance(value, dict):
+            query = query.bindparams(bindparam(name, type_=JSON()))
+    new_id = connection.execute(query, values).scalar_one()
+    return int(new_id)
+
+
+def test_upgrading_a_foundation_database_with_data_keeps_it_and_adds_the_new_tables(
+    blank_url: str, engine: Engine
+) -> None:
+    from datetime import date, timedelta
+
+    from sqlalchemy import func
+
+    from coordination.models import FollowUpPlan, Visit
+    from coordination.protocol import shipped_protocols
+    from coordination.schedule import sync_schedule
+    from core.identity.models import Role, User
+    from core.models import Patient, PatientStatus, State
+
+    script = ScriptDirectory.from_config(alembic_config())
+    foundation = script.get_base()
+    assert foundation is not None
+    command.upgrade(alembic_config(blank_url), foundation)
+    assert current_revisions(engine) == {foundation}
+    at_foundation = tables(engine)
+    assert "patients" in at_foundation
+    assert "visits" not in at_foundation
+
+    with engine.begin() as connection:
+        state_id = _insert_returning_id(
+            connection,
+            "INSERT INTO states (code, name, time_zone, program_name, program_phone, created_at) "
+            "VALUES ('MD', 'Maryland', 'America/New_York', 'Maryland Care Connect', "
+            "'+14105550100', :created_at)",
+            created_at=T0,
+        )
+        therapy_id = _insert_returning_id(
+            connection,
+            "INSERT INTO therapies (code, brand_name, generic_name, manufacturer) "
+            "VALUES ('casgevy', 'Casgevy', 'exagamglogene autotemcel', 'Vertex')",
+        )
+        center_id = _insert_returning_id(
+            connection,
+            "INSERT INTO treatment_centers (state_id, name, city, phone, is_active, created_at) "
+            "VALUES (:state_id, 'Harborview', 'Baltimore', NULL, :active, :created_at)",
+            state_id=state_id,
+            active=True,
+            created_at=T0,
+        )
+        patient_id = _insert_returning_id(
+            connection,
+            "INSERT INTO patients (state_id, therapy_id, center_id, medicaid_id, center_mrn, "
+            "given_name, family_name, birth_date, preferred_language, time_zone, mobile_phone, "
+            "infusion_date, status, created_at, updated_at) VALUES (:state_id, :therapy_id, "
+            ":center_id, 'MD00100200', 'MRN-1', 'Lucía', 'Pérez', :birth, 'es', "
+            "'America/New_York', '+14105550110', :infusion, 'active', :created_at, :updated_at)",
+            state_id=state_id,
+            therapy_id=therapy_id,
+            center_id=center_id,
+            birth=date(2008, 2, 29),
+            infusion=date(2026, 9, 1),
+            created_at=T0 - timedelta(days=90),
+            updated_at=T0,
+        )
+        user_id = _insert_returning_id(
+            connection,
+            "INSERT INTO users (login, display_name, email, role, password_hash, is_active, "
+            "preferred_language, created_at) VALUES ('coordinator@example.test', "
+            "'Morgan Reyes', 'coordinator@example.test', 'coordinator', 'x', :active, 'en', "
+            ":created_at)",
+            active=True,
+            created_at=T0,
+        )
+        patient_user_id = _insert_returning_id(
+            connection,
+            "INSERT INTO users (login, display_name, role, patient_id, is_active, "
+            "preferred_language, created_at) VALUES ('lucia', 'Lucía Pérez', 'patient', "
+            ":patient_id, :active, 'es', :created_at)",
+            patient_id=patient_id,
+            active=True,
+            created_at=T0,
+        )
+        connection.execute(
+            text("INSERT INTO user_state_scopes (user_id, state_id) VALUES (:user, :state)"),
+            {"user": user_id, "state": state_id},
+        )
+        audit_ids = [
+            _insert_returning_id(
+                connection,
+                "INSERT INTO audit_events (at, actor_user_id, actor_label, actor_role, action, "
+                "outcome, patient_id, target, ip, user_agent, detail) VALUES (:at, :actor, "
+                "'coordinator@example.test', 'coordinator', :action, 'success', :patient_id, "
+                ":target, '192.0.2.7', NULL, :detail)",
+                at=T0 + timedelta(minutes=minute),
+                actor=user_id,
+                action=action,
+                patient_id=patient_id,
+                target=f"patient:{patient_id}",
+                detail={"fields": ["infusion_date"]},
+            )
+            for minute, action in ((0, "patient.create"), (5, "patient.update"))
+        ]
+
+    upgrade_database(blank_url)
+    assert current_revisions(engine) == code_heads()
+    at_head = tables(engine)
+    assert at_foundation < at_head
+    assert {"follow_up_plans", "visits", "visit_events", "job_locks"} <= at_head - at_foundation
+    assert at_head == {*Base.metadata.tables, "alembic_version"}
+    assert schema_differences(engine) == []
+
+    factory = make_session_factory(engine)
+    with factory() as session:
+        # Every row is still there, as it was written.
+        for table, expected in {
+            "states": 1,
+            "therapies": 1,
+            "treatment_centers": 1,
+            "patients": 1,
+            "users": 2,
+            "user_state_scopes": 1,
+            "audit_events": 2,
+        }.items():
+            count = session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            assert count == expected, table
+        state = session.get(State, state_id)
+        assert state is not None
+        assert (state.code, state.time_zone, state.created_at) == ("MD", "America/New_York", T0)
+        patient = session.get(Patient, patient_id)
+        assert patient is not None
+        assert (patient.given_name, patient.family_name) == ("Lucía", "Pérez")
+        assert (patient.birth_date, patient.infusion_date) == (date(2008, 2, 29), date(2026, 9, 1))
+        assert patient.status is PatientStatus.ACTIVE
+        assert patient.therapy.code == "casgevy"
+        assert patient.created_at == T0 - timedelta(days=90)
+        coordinator = session.get(User, user_id)
+        assert coordinator is not None
+        assert coordinator.role is Role.COORDINATOR
+        assert coordinator.state_ids == {state_id}
+        patient_user = session.get(User, patient_user_id)
+        assert patient_user is not None
+        assert patient_user.patient_id == patient_id
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        assert [event.id for event in events] == audit_ids
+        assert [(event.action, event.at, event.detail) for event in events] == [
+            ("patient.create", T0, {"fields": ["infusion_date"]}),
+            ("patient.update", T0 + timedelta(minutes=5), {"fields": ["infusion_date"]}),
+        ]
+
+        # The new tables work with the old rows: the kept patient gets a schedule, and new
+        # audit rows follow the old ones.
+        actor = Actor(user_id=user_id, label="coordinator@example.test", role="coordinator")
+        change = sync_schedule(
+            session,
+            clock=FrozenClock(T0),
+            actor=actor,
+            library=shipped_protocols(),
+            patient=patient,
+        )
+        new_event = record_event(session, clock=FrozenClock(T0), actor=actor, action="login")
+        session.commit()
+        protocol = shipped_protocols().current("casgevy")
+        assert protocol is not None
+        assert change.created == len(protocol.visits)
+        visit_count = session.scalar(
+            select(func.count()).select_from(Visit).where(Visit.patient_id == patient_id)
+        )
+        assert visit_count == len(protocol.visits)
+        plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient_id))
+        assert plan is not None and plan.anchor_date == date(2026, 9, 1)
+        assert new_event.id > max(audit_ids)
+
+    # The audit log kept its protection through the upgrade.
+    with engine.connect() as connection:
+        with pytest.raises(DBAPIError, match="append-only"):
+            connection.execute(
+                text("UPDATE audit_events SET action = 'rewritten' WHERE id = :id"),
+                {"id": audit_ids[0]},
+            )
+        connection.rollback()

@@ -28,10 +28,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.gateway import ConsoleGateway
+from coordination.models import PatientReport, ReportKind, ReportStatus, Visit
+from coordination.protocol import shipped_protocols
+from coordination.schedule import sync_schedule
 from core.audit.models import AuditEvent
+from core.audit.service import Actor
 from core.clock import FrozenClock
+from core.db import transaction
 from core.identity.access import ROLE_PERMISSIONS, Permission
-from core.identity.models import Role
+from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, ProxyRight, State, TreatmentCenter
 from portal.app import create_app
 from portal.demo import DEMO_PASSWORD
@@ -66,6 +71,7 @@ PUBLIC = frozenset(
         "healthz",
         "readyz",
         "demo_messages",
+        "calendar_feed",  # a calendar app's fetch: the secret token in the URL is the key
     }
 )
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).
@@ -240,6 +246,8 @@ class Target:
     state_id: int | None = None
     center_id: int | None = None
     link_id: int = MISSING_ID
+    visit_id: int = MISSING_ID
+    report_id: int = MISSING_ID
 
 
 @dataclass
@@ -268,6 +276,12 @@ class World:
         first_link: dict[int, int] = {}
         for link in session.scalars(select(CaregiverLink).order_by(CaregiverLink.id)):
             first_link.setdefault(link.patient_id, link.id)
+        first_visit: dict[int, int] = {}
+        for visit in session.scalars(select(Visit).order_by(Visit.id)):
+            first_visit.setdefault(visit.patient_id, visit.id)
+        first_report: dict[int, int] = {}
+        for report in session.scalars(select(PatientReport).order_by(PatientReport.id)):
+            first_report.setdefault(report.patient_id, report.id)
         caregiver = people["caregiver"]
         patient_md = session.get(Patient, people["patient"].patient_id)
         assert patient_md is not None
@@ -302,6 +316,8 @@ class World:
                     state_id=patient.state_id,
                     center_id=patient.center_id,
                     link_id=first_link.get(patient.id, MISSING_ID),
+                    visit_id=first_visit.get(patient.id, MISSING_ID),
+                    report_id=first_report.get(patient.id, MISSING_ID),
                 )
             )
         targets.append(Target(label="a patient id that does not exist", patient_id=MISSING_ID))
@@ -341,6 +357,8 @@ class Outcome(enum.Enum):
 CAREGIVER_NEEDS: dict[Permission, ProxyRight | None] = {
     Permission.PATIENT_READ: None,
     Permission.SCHEDULE_VIEW: ProxyRight.VIEW_SCHEDULE,
+    # Confirming a visit or asking to move it comes with seeing the schedule.
+    Permission.SCHEDULE_RESPOND: ProxyRight.VIEW_SCHEDULE,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
 }
@@ -456,8 +474,34 @@ def _open_browsers(stack: ExitStack, app: FastAPI, clock: FrozenClock) -> list[B
     return browsers
 
 
+def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> None:
+    """Visits and reports to put in the visit and report routes' paths."""
+    with transaction(db.factory) as session:
+        for patient in session.scalars(select(Patient)):
+            sync_schedule(
+                session,
+                clock=clock,
+                actor=Actor.system("test"),
+                library=shipped_protocols(),
+                patient=patient,
+            )
+            reporter = session.scalar(select(User.id).where(User.role == Role.ADMIN))
+            assert reporter is not None
+            session.add(
+                PatientReport(
+                    patient_id=patient.id,
+                    kind=ReportKind.PAIN_CRISIS,
+                    occurred_on=clock.now().date(),
+                    reported_by_user_id=reporter,
+                    reported_at=clock.now(),
+                    status=ReportStatus.NEW,
+                )
+            )
+
+
 def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> None:
     routes = [route for route in api_routes(app) if route.guard.exists]
+    _give_everyone_a_schedule_and_a_report(db, clock)
     with db.factory() as session:
         world = World.load(session)
     failures: list[str] = []
@@ -476,6 +520,8 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         chosen = target or world.targets[0]
                         values["patient_id"] = str(chosen.patient_id)
                         values["link_id"] = str(chosen.link_id)
+                        values["visit_id"] = str(chosen.visit_id)
+                        values["report_id"] = str(chosen.report_id)
                         url = _fill_path(route, values)
                         expected = expected_outcome(world, browser.persona, route, target)
                         seen_outcomes.add(expected)
