@@ -89,7 +89,9 @@ def create_app(
 
     from portal.routes import (
         admin,
+        admin_places,
         auth,
+        caregivers,
         demo,
         health,
         home,
@@ -101,7 +103,19 @@ def create_app(
     )
 
     app.include_router(health.router)
-    for module in (auth, home, schedule, reports, worklist, patients, visits, admin, demo):
+    for module in (
+        auth,
+        home,
+        schedule,
+        reports,
+        worklist,
+        patients,
+        caregivers,
+        visits,
+        admin,
+        admin_places,
+        demo,
+    ):
         app.include_router(module.router)
     return app
 

@@ -1,4 +1,5 @@
-"""Admin pages: states, treatment centers, staff accounts, the audit log (read-only)."""
+"""Admin pages: staff accounts and the audit log (read-only). States and treatment centers are
+in `admin_places.py`."""
 
 from __future__ import annotations
 
@@ -23,14 +24,9 @@ from core.identity.users import (
     save_staff_user,
     set_user_active,
 )
-from core.models import State, TreatmentCenter
 from core.reference import (
-    CenterInput,
-    StateInput,
     list_centers,
     list_states,
-    save_center,
-    save_state,
 )
 from core.text import N_
 from portal import i18n
@@ -41,209 +37,12 @@ from portal.web import redirect, render
 router = page_router()
 _ = i18n.gettext
 
-StatesAdmin = Annotated[User, Depends(require(Permission.ADMIN_STATES))]
-CentersAdmin = Annotated[User, Depends(require(Permission.ADMIN_CENTERS))]
 UsersAdmin = Annotated[User, Depends(require(Permission.ADMIN_USERS))]
 AuditReader = Annotated[User, Depends(require(Permission.AUDIT_READ))]
 
 
 def _translated(errors: dict[str, str]) -> dict[str, str]:
     return {name: _(message) for name, message in errors.items()}
-
-
-# --- states ---------------------------------------------------------------------------
-
-
-class StateForm(BaseModel):
-    code: str = Field("", max_length=8)
-    name: str = Field("", max_length=200)
-    time_zone: str = Field("", max_length=64)
-    program_name: str = Field("", max_length=200)
-    program_phone: str = Field("", max_length=40)
-
-
-@router.get("/admin/states", name="admin_states")
-def states_page(request: Request, session: SessionDep, user: StatesAdmin) -> Response:
-    return render(
-        request, "portal/admin_states.html", {"states": list_states(session), "form": StateInput()}
-    )
-
-
-@router.post("/admin/states", name="admin_state_create")
-def state_create(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    user: StatesAdmin,
-    data: Annotated[StateForm, Form()],
-) -> Response:
-    form = StateInput(**data.model_dump())
-    try:
-        save_state(
-            session, clock=context.clock, actor=actor_for(request, user), data=form, state=None
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/admin_states.html",
-            {"states": list_states(session), "form": form, "errors": _translated(problem.errors)},
-            status_code=400,
-        )
-    return redirect(request, "/admin/states")
-
-
-@router.get("/admin/states/{state_id}", name="admin_state")
-def state_page(request: Request, session: SessionDep, user: StatesAdmin, state_id: int) -> Response:
-    state = session.get(State, state_id)
-    if state is None:
-        raise PageNotFound()
-    form = StateInput(
-        code=state.code,
-        name=state.name,
-        time_zone=state.time_zone,
-        program_name=state.program_name,
-        program_phone=state.program_phone,
-    )
-    return render(request, "portal/admin_state.html", {"state": state, "form": form})
-
-
-@router.post("/admin/states/{state_id}", name="admin_state_update")
-def state_update(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    user: StatesAdmin,
-    state_id: int,
-    data: Annotated[StateForm, Form()],
-) -> Response:
-    state = session.get(State, state_id)
-    if state is None:
-        raise PageNotFound()
-    form = StateInput(**data.model_dump())
-    try:
-        save_state(
-            session, clock=context.clock, actor=actor_for(request, user), data=form, state=state
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/admin_state.html",
-            {"state": state, "form": form, "errors": _translated(problem.errors)},
-            status_code=400,
-        )
-    return redirect(request, "/admin/states")
-
-
-# --- treatment centers ----------------------------------------------------------------
-
-
-class CenterForm(BaseModel):
-    name: str = Field("", max_length=200)
-    city: str = Field("", max_length=100)
-    state_id: str = Field("", max_length=12)
-    phone: str = Field("", max_length=40)
-    is_active: str = Field("", max_length=8)
-
-
-def _center_input(data: CenterForm) -> CenterInput:
-    return CenterInput(
-        name=data.name,
-        city=data.city,
-        state_id=data.state_id,
-        phone=data.phone,
-        is_active=data.is_active == "on",
-    )
-
-
-@router.get("/admin/centers", name="admin_centers")
-def centers_page(request: Request, session: SessionDep, user: CentersAdmin) -> Response:
-    return render(
-        request,
-        "portal/admin_centers.html",
-        {"centers": list_centers(session), "states": list_states(session), "form": CenterInput()},
-    )
-
-
-@router.post("/admin/centers", name="admin_center_create")
-def center_create(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    user: CentersAdmin,
-    data: Annotated[CenterForm, Form()],
-) -> Response:
-    form = _center_input(data)
-    form.is_active = True
-    try:
-        save_center(
-            session, clock=context.clock, actor=actor_for(request, user), data=form, center=None
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/admin_centers.html",
-            {
-                "centers": list_centers(session),
-                "states": list_states(session),
-                "form": form,
-                "errors": _translated(problem.errors),
-            },
-            status_code=400,
-        )
-    return redirect(request, "/admin/centers")
-
-
-@router.get("/admin/centers/{center_id}", name="admin_center")
-def center_page(
-    request: Request, session: SessionDep, user: CentersAdmin, center_id: int
-) -> Response:
-    center = session.get(TreatmentCenter, center_id)
-    if center is None:
-        raise PageNotFound()
-    form = CenterInput(
-        name=center.name,
-        city=center.city,
-        state_id=str(center.state_id),
-        phone=center.phone or "",
-        is_active=center.is_active,
-    )
-    return render(
-        request,
-        "portal/admin_center.html",
-        {"center": center, "form": form, "states": list_states(session)},
-    )
-
-
-@router.post("/admin/centers/{center_id}", name="admin_center_update")
-def center_update(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    user: CentersAdmin,
-    center_id: int,
-    data: Annotated[CenterForm, Form()],
-) -> Response:
-    center = session.get(TreatmentCenter, center_id)
-    if center is None:
-        raise PageNotFound()
-    form = _center_input(data)
-    try:
-        save_center(
-            session, clock=context.clock, actor=actor_for(request, user), data=form, center=center
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/admin_center.html",
-            {
-                "center": center,
-                "form": form,
-                "states": list_states(session),
-                "errors": _translated(problem.errors),
-            },
-            status_code=400,
-        )
-    return redirect(request, "/admin/centers")
 
 
 # --- users ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Coordinators' pages: the patient list, enrolment, a patient's record (with the follow-up
-schedule and the timeline), caregivers and their proxy rights, invitations."""
+schedule and the timeline), editing it, outreach notes. Caregivers and invitations are in
+`caregivers.py`."""
 
 from __future__ import annotations
 
@@ -19,20 +20,16 @@ from core.audit.service import record_event
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
-from core.identity.models import InvitationDelivery, User
+from core.identity.models import User
 from core.models import Patient, PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
-    CaregiverInput,
     PatientCriteria,
     PatientInput,
-    add_caregiver,
     caregiver_links,
     enroll_patient,
-    get_caregiver_link,
     list_patients,
     patient_input_from,
-    set_proxy_rights,
     update_patient,
 )
 from core.text import N_
@@ -45,7 +42,6 @@ from portal.deps import (
     require,
     require_patient,
 )
-from portal.onboarding import invite
 from portal.routes.pages import page_router
 from portal.routes.visits import appointment_text, measure_labels, refresh_schedule
 from portal.web import redirect, render
@@ -61,8 +57,6 @@ Coordinator = Annotated[User, Depends(require(Permission.PATIENT_LIST))]
 Enroller = Annotated[User, Depends(require(Permission.PATIENT_ENROLL))]
 RecordReader = Annotated[PatientAccess, Depends(require_patient(Permission.RECORD_VIEW))]
 RecordEditor = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_EDIT))]
-Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
-ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
 NoteWriter = Annotated[PatientAccess, Depends(require_patient(Permission.NOTES_WRITE))]
 
 # Shown after a redirect; keys in the URL, never names.
@@ -375,161 +369,3 @@ def patient_update(
             session.expire(access.patient, ["therapy"])  # the relationship follows the new id
         refresh_schedule(session, clock=context.clock, actor=access.actor, patient=access.patient)
     return redirect(request, f"/patients/{access.patient.id}?done=saved")
-
-
-@router.post("/patients/{patient_id}/invitations", name="patient_invite")
-def patient_invite(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    access: Inviter,
-    delivery: Annotated[str, Form(max_length=8)] = "sms",
-    caregiver_link: Annotated[str, Form(max_length=12)] = "",
-) -> Response:
-    """Invite the patient, or one of their caregivers, by text or on paper."""
-    link = None
-    if caregiver_link:
-        link = (
-            get_caregiver_link(session, patient_id=access.patient.id, link_id=int(caregiver_link))
-            if caregiver_link.isdigit()
-            else None
-        )
-        if link is None:
-            return render(
-                request,
-                "portal/error.html",
-                {
-                    "title": _("Not found"),
-                    "message": _("This caregiver is not linked to the patient."),
-                    "status": 404,
-                },
-                status_code=404,
-            )
-    try:
-        chosen = InvitationDelivery(delivery)
-    except ValueError:
-        chosen = InvitationDelivery.PRINT
-    try:
-        sent = invite(
-            session,
-            clock=context.clock,
-            settings=context.settings,
-            wake_dispatcher=context.wake_dispatcher,
-            actor=access.actor,
-            patient=access.patient,
-            link=link,
-            delivery=chosen,
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/error.html",
-            {
-                "title": _("The invitation was not sent"),
-                "message": _(next(iter(problem.errors.values()))),
-                "status": 400,
-                "back": f"/patients/{access.patient.id}",
-            },
-            status_code=400,
-        )
-    if chosen is InvitationDelivery.SMS:
-        return redirect(request, f"/patients/{access.patient.id}?done=invited_sms")
-    return render(
-        request,
-        "portal/invitation_letter.html",
-        {
-            "patient": access.patient,
-            "invitee": sent.user,
-            "url": sent.url,
-            "days": sent.expires_in_days,
-        },
-    )
-
-
-class CaregiverForm(BaseModel):
-    given_name: str = Field("", max_length=200)
-    family_name: str = Field("", max_length=200)
-    relationship: str = Field("", max_length=100)
-    mobile_phone: str = Field("", max_length=40)
-    preferred_language: str = Field("en", max_length=5)
-    rights: list[str] = Field(default_factory=list, max_length=10)
-
-
-def _rights(values: list[str]) -> set[ProxyRight]:
-    return {ProxyRight(value) for value in values if value in ProxyRight.__members__.values()}
-
-
-@router.get("/patients/{patient_id}/caregivers/new", name="caregiver_new")
-def caregiver_new(request: Request, access: ProxyManager) -> Response:
-    return render(
-        request,
-        "portal/caregiver_form.html",
-        {
-            "patient": access.patient,
-            "form": CaregiverInput(),
-            "errors": {},
-            "all_rights": list(ProxyRight),
-        },
-    )
-
-
-@router.post("/patients/{patient_id}/caregivers/new", name="caregiver_create")
-def caregiver_create(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    access: ProxyManager,
-    data: Annotated[CaregiverForm, Form()],
-) -> Response:
-    form = CaregiverInput(
-        given_name=data.given_name,
-        family_name=data.family_name,
-        relationship=data.relationship,
-        mobile_phone=data.mobile_phone,
-        preferred_language=data.preferred_language,
-        rights=_rights(data.rights),
-    )
-    try:
-        add_caregiver(
-            session, clock=context.clock, actor=access.actor, patient=access.patient, data=form
-        )
-    except FieldErrors as problem:
-        return render(
-            request,
-            "portal/caregiver_form.html",
-            {
-                "patient": access.patient,
-                "form": form,
-                "errors": {name: _(message) for name, message in problem.errors.items()},
-                "all_rights": list(ProxyRight),
-            },
-            status_code=400,
-        )
-    return redirect(request, f"/patients/{access.patient.id}?done=caregiver_added")
-
-
-@router.post("/patients/{patient_id}/caregivers/{link_id}/rights", name="caregiver_rights")
-def caregiver_rights(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    access: ProxyManager,
-    link_id: int,
-    rights: Annotated[list[str], Form(max_length=10)] = [],  # noqa: B006
-) -> Response:
-    link = get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)
-    if link is None:
-        return render(
-            request,
-            "portal/error.html",
-            {
-                "title": _("Not found"),
-                "message": _("This caregiver is not linked to the patient."),
-                "status": 404,
-            },
-            status_code=404,
-        )
-    set_proxy_rights(
-        session, clock=context.clock, actor=access.actor, link=link, rights=_rights(rights)
-    )
-    return redirect(request, f"/patients/{access.patient.id}?done=rights_saved")

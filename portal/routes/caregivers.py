@@ -1,0 +1,185 @@
+"""Caregivers and portal access, from a patient's record: adding a caregiver, their proxy
+rights, and invitations to the portal (by text or on paper)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from core.errors import FieldErrors
+from core.identity.access import Permission
+from core.identity.models import InvitationDelivery
+from core.models import ProxyRight
+from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
+from portal import i18n
+from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
+from portal.onboarding import invite
+from portal.routes.pages import page_router
+from portal.web import redirect, render
+
+router = page_router()
+_ = i18n.gettext
+
+Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
+ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
+
+
+@router.post("/patients/{patient_id}/invitations", name="patient_invite")
+def patient_invite(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: Inviter,
+    delivery: Annotated[str, Form(max_length=8)] = "sms",
+    caregiver_link: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """Invite the patient, or one of their caregivers, by text or on paper."""
+    link = None
+    if caregiver_link:
+        link = (
+            get_caregiver_link(session, patient_id=access.patient.id, link_id=int(caregiver_link))
+            if caregiver_link.isdigit()
+            else None
+        )
+        if link is None:
+            return render(
+                request,
+                "portal/error.html",
+                {
+                    "title": _("Not found"),
+                    "message": _("This caregiver is not linked to the patient."),
+                    "status": 404,
+                },
+                status_code=404,
+            )
+    try:
+        chosen = InvitationDelivery(delivery)
+    except ValueError:
+        chosen = InvitationDelivery.PRINT
+    try:
+        sent = invite(
+            session,
+            clock=context.clock,
+            settings=context.settings,
+            wake_dispatcher=context.wake_dispatcher,
+            actor=access.actor,
+            patient=access.patient,
+            link=link,
+            delivery=chosen,
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("The invitation was not sent"),
+                "message": _(next(iter(problem.errors.values()))),
+                "status": 400,
+                "back": f"/patients/{access.patient.id}",
+            },
+            status_code=400,
+        )
+    if chosen is InvitationDelivery.SMS:
+        return redirect(request, f"/patients/{access.patient.id}?done=invited_sms")
+    return render(
+        request,
+        "portal/invitation_letter.html",
+        {
+            "patient": access.patient,
+            "invitee": sent.user,
+            "url": sent.url,
+            "days": sent.expires_in_days,
+        },
+    )
+
+
+class CaregiverForm(BaseModel):
+    given_name: str = Field("", max_length=200)
+    family_name: str = Field("", max_length=200)
+    relationship: str = Field("", max_length=100)
+    mobile_phone: str = Field("", max_length=40)
+    preferred_language: str = Field("en", max_length=5)
+    rights: list[str] = Field(default_factory=list, max_length=10)
+
+
+def _rights(values: list[str]) -> set[ProxyRight]:
+    return {ProxyRight(value) for value in values if value in ProxyRight.__members__.values()}
+
+
+@router.get("/patients/{patient_id}/caregivers/new", name="caregiver_new")
+def caregiver_new(request: Request, access: ProxyManager) -> Response:
+    return render(
+        request,
+        "portal/caregiver_form.html",
+        {
+            "patient": access.patient,
+            "form": CaregiverInput(),
+            "errors": {},
+            "all_rights": list(ProxyRight),
+        },
+    )
+
+
+@router.post("/patients/{patient_id}/caregivers/new", name="caregiver_create")
+def caregiver_create(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: ProxyManager,
+    data: Annotated[CaregiverForm, Form()],
+) -> Response:
+    form = CaregiverInput(
+        given_name=data.given_name,
+        family_name=data.family_name,
+        relationship=data.relationship,
+        mobile_phone=data.mobile_phone,
+        preferred_language=data.preferred_language,
+        rights=_rights(data.rights),
+    )
+    try:
+        add_caregiver(
+            session, clock=context.clock, actor=access.actor, patient=access.patient, data=form
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/caregiver_form.html",
+            {
+                "patient": access.patient,
+                "form": form,
+                "errors": {name: _(message) for name, message in problem.errors.items()},
+                "all_rights": list(ProxyRight),
+            },
+            status_code=400,
+        )
+    return redirect(request, f"/patients/{access.patient.id}?done=caregiver_added")
+
+
+@router.post("/patients/{patient_id}/caregivers/{link_id}/rights", name="caregiver_rights")
+def caregiver_rights(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: ProxyManager,
+    link_id: int,
+    rights: Annotated[list[str], Form(max_length=10)] = [],  # noqa: B006
+) -> Response:
+    link = get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)
+    if link is None:
+        return render(
+            request,
+            "portal/error.html",
+            {
+                "title": _("Not found"),
+                "message": _("This caregiver is not linked to the patient."),
+                "status": 404,
+            },
+            status_code=404,
+        )
+    set_proxy_rights(
+        session, clock=context.clock, actor=access.actor, link=link, rights=_rights(rights)
+    )
+    return redirect(request, f"/patients/{access.patient.id}?done=rights_saved")
