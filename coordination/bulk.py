@@ -4,14 +4,17 @@ with set-based inserts instead of one ORM object per visit."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, literal, select
 from sqlalchemy.orm import Session
 
-from coordination.models import FollowUpPlan, Visit, VisitStatus
+from coordination.models import FollowUpPlan, Visit, VisitEvent, VisitStatus
 from coordination.protocol import ProtocolLibrary
+from coordination.schedule import local_today
 from core.clock import Clock
+from core.db import UTCDateTime
 from core.models import Patient, PatientStatus, Therapy
 
 CHUNK = 5_000
@@ -26,7 +29,7 @@ def generate_schedules(
     now = clock.now()
     planned = select(FollowUpPlan.patient_id)
     query = (
-        select(Patient.id, Therapy.code, Patient.infusion_date)
+        select(Patient.id, Therapy.code, Patient.infusion_date, Patient.time_zone)
         .join(Therapy, Therapy.id == Patient.therapy_id)
         .where(
             Patient.infusion_date.is_not(None),
@@ -51,7 +54,11 @@ def generate_schedules(
         plans.clear()
         visits.clear()
 
-    for patient_id, therapy_code, anchor in session.execute(query):
+    today_in: dict[str, date] = {}
+    for patient_id, therapy_code, anchor, zone in session.execute(query):
+        if zone not in today_in:
+            today_in[zone] = local_today(clock, zone)
+        today = today_in[zone]
         protocol = library.current(therapy_code)
         assert anchor is not None  # filtered in the query
         if protocol is None:
@@ -77,7 +84,10 @@ def generate_schedules(
                     "target_date": target,
                     "window_start": opens,
                     "window_end": closes,
-                    "status": VisitStatus.DUE,
+                    # As in sync_schedule: a window that closed before follow-up began here
+                    # is recorded missed and already followed up.
+                    "status": VisitStatus.DUE if closes >= today else VisitStatus.MISSED,
+                    "missed_acknowledged_at": None if closes >= today else now,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -86,5 +96,22 @@ def generate_schedules(
         if len(visits) >= CHUNK:
             flush_rows()
     flush_rows()
+    # The history row of each visit recorded missed above (one set-based insert).
+    events_table = VisitEvent.__table__
+    assert isinstance(events_table, Table)
+    session.execute(
+        insert(events_table).from_select(
+            ["visit_id", "at", "actor_label", "action", "from_status", "to_status", "reason"],
+            select(
+                Visit.id,
+                literal(now, UTCDateTime()),
+                literal("system:bulk-schedules"),
+                literal("miss"),
+                literal(VisitStatus.DUE.value),
+                literal(VisitStatus.MISSED.value),
+                literal("the window had closed before follow-up began here"),
+            ).where(Visit.status == VisitStatus.MISSED, Visit.missed_acknowledged_at == now),
+        )
+    )
     session.flush()
     return created

@@ -100,10 +100,18 @@ class Visit(Base):
     __tablename__ = "visits"
     __table_args__ = (
         UniqueConstraint("patient_id", "visit_key"),
-        Index("ix_visits_status_window_end", "status", "window_end"),
+        # Shaped by the worklist's bucket counts (measured on 10,000 patients).
+        Index(
+            "ix_visits_status_window_end",
+            "status",
+            "window_end",
+            "patient_id",
+            "missed_acknowledged_at",
+        ),
         Index("ix_visits_status_window_start", "status", "window_start"),
         Index("ix_visits_status_appointment", "status", "appointment_at"),
-        Index("ix_visits_patient_target", "patient_id", "target_date"),
+        Index("ix_visits_status_target", "status", "target_date", "patient_id"),
+        Index("ix_visits_patient_status_target", "patient_id", "status", "target_date"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,6 +139,7 @@ class VisitEvent(Base):
     """The history of a visit: every change, who made it, when and why."""
 
     __tablename__ = "visit_events"
+    __table_args__ = (Index("ix_visit_events_action_at", "action", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     visit_id: Mapped[int] = mapped_column(ForeignKey("visits.id"), index=True)

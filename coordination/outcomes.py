@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from coordination.models import Visit, VisitObservation
 from coordination.protocol import Assessment
-from coordination.schedule import complete_visit
+from coordination.schedule import complete_visit, local_today
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
-from core.models import Observation, ObservationSource
+from core.models import Observation, ObservationSource, Patient
 from core.text import N_
 
 LOINC = "http://loinc.org"
@@ -173,7 +173,9 @@ def record_outcomes(
             continue
         if value is not None:
             parsed.append((measure, value))
-    if completed_on > clock.now().date():
+    patient = session.get(Patient, visit.patient_id)
+    assert patient is not None
+    if completed_on > local_today(clock, patient.time_zone):
         errors["completed_on"] = N_("The visit date cannot be in the future.")
     if errors:
         raise FieldErrors(errors)

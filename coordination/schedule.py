@@ -239,7 +239,12 @@ def sync_schedule(
         plan.anchor_date, plan.updated_at = anchor, now
 
     reopenable = _cancelled_automatically(session, existing.values())
-    today = local_today(clock, patient.time_zone) if reopenable else None
+    today = local_today(clock, patient.time_zone)
+    # Visits whose window had closed before this schedule existed (a back-dated enrolment)
+    # could never be kept here: they are recorded missed and already followed up, so they
+    # neither come "next" nor fill the overdue bucket; a result that arrives later can
+    # still complete them.
+    closed_before: list[Visit] = []
     wanted = set()
     for sequence, protocol_visit in enumerate(protocol.visits, start=1):
         wanted.add(protocol_visit.key)
@@ -254,16 +259,19 @@ def sync_schedule(
                 target_date=target,
                 window_start=opens,
                 window_end=closes,
-                status=VisitStatus.DUE,
+                status=VisitStatus.DUE if closes >= today else VisitStatus.MISSED,
+                missed_acknowledged_at=None if closes >= today else now,
                 created_at=now,
                 updated_at=now,
             )
             session.add(visit)
+            if closes < today:
+                closed_before.append(visit)
             change.created += 1
             change.visits.append(visit)
             continue
         visit = found
-        if visit.id in reopenable and today is not None and closes >= today:
+        if visit.id in reopenable and closes >= today:
             _reopen(session, clock=clock, actor=actor, visit=visit)
             change.reopened += 1
         if visit.status.is_final:
@@ -310,6 +318,20 @@ def sync_schedule(
                 detail={_AUTOMATIC: True},
             )
             change.cancelled += 1
+    session.flush()
+    for visit in closed_before:
+        session.add(
+            VisitEvent(
+                visit_id=visit.id,
+                at=now,
+                actor_user_id=actor.user_id,
+                actor_label=actor.label[:254],
+                action="miss",
+                from_status=VisitStatus.DUE.value,
+                to_status=VisitStatus.MISSED.value,
+                reason="the window had closed before follow-up began here",
+            )
+        )
     session.flush()
     return change
 

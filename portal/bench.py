@@ -245,13 +245,16 @@ def _age_schedules(session: Session, *, clock: Clock) -> None:
     closed = Visit.window_end < today
     session.execute(
         update(Visit)
-        .where(closed, Visit.status == VisitStatus.DUE, Visit.id % 10 != 3)
-        .values(status=VisitStatus.COMPLETED, completed_on=Visit.target_date)
+        .where(closed, Visit.id % 10 != 3)
+        .values(
+            status=VisitStatus.COMPLETED,
+            completed_on=Visit.target_date,
+            missed_acknowledged_at=None,
+        )
     )
+    # The rest stay missed; a third of them not yet followed up (the overdue bucket).
     session.execute(
-        update(Visit)
-        .where(closed, Visit.status == VisitStatus.DUE)
-        .values(status=VisitStatus.MISSED)
+        update(Visit).where(closed, Visit.id % 30 == 3).values(missed_acknowledged_at=None)
     )
     soon = clock.now() + timedelta(days=3)
     session.execute(

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,12 +103,13 @@ def _wait_until_up(url: str, thread: threading.Thread, timeout: float = 15.0) ->
     pytest.fail(f"the e2e server did not answer {url} within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="session")
-def live_server(e2e_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The platform in demo mode on a fresh, migrated and seeded SQLite file.
+@contextmanager
+def serve_platform(folder: Path) -> Iterator[LiveServer]:
+    """The platform in demo mode on a fresh, migrated and seeded SQLite file in `folder`,
+    served on a free loopback port until the block ends.
 
     It runs on the real clock (TOTP codes come from `pyotp` on the same clock)."""
-    database_url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'e2e.db'}"
+    database_url = f"sqlite:///{folder / 'e2e.db'}"
     upgrade_database(database_url)
     _seed_world(database_url)
     sock = _bound_socket()
@@ -133,6 +135,13 @@ def live_server(e2e_tools: None, tmp_path_factory: pytest.TempPathFactory) -> It
         app.state.context.engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def live_server(e2e_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The platform shared by the e2e tests (see `serve_platform`)."""
+    with serve_platform(tmp_path_factory.mktemp("e2e")) as server:
+        yield server
+
+
 # --- the browser -----------------------------------------------------------------------
 
 
@@ -150,6 +159,28 @@ def browser(e2e_tools: None) -> Iterator[Browser]:
     finally:
         chromium.close()
         playwright.stop()
+
+
+def open_context(
+    browser: Browser,
+    base_url: str,
+    *,
+    javascript: bool = True,
+    bypass_csp: bool = True,
+    viewport: ViewportSize = DESKTOP,
+) -> BrowserContext:
+    """A fresh context (no cookies) on `base_url`: US English, New York time, 10 s waits.
+    The caller closes it (`new_context` does, for the shared server)."""
+    context = browser.new_context(
+        base_url=base_url,
+        bypass_csp=bypass_csp,
+        java_script_enabled=javascript,
+        viewport=viewport,
+        locale="en-US",
+        timezone_id="America/New_York",
+    )
+    context.set_default_timeout(10_000)
+    return context
 
 
 class ContextFactory(Protocol):
@@ -176,15 +207,13 @@ def new_context(browser: Browser, live_server: LiveServer) -> Iterator[ContextFa
         bypass_csp: bool = True,
         viewport: ViewportSize = DESKTOP,
     ) -> BrowserContext:
-        context = browser.new_context(
-            base_url=live_server.url,
+        context = open_context(
+            browser,
+            live_server.url,
+            javascript=javascript,
             bypass_csp=bypass_csp,
-            java_script_enabled=javascript,
             viewport=viewport,
-            locale="en-US",
-            timezone_id="America/New_York",
         )
-        context.set_default_timeout(10_000)
         contexts.append(context)
         return context
 

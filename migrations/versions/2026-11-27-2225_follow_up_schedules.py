@@ -3,7 +3,7 @@ care assignments, calendar feeds, job locks
 
 Revision ID: 4cb9a436fb4b
 Revises: 3a466faec133
-Create Date: 2026-11-27 21:30:29.554540+00:00
+Create Date: 2026-11-27 22:25:46.632701+00:00
 """
 
 from collections.abc import Sequence
@@ -87,12 +87,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("visits", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_visits_patient_target", ["patient_id", "target_date"], unique=False
+            "ix_visits_patient_status_target", ["patient_id", "status", "target_date"], unique=False
         )
         batch_op.create_index(
             "ix_visits_status_appointment", ["status", "appointment_at"], unique=False
         )
-        batch_op.create_index("ix_visits_status_window_end", ["status", "window_end"], unique=False)
+        batch_op.create_index(
+            "ix_visits_status_target", ["status", "target_date", "patient_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_visits_status_window_end",
+            ["status", "window_end", "patient_id", "missed_acknowledged_at"],
+            unique=False,
+        )
         batch_op.create_index(
             "ix_visits_status_window_start", ["status", "window_start"], unique=False
         )
@@ -267,6 +274,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_visit_events")),
     )
     with op.batch_alter_table("visit_events", schema=None) as batch_op:
+        batch_op.create_index("ix_visit_events_action_at", ["action", "at"], unique=False)
         batch_op.create_index(batch_op.f("ix_visit_events_visit_id"), ["visit_id"], unique=False)
 
     op.create_table(
@@ -363,6 +371,7 @@ def downgrade() -> None:
     op.drop_table("patient_reports")
     with op.batch_alter_table("visit_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_visit_events_visit_id"))
+        batch_op.drop_index("ix_visit_events_action_at")
 
     op.drop_table("visit_events")
     with op.batch_alter_table("outreach_notes", schema=None) as batch_op:
@@ -386,8 +395,9 @@ def downgrade() -> None:
     with op.batch_alter_table("visits", schema=None) as batch_op:
         batch_op.drop_index("ix_visits_status_window_start")
         batch_op.drop_index("ix_visits_status_window_end")
+        batch_op.drop_index("ix_visits_status_target")
         batch_op.drop_index("ix_visits_status_appointment")
-        batch_op.drop_index("ix_visits_patient_target")
+        batch_op.drop_index("ix_visits_patient_status_target")
 
     op.drop_table("visits")
     op.drop_table("follow_up_plans")
