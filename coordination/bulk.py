@@ -4,7 +4,7 @@ with set-based inserts instead of one ORM object per visit."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, literal, select
@@ -51,6 +51,9 @@ def generate_schedules(
             session.execute(insert(plans_table), plans)
         if visits:
             session.execute(insert(visits_table), visits)
+            _record_closed_before(
+                session, now=now, patient_ids=[plan["patient_id"] for plan in plans]
+            )
         plans.clear()
         visits.clear()
 
@@ -96,7 +99,13 @@ def generate_schedules(
         if len(visits) >= CHUNK:
             flush_rows()
     flush_rows()
-    # The history row of each visit recorded missed above (one set-based insert).
+    session.flush()
+    return created
+
+
+def _record_closed_before(session: Session, *, now: datetime, patient_ids: list[int]) -> None:
+    """The history row of each visit just recorded missed (one set-based insert), for the
+    patients whose schedules were just created (they had none before)."""
     events_table = VisitEvent.__table__
     assert isinstance(events_table, Table)
     session.execute(
@@ -110,8 +119,10 @@ def generate_schedules(
                 literal(VisitStatus.DUE.value),
                 literal(VisitStatus.MISSED.value),
                 literal("the window had closed before follow-up began here"),
-            ).where(Visit.status == VisitStatus.MISSED, Visit.missed_acknowledged_at == now),
+            ).where(
+                Visit.patient_id.in_(patient_ids),
+                Visit.status == VisitStatus.MISSED,
+                Visit.missed_acknowledged_at == now,
+            ),
         )
     )
-    session.flush()
-    return created

@@ -1,6 +1,7 @@
 """Follow-up schedules on SQLite and PostgreSQL: generation under any sequence of infusion-date
 changes (property tests), appointment times across daylight-saving changes, the nightly
-missed-visit job at the edges of a far-from-UTC day, the visit's transitions and history,
+missed-visit job at the edges of a far-from-UTC day, back-dated enrolments (windows closed
+before follow-up began start missed and followed up), the visit's transitions and history,
 protocol versions and their migration, job locks, and closing a patient's follow-up."""
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from coordination.gateway import ConsoleGateway
 from coordination.jobs import add_jobs
 from coordination.locks import acquire_lock, release_lock, run_exclusively
 from coordination.models import FollowUpPlan, JobLock, Visit, VisitEvent, VisitStatus
-from coordination.protocol import PROTOCOL_DIR, Protocol, ProtocolLibrary, load_protocols
+from coordination.outcomes import record_outcomes
+from coordination.protocol import (
+    PROTOCOL_DIR,
+    Assessment,
+    Protocol,
+    ProtocolLibrary,
+    load_protocols,
+)
+from coordination.queries import Bucket, WorklistCriteria, bucket_counts
 from coordination.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
@@ -40,6 +49,7 @@ from coordination.schedule import (
     confirm_visit,
     mark_missed_visits,
     migrate_protocol,
+    next_visit,
     sync_schedule,
     visit_history,
     visits_for_patient,
@@ -505,10 +515,12 @@ def test_syncing_twice_changes_nothing(session: Session, place: Place, clock: Fr
 def test_moving_the_infusion_date_records_each_move(
     session: Session, place: Place, clock: FrozenClock
 ) -> None:
-    patient = make_patient(session, place, clock=clock, infusion=date(2026, 10, 1))
-    sync(session, place, patient, clock=clock)
+    # Infused 17 days before T0: every window is still open (day 30's closes 2026-12-17).
+    patient = make_patient(session, place, clock=clock, infusion=date(2026, 11, 10))
+    created = sync(session, place, patient, clock=clock)
+    assert all(status_of(visit) is VisitStatus.DUE for visit in created.visits)
     day_30 = visits_by_key(session, patient)["day-30"]
-    patient.infusion_date = date(2026, 10, 15)
+    patient.infusion_date = date(2026, 11, 24)
     change = sync(session, place, patient, clock=clock)
     assert change.moved == len(current("casgevy").visits)
     (move,) = events_of(session, day_30)
@@ -516,11 +528,11 @@ def test_moving_the_infusion_date_records_each_move(
     assert move.actor_user_id == place.coordinator.user_id
     assert move.at == clock.now()
     assert move.reason == "infusion date or protocol changed"
-    assert move.detail == {"from": "2026-10-31", "to": "2026-11-14"}
+    assert move.detail == {"from": "2026-12-10", "to": "2026-12-24"}
     assert move.from_status == move.to_status == "due"
     plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient.id))
     assert plan is not None
-    assert plan.anchor_date == date(2026, 10, 15)
+    assert plan.anchor_date == date(2026, 11, 24)
 
 
 # --- property test: appointment times across daylight-saving changes ---------------------
@@ -807,6 +819,243 @@ def test_the_scheduled_job_marks_missed_visits_once(db: Database, session: Sessi
     assert lock.locked_until <= instant
 
 
+# --- a back-dated enrolment: windows that closed before follow-up began here -------------
+
+BEFORE_FOLLOW_UP = "the window had closed before follow-up began here"
+# 19:00 on 2027-05-10 in Honolulu (UTC-10), when the UTC date is already 2027-05-11.
+HONOLULU_EVENING = datetime(2027, 5, 11, 5, 0, tzinfo=UTC)
+
+
+def _missed_before_follow_up(session: Session, visit: Visit, *, at: datetime) -> VisitEvent:
+    """Check that `visit` was created missed and already followed up at `at`, with its one
+    history row; return that row."""
+    assert status_of(visit) is VisitStatus.MISSED, visit.visit_key
+    assert visit.missed_acknowledged_at == at, visit.visit_key
+    assert visit.completed_on is None and visit.appointment_at is None
+    (event,) = events_of(session, visit)
+    assert (event.action, event.from_status, event.to_status, event.reason, event.at) == (
+        "miss",
+        "due",
+        "missed",
+        BEFORE_FOLLOW_UP,
+        at,
+    ), visit.visit_key
+    return event
+
+
+def _overdue_count(session: Session, *, clock: FrozenClock) -> int:
+    """The number of rows in the Maryland coordinator's overdue bucket."""
+    counts = bucket_counts(
+        session,
+        clock=clock,
+        user=user_by_login(session, COORDINATOR_MD),
+        criteria=WorklistCriteria(bucket=Bucket.OVERDUE),
+        buckets=(Bucket.OVERDUE,),
+    )
+    return counts[Bucket.OVERDUE]
+
+
+def test_a_back_dated_enrolment_records_the_closed_windows_missed_and_followed_up(
+    session: Session, place: Place
+) -> None:
+    zone = "Pacific/Honolulu"
+    clock = FrozenClock(HONOLULU_EVENING)
+    today = date(2027, 5, 10)
+    assert HONOLULU_EVENING.astimezone(ZoneInfo(zone)).date() == today
+    assert HONOLULU_EVENING.date() == today + timedelta(days=1)
+    # The world starts without visits: the nightly job's counts below are this patient's.
+    assert session.scalar(select(func.count()).select_from(Visit)) == 0
+    protocol = current("casgevy")
+    # Infused a little over three years ago, on the day that makes year 3's window close
+    # tomorrow (local), which is today's UTC date.
+    infusion = date(2024, 3, 12)
+    assert today.year - infusion.year == 3
+    patient = make_patient(session, place, clock=clock, zone=zone, infusion=infusion)
+    change = sync(session, place, patient, clock=clock)
+    session.commit()
+    session.expire_all()  # what the database holds
+
+    assert change.created == len(protocol.visits)
+    visits = visits_for_patient(session, patient_id=patient.id)
+    by_key = {visit.visit_key: visit for visit in visits}
+    closed = ["day-30", "day-100", "day-180", "month-12", "month-18", "month-24"]
+    assert [visit.visit_key for visit in visits if visit.window_end < today] == closed
+    for key in closed:
+        event = _missed_before_follow_up(session, by_key[key], at=clock.now())
+        assert event.actor_user_id == place.coordinator.user_id
+    year_3 = by_key["year-3"]
+    assert year_3.window_end == today + timedelta(days=1)
+    for visit in visits:
+        if visit.visit_key not in closed:
+            assert status_of(visit) is VisitStatus.DUE, visit.visit_key
+            assert visit.missed_acknowledged_at is None
+            assert events_of(session, visit) == []
+    # None of the closed visits comes next: the first visit still to come does; and none
+    # waits in the coordinator's overdue bucket.
+    assert next_visit(visits) is year_3
+    assert _overdue_count(session, clock=clock) == 0
+
+    # The nightly job has nothing to do for them, now or at the end of the local day.
+    final = Frozen.final_visits(session, patient)
+    assert set(final) == set(closed)
+    events = count_events(session)
+    assert mark_missed_visits(session, clock=clock) == 0
+    end_of_day = datetime.combine(today, time(23, 59, 59), tzinfo=ZoneInfo(zone))
+    assert mark_missed_visits(session, clock=FrozenClock(end_of_day)) == 0
+    assert count_events(session) == events
+    # Syncing again (any later change of the record) keeps them as they are, too.
+    again = sync(session, place, patient, clock=clock)
+    assert (again.created, again.moved, again.cancelled, again.reopened) == (0, 0, 0, 0)
+    session.commit()
+    session.expire_all()
+    assert Frozen.final_visits(session, patient) == final
+
+    # A result that arrives later still completes one of them.
+    month_12 = by_key["month-12"]
+    results = clock.now() + timedelta(days=1)
+    record_outcomes(
+        session,
+        clock=FrozenClock(results),
+        actor=place.coordinator,
+        visit=month_12,
+        assessments=(Assessment.HEMOGLOBIN,),
+        completed_on=month_12.target_date,
+        values={"hemoglobin": "11.2"},
+    )
+    session.commit()
+    session.expire_all()
+    assert status_of(month_12) is VisitStatus.COMPLETED
+    assert month_12.completed_on == month_12.target_date
+    assert [
+        (event.action, event.from_status, event.to_status) for event in events_of(session, month_12)
+    ] == [("miss", "due", "missed"), ("complete", "missed", "completed")]
+
+    # Year 3, whose window was still open at enrolment, is missed the ordinary way: by the
+    # nightly job once its window has closed (local time), waiting for a follow-up.
+    next_local_day = datetime.combine(today + timedelta(days=1), time(0), tzinfo=ZoneInfo(zone))
+    assert mark_missed_visits(session, clock=FrozenClock(next_local_day)) == 0
+    day_after = next_local_day + timedelta(days=1)
+    assert mark_missed_visits(session, clock=FrozenClock(day_after)) == 1
+    session.commit()
+    session.expire_all()
+    assert (status_of(year_3), year_3.missed_acknowledged_at) == (VisitStatus.MISSED, None)
+    (miss,) = events_of(session, year_3)
+    assert (miss.actor_label, miss.at) == ("system:missed-visits", day_after)
+    assert miss.reason != BEFORE_FOLLOW_UP
+    assert next_visit(visits_for_patient(session, patient_id=patient.id)) is by_key["year-4"]
+    assert _overdue_count(session, clock=FrozenClock(day_after)) == 1
+    for key in closed:
+        if key != "month-12":
+            assert Frozen.of(session, by_key[key]) == final[key], key
+
+
+@pytest.mark.parametrize(("zone", "instant", "local_today"), EDGES)
+def test_a_window_closed_before_enrolment_is_judged_by_the_local_date(
+    session: Session, place: Place, zone: str, instant: datetime, local_today: date
+) -> None:
+    assert instant.astimezone(ZoneInfo(zone)).date() == local_today
+    assert session.scalar(select(func.count()).select_from(Visit)) == 0
+    clock = FrozenClock(instant)
+    # Patients enrolled at `instant` whose day-30 window closed on each of these days; the
+    # UTC date is the wrong "today" (a day ahead in Honolulu, behind in Kiritimati).
+    ends = {
+        "yesterday": local_today - timedelta(days=1),
+        "today": local_today,
+        "tomorrow": local_today + timedelta(days=1),
+        "the UTC date": instant.date(),
+    }
+    for name, window_end in ends.items():
+        patient, day_30 = _day_30_ending_on(
+            session, place, zone=zone, window_end=window_end, clock=clock
+        )
+        visits = visits_for_patient(session, patient_id=patient.id)
+        if window_end < local_today:
+            _missed_before_follow_up(session, day_30, at=instant)
+            assert next_visit(visits) is visits[1], name
+        else:
+            assert status_of(day_30) is VisitStatus.DUE, name
+            assert day_30.missed_acknowledged_at is None
+            assert events_of(session, day_30) == []
+            assert next_visit(visits) is day_30, name
+        # Every later visit is still to come.
+        assert all(visit.status is VisitStatus.DUE for visit in visits[1:]), name
+    # Nothing was left open behind a closed window: the nightly job has nothing to do.
+    assert mark_missed_visits(session, clock=clock) == 0
+
+
+@PROPERTY
+@given(
+    therapy=st.sampled_from(THERAPIES),
+    zone=st.sampled_from(ZONES),
+    infusion=INFUSION_DATES,
+    enrolled=st.datetimes(
+        min_value=datetime(2014, 6, 1), max_value=datetime(2047, 12, 31), timezones=st.just(UTC)
+    ),
+    moved_to=INFUSION_DATES,
+)
+@example(
+    therapy="casgevy",
+    zone="Pacific/Honolulu",
+    infusion=date(2024, 3, 12),  # year 3 closes on 2027-05-11, the UTC date of the instant
+    enrolled=HONOLULU_EVENING,
+    moved_to=date(2024, 3, 10),  # then it closed yesterday: the nightly job's turn
+).via("local and UTC dates differ")
+def test_a_schedule_made_at_any_moment_starts_the_closed_windows_missed(
+    db: Database, therapy: str, zone: str, infusion: date, enrolled: datetime, moved_to: date
+) -> None:
+    clock = FrozenClock(enrolled)
+    protocol = current(therapy)
+    today = enrolled.astimezone(ZoneInfo(zone)).date()
+    with db.factory() as session:  # one session per example, never committed
+        place = place_of(session)
+        patient = make_patient(
+            session, place, clock=clock, zone=zone, infusion=infusion, therapy=therapy
+        )
+        change = sync(session, place, patient, clock=clock)
+        assert change.created == len(protocol.visits)
+        session.flush()
+        session.expire_all()
+        visits = visits_for_patient(session, patient_id=patient.id)
+        for visit in visits:
+            protocol_visit = protocol.visit(visit.visit_key)
+            assert protocol_visit is not None
+            closes = protocol_visit.window(infusion)[2]
+            if closes < today:
+                _missed_before_follow_up(session, visit, at=enrolled)
+            else:
+                assert status_of(visit) is VisitStatus.DUE
+                assert visit.missed_acknowledged_at is None
+                assert events_of(session, visit) == []
+        still_to_come = [visit for visit in visits if visit.window_end >= today]
+        assert next_visit(visits) is (still_to_come[0] if still_to_come else None)
+
+        # The nightly job leaves them alone; so does moving the infusion date, which moves
+        # only the visits still open.
+        assert mark_missed_visits(session, clock=clock) == 0
+        frozen = Frozen.final_visits(session, patient)
+        assert len(frozen) == len(visits) - len(still_to_come)
+        patient.infusion_date = moved_to
+        moved = sync(session, place, patient, clock=clock)
+        assert (moved.created, moved.cancelled) == (0, 0)
+        _check_schedule(session, patient, protocol=protocol, frozen=frozen)
+        # A visit moved behind today stays open until the nightly job misses it, without
+        # the follow-up being taken as done.
+        behind = {
+            visit.id
+            for visit in visits_for_patient(session, patient_id=patient.id)
+            if visit.status.is_open and visit.window_end < today
+        }
+        assert mark_missed_visits(session, clock=clock) == len(behind)
+        session.expire_all()
+        for visit in visits_for_patient(session, patient_id=patient.id):
+            if visit.id in behind:
+                assert (visit.status, visit.missed_acknowledged_at) == (VisitStatus.MISSED, None)
+                assert events_of(session, visit)[-1].reason != BEFORE_FOLLOW_UP
+        after = Frozen.final_visits(session, patient)
+        assert {key: after[key] for key in frozen} == frozen
+        session.rollback()
+
+
 # --- the visit's life: transitions and history -------------------------------------------
 
 ACTION_NAMES = ("book", "confirm", "complete", "miss", "cancel")
@@ -1076,11 +1325,18 @@ def test_appointments_must_be_in_the_future(
 def test_only_a_missed_visit_can_be_acknowledged(
     session: Session, place: Place, clock: FrozenClock
 ) -> None:
-    patient = make_patient(session, place, clock=clock, infusion=date(2026, 9, 1))
+    # Enrolled while every window is still open (day 30's closes 2026-12-17) ...
+    patient = make_patient(session, place, clock=clock, infusion=date(2026, 11, 10))
     sync(session, place, patient, clock=clock)
     day_30, day_100 = (visits_by_key(session, patient)[key] for key in ("day-30", "day-100"))
+    assert status_of(day_30) is VisitStatus.DUE
+    # ... then the nightly job, two days after day 30's window closed, misses it; it waits
+    # for the coordinator's follow-up.
+    clock.advance(timedelta(days=22))
     assert mark_missed_visits(session, clock=clock) == 1
     assert status_of(day_30) is VisitStatus.MISSED
+    assert day_30.missed_acknowledged_at is None
+    assert status_of(day_100) is VisitStatus.DUE
     with pytest.raises(VisitTransitionError, match="Only a missed visit"):
         acknowledge_missed(session, clock=clock, actor=place.coordinator, visit=day_100)
     acknowledge_missed(session, clock=clock, actor=place.coordinator, visit=day_30)
@@ -1091,7 +1347,7 @@ def test_only_a_missed_visit_can_be_acknowledged(
     assert last.actor_user_id == place.coordinator.user_id
     # A missed visit that did happen can still be recorded.
     complete_visit(
-        session, clock=clock, actor=place.coordinator, visit=day_30, completed_on=date(2026, 10, 3)
+        session, clock=clock, actor=place.coordinator, visit=day_30, completed_on=date(2026, 12, 12)
     )
     assert status_of(day_30) is VisitStatus.COMPLETED
 
@@ -1162,7 +1418,8 @@ def test_a_new_protocol_version_applies_to_new_patients_and_a_migration_moves_th
     v1_only = load_protocols(tmp_path)
     waiting = make_patient(session, place, clock=clock, infusion=date(2026, 1, 10))
     sync(session, place, waiting, clock=clock, library=v1_only)
-    # Infused 2024-06-01: day 30 ... month 24 are past; month 18 was done.
+    # Infused 2024-06-01: the windows of day 30 ... month 24 had closed before enrolment (so
+    # they start missed); the results of three of them arrive; year 4 will not happen.
     veteran = make_patient(session, place, clock=clock, infusion=date(2024, 6, 1))
     sync(session, place, veteran, clock=clock, library=v1_only)
     for key in ("day-30", "month-12", "month-18"):
@@ -1178,15 +1435,23 @@ def test_a_new_protocol_version_applies_to_new_patients_and_a_migration_moves_th
         session,
         clock=clock,
         actor=place.coordinator,
-        visit=visits_by_key(session, veteran)["day-180"],
-        reason="hospitalised elsewhere",
+        visit=visits_by_key(session, veteran)["year-4"],
+        reason="moving abroad",
     )
     finished = {
         key: Frozen.of(session, visit)
         for key, visit in visits_by_key(session, veteran).items()
         if visit.status.is_final
     }
-    assert len(finished) == 4
+    assert {key: state.status for key, state in finished.items()} == {
+        "day-30": VisitStatus.COMPLETED,
+        "day-100": VisitStatus.MISSED,
+        "day-180": VisitStatus.MISSED,
+        "month-12": VisitStatus.COMPLETED,
+        "month-18": VisitStatus.COMPLETED,
+        "month-24": VisitStatus.MISSED,
+        "year-4": VisitStatus.CANCELLED,
+    }
 
     _write_protocols(tmp_path, with_v2=True)
     library = load_protocols(tmp_path)
@@ -1267,6 +1532,41 @@ def test_a_new_protocol_version_applies_to_new_patients_and_a_migration_moves_th
             therapy="casgevy",
             to_version=3,
         )
+
+
+def test_a_visit_a_new_protocol_version_adds_after_its_window_closed_starts_missed(
+    session: Session, place: Place, clock: FrozenClock, tmp_path: Path
+) -> None:
+    _write_protocols(tmp_path, with_v2=False)
+    # Infused 2021-06-01: by T0 every window up to year 5 has closed.
+    pioneer = make_patient(session, place, clock=clock, infusion=date(2021, 6, 1))
+    sync(session, place, pioneer, clock=clock, library=load_protocols(tmp_path))
+    before = Frozen.final_visits(session, pioneer)
+    assert "year-3" in before and "month-18" in before
+
+    _write_protocols(tmp_path, with_v2=True)
+    clock.advance(timedelta(days=3))
+    moved = migrate_protocol(
+        session,
+        clock=clock,
+        actor=place.coordinator,
+        library=load_protocols(tmp_path),
+        therapy="casgevy",
+        to_version=2,
+    )
+    assert moved == 1
+    session.commit()
+    session.expire_all()
+    # Month 54 (2025-11-29, window closed 2025-12-29) appears already missed and followed up.
+    month_54 = visits_by_key(session, pioneer)["month-54"]
+    assert month_54.window_end == date(2025, 12, 29)
+    event = _missed_before_follow_up(session, month_54, at=clock.now())
+    assert event.actor_user_id == place.coordinator.user_id
+    # The visits that were final stay exactly as they were (month 18, dropped by v2, too).
+    after = Frozen.final_visits(session, pioneer)
+    assert {key: after[key] for key in before} == before
+    assert set(after) == set(before) | {"month-54"}
+    assert mark_missed_visits(session, clock=clock) == 0
 
 
 # --- job locks ---------------------------------------------------------------------------

@@ -275,10 +275,12 @@ def test_changing_the_infusion_date_moves_open_visits_and_keeps_completed_ones(
     db: Database, client: TestClient, login_as: Callable[[str], str]
 ) -> None:
     token = login_as(COORDINATOR_MD)
-    patient_id = enrol_through_the_form(client, db, token, infusion_date="2026-08-01")
+    # Infused a month before T0: day 30's window (November 17 to December 1) is open.
+    patient_id = enrol_through_the_form(client, db, token, infusion_date="2026-10-25")
     day_30 = visit_id_of(db, patient_id, "day-30")
     day_100 = visit_id_of(db, patient_id, "day-100")
     before = {visit_id: load_visit(db, visit_id) for visit_id in (day_30, day_100)}
+    assert all(visit.status is VisitStatus.DUE for visit in before.values())
     with db.factory() as session:
         count_before = session.scalar(
             select(func.count(Visit.id)).where(Visit.patient_id == patient_id)
@@ -287,7 +289,7 @@ def test_changing_the_infusion_date_moves_open_visits_and_keeps_completed_ones(
     # Day 30 happened and its outcomes are recorded through the visit page.
     done = client.post(
         visit_url(patient_id, day_30, "outcomes"),
-        data={"csrf_token": token, "completed_on": "2026-09-01", "voe_count": "0"},
+        data={"csrf_token": token, "completed_on": "2026-11-26", "voe_count": "0"},
     )
     assert redirect_target(done, htmx=False).endswith("?done=completed")
 
@@ -297,7 +299,7 @@ def test_changing_the_infusion_date_moves_open_visits_and_keeps_completed_ones(
         assert patient is not None
         form: dict[str, Any] = asdict(patient_input_from(patient))
     form.pop("errors")
-    form.update({"csrf_token": token, "infusion_date": "2026-08-15"})
+    form.update({"csrf_token": token, "infusion_date": "2026-11-08"})
     saved = client.post(f"/patients/{patient_id}/edit", data=form)
     assert saved.status_code == 303, saved.text
 
@@ -672,10 +674,18 @@ def test_a_missed_visit_can_be_followed_up(
 ) -> None:
     from coordination.schedule import mark_missed_visits
 
-    imani = build_schedule(db, clock, "Imani")
-    visit_id = visit_id_of(db, imani, "day-30")  # its window closed weeks ago
+    # Imani's schedule made on her infusion day (104 days before T0), when every window was
+    # open; by T0 day 30's window has closed weeks ago and the nightly job misses it.
+    with db.factory() as session:
+        infused = patient_named(session, "Imani").infusion_date
+    assert infused == T0.date() - timedelta(days=104)
+    imani = build_schedule(db, FrozenClock(datetime.combine(infused, time(15), UTC)), "Imani")
+    visit_id = visit_id_of(db, imani, "day-30")
+    assert load_visit(db, visit_id).status is VisitStatus.DUE
     with transaction(db.factory) as session:
         assert mark_missed_visits(session, clock=clock) >= 1
+    missed = load_visit(db, visit_id)
+    assert (missed.status, missed.missed_acknowledged_at) == (VisitStatus.MISSED, None)
     token = login_as(COORDINATOR_MD)
     page = client.get(visit_url(imani, visit_id))
     assert "Mark as followed up" in page.text
@@ -818,7 +828,8 @@ def test_add_outreach_note_checks_its_fields(db: Database, clock: FrozenClock) -
 
 def _lived_in_history(db: Database, clock: FrozenClock, given_name: str) -> tuple[int, str]:
     """A patient with one of everything on the timeline, a minute apart (oldest first):
-    outcomes at day 30, a booked day 100, a report, a move request, a note, two texts.
+    day 30 missed at enrolment (for Imani its window had closed) then its outcomes late,
+    a booked day 100, a report, a move request, a note, two texts.
     Returns the patient id and the secret in the invitation text."""
     patient_id = build_schedule(db, clock, given_name)
     secret = "https://testserver/invite/SECRET-TOKEN-123"
@@ -933,6 +944,7 @@ def test_the_timeline_shows_visits_outcomes_reports_notes_and_messages_newest_fi
         TimelineKind.VISIT,  # day 100 booked
         TimelineKind.OUTCOME,  # day 30's outcomes, stored just after it was completed
         TimelineKind.VISIT,  # day 30 completed
+        TimelineKind.VISIT,  # day 30 missed: its window had closed before the schedule existed
     ]
     assert [entry.at for entry in entries] == sorted((e.at for e in entries), reverse=True)
     assert short == entries[:3]
@@ -941,6 +953,10 @@ def test_the_timeline_shows_visits_outcomes_reports_notes_and_messages_newest_fi
     assert reminder.text == "Reminder: your check-up is on December 2 at 2:00 PM."
     outcome = entries[6]
     assert outcome.visit_key == "day-30"
+    completed, missed = entries[7], entries[8]
+    assert (completed.visit_key, completed.action) == ("day-30", "completed")
+    assert (missed.visit_key, missed.action, missed.at) == ("day-30", "missed", T0)
+    assert missed.reason == "the window had closed before follow-up began here"
     assert {value.code: value.shown for value in outcome.values} == {
         "718-7": "11.4",
         "voe-count": "2",
@@ -965,6 +981,8 @@ def test_the_timeline_shows_visits_outcomes_reports_notes_and_messages_newest_fi
         "Appointment booked",
         "Day 100 check-up",
         "Visit completed",
+        "Visit missed",
+        "the window had closed before follow-up began here",
         "Outcomes recorded",
         "Hemoglobin (g/dL): 11.4",
         "Vaso-occlusive events since the last visit: 2",
