@@ -16,6 +16,7 @@ from coordination.schedule import local_today
 from core.clock import Clock
 from core.db import UTCDateTime
 from core.models import Patient, PatientStatus, Therapy
+from core.text import N_
 
 CHUNK = 5_000
 
@@ -118,7 +119,7 @@ def _record_closed_before(session: Session, *, now: datetime, patient_ids: list[
                 literal("miss"),
                 literal(VisitStatus.DUE.value),
                 literal(VisitStatus.MISSED.value),
-                literal("the window had closed before follow-up began here"),
+                literal(N_("the window had closed before follow-up began here")),
             ).where(
                 Visit.patient_id.in_(patient_ids),
                 Visit.status == VisitStatus.MISSED,

@@ -148,7 +148,7 @@ def _reopen(session: Session, *, clock: Clock, actor: Actor, visit: Visit) -> No
             action="reopen",
             from_status=visit.status.value,
             to_status=VisitStatus.DUE.value,
-            reason="the follow-up applies again",
+            reason=N_("the follow-up applies again"),
         )
     )
     visit.status = VisitStatus.DUE
@@ -291,7 +291,7 @@ def sync_schedule(
                     action="move_window",
                     from_status=visit.status.value,
                     to_status=visit.status.value,
-                    reason="infusion date or protocol changed",
+                    reason=N_("infusion date or protocol changed"),
                     detail={"from": visit.target_date.isoformat(), "to": target.isoformat()},
                 )
             )
@@ -329,7 +329,7 @@ def sync_schedule(
                 action="miss",
                 from_status=VisitStatus.DUE.value,
                 to_status=VisitStatus.MISSED.value,
-                reason="the window had closed before follow-up began here",
+                reason=N_("the window had closed before follow-up began here"),
             )
         )
     session.flush()
@@ -504,7 +504,7 @@ def mark_missed_visits(session: Session, *, clock: Clock) -> int:
                 actor=actor,
                 visit=visit,
                 action="miss",
-                reason="the window closed without a completed visit",
+                reason=N_("the window closed without a completed visit"),
             )
             missed += 1
     session.flush()

@@ -28,6 +28,9 @@ environment.install_gettext_callables(  # type: ignore[attr-defined]
 )
 environment.filters["day"] = i18n.format_day
 environment.filters["instant"] = i18n.format_instant
+# Text the system wrote in English (history reasons): translated when the catalog knows it,
+# shown as typed otherwise (people's own words), never %-formatted.
+environment.filters["system_text"] = i18n.gettext
 environment.filters["phone"] = lambda value: display_phone(value) if value else ""
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from coordination.models import Visit, VisitStatus
 from coordination.outcomes import MEASURES, MEASURES_BY_KEY, Measure, measures_for, record_outcomes
 from coordination.protocol import ProtocolVisit, shipped_protocols
+from coordination.reports import REPORT_MEASURES
 from coordination.requests import close_move_requests, open_move_requests
 from coordination.schedule import (
     TRANSITIONS,
@@ -103,8 +104,10 @@ def appointment_text(visit: Visit, patient: Patient) -> str:
 
 
 def measure_labels() -> dict[str, str]:
-    """The outcome form's words for each observation code, in the reader's language."""
-    return {measure.code: _(measure.label) for measure in MEASURES}
+    """Words for each observation code (the outcome form's and patients' reports), in the
+    reader's language."""
+    measures = [*MEASURES, *REPORT_MEASURES.values()]
+    return {measure.code: _(measure.label) for measure in measures}
 
 
 # --- the visit page --------------------------------------------------------------------
