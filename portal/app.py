@@ -31,7 +31,7 @@ from portal.deps import (
     PageNotFound,
     SecondFactorRequired,
 )
-from portal.middleware import SecurityMiddleware
+from portal.middleware import SecurityMiddleware, loggable_path
 from portal.web import redirect, render
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -209,7 +209,7 @@ def _install_error_pages(app: FastAPI) -> None:
     async def crashed(request: Request, exc: Exception) -> Response:
         # The traceback goes to the log; the person gets a calm page and nothing is half-saved
         # (the request's transaction was rolled back).
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path))
         return _error_page(
             request,
             500,
