@@ -24,10 +24,19 @@ class SendResult:
 class GatewayError(Exception):
     """The provider did not take the message. `permanent` errors are never retried."""
 
-    def __init__(self, message: str, *, permanent: bool, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        # Seconds the provider asked us to wait (HTTP Retry-After), when it said so.
+        self.retry_after = retry_after
 
 
 class SmsGateway(Protocol):
@@ -59,6 +68,8 @@ def make_gateway(settings: Settings) -> SmsGateway:
     """The gateway the settings ask for."""
     if settings.sms_backend == "console":
         return ConsoleGateway()
-    raise SettingsError(
-        "SMS_BACKEND=twilio is not available in this version yet; use SMS_BACKEND=console."
-    )
+    if settings.sms_backend == "twilio":
+        from coordination.twilio_gateway import TwilioGateway
+
+        return TwilioGateway(settings)
+    raise SettingsError(f"SMS_BACKEND={settings.sms_backend} is not a known SMS backend.")
