@@ -283,3 +283,82 @@ class JobLock(Base):
     owner: Mapped[str] = mapped_column(String(100))
     locked_until: Mapped[datetime] = mapped_column(UTCDateTime())
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- SMS consent, inbound texts and delivery callbacks -----------------------------------
+
+
+class ConsentStatus(enum.StrEnum):
+    OPTED_IN = "opted_in"
+    OPTED_OUT = "opted_out"
+
+
+class ConsentAction(enum.StrEnum):
+    OPT_IN = "opt_in"
+    OPT_OUT = "opt_out"
+    HELP = "help"
+
+
+class ConsentHow(enum.StrEnum):
+    PORTAL = "portal"  # the person ticked the box in the portal
+    COORDINATOR = "coordinator"  # a coordinator recorded a spoken or written consent
+    SMS_KEYWORD = "sms_keyword"  # STOP / START / HELP texted to us
+    PROVIDER_21610 = "provider_21610"  # Twilio refused a send: the number opted out (carrier)
+
+
+class SmsConsent(Base):
+    """Whether a phone number may be texted. Consent is per number: it covers everyone who
+    shares it (a patient and a parent on one phone)."""
+
+    __tablename__ = "sms_consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(16), unique=True)
+    status: Mapped[ConsentStatus] = mapped_column(enum_column(ConsentStatus, 16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SmsConsentEvent(Base):
+    """The history of a number's consent: when, how, by whom, and the wording shown."""
+
+    __tablename__ = "sms_consent_events"
+    __table_args__ = (Index("ix_sms_consent_events_phone_at", "phone", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[ConsentAction] = mapped_column(enum_column(ConsentAction, 16))
+    how: Mapped[ConsentHow] = mapped_column(enum_column(ConsentHow, 16))
+    by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    wording: Mapped[str | None] = mapped_column(Text)
+    inbound_message_sid: Mapped[str | None] = mapped_column(String(64))
+
+
+class InboundMessage(Base):
+    """A text received from a phone (Twilio's inbound webhook), and what we made of it."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_messages_from_received", "from_phone", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    from_phone: Mapped[str] = mapped_column(String(32))
+    to_phone: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    intent: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    handled_note: Mapped[str | None] = mapped_column(String(300))
+
+
+class DeliveryEvent(Base):
+    """One delivery-status callback; unique per (message, status) so a replay changes nothing."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (UniqueConstraint("message_sid", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_sid: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -98,6 +98,7 @@ def create_app(
         patients,
         reports,
         schedule,
+        sms,
         visits,
         worklist,
     )
@@ -115,6 +116,7 @@ def create_app(
         admin,
         admin_places,
         demo,
+        sms,
     ):
         app.include_router(module.router)
     return app

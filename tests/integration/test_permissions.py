@@ -72,6 +72,8 @@ PUBLIC = frozenset(
         "readyz",
         "demo_messages",
         "calendar_feed",  # a calendar app's fetch: the secret token in the URL is the key
+        "sms_inbound",  # Twilio's webhooks: the X-Twilio-Signature is the key
+        "sms_status",
     }
 )
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).

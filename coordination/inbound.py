@@ -1,0 +1,329 @@
+"""Texts coming back: replies from patients and caregivers (Twilio's inbound webhook) and
+delivery-status callbacks. Both are idempotent by Twilio's MessageSid: a replay changes
+nothing.
+
+Replies never carry a diagnosis, a therapy, a lab value or a name: only the program, its
+phone number, and an appointment date."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from coordination.consent import consent_status, opt_in, opt_out, record_help
+from coordination.models import (
+    ConsentHow,
+    ConsentStatus,
+    DeliveryEvent,
+    InboundMessage,
+    MessageStatus,
+    OutboundMessage,
+    Visit,
+    VisitStatus,
+)
+from coordination.requests import request_move
+from coordination.schedule import confirm_visit, next_visit, visits_for_patient
+from coordination.sms_text import ReplyIntent, classify_reply
+from core.audit.service import Actor
+from core.clock import Clock
+from core.identity.models import User
+from core.models import Caregiver, CaregiverLink, Patient, State
+from core.phones import display_phone, mask_phone
+
+DEFAULT_PROGRAM_NAME = "CGT Access follow-up"
+OPT_OUT_ERROR = "21610"
+FAILED_STATUSES = frozenset({"undelivered", "failed"})
+BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)
+
+START_REPLY = (
+    "{program}: you will get visit reminders again. Msg & data rates may apply. "
+    "Reply HELP for help, STOP to opt out."
+)
+HELP_REPLY = "{program}: for help call {phone}. Msg & data rates may apply. Reply STOP to opt out."
+HELP_REPLY_NO_PHONE = (
+    "{program}: for help call your care team. Msg & data rates may apply. Reply STOP to opt out."
+)
+CONFIRMED_REPLY = "Thank you. Your appointment on {when} is confirmed."
+MOVE_REPLY = "Thank you. The care team will call you to find a new date."
+PERSON_WILL_CALL = "Thank you. A person from the care team will call you."
+PERSON_WILL_READ = "Thank you. A person from the care team will read your message."
+
+
+@dataclass(frozen=True)
+class _Owners:
+    """Who a phone number belongs to, and the patients a text from it may be about."""
+
+    patients: list[Patient]  # patients whose own number it is
+    linked: list[Patient]  # patients of caregivers with that number (with a schedule right)
+    caregivers: list[Caregiver]
+
+    @property
+    def candidates(self) -> list[Patient]:
+        """The patients a reply acts on: the number's own patients first, else linked ones."""
+        return self.patients or self.linked
+
+    def states(self) -> list[int]:
+        return [patient.state_id for patient in self.patients + self.linked]
+
+
+def _insert_once(session: Session, row: InboundMessage | DeliveryEvent) -> bool:
+    """Insert a row keyed by a MessageSid; False when a concurrent request inserted it first.
+
+    On PostgreSQL a savepoint catches the unique violation without losing the transaction.
+    SQLite has a single writer (the SELECT before this decides), and pysqlite would commit a
+    savepoint that opens the transaction when it is released."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.add(row)
+        session.flush()
+        return True
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _owners(session: Session, phone: str) -> _Owners:
+    patients = list(
+        session.scalars(select(Patient).where(Patient.mobile_phone == phone).order_by(Patient.id))
+    )
+    caregivers = list(
+        session.scalars(
+            select(Caregiver).where(Caregiver.mobile_phone == phone).order_by(Caregiver.id)
+        )
+    )
+    linked: list[Patient] = []
+    if caregivers:
+        linked = list(
+            session.scalars(
+                select(Patient)
+                .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
+                .where(
+                    CaregiverLink.caregiver_id.in_([c.id for c in caregivers]),
+                    CaregiverLink.can_view_schedule.is_(True)
+                    | CaregiverLink.can_receive_reminders.is_(True),
+                )
+                .order_by(Patient.id)
+                .distinct()
+            )
+        )
+    return _Owners(patients=patients, linked=linked, caregivers=caregivers)
+
+
+def _program(session: Session, owners: _Owners, default_name: str) -> tuple[str, str | None]:
+    state_ids = owners.states()
+    if state_ids:
+        state = session.get(State, state_ids[0])
+        if state is not None:
+            return state.program_name, state.program_phone
+    return default_name, None
+
+
+def _next_booked(session: Session, *, clock: Clock, patient: Patient) -> Visit | None:
+    now = clock.now()
+    booked = [
+        visit
+        for visit in visits_for_patient(session, patient_id=patient.id)
+        if visit.status in BOOKED and visit.appointment_at is not None
+        if visit.appointment_at >= now
+    ]
+    booked.sort(key=lambda visit: visit.appointment_at or now)
+    return booked[0] if booked else None
+
+
+def _when(visit: Visit) -> str:
+    assert visit.appointment_at is not None
+    local: datetime = visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or "UTC"))
+    hour = local.strftime("%I").lstrip("0")
+    return f"{local:%a %b} {local.day} at {hour}:{local:%M %p}"
+
+
+def _sms_actor(session: Session, *, patient: Patient, phone: str) -> Actor | None:
+    user = session.scalar(select(User).where(User.patient_id == patient.id))
+    if user is None:
+        return None
+    return Actor(user_id=user.id, label=f"sms:{mask_phone(phone)}", role=user.role.value)
+
+
+def handle_inbound(
+    session: Session,
+    *,
+    clock: Clock,
+    message_sid: str,
+    from_phone: str,
+    to_phone: str,
+    body: str,
+    default_program_name: str = DEFAULT_PROGRAM_NAME,
+) -> str:
+    """Store and act on one inbound text; return the reply to send ("" for none).
+
+    A MessageSid seen before returns "" and changes nothing."""
+    phone = from_phone.strip()
+    record = InboundMessage(
+        message_sid=message_sid,
+        from_phone=phone[:32],
+        to_phone=to_phone.strip()[:32],
+        body=body,
+        received_at=clock.now(),
+        intent=ReplyIntent.OTHER.value,
+    )
+    seen = select(InboundMessage.id).where(InboundMessage.message_sid == message_sid)
+    if session.scalar(seen) is not None or not _insert_once(session, record):
+        return ""  # a replay (or the same message twice at once)
+    status = consent_status(session, phone=phone)
+    intent = classify_reply(body, opted_out=status is ConsentStatus.OPTED_OUT)
+    if status is not ConsentStatus.OPTED_IN and intent in (
+        ReplyIntent.CONFIRM,
+        ReplyIntent.RESCHEDULE,
+    ):
+        # Nothing is confirmed or moved by a number that is not subscribed.
+        intent = ReplyIntent.OTHER
+    record.intent = intent.value
+    owners = _owners(session, phone)
+    candidates = owners.candidates
+    if len(candidates) == 1:
+        record.patient_id = candidates[0].id
+
+    reply, note = _act(
+        session,
+        clock=clock,
+        intent=intent,
+        phone=phone,
+        sid=message_sid,
+        owners=owners,
+        status=status,
+        default_program_name=default_program_name,
+        record=record,
+    )
+    record.handled_note = note[:300]
+    session.flush()
+    return reply
+
+
+def _act(
+    session: Session,
+    *,
+    clock: Clock,
+    intent: ReplyIntent,
+    phone: str,
+    sid: str,
+    owners: _Owners,
+    status: ConsentStatus | None,
+    default_program_name: str,
+    record: InboundMessage,
+) -> tuple[str, str]:
+    """Do what the text asks; return (reply, note for the coordinator)."""
+    if intent is ReplyIntent.STOP:
+        opt_out(session, clock=clock, phone=phone, how=ConsentHow.SMS_KEYWORD, inbound_sid=sid)
+        return "", "opted out"  # the carrier / Twilio confirms STOP itself
+    program, program_phone = _program(session, owners, default_program_name)
+    if intent is ReplyIntent.START:
+        reply = START_REPLY.format(program=program)
+        opt_in(
+            session,
+            clock=clock,
+            phone=phone,
+            how=ConsentHow.SMS_KEYWORD,
+            by_user_id=None,
+            wording=reply,
+            inbound_sid=sid,
+        )
+        return reply, "opted in again"
+    if intent is ReplyIntent.HELP:
+        record_help(session, clock=clock, phone=phone, inbound_sid=sid)
+        if program_phone:
+            return HELP_REPLY.format(program=program, phone=display_phone(program_phone)), "help"
+        return HELP_REPLY_NO_PHONE.format(program=program), "help"
+    if status is ConsentStatus.OPTED_OUT:
+        return "", "stored; the number is opted out, no answer sent"
+    if intent is ReplyIntent.CONFIRM:
+        return _confirm(session, clock=clock, phone=phone, owners=owners, record=record)
+    if intent is ReplyIntent.RESCHEDULE:
+        return _move(session, clock=clock, phone=phone, owners=owners, record=record)
+    return PERSON_WILL_READ, "stored for the care team"
+
+
+def _confirm(
+    session: Session, *, clock: Clock, phone: str, owners: _Owners, record: InboundMessage
+) -> tuple[str, str]:
+    booked = [
+        (patient, visit)
+        for patient in owners.candidates
+        if (visit := _next_booked(session, clock=clock, patient=patient)) is not None
+    ]
+    if len(booked) != 1:
+        why = "no booked appointment" if not booked else "several patients with appointments"
+        return PERSON_WILL_CALL, f"confirm not done: {why}"
+    patient, visit = booked[0]
+    record.patient_id = patient.id
+    actor = _sms_actor(session, patient=patient, phone=phone) or Actor(
+        user_id=None, label=f"sms:{mask_phone(phone)}", role=None
+    )
+    confirm_visit(session, clock=clock, actor=actor, visit=visit)
+    return CONFIRMED_REPLY.format(when=_when(visit)), f"confirmed visit {visit.id}"
+
+
+def _move(
+    session: Session, *, clock: Clock, phone: str, owners: _Owners, record: InboundMessage
+) -> tuple[str, str]:
+    candidates = owners.candidates
+    if len(candidates) != 1:
+        why = "unknown number" if not candidates else "several patients on this number"
+        return PERSON_WILL_CALL, f"move not requested: {why}"
+    patient = candidates[0]
+    visit = next_visit(visits_for_patient(session, patient_id=patient.id))
+    actor = _sms_actor(session, patient=patient, phone=phone)
+    if visit is None or actor is None:
+        why = "no open visit" if visit is None else "the patient has no account"
+        return PERSON_WILL_CALL, f"move not requested: {why}"
+    move = request_move(
+        session,
+        clock=clock,
+        actor=actor,
+        visit=visit,
+        preferred_date=None,
+        note="Asked by text message.",
+    )
+    return MOVE_REPLY, f"move request {move.id}"
+
+
+def record_delivery(
+    session: Session,
+    *,
+    clock: Clock,
+    message_sid: str,
+    status: str,
+    error_code: str | None,
+    to_phone: str | None = None,
+) -> bool:
+    """Record a delivery-status callback; returns False for a replay (nothing changed).
+
+    Undelivered and failed mark the outbox row FAILED ("twilio <code>"); error 21610 (the
+    number opted out with the carrier) also opts the number out."""
+    status = status.strip().lower()
+    code = (error_code or "").strip() or None
+    seen = select(DeliveryEvent.id).where(
+        DeliveryEvent.message_sid == message_sid, DeliveryEvent.status == status[:16]
+    )
+    event = DeliveryEvent(
+        message_sid=message_sid, status=status[:16], error_code=code, at=clock.now()
+    )
+    if session.scalar(seen) is not None or not _insert_once(session, event):
+        return False
+    message = session.scalar(
+        select(OutboundMessage).where(OutboundMessage.provider_message_id == message_sid)
+    )
+    if message is not None and status in FAILED_STATUSES:
+        message.status = MessageStatus.FAILED
+        message.last_error = f"twilio {code or status}"[:300]
+    phone = message.to_phone if message is not None else (to_phone or "").strip()
+    if code == OPT_OUT_ERROR and phone:
+        opt_out(session, clock=clock, phone=phone, how=ConsentHow.PROVIDER_21610)
+    session.flush()
+    return True
