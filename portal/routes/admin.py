@@ -41,10 +41,6 @@ UsersAdmin = Annotated[User, Depends(require(Permission.ADMIN_USERS))]
 AuditReader = Annotated[User, Depends(require(Permission.AUDIT_READ))]
 
 
-def _translated(errors: dict[str, str]) -> dict[str, str]:
-    return {name: _(message) for name, message in errors.items()}
-
-
 # --- users ----------------------------------------------------------------------------
 
 
@@ -139,7 +135,7 @@ def user_create(
             {
                 "account": None,
                 "form": form,
-                "errors": _translated(problem.errors),
+                "errors": i18n.translate_errors(problem.errors),
                 **_staff_choices(session),
             },
             status_code=400,
@@ -193,7 +189,7 @@ def user_update(
             {
                 "account": account,
                 "form": form,
-                "errors": _translated(problem.errors),
+                "errors": i18n.translate_errors(problem.errors),
                 **_staff_choices(session),
             },
             status_code=400,

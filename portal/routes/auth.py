@@ -282,6 +282,16 @@ def mfa_skip(
     return redirect(request, home_for(login.user.role))
 
 
+def _unusable_link(request: Request, problem: InvitationProblem) -> Response:
+    """The page for a link that is used, expired or replaced (410 Gone)."""
+    return render(
+        request,
+        "portal/invitation.html",
+        {"problem": i18n.translate(problem.args[0])},
+        status_code=410,
+    )
+
+
 @router.get("/invite/{token}", name="invitation")
 def invitation_page(
     request: Request, session: SessionDep, context: ContextDep, token: str
@@ -289,9 +299,7 @@ def invitation_page(
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:
-        return render(
-            request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
-        )
+        return _unusable_link(request, problem)
     return render(
         request, "portal/invitation.html", {"token": token, "name": invitation.user.display_name}
     )
@@ -323,21 +331,17 @@ def invitation_submit(
                 user_agent=request.headers.get("user-agent"),
             )
         except InvitationProblem as problem:
-            return render(
-                request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
-            )
+            return _unusable_link(request, problem)
         except LoginTaken as problem:
-            errors["login"] = _(str(problem))
+            errors["login"] = i18n.translate(problem.args[0])
         except WeakPassword as problem:
-            errors["password"] = _(str(problem))
+            errors["password"] = i18n.translate(problem.args[0])
         else:
             return redirect(request, "/login?welcome=1")
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:  # e.g. already used or expired, and a typo as well
-        return render(
-            request, "portal/invitation.html", {"problem": _(str(problem))}, status_code=410
-        )
+        return _unusable_link(request, problem)
     return render(
         request,
         "portal/invitation.html",
@@ -391,7 +395,7 @@ def reset_submit(
                 user_agent=request.headers.get("user-agent"),
             )
         except (ResetProblem, WeakPassword) as problem:
-            error = _(str(problem))
+            error = i18n.translate(problem.args[0])
         else:
             return redirect(request, "/login?reset=1")
     return render(

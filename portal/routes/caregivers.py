@@ -150,7 +150,7 @@ def caregiver_create(
             {
                 "patient": access.patient,
                 "form": form,
-                "errors": {name: _(message) for name, message in problem.errors.items()},
+                "errors": i18n.translate_errors(problem.errors),
                 "all_rights": list(ProxyRight),
             },
             status_code=400,

@@ -84,7 +84,7 @@ def change_password(
         try:
             check_new_password(password, login=user.login)
         except WeakPassword as problem:
-            errors["password"] = _(str(problem))
+            errors["password"] = i18n.translate(problem.args[0])
     if errors:
         return render(
             request, "portal/account.html", {"errors": errors}, block="password", status_code=400
