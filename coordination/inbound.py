@@ -137,9 +137,10 @@ def _next_booked(session: Session, *, clock: Clock, patient: Patient) -> Visit |
     return booked[0] if booked else None
 
 
-def _when(visit: Visit) -> str:
+def _when(visit: Visit, patient: Patient) -> str:
     assert visit.appointment_at is not None
-    local: datetime = visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or "UTC"))
+    zone = visit.appointment_zone or patient.time_zone
+    local: datetime = visit.appointment_at.astimezone(ZoneInfo(zone))
     hour = local.strftime("%I").lstrip("0")
     return f"{local:%a %b} {local.day} at {hour}:{local:%M %p}"
 
@@ -266,7 +267,7 @@ def _confirm(
         user_id=None, label=f"sms:{mask_phone(phone)}", role=None
     )
     confirm_visit(session, clock=clock, actor=actor, visit=visit)
-    return CONFIRMED_REPLY.format(when=_when(visit)), f"confirmed visit {visit.id}"
+    return CONFIRMED_REPLY.format(when=_when(visit, patient)), f"confirmed visit {visit.id}"
 
 
 def _move(

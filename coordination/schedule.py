@@ -7,7 +7,7 @@ with the zone they were booked in, so 9:00 stays 9:00 across daylight-saving cha
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -336,6 +336,38 @@ def sync_schedule(
     return change
 
 
+# The fields of a patient's record whose change moves, creates or cancels visits.
+SCHEDULE_FIELDS = frozenset({"infusion_date", "therapy_id", "status"})
+
+
+def follow_record_change(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    library: ProtocolLibrary,
+    patient: Patient,
+    changed: Collection[str] | None,
+) -> ScheduleChange | None:
+    """React to an enrolment (`changed` None) or an edit of the patient's record (the names
+    of the fields that changed): the record lives in `core`, which does not know schedules,
+    so this room follows it. Returns None when nothing had to move, or when the therapy has
+    no follow-up protocol (the record page says so)."""
+    if changed is not None:
+        if not SCHEDULE_FIELDS.intersection(changed):
+            return None
+        if "therapy_id" in changed:
+            session.expire(patient, ["therapy"])  # the relationship follows the new id
+    closing = patient.status in (PatientStatus.WITHDRAWN, PatientStatus.DECEASED)
+    if (
+        patient.infusion_date is not None
+        and not closing
+        and library.current(patient.therapy.code) is None
+    ):
+        return None
+    return sync_schedule(session, clock=clock, actor=actor, library=library, patient=patient)
+
+
 def migrate_protocol(
     session: Session,
     *,
@@ -465,6 +497,8 @@ def acknowledge_missed(session: Session, *, clock: Clock, actor: Actor, visit: V
     """The coordinator has followed up a missed visit: it leaves the overdue bucket."""
     if visit.status is not VisitStatus.MISSED:
         raise VisitTransitionError(N_("Only a missed visit can be marked as followed up."))
+    if visit.missed_acknowledged_at is not None:
+        raise VisitTransitionError(N_("This missed visit is already followed up."))
     visit.missed_acknowledged_at = clock.now()
     session.add(
         VisitEvent(

@@ -11,7 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.gateway import GatewayError, SmsGateway
-from coordination.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.models import (
+    ConsentStatus,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+    SmsConsent,
+)
 from core.clock import Clock
 from core.db import transaction
 from core.phones import mask_phone
@@ -67,12 +73,27 @@ def _claim(session: Session, *, now: datetime, limit: int) -> list[OutboundMessa
         # Several workers may dispatch at once: each takes rows nobody else holds.
         query = query.with_for_update(skip_locked=True)
     rows = list(session.scalars(query))
+    # A number that texted STOP gets nothing more, whatever was planned before.
+    opted_out = set(
+        session.scalars(
+            select(SmsConsent.phone).where(
+                SmsConsent.phone.in_({message.to_phone for message in rows}),
+                SmsConsent.status == ConsentStatus.OPTED_OUT,
+            )
+        )
+    )
+    claimed = []
     for message in rows:
+        if message.to_phone in opted_out:
+            message.status = MessageStatus.FAILED
+            message.last_error = "not sent: the number opted out (STOP)"
+            continue
         message.status = MessageStatus.SENDING
         message.claimed_at = now
         message.attempts += 1
+        claimed.append(message)
     session.flush()
-    return rows
+    return claimed
 
 
 def dispatch_due(

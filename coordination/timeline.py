@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from coordination.calendar import visit_label
 from coordination.models import (
     MessagePurpose,
     MoveRequest,
-    OutboundMessage,
     OutreachNote,
     PatientReport,
     Visit,
@@ -30,6 +30,7 @@ from coordination.models import (
     VisitObservation,
 )
 from coordination.protocol import ProtocolLibrary
+from coordination.service import messages_for_patient
 from core.identity.models import User
 from core.models import Observation
 
@@ -357,14 +358,8 @@ def _note_entries(session: Session, *, patient_id: int, limit: int) -> list[Time
 
 
 def _message_entries(session: Session, *, patient_id: int, limit: int) -> list[TimelineEntry]:
-    rows = session.scalars(
-        select(OutboundMessage)
-        .where(OutboundMessage.patient_id == patient_id)
-        .order_by(OutboundMessage.created_at.desc(), OutboundMessage.id.desc())
-        .limit(limit)
-    ).all()
     entries = []
-    for message in rows:
+    for message in messages_for_patient(session, patient_id=patient_id, limit=limit):
         private = message.purpose in PRIVATE_PURPOSES
         entries.append(
             TimelineEntry(
@@ -419,13 +414,7 @@ def visit_labels(
 ) -> dict[int, str]:
     """Each visit's label from its protocol, in `language` (the key when the protocol no
     longer has it), by visit id."""
-    labels: dict[int, str] = {}
-    for visit in visits:
-        protocol = library.get(therapy_code, visit.protocol_version) or library.current(
-            therapy_code
-        )
-        protocol_visit = protocol.visit(visit.visit_key) if protocol is not None else None
-        labels[visit.id] = (
-            protocol_visit.label.text(language) if protocol_visit is not None else visit.visit_key
-        )
-    return labels
+    return {
+        visit.id: visit_label(visit, therapy_code=therapy_code, language=language, library=library)
+        for visit in visits
+    }

@@ -16,8 +16,12 @@ from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
 
 
-def list_states(session: Session) -> list[State]:
-    return list(session.scalars(select(State).order_by(State.name)))
+def list_states(session: Session, *, state_ids: set[int] | None = None) -> list[State]:
+    """The states (only `state_ids`, when given: a staff member's own), by name."""
+    query = select(State)
+    if state_ids is not None:
+        query = query.where(State.id.in_(state_ids or {-1}))
+    return list(session.scalars(query.order_by(State.name)))
 
 
 def list_therapies(session: Session) -> list[Therapy]:

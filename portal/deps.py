@@ -9,7 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.responses import Response
@@ -17,7 +17,7 @@ from itsdangerous import BadSignature, Signer
 from sqlalchemy.orm import Session
 
 from core.audit.service import Actor, record_event
-from core.db import AFTER_COMMIT_KEY, run_after_commit
+from core.db import transaction
 from core.identity.access import Permission, may_access_patient, role_allows
 from core.identity.auth import resume_session
 from core.identity.models import LoginSession, User
@@ -64,17 +64,8 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 
 def get_session(context: ContextDep) -> Iterator[Session]:
     """One transaction per request: commit when the route returns, roll back on any error."""
-    session = context.factory()
-    try:
+    with transaction(context.factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        session.info.pop(AFTER_COMMIT_KEY, None)
-        raise
-    finally:
-        session.close()
-    run_after_commit(session)
 
 
 # scope="function": the commit happens before the response is sent, so a redirect never
@@ -221,12 +212,3 @@ async def check_csrf(request: Request, context: ContextDep) -> None:
         or not hmac.compare_digest(sent, csrf_token_for(context.settings.secret, seed))
     ):
         raise CsrfRejected()
-
-
-def form_values(form: Any, *names: str) -> dict[str, str]:
-    """Text fields of a submitted form, missing ones as empty strings."""
-    values: dict[str, str] = {}
-    for name in names:
-        value = form.get(name)
-        values[name] = value.strip() if isinstance(value, str) else ""
-    return values

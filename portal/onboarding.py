@@ -42,6 +42,11 @@ RESET_SMS = {
 }
 
 
+def invitation_url(settings: Settings, token: str) -> str:
+    """The link that opens an invitation (the token is its only secret)."""
+    return f"{settings.public_base_url}/invite/{token}"
+
+
 @dataclass(frozen=True)
 class SentInvitation:
     user: User
@@ -85,7 +90,7 @@ def invite(
         valid_for=timedelta(days=days),
         patient_id=patient.id,
     )
-    url = f"{settings.public_base_url}/invite/{issued.token}"
+    url = invitation_url(settings, issued.token)
     if delivery is InvitationDelivery.SMS:
         assert phone is not None
         enqueue_message(

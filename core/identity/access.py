@@ -126,11 +126,6 @@ def may_access_patient(
             return False
 
 
-def may_act_in_state(user: User, state_id: int) -> bool:
-    """For staff: whether `state_id` is one of the states the user works for."""
-    return user.role is Role.ADMIN or state_id in user.state_ids
-
-
 def scope_patients(query: Select[Patient], user: User) -> Select[Patient]:
     """Restrict a patient query to what a coordinator may see (the list and search)."""
     if user.role is not Role.COORDINATOR:
@@ -155,7 +150,6 @@ def linked_patients(
         .where(CaregiverLink.caregiver_id == user.caregiver_id)
         .order_by(Patient.given_name)
     )
-    rows = [(row[0], row[1]) for row in session.execute(query)]
     if right is not None:
-        rows = [(patient, link) for patient, link in rows if link.has(right)]
-    return [(patient, link) for patient, link in rows]
+        query = query.where(getattr(CaregiverLink, f"can_{right.value}").is_(True))
+    return [(row[0], row[1]) for row in session.execute(query)]

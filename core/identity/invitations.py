@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from core.audit.service import Actor, record_event
 from core.clock import Clock
@@ -317,6 +317,7 @@ def invitations_for_patient(session: Session, *, patient_id: int) -> list[Invita
     return list(
         session.scalars(
             select(Invitation)
+            .options(joinedload(Invitation.user))
             .where(Invitation.user_id.in_(users))
             .order_by(Invitation.created_at.desc(), Invitation.id.desc())
             .limit(20)

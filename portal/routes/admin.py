@@ -31,6 +31,7 @@ from core.reference import (
 from core.text import N_
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
+from portal.onboarding import invitation_url
 from portal.routes.pages import page_router
 from portal.web import redirect, render
 
@@ -109,7 +110,7 @@ def _issue_set_password_link(
         "portal/admin_user_link.html",
         {
             "account": account,
-            "url": f"{context.settings.public_base_url}/invite/{issued.token}",
+            "url": invitation_url(context.settings, issued.token),
             "days": context.settings.invitation_valid_days,
         },
     )

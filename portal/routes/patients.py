@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from coordination.models import OutreachChannel, OutreachOutcome, VisitStatus
 from coordination.notes import add_outreach_note
 from coordination.protocol import shipped_protocols
-from coordination.schedule import next_visit, visits_for_patient
+from coordination.schedule import follow_record_change, next_visit, visits_for_patient
 from coordination.timeline import patient_timeline, visit_labels
 from core.audit.service import record_event
 from core.errors import FieldErrors
@@ -43,15 +43,13 @@ from portal.deps import (
     require_patient,
 )
 from portal.routes.pages import page_router
-from portal.routes.visits import appointment_text, measure_labels, refresh_schedule
+from portal.routes.visits import appointment_text, measure_labels
 from portal.web import redirect, render
 
 router = page_router()
 _ = i18n.gettext
 PER_PAGE = 25
 TIMELINE_LENGTH = 50
-# A change of any of these moves, creates or cancels the patient's visits.
-SCHEDULE_FIELDS = frozenset({"infusion_date", "therapy_id", "status"})
 
 Coordinator = Annotated[User, Depends(require(Permission.PATIENT_LIST))]
 Enroller = Annotated[User, Depends(require(Permission.PATIENT_ENROLL))]
@@ -132,7 +130,7 @@ def _list_page(
             "page": page,
             "pages": pages,
             "criteria": criteria,
-            "states": [state for state in list_states(session) if state.id in user.state_ids],
+            "states": list_states(session, state_ids=user.state_ids),
             "centers": list_centers(session, state_ids=user.state_ids),
             "statuses": list(PatientStatus),
         },
@@ -175,7 +173,7 @@ def patients_search(
 
 def _form_choices(session: SessionDep, user: User) -> dict[str, object]:
     return {
-        "states": [state for state in list_states(session) if state.id in user.state_ids],
+        "states": list_states(session, state_ids=user.state_ids),
         "centers": list_centers(session, state_ids=user.state_ids),
         "therapies": list_therapies(session),
         "statuses": list(PatientStatus),
@@ -184,7 +182,7 @@ def _form_choices(session: SessionDep, user: User) -> dict[str, object]:
 
 @router.get("/patients/new", name="patient_new")
 def patient_new(request: Request, session: SessionDep, user: Enroller) -> Response:
-    states = [state for state in list_states(session) if state.id in user.state_ids]
+    states = list_states(session, state_ids=user.state_ids)
     form = PatientInput(state_id=str(states[0].id) if len(states) == 1 else "")
     return render(
         request,
@@ -218,7 +216,14 @@ def patient_create(
             {"form": form, "mode": "new", **_form_choices(session, user)},
             status_code=400,
         )
-    refresh_schedule(session, clock=context.clock, actor=actor_for(request, user), patient=patient)
+    follow_record_change(
+        session,
+        clock=context.clock,
+        actor=actor_for(request, user),
+        library=shipped_protocols(),
+        patient=patient,
+        changed=None,
+    )
     return redirect(request, f"/patients/{patient.id}?done=enrolled")
 
 
@@ -364,8 +369,12 @@ def patient_update(
             },
             status_code=400,
         )
-    if SCHEDULE_FIELDS.intersection(changed):
-        if "therapy_id" in changed:
-            session.expire(access.patient, ["therapy"])  # the relationship follows the new id
-        refresh_schedule(session, clock=context.clock, actor=access.actor, patient=access.patient)
+    follow_record_change(
+        session,
+        clock=context.clock,
+        actor=access.actor,
+        library=shipped_protocols(),
+        patient=access.patient,
+        changed=changed,
+    )
     return redirect(request, f"/patients/{access.patient.id}?done=saved")

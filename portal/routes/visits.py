@@ -33,15 +33,12 @@ from coordination.schedule import (
     cancel_visit,
     confirm_visit,
     local_today,
-    sync_schedule,
 )
 from coordination.timeline import observations_for_visit, visit_history_entries
-from core.audit.service import Actor
-from core.clock import Clock
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
-from core.models import Patient, PatientStatus
+from core.models import Patient
 from core.text import N_
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, PatientAccess, SessionDep, require_patient
@@ -67,23 +64,7 @@ NOTICES = {
 VALUE_MAX = 2000
 
 
-# --- follow-up helpers shared with the record page ---------------------------------------
-
-
-def refresh_schedule(session: Session, *, clock: Clock, actor: Actor, patient: Patient) -> None:
-    """Make the patient's visits follow their infusion date, therapy and status at once
-    (the record, in core, does not know about schedules: this room reacts to its changes).
-
-    A therapy without a follow-up protocol gets no schedule (the record page says so)."""
-    library = shipped_protocols()
-    closing = patient.status in (PatientStatus.WITHDRAWN, PatientStatus.DECEASED)
-    if (
-        patient.infusion_date is not None
-        and not closing
-        and library.current(patient.therapy.code) is None
-    ):
-        return
-    sync_schedule(session, clock=clock, actor=actor, library=library, patient=patient)
+# --- helpers shared with the record page ------------------------------------------------
 
 
 def _local(visit: Visit, patient: Patient) -> datetime | None:
@@ -415,8 +396,6 @@ def visit_acknowledge(
     """The coordinator has followed up a missed visit (it leaves the overdue bucket)."""
     visit = _visit_of(session, access, visit_id)
     try:
-        if visit.missed_acknowledged_at is not None:
-            raise VisitTransitionError(N_("This missed visit is already followed up."))
         acknowledge_missed(session, clock=context.clock, actor=access.actor, visit=visit)
     except VisitTransitionError as problem:
         return visit_page(

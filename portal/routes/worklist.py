@@ -272,7 +272,7 @@ def _page(
             "date_heading": _(DATE_HEADINGS[criteria.bucket]),
             "prev_url": _url(criteria, page=result.page - 1),
             "next_url": _url(criteria, page=result.page + 1),
-            "states": [state for state in list_states(session) if state.id in user.state_ids],
+            "states": list_states(session, state_ids=user.state_ids),
             "centers": list_centers(session, state_ids=user.state_ids),
             "coordinators": coordinators,
             "sorts": [(order.value, _(label)) for order, label in SORT_LABELS.items()],

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from coordination.consent import opt_out
 from coordination.gateway import ConsoleGateway, GatewayError, SendResult
-from coordination.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
 from coordination.service import MAX_ATTEMPTS, dispatch_due, enqueue_message
 from core.clock import FrozenClock
 from core.db import transaction
@@ -132,3 +133,15 @@ def test_console_gateway_logs_a_masked_number_and_no_body(
     with db.factory() as session:
         stored = session.scalars(select(OutboundMessage)).one()
         assert stored.body == "Hello from the program"  # the outbox keeps the message
+
+
+def test_a_number_that_opted_out_gets_nothing_more(db: Database, clock: FrozenClock) -> None:
+    message_id = _queue(db, clock)
+    with transaction(db.factory) as session:
+        opt_out(session, clock=clock, phone="+12025550123", how=ConsentHow.SMS_KEYWORD)
+    gateway = FlakyGateway(failures=0)
+    assert dispatch_due(db.factory, gateway=gateway, clock=clock) == 0
+    assert gateway.sent == []
+    row = _row(db, message_id)
+    assert row.status is MessageStatus.FAILED
+    assert row.last_error is not None and "opted out" in row.last_error
