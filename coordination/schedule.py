@@ -24,6 +24,7 @@ from coordination.models import (
     VisitStatus,
 )
 from coordination.protocol import Protocol, ProtocolLibrary
+from coordination.requests import close_move_requests
 from core.audit.service import Actor
 from core.clock import Clock
 from core.models import Patient, PatientStatus
@@ -433,7 +434,8 @@ def book_appointment(
     location: str,
     reason: str | None = None,
 ) -> VisitEvent:
-    """Give the visit an appointment (or move it: the visit becomes 'rescheduled')."""
+    """Give the visit an appointment (or move it: the visit becomes 'rescheduled'); the
+    visit's open move requests are answered by it."""
     instant = appointment_instant(day, at, patient.time_zone)
     if instant <= clock.now():
         raise AppointmentTimeError(N_("The appointment must be in the future."))
@@ -451,7 +453,7 @@ def book_appointment(
     visit.appointment_zone = patient.time_zone
     visit.location = location.strip()[:200] or None
     visit.confirmed_at = None
-    session.flush()
+    close_move_requests(session, clock=clock, actor=actor, visit=visit)
     return event
 
 
@@ -472,7 +474,7 @@ def cancel_visit(
     event = _transition(
         session, clock=clock, actor=actor, visit=visit, action="cancel", reason=reason
     )
-    session.flush()
+    close_move_requests(session, clock=clock, actor=actor, visit=visit)
     return event
 
 
@@ -489,7 +491,7 @@ def complete_visit(
         detail={"completed_on": completed_on.isoformat()},
     )
     visit.completed_on = completed_on
-    session.flush()
+    close_move_requests(session, clock=clock, actor=actor, visit=visit)
     return event
 
 

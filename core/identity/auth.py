@@ -14,14 +14,18 @@ from sqlalchemy.orm import Session, selectinload
 from core.audit.models import AuditOutcome
 from core.audit.service import Actor, record_event
 from core.clock import Clock
+from core.errors import FieldErrors
 from core.identity.models import LoginAttempt, LoginSession, User
 from core.identity.passwords import (
+    WeakPassword,
+    check_new_password,
     hash_password,
     needs_rehash,
     new_token,
     token_digest,
     verify_password,
 )
+from core.text import N_
 
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_LOGIN = 5
@@ -279,3 +283,38 @@ def verify_totp(session: Session, *, clock: Clock, user: User, code: str) -> boo
 def mark_mfa_passed(session: Session, *, clock: Clock, login_session: LoginSession) -> None:
     login_session.mfa_passed_at = clock.now()
     session.flush()
+
+
+def change_password(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    login_session: LoginSession,
+    current: str,
+    new: str,
+    new_again: str,
+) -> str:
+    """Change a logged-in user's password. Every other browser is logged out; this one
+    gets a fresh session, whose token is returned. Raises FieldErrors naming the field."""
+    user = login_session.user
+    if not verify_password(current, user.password_hash):
+        raise FieldErrors({"current": N_("Your current password is not right.")})
+    if new != new_again:
+        raise FieldErrors({"password_again": N_("The two passwords are not the same.")})
+    try:
+        check_new_password(new, login=user.login)
+    except WeakPassword as problem:
+        raise FieldErrors({"password": problem.args[0]}) from None
+    user.password_hash = hash_password(new)
+    end_all_sessions(session, clock=clock, user_id=user.id)
+    token = open_session(
+        session,
+        clock=clock,
+        user=user,
+        ip=actor.ip,
+        user_agent=actor.user_agent,
+        mfa_passed_at=login_session.mfa_passed_at,
+    )
+    record_event(session, clock=clock, actor=actor, action="password.change")
+    return token

@@ -7,18 +7,16 @@ from typing import Annotated
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 
-from core.audit.service import record_event
+from core.errors import FieldErrors
 from core.identity.access import Permission, linked_patients
-from core.identity.auth import end_all_sessions, open_session
+from core.identity.auth import change_password as change_password_of
 from core.identity.models import User
-from core.identity.passwords import WeakPassword, check_new_password, hash_password, verify_password
 from portal import i18n
 from portal.deps import (
     ContextDep,
     LoginDep,
     SessionDep,
     actor_for,
-    client_ip,
     require,
     set_session_cookie,
 )
@@ -75,34 +73,25 @@ def change_password(
     password: Annotated[str, Form(max_length=256)] = "",
     password_again: Annotated[str, Form(max_length=256)] = "",
 ) -> Response:
-    errors: dict[str, str] = {}
-    if not verify_password(current, user.password_hash):
-        errors["current"] = _("Your current password is not right.")
-    elif password != password_again:
-        errors["password_again"] = _("The two passwords are not the same.")
-    else:
-        try:
-            check_new_password(password, login=user.login)
-        except WeakPassword as problem:
-            errors["password"] = i18n.translate(problem.args[0])
-    if errors:
-        return render(
-            request, "portal/account.html", {"errors": errors}, block="password", status_code=400
+    assert login is not None  # require() let a logged-in user through
+    try:
+        token = change_password_of(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            login_session=login,
+            current=current,
+            new=password,
+            new_again=password_again,
         )
-    user.password_hash = hash_password(password)
-    # Every other browser is logged out; this one gets a fresh session.
-    end_all_sessions(session, clock=context.clock, user_id=user.id)
-    token = open_session(
-        session,
-        clock=context.clock,
-        user=user,
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-        mfa_passed_at=login.mfa_passed_at if login else None,
-    )
-    record_event(
-        session, clock=context.clock, actor=actor_for(request, user), action="password.change"
-    )
+    except FieldErrors as problem:
+        return render(
+            request,
+            "portal/account.html",
+            {"errors": i18n.translate_errors(problem.errors)},
+            block="password",
+            status_code=400,
+        )
     response = redirect(request, "/account?changed=1")
     set_session_cookie(response, context, token)
     return response

@@ -23,7 +23,7 @@ from coordination.models import Visit, VisitStatus
 from coordination.outcomes import MEASURES, MEASURES_BY_KEY, Measure, measures_for, record_outcomes
 from coordination.protocol import ProtocolVisit, shipped_protocols
 from coordination.reports import REPORT_MEASURES
-from coordination.requests import close_move_requests, open_move_requests
+from coordination.requests import open_move_requests
 from coordination.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
@@ -315,7 +315,6 @@ def visit_book(
             status_code=400,
             block="appointment_card",
         )
-    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
     return redirect(request, _visit_url(visit, event.to_status))
 
 
@@ -381,7 +380,6 @@ def visit_cancel(
             errors={field: problem_text},
             status_code=400,
         )
-    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
     return redirect(request, _visit_url(visit, "cancelled"))
 
 
@@ -473,5 +471,4 @@ def visit_outcomes(
             status_code=400,
             block="outcome_card",
         )
-    close_move_requests(session, clock=context.clock, actor=access.actor, visit=visit)
     return redirect(request, _visit_url(visit, "completed"))
