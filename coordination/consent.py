@@ -116,3 +116,23 @@ def consent_history(session: Session, *, phone: str) -> list[SmsConsentEvent]:
             .order_by(SmsConsentEvent.at, SmsConsentEvent.id)
         )
     )
+
+
+def flag_number(session: Session, *, clock: Clock, phone: str, code: str) -> None:
+    """Mark a number the provider refused for good (invalid, not a mobile): nothing more is
+    sent to it until a coordinator clears the flag. A number with no consent record has
+    nothing to flag (nothing is planned for it anyway)."""
+    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    if consent is not None:
+        consent.problem_code = code
+        consent.problem_at = clock.now()
+        session.flush()
+
+
+def clear_flag(session: Session, *, phone: str) -> None:
+    """A coordinator checked the number: texts may go to it again."""
+    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    if consent is not None:
+        consent.problem_code = None
+        consent.problem_at = None
+        session.flush()

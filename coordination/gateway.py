@@ -6,8 +6,11 @@ keeps the full message, so demo pages can show what would have been sent."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from core.phones import mask_phone
@@ -46,14 +49,30 @@ class SmsGateway(Protocol):
         """Hand one message to the provider; raise GatewayError when it refuses."""
         ...
 
+    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        """The provider's id of a message with this body sent to `to` since `since`, or None
+        (settles a send left in doubt by a crash); GatewayError when the log is unreadable."""
+        ...
+
 
 class ConsoleGateway:
     """Sends nothing: logs that a message left (masked number, length, never the body)."""
 
     name = "console"
 
+    def __init__(self) -> None:
+        # What this process "sent" lately: the console's own message log.
+        self._sent: deque[tuple[str, str, str]] = deque(maxlen=10_000)
+        self._lock = threading.Lock()
+
+    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        with self._lock:
+            return next((sid for t, b, sid in reversed(self._sent) if t == to and b == body), None)
+
     def send(self, *, to: str, body: str, reference: str) -> SendResult:
         message_id = f"CN{uuid.uuid4().hex}"
+        with self._lock:
+            self._sent.append((to, body, message_id))
         log.info(
             "console SMS %s to %s (%d chars) ref=%s",
             message_id,

@@ -320,11 +320,48 @@ def record_delivery(
     message = session.scalar(
         select(OutboundMessage).where(OutboundMessage.provider_message_id == message_sid)
     )
-    if message is not None and status in FAILED_STATUSES:
-        message.status = MessageStatus.FAILED
-        message.last_error = f"twilio {code or status}"[:300]
+    if message is not None:
+        _apply_status(message, status=status, code=code)
     phone = message.to_phone if message is not None else (to_phone or "").strip()
     if code == OPT_OUT_ERROR and phone:
         opt_out(session, clock=clock, phone=phone, how=ConsentHow.PROVIDER_21610)
     session.flush()
     return True
+
+
+def _apply_status(message: OutboundMessage, *, status: str, code: str | None) -> None:
+    """What a delivery status means for the outbox row (never going backwards)."""
+    if status in FAILED_STATUSES and message.status is not MessageStatus.FAILED:
+        message.status = MessageStatus.FAILED
+        message.last_error = f"twilio {code or status}"[:300]
+    elif status == "delivered" and message.status is MessageStatus.SENT:
+        message.status = MessageStatus.DELIVERED
+
+
+def apply_early_callbacks(session: Session, *, sids: list[str]) -> None:
+    """Apply delivery callbacks that arrived before the dispatcher recorded the send (the
+    provider can be faster than our own write)."""
+    if not sids:
+        return
+    events = list(
+        session.execute(
+            select(DeliveryEvent.message_sid, DeliveryEvent.status, DeliveryEvent.error_code)
+            .where(DeliveryEvent.message_sid.in_(sids))
+            .order_by(DeliveryEvent.id)
+        )
+    )
+    if not events:
+        return
+    messages = {
+        m.provider_message_id: m
+        for m in session.scalars(
+            select(OutboundMessage).where(
+                OutboundMessage.provider_message_id.in_({sid for sid, _, _ in events})
+            )
+        )
+    }
+    for sid, status, code in events:
+        message = messages.get(sid)
+        if message is not None:
+            _apply_status(message, status=status, code=code)
+    session.flush()

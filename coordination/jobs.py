@@ -7,10 +7,10 @@ import logging
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordination.dispatcher import dispatch_due
 from coordination.gateway import SmsGateway
 from coordination.locks import run_exclusively
 from coordination.schedule import mark_missed_visits
-from coordination.service import dispatch_due
 from core.clock import Clock
 
 log = logging.getLogger("cgt_access.jobs")

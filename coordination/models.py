@@ -18,7 +18,13 @@ class MessageStatus(enum.StrEnum):
     QUEUED = "queued"  # waiting for its send time
     SENDING = "sending"  # claimed by a dispatcher; the outcome is not recorded yet
     SENT = "sent"  # the gateway accepted it
-    FAILED = "failed"  # the gateway refused it; last_error says why
+    DELIVERED = "delivered"  # the carrier confirmed delivery (status callback)
+    FAILED = "failed"  # the gateway refused it or it was undelivered; last_error says why
+    DROPPED = "dropped"  # not sent on purpose (visit done, consent revoked...); drop_reason
+
+
+# Statuses of a text that left (or may have left): what the daily and weekly caps count.
+LEFT_STATUSES = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.DELIVERED)
 
 
 class MessagePurpose(enum.StrEnum):
@@ -29,10 +35,19 @@ class MessagePurpose(enum.StrEnum):
 
 
 class OutboundMessage(Base):
-    """One text to one phone. Planned here, sent by the dispatcher after the commit."""
+    """One text to one phone. Planned here, sent by the dispatcher after the commit.
+
+    A planned reminder carries its visit, rule and `dedupe_key` (visit, rule, recipient
+    number, and for appointment rules the appointment it was planned for): planning twice
+    never makes two rows."""
 
     __tablename__ = "outbound_messages"
-    __table_args__ = (Index("ix_outbound_messages_status_send_after", "status", "send_after"),)
+    __table_args__ = (
+        # The dispatcher's claim: an index range, never a scan, however many rows wait.
+        Index("ix_outbound_messages_status_send_after", "status", "send_after"),
+        # The caps: what left for one number lately.
+        Index("ix_outbound_messages_phone_send_after", "to_phone", "send_after"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     to_phone: Mapped[str] = mapped_column(String(16))
@@ -49,6 +64,17 @@ class OutboundMessage(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(300))
+    visit_id: Mapped[int | None] = mapped_column(ForeignKey("visits.id"), index=True)
+    caregiver_id: Mapped[int | None] = mapped_column(ForeignKey("caregivers.id"))
+    rule: Mapped[str | None] = mapped_column(String(32))
+    # What the reminder was planned on (the appointment instant, the window's first day):
+    # when it changed by the time of sending, the reminder is dropped.
+    planned_on: Mapped[str | None] = mapped_column(String(40))
+    dedupe_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    language: Mapped[str | None] = mapped_column(String(2))
+    drop_reason: Mapped[str | None] = mapped_column(String(200))
+    # Who asked for it, when a coordinator sent it by hand.
+    requested_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
 # --- follow-up schedules -------------------------------------------------------------
@@ -316,6 +342,10 @@ class SmsConsent(Base):
     phone: Mapped[str] = mapped_column(String(16), unique=True)
     status: Mapped[ConsentStatus] = mapped_column(enum_column(ConsentStatus, 16))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A permanent provider error (21211 invalid, 21614 not a mobile) flags the number: no
+    # text goes to it until a coordinator clears the flag or the number changes.
+    problem_code: Mapped[str | None] = mapped_column(String(16))
+    problem_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SmsConsentEvent(Base):

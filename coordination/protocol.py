@@ -46,6 +46,44 @@ class Label(BaseModel):
         return self.es if language == "es" else self.en
 
 
+class ReminderKind(enum.StrEnum):
+    """What a reminder is about; each kind has its own text."""
+
+    WINDOW_OPENS = "window_opens"  # a visit's window opens soon and nothing is booked yet
+    APPOINTMENT = "appointment"  # a booked appointment comes up
+    OVERDUE = "overdue"  # the window closed without the visit (an urgent notice)
+
+
+class ReminderRule(BaseModel):
+    """When to text about a visit: `days_before` the window opens or the appointment, or
+    the morning after the window closed (overdue)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$")
+    kind: ReminderKind
+    days_before: int = Field(default=0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _overdue_has_no_lead(self) -> ReminderRule:
+        if self.kind is ReminderKind.OVERDUE and self.days_before:
+            raise ValueError("an overdue reminder goes after the window closed: no days_before")
+        return self
+
+
+DEFAULT_REMINDERS = (
+    ReminderRule(key="window-14d", kind=ReminderKind.WINDOW_OPENS, days_before=14),
+    ReminderRule(key="appt-3d", kind=ReminderKind.APPOINTMENT, days_before=3),
+    ReminderRule(key="appt-1d", kind=ReminderKind.APPOINTMENT, days_before=1),
+    ReminderRule(key="overdue", kind=ReminderKind.OVERDUE),
+)
+
+
+def _distinct_rules(rules: tuple[ReminderRule, ...] | None) -> tuple[ReminderRule, ...] | None:
+    if rules is not None and len({rule.key for rule in rules}) != len(rules):
+        raise ValueError("a reminder key is used twice")
+    return rules
+
+
 class ProtocolVisit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -54,6 +92,10 @@ class ProtocolVisit(BaseModel):
     window_before_days: int = Field(ge=0, le=120)
     window_after_days: int = Field(ge=0, le=120)
     assessments: tuple[Assessment, ...] = Field(min_length=1)
+    # The protocol's reminders apply unless a visit lists its own ([] for none).
+    reminders: tuple[ReminderRule, ...] | None = None
+
+    _rules = field_validator("reminders")(_distinct_rules)
 
     @field_validator("assessments")
     @classmethod
@@ -78,6 +120,9 @@ class Protocol(BaseModel):
     version: int = Field(ge=1)
     title: Label
     visits: tuple[ProtocolVisit, ...] = Field(min_length=1)
+    reminders: tuple[ReminderRule, ...] = DEFAULT_REMINDERS
+
+    _rules = field_validator("reminders")(_distinct_rules)
 
     @model_validator(mode="after")
     def _coherent(self) -> Protocol:
@@ -102,6 +147,13 @@ class Protocol(BaseModel):
 
     def visit(self, key: str) -> ProtocolVisit | None:
         return next((visit for visit in self.visits if visit.key == key), None)
+
+    def reminder_rules(self, visit_key: str) -> tuple[ReminderRule, ...]:
+        """The reminders of one visit: its own list, else the protocol's."""
+        visit = self.visit(visit_key)
+        if visit is not None and visit.reminders is not None:
+            return visit.reminders
+        return self.reminders
 
 
 class ProtocolError(ValueError):

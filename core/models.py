@@ -14,6 +14,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
+    Integer,
     Numeric,
     String,
     Text,
@@ -66,6 +67,10 @@ class State(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     program_name: Mapped[str] = mapped_column(String(120))
     program_phone: Mapped[str] = mapped_column(String(16))
+    # Outside quiet hours: texts reach people only from `texts_from_hour` until
+    # `texts_until_hour`, in the recipient's own zone (default 8:00-21:00).
+    texts_from_hour: Mapped[int] = mapped_column(Integer, default=8, server_default="8")
+    texts_until_hour: Mapped[int] = mapped_column(Integer, default=21, server_default="21")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     centers: Mapped[list[TreatmentCenter]] = relationship(back_populates="state")

@@ -42,9 +42,20 @@ class StateInput:
     time_zone: str = ""
     program_name: str = ""
     program_phone: str = ""
+    texts_from_hour: str = "8"
+    texts_until_hour: str = "21"
 
 
-def _clean_state(data: StateInput) -> dict[str, str]:
+# Every text names the program: a longer name would push reminders past two SMS segments.
+PROGRAM_NAME_MAX = 40
+
+
+def _hour(value: str) -> int | None:
+    text = value.strip().removesuffix(":00")
+    return int(text) if text.isdigit() and 0 <= int(text) <= 24 else None
+
+
+def _clean_state(data: StateInput) -> dict[str, object]:
     errors: dict[str, str] = {}
     code = data.code.strip().upper()
     if len(code) != 2 or not code.isalpha():
@@ -58,6 +69,19 @@ def _clean_state(data: StateInput) -> dict[str, str]:
         errors["time_zone"] = N_("Choose an IANA time zone such as America/New_York.")
     if not data.program_name.strip():
         errors["program_name"] = N_("Enter the program's name as patients know it.")
+    elif len(data.program_name.strip()) > PROGRAM_NAME_MAX:
+        errors["program_name"] = N_(
+            "Keep the program's name to 40 characters: every text message carries it."
+        )
+    texts_from, texts_until = _hour(data.texts_from_hour), _hour(data.texts_until_hour)
+    if texts_from is None or texts_from > 23:
+        errors["texts_from_hour"] = N_("Enter an hour from 0 to 23, e.g. 8.")
+    if texts_until is None or texts_until < 1:
+        errors["texts_until_hour"] = N_("Enter an hour from 1 to 24, e.g. 21.")
+    elif texts_from is not None and texts_until - texts_from < 4:
+        errors["texts_until_hour"] = N_(
+            "Leave at least 4 hours a day for texts, e.g. from 8 until 21."
+        )
     phone = ""
     try:
         phone = normalize_phone(data.program_phone, mobile_only=False)
@@ -69,8 +93,10 @@ def _clean_state(data: StateInput) -> dict[str, str]:
         "code": code,
         "name": data.name.strip()[:100],
         "time_zone": zone,
-        "program_name": data.program_name.strip()[:120],
+        "program_name": data.program_name.strip(),
         "program_phone": phone,
+        "texts_from_hour": texts_from,
+        "texts_until_hour": texts_until,
     }
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from coordination.consent import opt_out
+from coordination.dispatcher import MAX_ATTEMPTS, dispatch_due
 from coordination.gateway import ConsoleGateway, GatewayError, SendResult
 from coordination.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
-from coordination.service import MAX_ATTEMPTS, dispatch_due, enqueue_message
+from coordination.service import enqueue_message
 from core.clock import FrozenClock
 from core.db import transaction
 from tests.conftest import Database
@@ -34,6 +35,9 @@ class FlakyGateway:
         self.sent.append(to)
         return SendResult(provider_message_id=f"SM{len(self.sent):032d}")
 
+    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        return None
+
 
 def _queue(db: Database, clock: FrozenClock, *, delay: timedelta = timedelta(0)) -> int:
     with transaction(db.factory) as session:
@@ -42,7 +46,7 @@ def _queue(db: Database, clock: FrozenClock, *, delay: timedelta = timedelta(0))
             clock=clock,
             to_phone="+12025550123",
             body="Hello from the program",
-            purpose=MessagePurpose.ONE_OFF,
+            purpose=MessagePurpose.INVITATION,
             send_after=clock.now() + delay,
         )
         return message.id
@@ -62,7 +66,7 @@ def test_a_rolled_back_transaction_sends_nothing(db: Database, clock: FrozenCloc
             clock=clock,
             to_phone="+12025550123",
             body="never",
-            purpose=MessagePurpose.ONE_OFF,
+            purpose=MessagePurpose.INVITATION,
         )
         raise RuntimeError("the request failed")
     gateway = FlakyGateway(failures=0)
@@ -143,5 +147,5 @@ def test_a_number_that_opted_out_gets_nothing_more(db: Database, clock: FrozenCl
     assert dispatch_due(db.factory, gateway=gateway, clock=clock) == 0
     assert gateway.sent == []
     row = _row(db, message_id)
-    assert row.status is MessageStatus.FAILED
-    assert row.last_error is not None and "opted out" in row.last_error
+    assert row.status is MessageStatus.DROPPED
+    assert row.drop_reason is not None and "opted out" in row.drop_reason

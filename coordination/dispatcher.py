@@ -1,0 +1,356 @@
+"""The dispatcher: sends the outbox's due messages through the gateway, exactly once.
+
+1. Claim: due rows are taken in a transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+   several workers share the work; one dispatcher at a time on SQLite), checked again
+   (consent, the visit, texting hours, caps: `reminders.check_before_sending`), and marked
+   SENDING with the attempt number before anything leaves.
+2. Send: with bounded concurrency, outside any transaction.
+3. Record: the results, each only if the row is still in the attempt that sent it.
+
+A crash between 2 and 3 leaves rows SENDING. They are "in doubt": after `in_doubt_after`
+the provider's log is asked whether the message left; found, it is recorded as sent; not
+found, it goes again. Nothing is retried blindly, nothing is lost silently: a message
+that cannot be sent ends FAILED with its reason, which the worklist shows."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordination.consent import flag_number, opt_out
+from coordination.gateway import GatewayError, SendResult, SmsGateway
+from coordination.inbound import apply_early_callbacks
+from coordination.models import ConsentHow, MessageStatus, OutboundMessage
+from coordination.reminders import check_before_sending
+from coordination.twilio_gateway import INVALID_NUMBER, NOT_MOBILE, OPTED_OUT
+from core.clock import Clock
+from core.db import transaction
+from core.phones import mask_phone
+
+log = logging.getLogger("cgt_access.outbox")
+
+MAX_ATTEMPTS = 5
+BATCH_SIZE = 100
+CONCURRENCY = 8
+# Longer than any send can take (the Twilio client times out after 10 s).
+IN_DOUBT_AFTER = timedelta(minutes=2)
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(hours=1)
+# One tick never runs longer than this many batches (the next tick goes on).
+MAX_BATCHES = 200
+_sqlite_dispatch_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: int
+    to_phone: str
+    body: str
+    attempt: int
+
+
+@dataclass
+class DispatchReport:
+    """What one tick did."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    dropped: int = 0
+    deferred: int = 0
+    reconciled: int = 0
+    requeued: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def backoff(attempt: int, *, retry_after: float | None, rng: random.Random) -> timedelta:
+    """How long to wait after failed attempt number `attempt` (1, 2, ...): exponential,
+    capped, with jitter (50-100%) so that many failed sends do not come back at once; never
+    sooner than the provider's Retry-After."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+    wait: timedelta = ceiling * (0.5 + rng.random() / 2)
+    if retry_after is not None:
+        wait = max(wait, timedelta(seconds=retry_after))
+    return wait
+
+
+def _claim_batch(
+    factory: sessionmaker[Session], *, clock: Clock, limit: int, report: DispatchReport
+) -> tuple[bool, list[_Claim]]:
+    """(rows were due, the claims to send now)."""
+    now = clock.now()
+    with transaction(factory) as session:
+        query = (
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.status == MessageStatus.QUEUED, OutboundMessage.send_after <= now
+            )
+            .order_by(OutboundMessage.send_after, OutboundMessage.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # Several workers may dispatch at once: each takes rows nobody else holds.
+            query = query.with_for_update(skip_locked=True)
+        rows = list(session.scalars(query))
+        if not rows:
+            return False, []
+        verdicts = check_before_sending(session, clock=clock, messages=rows)
+        claims = []
+        for message in rows:
+            verdict = verdicts[message.id]
+            if verdict.drop_reason is not None:
+                message.status = MessageStatus.DROPPED
+                message.drop_reason = verdict.drop_reason[:200]
+                report.dropped += 1
+            elif verdict.defer_until is not None:
+                message.send_after = verdict.defer_until
+                message.last_error = (verdict.note or "")[:300] or None
+                report.deferred += 1
+            else:
+                message.status = MessageStatus.SENDING
+                message.claimed_at = now
+                message.attempts += 1
+                claims.append(_Claim(message.id, message.to_phone, message.body, message.attempts))
+        session.flush()
+    return True, claims
+
+
+def _send(gateway: SmsGateway, claim: _Claim) -> SendResult | GatewayError:
+    try:
+        return gateway.send(to=claim.to_phone, body=claim.body, reference=f"outbox:{claim.id}")
+    except GatewayError as error:
+        return error
+    except Exception as error:  # a bug or an unexpected client failure: retried, surfaced
+        log.exception("gateway failed unexpectedly for outbox:%s", claim.id)
+        return GatewayError(f"unexpected: {type(error).__name__}", permanent=False, code="unknown")
+
+
+def _still_mine(claim: _Claim) -> ColumnElement[bool]:
+    """The row, only while it is still in the attempt that sent it (a reconciliation may
+    have settled it meanwhile)."""
+    return and_(
+        OutboundMessage.id == claim.id,
+        OutboundMessage.status == MessageStatus.SENDING,
+        OutboundMessage.attempts == claim.attempt,
+    )
+
+
+def _record(
+    factory: sessionmaker[Session],
+    *,
+    clock: Clock,
+    gateway: SmsGateway,
+    results: Sequence[tuple[_Claim, SendResult | GatewayError]],
+    rng: random.Random,
+    report: DispatchReport,
+) -> None:
+    now = clock.now()
+    with transaction(factory) as session:
+        sids = []
+        for claim, result in results:
+            if isinstance(result, SendResult):
+                session.execute(
+                    update(OutboundMessage)
+                    .where(_still_mine(claim))
+                    .values(
+                        status=MessageStatus.SENT,
+                        sent_at=now,
+                        provider=gateway.name,
+                        provider_message_id=result.provider_message_id,
+                        last_error=None,
+                    )
+                )
+                sids.append(result.provider_message_id)
+                report.sent += 1
+            else:
+                _record_failure(
+                    session, clock=clock, claim=claim, error=result, rng=rng, report=report
+                )
+        # A delivery callback can beat us to the database: apply what it said.
+        apply_early_callbacks(session, sids=sids)
+
+
+def _record_failure(
+    session: Session,
+    *,
+    clock: Clock,
+    claim: _Claim,
+    error: GatewayError,
+    rng: random.Random,
+    report: DispatchReport,
+) -> None:
+    now = clock.now()
+    reason = f"{error.code or 'error'}: {error}"[:300]
+    if error.permanent or claim.attempt >= MAX_ATTEMPTS:
+        session.execute(
+            update(OutboundMessage)
+            .where(_still_mine(claim))
+            .values(status=MessageStatus.FAILED, last_error=reason)
+        )
+        report.failed += 1
+        log.warning(
+            "message %s to %s failed for good: %s",
+            claim.id,
+            mask_phone(claim.to_phone),
+            error.code,
+        )
+        if error.code == OPTED_OUT:
+            opt_out(session, clock=clock, phone=claim.to_phone, how=ConsentHow.PROVIDER_21610)
+        elif error.code in (INVALID_NUMBER, NOT_MOBILE):
+            flag_number(session, clock=clock, phone=claim.to_phone, code=error.code)
+        return
+    wait = backoff(claim.attempt, retry_after=error.retry_after, rng=rng)
+    session.execute(
+        update(OutboundMessage)
+        .where(_still_mine(claim))
+        .values(
+            status=MessageStatus.QUEUED,
+            send_after=now + wait,
+            last_error=f"{reason} (attempt {claim.attempt} of {MAX_ATTEMPTS}, retrying)"[:300],
+        )
+    )
+    report.retrying += 1
+
+
+def reconcile_in_doubt(
+    factory: sessionmaker[Session],
+    *,
+    gateway: SmsGateway,
+    clock: Clock,
+    in_doubt_after: timedelta = IN_DOUBT_AFTER,
+    report: DispatchReport | None = None,
+    limit: int = 50,
+) -> DispatchReport:
+    """Settle messages left SENDING by a crash: ask the provider's log whether each left.
+
+    Found: recorded as sent (no second text). Not found: queued again (or failed when its
+    attempts are used up). The provider's log unreadable: left in doubt for the next tick."""
+    report = report or DispatchReport()
+    now = clock.now()
+    with transaction(factory) as session:
+        query = (
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.status == MessageStatus.SENDING,
+                OutboundMessage.claimed_at < now - in_doubt_after,
+            )
+            .order_by(OutboundMessage.claimed_at, OutboundMessage.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        found: list[str] = []
+        for message in session.scalars(query):
+            since = (message.claimed_at or now) - timedelta(minutes=1)
+            try:
+                sid = gateway.find_sent(to=message.to_phone, body=message.body, since=since)
+            except GatewayError as error:
+                report.errors.append(f"outbox:{message.id}: cannot check the provider's log")
+                log.warning("cannot reconcile outbox:%s yet: %s", message.id, error.code)
+                continue
+            if sid is not None and _sid_is_free(session, sid):
+                found.append(sid)
+                message.status = MessageStatus.SENT
+                message.sent_at = message.claimed_at
+                message.provider = gateway.name
+                message.provider_message_id = sid
+                message.last_error = None
+                report.reconciled += 1
+            elif message.attempts >= MAX_ATTEMPTS:
+                message.status = MessageStatus.FAILED
+                message.last_error = "in doubt after a crash and no attempts left"
+                report.failed += 1
+            else:
+                message.status = MessageStatus.QUEUED
+                message.send_after = now
+                message.last_error = "in doubt after a crash; not at the provider, sending again"
+                report.requeued += 1
+        session.flush()
+        apply_early_callbacks(session, sids=found)
+    return report
+
+
+def _sid_is_free(session: Session, sid: str) -> bool:
+    """True unless another outbox row already owns this provider message."""
+    owner = select(OutboundMessage.id).where(OutboundMessage.provider_message_id == sid)
+    return session.scalar(owner) is None
+
+
+def dispatch_due(
+    factory: sessionmaker[Session],
+    *,
+    gateway: SmsGateway,
+    clock: Clock,
+    batch_size: int = BATCH_SIZE,
+    concurrency: int = CONCURRENCY,
+    max_batches: int = MAX_BATCHES,
+    in_doubt_after: timedelta = IN_DOUBT_AFTER,
+    rng: random.Random | None = None,
+    report: DispatchReport | None = None,
+) -> int:
+    """One dispatcher tick: settle messages in doubt, then send every due message in
+    batches (at most `concurrency` sends at once). Returns how many the gateway accepted;
+    `report`, when given, receives the details."""
+    report = report if report is not None else DispatchReport()
+    rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
+    is_sqlite = factory.kw["bind"].dialect.name == "sqlite"
+    if is_sqlite and not _sqlite_dispatch_lock.acquire(blocking=False):
+        return 0  # SQLite runs a single dispatcher at a time
+    try:
+        reconcile_in_doubt(
+            factory, gateway=gateway, clock=clock, in_doubt_after=in_doubt_after, report=report
+        )
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sms-send") as pool:
+            for _ in range(max_batches):
+                had_rows, claims = _claim_batch(
+                    factory, clock=clock, limit=batch_size, report=report
+                )
+                if not had_rows:
+                    break
+                if not claims:
+                    continue
+                if len(claims) == 1:
+                    results = [(claims[0], _send(gateway, claims[0]))]
+                else:
+                    sent = pool.map(lambda claim: _send(gateway, claim), claims)
+                    results = list(zip(claims, sent, strict=True))
+                _record(
+                    factory, clock=clock, gateway=gateway, results=results, rng=rng, report=report
+                )
+        if report.failed or report.dropped:
+            log.info(
+                "dispatcher: %d sent, %d retrying, %d failed, %d dropped, %d deferred",
+                report.sent,
+                report.retrying,
+                report.failed,
+                report.dropped,
+                report.deferred,
+            )
+        return report.sent
+    finally:
+        if is_sqlite:
+            _sqlite_dispatch_lock.release()
+
+
+def due_backlog(session: Session, *, now: datetime) -> int:
+    """How many messages are due and not sent yet (health and the demo page)."""
+    from sqlalchemy import func
+
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(OutboundMessage)
+            .where(
+                OutboundMessage.status == MessageStatus.QUEUED, OutboundMessage.send_after <= now
+            )
+        )
+        or 0
+    )
