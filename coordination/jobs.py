@@ -7,9 +7,10 @@ import logging
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.dispatcher import dispatch_due
+from coordination.dispatcher import CONCURRENCY, dispatch_due
 from coordination.gateway import SmsGateway
 from coordination.locks import run_exclusively
+from coordination.reminders import plan_reminders
 from coordination.schedule import mark_missed_visits
 from core.clock import Clock
 
@@ -23,12 +24,18 @@ def add_jobs(
     gateway: SmsGateway,
     clock: Clock,
     dispatch_interval_seconds: int,
+    dispatch_concurrency: int = CONCURRENCY,
+    planning_interval_minutes: int = 10,
 ) -> None:
-    """Register coordination's recurring jobs on `scheduler`."""
+    """Register coordination's recurring jobs on `scheduler`: the dispatcher (every worker
+    runs it; rows are claimed, never shared), reminder planning and the missed-visit job
+    (each under a lock, so one worker runs them at a time)."""
 
     def dispatch_outbox() -> None:
         try:
-            sent = dispatch_due(factory, gateway=gateway, clock=clock)
+            sent = dispatch_due(
+                factory, gateway=gateway, clock=clock, concurrency=dispatch_concurrency
+            )
         except Exception:
             # Surface it in the log and try again at the next tick; rows stay in the outbox.
             log.exception("dispatcher run failed")
@@ -44,6 +51,35 @@ def add_jobs(
         max_instances=1,
         coalesce=True,
         replace_existing=True,
+    )
+
+    def plan() -> None:
+        try:
+            ran, report = run_exclusively(
+                factory,
+                name="plan-reminders",
+                clock=clock,
+                job=lambda session: plan_reminders(session, clock=clock),
+            )
+        except Exception:
+            log.exception("reminder planning failed; it runs again at the next interval")
+            return
+        if ran and report is not None and (report.planned or report.capped):
+            log.info(
+                "planned %d reminder(s), %d held back by the caps", report.planned, report.capped
+            )
+
+    # Every few minutes, so that an appointment booked for tomorrow still gets its reminder;
+    # the first run right at start.
+    scheduler.add_job(
+        plan,
+        "interval",
+        minutes=planning_interval_minutes,
+        id="plan-reminders",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+        next_run_time=clock.now(),
     )
 
     def missed_visits() -> None:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
     invitation_valid_days: int = Field(default=7, ge=1, le=60)
     dispatch_interval_seconds: int = Field(default=15, ge=1, le=3600)
+    # How many texts one worker hands to the provider at once.
+    dispatch_concurrency: int = Field(default=8, ge=1, le=64)
+    reminder_planning_minutes: int = Field(default=10, ge=1, le=24 * 60)
     # Behind a TLS-terminating proxy the app trusts X-Forwarded-Proto from these addresses.
     forwarded_allow_ips: str = "127.0.0.1"
 

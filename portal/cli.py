@@ -21,6 +21,8 @@ protocols_app = typer.Typer(help="Follow-up protocols (coordination/protocols/*.
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(protocols_app, name="protocols")
+sms_app = typer.Typer(help="Text messages: reminder planning and the outbox.", no_args_is_help=True)
+app.add_typer(sms_app, name="sms")
 
 
 def _settings_or_exit() -> Settings:
@@ -173,6 +175,60 @@ def protocols_migrate(
             typer.echo(str(error), err=True)
             raise typer.Exit(code=1) from None
     typer.echo(f"{moved} patient(s) moved to {therapy} v{version}")
+
+
+@sms_app.command("plan")
+def sms_plan(
+    days: int = typer.Option(30, help="How far ahead to plan reminders (days)."),
+) -> None:
+    """Plan the visit reminders of the coming DAYS into the outbox now (the worker does it
+    every few minutes by itself). Planning twice never makes two reminders."""
+    from coordination.locks import run_exclusively
+    from coordination.reminders import plan_reminders
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+
+    settings = _settings_or_exit()
+    _protocols_or_exit()
+    factory = make_session_factory(make_engine(settings.database_url))
+    clock = SystemClock()
+    ran, report = run_exclusively(
+        factory,
+        name="plan-reminders",
+        clock=clock,
+        job=lambda session: plan_reminders(session, clock=clock, horizon_days=days),
+    )
+    if not ran or report is None:
+        typer.echo("another worker is planning right now; nothing done", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{report.planned} reminder(s) planned, {report.capped} held back by the caps")
+
+
+@sms_app.command("dispatch")
+def sms_dispatch() -> None:
+    """Send the due messages now, once (what the worker's dispatcher does every few
+    seconds), and print what happened."""
+    from coordination.dispatcher import DispatchReport, dispatch_due
+    from coordination.gateway import make_gateway
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+
+    settings = _settings_or_exit()
+    _configure_logging()
+    factory = make_session_factory(make_engine(settings.database_url))
+    report = DispatchReport()
+    dispatch_due(
+        factory,
+        gateway=make_gateway(settings),
+        clock=SystemClock(),
+        concurrency=settings.dispatch_concurrency,
+        report=report,
+    )
+    typer.echo(
+        f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}, "
+        f"dropped {report.dropped}, deferred {report.deferred}, "
+        f"settled in doubt {report.reconciled + report.requeued}"
+    )
 
 
 @app.command()

@@ -30,7 +30,8 @@ class AppContext:
         """Send due messages now (called after a commit that queued one). A failure here
         is logged and left to the dispatcher job: the rows stay queued in the outbox."""
         try:
-            dispatch_due(self.factory, gateway=self.gateway, clock=self.clock)
+            # One batch: the request that queued a text should not carry the whole backlog.
+            dispatch_due(self.factory, gateway=self.gateway, clock=self.clock, max_batches=1)
         except Exception:
             log.exception("immediate dispatch failed; the dispatcher job will retry")
 

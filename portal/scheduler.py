@@ -20,6 +20,8 @@ def build_scheduler(context: AppContext, *, blocking: bool) -> BaseScheduler:
         gateway=context.gateway,
         clock=context.clock,
         dispatch_interval_seconds=context.settings.dispatch_interval_seconds,
+        dispatch_concurrency=context.settings.dispatch_concurrency,
+        planning_interval_minutes=context.settings.reminder_planning_minutes,
     )
     return scheduler
 
