@@ -341,12 +341,65 @@ BROKEN: list[tuple[str, Callable[[str], str], tuple[str, int], str]] = [
         "visits: Tuple should have at least 1 item",
     ),
     (
+        "unknown-reminder-kind",
+        lambda text: text.replace(
+            "visits:\n", "reminders:\n  - {key: soon, kind: sometime}\nvisits:\n"
+        ),
+        ("key: soon", 1),
+        "reminders.0.kind: Input should be 'window_opens', 'appointment' or 'overdue'",
+    ),
+    (
+        "overdue-with-a-lead",
+        lambda text: text.replace(
+            "visits:\n", "reminders:\n  - {key: late, kind: overdue, days_before: 3}\nvisits:\n"
+        ),
+        ("key: late", 1),
+        "an overdue reminder goes after the window closed",
+    ),
+    (
+        "reminder-key-twice",
+        lambda text: text.replace(
+            "visits:\n",
+            "reminders:\n  - {key: a, kind: appointment, days_before: 1}\n"
+            "  - {key: a, kind: appointment, days_before: 3}\nvisits:\n",
+        ),
+        ("reminders:", 1),
+        "a reminder key is used twice",
+    ),
+    (
         "not-a-mapping",
         lambda text: "- therapy: casgevy\n",
         ("therapy: casgevy", 1),
         "a protocol is a mapping",
     ),
 ]
+
+
+def test_reminders_default_and_a_visit_may_list_its_own(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    assessments: [cbc, safety_screen]\n",
+        "    assessments: [cbc, safety_screen]\n"
+        "    reminders: [{key: appt-2d, kind: appointment, days_before: 2}]\n",
+    )
+    (tmp_path / "good.yaml").write_text(text, encoding="utf-8")
+    protocol = _protocol(load_protocols(tmp_path), "casgevy")
+    assert [rule.key for rule in protocol.reminder_rules("day-30")] == ["appt-2d"]
+    assert [rule.key for rule in protocol.reminder_rules("day-100")] == [
+        "window-14d",
+        "appt-3d",
+        "appt-1d",
+        "overdue",
+    ]
+
+
+def test_the_shipped_protocols_remind_before_windows_and_appointments(
+    library: ProtocolLibrary,
+) -> None:
+    for therapy in ("casgevy", "lyfgenia"):
+        protocol = _protocol(library, therapy)
+        kinds = {(rule.kind.value, rule.days_before) for rule in protocol.reminders}
+        assert {("window_opens", 14), ("appointment", 3), ("appointment", 1)} <= kinds
+        assert ("overdue", 0) in kinds
 
 
 def test_the_good_text_is_good(tmp_path: Path) -> None:
