@@ -429,7 +429,9 @@ def _reports(ask: _Ask) -> Select[Any]:
 
 
 def _unreachable(ask: _Ask) -> Select[Any]:
-    """Patients whose latest text (the last one due to go, by planned time) failed."""
+    """Patients whose latest text failed (a timeout after all retries, an invalid number,
+    undelivered): until a later text reaches them. Texts dropped on purpose (consent, the
+    visit changed) neither hide nor clear a failure."""
     now = ask.today.now
     message, newer = _MESSAGE, _NEWER
     # Correlated on the patient (not the message) so that it runs after the scope's cut.
@@ -437,6 +439,7 @@ def _unreachable(ask: _Ask) -> Select[Any]:
         select(newer.id)
         .where(
             newer.patient_id == Patient.id,
+            newer.status.in_((MessageStatus.SENT, MessageStatus.DELIVERED)),
             newer.send_after <= now,
             tuple_(newer.send_after, newer.id) > tuple_(message.send_after, message.id),
         )

@@ -357,6 +357,8 @@ def build_scenario(session: Session) -> Scenario:
     # md[12]: the latest text failed: unreachable. md[13]: a later text went through.
     _message(session, md[12], MessageStatus.SENT, send_after=EDGE - 3 * DAY)
     _message(session, md[12], MessageStatus.FAILED, send_after=EDGE - DAY)
+    # ...and a later reminder dropped on purpose neither hides nor clears the failure.
+    _message(session, md[12], MessageStatus.DROPPED, send_after=EDGE - DAY / 2)
     _message(session, md[13], MessageStatus.FAILED, send_after=EDGE - 3 * DAY)
     _message(session, md[13], MessageStatus.SENT, send_after=EDGE - DAY)
     # md[14]: an open move request (and a handled one from 20 days ago).
