@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.models import Visit, VisitStatus
+from coordination.models import MoveRequest, Visit, VisitStatus
 from coordination.outcomes import MEASURES, MEASURES_BY_KEY, Measure, measures_for, record_outcomes
 from coordination.protocol import ProtocolVisit, shipped_protocols
 from coordination.reports import REPORT_MEASURES
@@ -123,20 +123,17 @@ def allowed_actions(visit: Visit) -> set[str]:
 
 
 def _appointment_defaults(
-    session: Session, visit: Visit, patient: Patient, today: date
+    visit: Visit, patient: Patient, today: date, requests: list[MoveRequest]
 ) -> dict[str, str]:
     """The booking form's starting values: the current appointment, else the patient's
-    preferred date, else the visit's target day (if still ahead), at the patient's center."""
+    preferred date (from their open move `requests`), else the visit's target day (if still
+    ahead), at the patient's center."""
     local = _local(visit, patient)
     if local is not None:
         day, at = local.date(), local.time()
     else:
         preferred = next(
-            (
-                request.preferred_date
-                for request in open_move_requests(session, visit_id=visit.id)
-                if request.preferred_date is not None
-            ),
+            (request.preferred_date for request in requests if request.preferred_date is not None),
             None,
         )
         day, at = preferred or max(visit.target_date, today), time(9, 0)
@@ -180,7 +177,7 @@ def visit_page(
         if requester_ids
         else {}
     )
-    appointment_form = _appointment_defaults(session, visit, patient, today)
+    appointment_form = _appointment_defaults(visit, patient, today, requests)
     outcome_form = _outcome_defaults(visit, patient, today)
     cancel_form = {"cancel_reason": ""}
     if failed == "appointment" and form is not None:
