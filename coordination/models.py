@@ -38,8 +38,8 @@ class OutboundMessage(Base):
     """One text to one phone. Planned here, sent by the dispatcher after the commit.
 
     A planned reminder carries its visit, rule and `dedupe_key` (visit, rule, recipient
-    number, and for appointment rules the appointment it was planned for): planning twice
-    never makes two rows."""
+    number, and what it was planned on: the appointment, or the window): planning twice
+    never makes two rows, and a moved visit gets reminders of its own."""
 
     __tablename__ = "outbound_messages"
     __table_args__ = (

@@ -31,12 +31,17 @@ FORBIDDEN_WORDS = (
     "lyfgenia",
     "exagamglogene",
     "lovotibeglogene",
+    "autotemcel",
+    "exa-cel",
+    "lovo-cel",
     "crispr",
     "hemoglobin",
     "hemoglobina",
+    "hb",
+    "hbf",
+    "hgb",
     "fetal",
     "blood count",
-    "transfusion",
     "transfusion",
     "leukemia",
     "leucemia",
@@ -99,7 +104,8 @@ REMINDERS: dict[tuple[ReminderKind, bool], Template] = {
         en="{program}: reminder of a follow-up visit for the person you care for on {date} at "
         "{time}. Reply C to confirm or R to change it. Questions: {phone}. STOP to opt out.",
         es="{program}: le recordamos la visita de seguimiento de la persona que usted cuida el "
-        "{date} a las {time}. Responda C para confirmar o R para cambiarla. PARAR para salir.",
+        "{date} a las {time}. Responda C para confirmar o R para cambiarla. Dudas: {phone}. "
+        "PARAR para salir.",
     ),
     (ReminderKind.OVERDUE, False): Template(
         key="overdue",

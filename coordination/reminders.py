@@ -2,9 +2,9 @@
 before they leave, and sent by hand by coordinators, always within consent, the state's
 texting hours and the caps (one text a day and three a week per phone number).
 
-The outbox row is the truth. Its `dedupe_key` (visit, rule, number, and for appointment
-reminders the appointment it was planned for) makes planning idempotent; its `planned_on`
-lets the dispatcher see that a visit moved since. Send times are computed in the
+The outbox row is the truth. Its `dedupe_key` (visit, rule, number, and what it was
+planned on: the appointment, the window's first day) makes planning idempotent; its
+`planned_on` lets the dispatcher see that a visit moved since. Send times are computed in the
 recipient's own zone, so that 10:00 stays 10:00 across daylight-saving changes."""
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ HORIZON_DAYS = 30
 SEND_HOUR = 10
 MAX_PER_DAY = 1
 MAX_PER_WEEK = 3
+# Texts further than this from a candidate cannot share a week with it (a day to spare for
+# the zones' offsets).
+_CAP_REACH = timedelta(days=8)
 # An overdue notice still makes sense this many days after the window closed.
 OVERDUE_NOTICE_DAYS = 7
 # An appointment reminder is pointless this close to the appointment.
@@ -110,16 +113,24 @@ def cap_problem(sent: Sequence[datetime], candidate: datetime, zone: str) -> str
     """Why one more text at `candidate` would break the caps, given the (sorted) times of
     the number's other texts; None when it may go.
 
-    One a day is counted on the recipient's calendar; three a week over any 7 days."""
+    Both caps count days of the recipient's calendar: one text a day, and three in any
+    seven consecutive days (so that a clock change never makes the eighth day count)."""
     tz = ZoneInfo(zone)
     day = candidate.astimezone(tz).date()
-    if sum(1 for moment in sent if moment.astimezone(tz).date() == day) >= MAX_PER_DAY:
+    near = sent[
+        bisect.bisect_left(sent, candidate - _CAP_REACH) : bisect.bisect_right(
+            sent, candidate + _CAP_REACH
+        )
+    ]
+    days = [moment.astimezone(tz).date() for moment in near]
+    if days.count(day) >= MAX_PER_DAY:
         return "cap: already one text that day"
-    week = timedelta(days=7)
-    nearby = sorted([m for m in sent if abs(m - candidate) < week] + [candidate])
-    for i, start in enumerate(nearby):
-        end = bisect.bisect_left(nearby, start + week, lo=i)
-        if end - i > MAX_PER_WEEK:
+    if len(days) < MAX_PER_WEEK:
+        return None
+    for back in range(7):
+        first = day - timedelta(days=back)
+        last = first + timedelta(days=6)
+        if sum(1 for other in days if first <= other <= last) >= MAX_PER_WEEK:
             return "cap: already three texts that week"
     return None
 
@@ -441,11 +452,62 @@ def _visit_candidates(
         for send_at, rule in chosen:
             if send_at > end or not _still_useful(kind, visit, send_at, recipient.zone):
                 continue
-            key = f"v{visit.id}:{rule.key}:{recipient.phone}"
-            if kind is ReminderKind.APPOINTMENT:
-                key += f":{anchor}"  # a moved appointment gets its own reminders
+            # What it rests on is part of the key: a moved appointment or window gets its
+            # own reminders (the old ones are dropped before sending).
+            key = f"v{visit.id}:{rule.key}:{recipient.phone}:{anchor}"
             found.append(_Candidate(send_at, kind, rule, visit, patient, recipient, key, anchor))
     return found
+
+
+def _taken_times(
+    session: Session, *, phones: Sequence[str], lo: datetime, hi: datetime
+) -> dict[str, list[datetime]]:
+    """The (sorted) times of the texts each number has between `lo` and `hi`: planned or
+    gone, leaving out queued reminders that the check before sending will drop (planned on
+    an appointment that moved since, a visit completed...), so that they do not crowd out
+    the reminders planned in their place."""
+    taken: dict[str, list[datetime]] = defaultdict(list)
+    stale_check: list[tuple[str, datetime, ReminderKind, int, str | None]] = []
+    for start in range(0, len(phones), 900):
+        around = session.execute(
+            select(
+                OutboundMessage.to_phone,
+                OutboundMessage.send_after,
+                OutboundMessage.sent_at,
+                OutboundMessage.status,
+                OutboundMessage.rule,
+                OutboundMessage.visit_id,
+                OutboundMessage.planned_on,
+            ).where(
+                OutboundMessage.to_phone.in_(phones[start : start + 900]),
+                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
+                OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
+                OutboundMessage.send_after >= lo,
+                OutboundMessage.send_after <= hi,
+            )
+        )
+        for phone, send_after, sent_at, status, rule, visit_id, planned in around:
+            kind = rule_kind(rule)
+            if status is MessageStatus.QUEUED and kind is not None and visit_id is not None:
+                stale_check.append((phone, send_after, kind, visit_id, planned))
+            else:
+                taken[phone].append(sent_at or send_after)
+    visit_ids = sorted({visit_id for _, _, _, visit_id, _ in stale_check})
+    visits: dict[int, Visit] = {}
+    for start in range(0, len(visit_ids), 900):
+        visits.update(
+            (v.id, v)
+            for v in session.scalars(
+                select(Visit).where(Visit.id.in_(visit_ids[start : start + 900]))
+            )
+        )
+    for phone, send_after, kind, visit_id, planned in stale_check:
+        visit = visits.get(visit_id)
+        if visit is not None and _visit_verdict(kind, planned, visit) is None:
+            taken[phone].append(send_after)
+    for times in taken.values():
+        times.sort()
+    return taken
 
 
 def _insert_within_caps(
@@ -477,23 +539,7 @@ def _insert_within_caps(
     lo = min(c.send_at for c in fresh) - timedelta(days=7)
     hi = max(c.send_at for c in fresh) + timedelta(days=7)
     phones = list({c.recipient.phone for c in fresh})
-    taken: dict[str, list[datetime]] = defaultdict(list)
-    for start in range(0, len(phones), 900):
-        around = session.execute(
-            select(
-                OutboundMessage.to_phone, OutboundMessage.send_after, OutboundMessage.sent_at
-            ).where(
-                OutboundMessage.to_phone.in_(phones[start : start + 900]),
-                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-                OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
-                OutboundMessage.send_after >= lo,
-                OutboundMessage.send_after <= hi,
-            )
-        )
-        for phone, send_after, sent_at in around:
-            taken[phone].append(sent_at or send_after)
-    for times in taken.values():
-        times.sort()
+    taken = _taken_times(session, phones=phones, lo=lo, hi=hi)
     fresh.sort(key=lambda c: (c.send_at, _KIND_RANK[c.kind]))
     rows: list[dict[str, object]] = []
     for c in fresh:
@@ -581,10 +627,11 @@ _VISIT_GONE = {
 }
 
 
-def _visit_verdict(kind: ReminderKind, message: OutboundMessage, visit: Visit) -> str | None:
-    """Why a reminder planned on the visit no longer fits it; None when it does."""
+def _visit_verdict(kind: ReminderKind, planned: str | None, visit: Visit) -> str | None:
+    """Why a reminder planned on the visit (as `planned`, its `planned_on`) no longer fits
+    it; None when it does."""
     anchor = planned_on(kind, visit)
-    if anchor == message.planned_on:
+    if anchor == planned:
         return None
     if kind is ReminderKind.OVERDUE:
         if visit.status is VisitStatus.MISSED:
@@ -684,7 +731,11 @@ def check_before_sending(
         kind = rule_kind(message.rule)
         if kind is not None and message.visit_id is not None:
             visit = visits.get(message.visit_id)
-            reason = "the visit is gone" if visit is None else _visit_verdict(kind, message, visit)
+            reason = (
+                "the visit is gone"
+                if visit is None
+                else _visit_verdict(kind, message.planned_on, visit)
+            )
             if reason is None and visit is not None and not _still_useful(kind, visit, now, zone):
                 reason = "too late to help"
             if reason is not None:
@@ -814,6 +865,7 @@ def _send_by_hand(
         clock=clock,
         actor=actor,
         action="sms.one_off" if one_off is not None else "sms.remind_now",
+        patient_id=patient.id,
         target=f"patient:{patient.id}",
         detail={
             "queued": sum(o.queued for o in outcomes),
