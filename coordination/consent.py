@@ -5,6 +5,9 @@ opt in and out together. A number without any record may not be texted."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,6 +19,9 @@ from coordination.models import (
     SmsConsentEvent,
 )
 from core.clock import Clock
+from core.identity.models import User
+from core.models import Caregiver, CaregiverLink, Patient, State
+from core.text import N_
 
 
 def _set_status(session: Session, *, clock: Clock, phone: str, status: ConsentStatus) -> SmsConsent:
@@ -136,3 +142,163 @@ def clear_flag(session: Session, *, phone: str) -> None:
         consent.problem_code = None
         consent.problem_at = None
         session.flush()
+
+
+# --- agreeing on a form: the wording shown, and the tick --------------------------------
+
+# What a person agrees to, word for word, in the language they read or hear it in. It is
+# shown next to every consent box (read aloud by a coordinator, or read in the portal) and
+# stored with the opt-in, so that what was agreed to can be shown later.
+OPT_IN_WORDING: dict[str, str] = {
+    "en": (
+        "{program} sends visit reminders by text message to this number: up to 1 text a day "
+        "and 3 a week. Msg & data rates may apply. Reply HELP for help, STOP to opt out."
+    ),
+    "es": (
+        "{program} envía recordatorios de visitas por mensaje de texto a este número: hasta "
+        "1 mensaje al día y 3 a la semana. Pueden aplicarse tarifas de mensajes y datos. "
+        "Responda AYUDA para obtener ayuda, PARAR para no recibir más."
+    ),
+}
+CONSENT_FIELD = "sms_consent"
+
+
+def opt_in_wording(*, language: str, program: str) -> str:
+    """The opt-in wording in `language` (English unless "es"), naming the program."""
+    return OPT_IN_WORDING["es" if language == "es" else "en"].format(program=program)
+
+
+def program_of_state(session: Session, *, state_id: int | None, default: str) -> str:
+    """The name a state's program goes by in texts (`default` when no state is known)."""
+    if state_id is None:
+        return default
+    name = session.scalar(select(State.program_name).where(State.id == state_id))
+    return name or default
+
+
+def _same_words(one: str, other: str) -> bool:
+    return " ".join(one.split()) == " ".join(other.split())
+
+
+@dataclass(frozen=True)
+class ConsentTick:
+    """A consent box on a form: ticked or not, and the wording the page showed beside it
+    (sent back with the form, so a wording that changed meanwhile is never recorded)."""
+
+    agreed: bool = False
+    shown: str = ""
+
+
+def check_tick(tick: ConsentTick, *, wording: str, phone_given: bool) -> dict[str, str]:
+    """Problems with a ticked box, by field (empty when fine or not ticked): a tick needs a
+    number, and the wording recorded must be the one the person heard."""
+    if not tick.agreed:
+        return {}
+    if not phone_given:
+        return {CONSENT_FIELD: N_("Enter the mobile number the texts should go to.")}
+    if not _same_words(tick.shown, wording):
+        return {
+            CONSENT_FIELD: N_(
+                "The wording changed with the state or the language. Read the wording now "
+                "shown, then tick the box again."
+            )
+        }
+    return {}
+
+
+def record_tick(
+    session: Session,
+    *,
+    clock: Clock,
+    tick: ConsentTick,
+    phone: str | None,
+    how: ConsentHow,
+    by_user_id: int | None,
+    wording: str,
+) -> SmsConsentEvent | None:
+    """Opt `phone` in when the box was ticked (call `check_tick` first). An unticked box
+    records nothing: it never opts a number out, nor back in. A number that already gets
+    texts keeps its first agreement."""
+    if not tick.agreed or not phone or may_text(session, phone=phone):
+        return None
+    return opt_in(
+        session, clock=clock, phone=phone, how=how, by_user_id=by_user_id, wording=wording
+    )
+
+
+@dataclass(frozen=True)
+class NumberConsent:
+    """What a page says about a number: may it be texted, since when, and how it came to be."""
+
+    phone: str
+    status: ConsentStatus | None
+    changed_at: datetime | None
+    how: ConsentHow | None
+    problem_code: str | None
+
+    @property
+    def agreed(self) -> bool:
+        """Opted in (texts may still be held back by a flagged number)."""
+        return self.status is ConsentStatus.OPTED_IN
+
+    @property
+    def gets_texts(self) -> bool:
+        return self.agreed and self.problem_code is None
+
+    @property
+    def opted_out(self) -> bool:
+        return self.status is ConsentStatus.OPTED_OUT
+
+
+def number_consent(session: Session, *, phone: str) -> NumberConsent:
+    """The number's consent with the event that set it (the latest opt-in or opt-out)."""
+    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    last = session.scalar(
+        select(SmsConsentEvent)
+        .where(
+            SmsConsentEvent.phone == phone,
+            SmsConsentEvent.action.in_([ConsentAction.OPT_IN, ConsentAction.OPT_OUT]),
+        )
+        .order_by(SmsConsentEvent.at.desc(), SmsConsentEvent.id.desc())
+        .limit(1)
+    )
+    return NumberConsent(
+        phone=phone,
+        status=consent.status if consent is not None else None,
+        changed_at=last.at if last is not None else None,
+        how=last.how if last is not None else None,
+        problem_code=consent.problem_code if consent is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class TextingContact:
+    """The number a logged-in patient or caregiver gets texts at, and their program."""
+
+    phone: str | None
+    language: str
+    program: str
+    time_zone: str
+
+
+def contact_of(session: Session, *, user: User, default_program: str) -> TextingContact | None:
+    """The patient's or caregiver's own number (None for staff, who get no texts)."""
+    person: Patient | Caregiver | None = user.patient or user.caregiver
+    if person is None:
+        return None
+    if isinstance(person, Patient):
+        state_id: int | None = person.state_id
+    else:  # a caregiver's texts name the program of the (first) patient they help
+        state_id = session.scalar(
+            select(Patient.state_id)
+            .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
+            .where(CaregiverLink.caregiver_id == person.id)
+            .order_by(CaregiverLink.id)
+            .limit(1)
+        )
+    return TextingContact(
+        phone=person.mobile_phone,
+        language=person.preferred_language.value,
+        program=program_of_state(session, state_id=state_id, default=default_program),
+        time_zone=person.time_zone,
+    )

@@ -7,6 +7,7 @@ phone number, and an appointment date."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -26,9 +27,10 @@ from coordination.models import (
     Visit,
     VisitStatus,
 )
+from coordination.reminder_texts import fit_for_sms, format_day, format_time
 from coordination.requests import request_move
 from coordination.schedule import confirm_visit, next_visit, visits_for_patient
-from coordination.sms_text import ReplyIntent, classify_reply
+from coordination.sms_text import ReplyIntent, classify_reply, normalize_for_matching
 from core.audit.service import Actor
 from core.clock import Clock
 from core.identity.models import User
@@ -40,18 +42,69 @@ OPT_OUT_ERROR = "21610"
 FAILED_STATUSES = frozenset({"undelivered", "failed"})
 BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)
 
-START_REPLY = (
-    "{program}: you will get visit reminders again. Msg & data rates may apply. "
-    "Reply HELP for help, STOP to opt out."
+
+@dataclass(frozen=True)
+class Reply:
+    """An automatic answer in English and Spanish. Answers name the program and its phone,
+    or an appointment's date: never a person, a diagnosis or a therapy."""
+
+    en: str
+    es: str
+
+    def text(self, language: str, **values: str) -> str:
+        """The answer in `language` (English unless "es"), filled, folded for GSM-7."""
+        return fit_for_sms((self.es if language == "es" else self.en).format(**values))
+
+
+START_REPLY = Reply(
+    en="{program}: you will get visit reminders again. Msg & data rates may apply. "
+    "Reply HELP for help, STOP to opt out.",
+    es="{program}: volverá a recibir recordatorios de sus visitas. Pueden aplicarse tarifas "
+    "de mensajes y datos. Responda AYUDA para ayuda, PARAR para no recibir más.",
 )
-HELP_REPLY = "{program}: for help call {phone}. Msg & data rates may apply. Reply STOP to opt out."
-HELP_REPLY_NO_PHONE = (
-    "{program}: for help call your care team. Msg & data rates may apply. Reply STOP to opt out."
+HELP_REPLY = Reply(
+    en="{program}: for help call {phone}. Msg & data rates may apply. Reply STOP to opt out.",
+    es="{program}: para ayuda llame al {phone}. Pueden aplicarse tarifas de mensajes y datos. "
+    "Responda PARAR para no recibir más.",
 )
-CONFIRMED_REPLY = "Thank you. Your appointment on {when} is confirmed."
-MOVE_REPLY = "Thank you. The care team will call you to find a new date."
-PERSON_WILL_CALL = "Thank you. A person from the care team will call you."
-PERSON_WILL_READ = "Thank you. A person from the care team will read your message."
+HELP_REPLY_NO_PHONE = Reply(
+    en="{program}: for help call your care team. Msg & data rates may apply. "
+    "Reply STOP to opt out.",
+    es="{program}: para ayuda llame a su equipo de atención. Pueden aplicarse tarifas de "
+    "mensajes y datos. Responda PARAR para no recibir más.",
+)
+CONFIRMED_REPLY = Reply(
+    en="Thank you. Your appointment on {when} is confirmed.",
+    es="Gracias. Su cita del {when} está confirmada.",
+)
+MOVE_REPLY = Reply(
+    en="Thank you. The care team will call you to find a new date.",
+    es="Gracias. El equipo de atención le llamará para buscar otra fecha.",
+)
+PERSON_WILL_CALL = Reply(
+    en="Thank you. A person from the care team will call you.",
+    es="Gracias. Una persona del equipo de atención le llamará.",
+)
+PERSON_WILL_READ = Reply(
+    en="Thank you. A person from the care team will read your message.",
+    es="Gracias. Una persona del equipo de atención leerá su mensaje.",
+)
+REPLIES = (
+    START_REPLY,
+    HELP_REPLY,
+    HELP_REPLY_NO_PHONE,
+    CONFIRMED_REPLY,
+    MOVE_REPLY,
+    PERSON_WILL_CALL,
+    PERSON_WILL_READ,
+)
+# Words that show a text from a number we do not know is Spanish (accents already folded).
+_WORD = re.compile(r"[^\W_]+")
+_SPANISH_WORDS = frozenset(
+    {"ayuda", "parar", "pare", "paren", "basta", "baja", "cancelar", "detener", "si"}
+    | {"confirmo", "cambiar", "hola", "gracias", "favor", "porfa", "quiero", "necesito"}
+    | {"mensajes", "mensaje", "cita", "ayudenme", "informacion"}
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +122,24 @@ class _Owners:
 
     def states(self) -> list[int]:
         return [patient.state_id for patient in self.patients + self.linked]
+
+    def language(self) -> str | None:
+        """The owner's language: the patient's whose own number it is, else a caregiver's."""
+        if self.patients:
+            return self.patients[0].preferred_language.value
+        if self.caregivers:
+            return self.caregivers[0].preferred_language.value
+        return None
+
+
+def _language(owners: _Owners, body: str) -> str:
+    """The language to answer in: the owner's; for a number we do not know, Spanish when
+    the text has a Spanish word (AYUDA, PARAR, ...), else English."""
+    known = owners.language()
+    if known is not None:
+        return known
+    words = set(_WORD.findall(normalize_for_matching(body)))
+    return "es" if words & _SPANISH_WORDS else "en"
 
 
 def _insert_once(session: Session, row: InboundMessage | DeliveryEvent) -> bool:
@@ -137,12 +208,14 @@ def _next_booked(session: Session, *, clock: Clock, patient: Patient) -> Visit |
     return booked[0] if booked else None
 
 
-def _when(visit: Visit, patient: Patient) -> str:
+def _when(visit: Visit, patient: Patient, language: str) -> str:
+    """The appointment's local day and time as people write them: "Sun Nov 29 at 9:30 AM" /
+    "dom 29 nov a las 9:30"."""
     assert visit.appointment_at is not None
     zone = visit.appointment_zone or patient.time_zone
     local: datetime = visit.appointment_at.astimezone(ZoneInfo(zone))
-    hour = local.strftime("%I").lstrip("0")
-    return f"{local:%a %b} {local.day} at {hour}:{local:%M %p}"
+    joiner = "a las" if language == "es" else "at"
+    return f"{format_day(local.date(), language)} {joiner} {format_time(local, language)}"
 
 
 def _sms_actor(session: Session, *, patient: Patient, phone: str) -> Actor | None:
@@ -162,7 +235,8 @@ def handle_inbound(
     body: str,
     default_program_name: str = DEFAULT_PROGRAM_NAME,
 ) -> str:
-    """Store and act on one inbound text; return the reply to send ("" for none).
+    """Store and act on one inbound text; return the reply to send ("" for none), in the
+    language of the number's owner (see `_language`).
 
     A MessageSid seen before returns "" and changes nothing."""
     phone = from_phone.strip()
@@ -201,6 +275,7 @@ def handle_inbound(
         status=status,
         default_program_name=default_program_name,
         record=record,
+        language=_language(owners, body),
     )
     record.handled_note = note[:300]
     session.flush()
@@ -218,14 +293,15 @@ def _act(
     status: ConsentStatus | None,
     default_program_name: str,
     record: InboundMessage,
+    language: str,
 ) -> tuple[str, str]:
-    """Do what the text asks; return (reply, note for the coordinator)."""
+    """Do what the text asks; return (reply in `language`, note for the coordinator)."""
     if intent is ReplyIntent.STOP:
         opt_out(session, clock=clock, phone=phone, how=ConsentHow.SMS_KEYWORD, inbound_sid=sid)
         return "", "opted out"  # the carrier / Twilio confirms STOP itself
     program, program_phone = _program(session, owners, default_program_name)
     if intent is ReplyIntent.START:
-        reply = START_REPLY.format(program=program)
+        reply = START_REPLY.text(language, program=program)
         opt_in(
             session,
             clock=clock,
@@ -239,19 +315,29 @@ def _act(
     if intent is ReplyIntent.HELP:
         record_help(session, clock=clock, phone=phone, inbound_sid=sid)
         if program_phone:
-            return HELP_REPLY.format(program=program, phone=display_phone(program_phone)), "help"
-        return HELP_REPLY_NO_PHONE.format(program=program), "help"
+            phone_text = display_phone(program_phone)
+            return HELP_REPLY.text(language, program=program, phone=phone_text), "help"
+        return HELP_REPLY_NO_PHONE.text(language, program=program), "help"
     if status is ConsentStatus.OPTED_OUT:
         return "", "stored; the number is opted out, no answer sent"
     if intent is ReplyIntent.CONFIRM:
-        return _confirm(session, clock=clock, phone=phone, owners=owners, record=record)
+        return _confirm(
+            session, clock=clock, phone=phone, owners=owners, record=record, language=language
+        )
     if intent is ReplyIntent.RESCHEDULE:
-        return _move(session, clock=clock, phone=phone, owners=owners, record=record)
-    return PERSON_WILL_READ, "stored for the care team"
+        answer, note = _move(session, clock=clock, phone=phone, owners=owners, record=record)
+        return answer.text(language), note
+    return PERSON_WILL_READ.text(language), "stored for the care team"
 
 
 def _confirm(
-    session: Session, *, clock: Clock, phone: str, owners: _Owners, record: InboundMessage
+    session: Session,
+    *,
+    clock: Clock,
+    phone: str,
+    owners: _Owners,
+    record: InboundMessage,
+    language: str,
 ) -> tuple[str, str]:
     booked = [
         (patient, visit)
@@ -260,19 +346,20 @@ def _confirm(
     ]
     if len(booked) != 1:
         why = "no booked appointment" if not booked else "several patients with appointments"
-        return PERSON_WILL_CALL, f"confirm not done: {why}"
+        return PERSON_WILL_CALL.text(language), f"confirm not done: {why}"
     patient, visit = booked[0]
     record.patient_id = patient.id
     actor = _sms_actor(session, patient=patient, phone=phone) or Actor(
         user_id=None, label=f"sms:{mask_phone(phone)}", role=None
     )
     confirm_visit(session, clock=clock, actor=actor, visit=visit)
-    return CONFIRMED_REPLY.format(when=_when(visit, patient)), f"confirmed visit {visit.id}"
+    when = _when(visit, patient, language)
+    return CONFIRMED_REPLY.text(language, when=when), f"confirmed visit {visit.id}"
 
 
 def _move(
     session: Session, *, clock: Clock, phone: str, owners: _Owners, record: InboundMessage
-) -> tuple[str, str]:
+) -> tuple[Reply, str]:
     candidates = owners.candidates
     if len(candidates) != 1:
         why = "unknown number" if not candidates else "several patients on this number"

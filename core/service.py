@@ -4,8 +4,10 @@ Plain keyword-only functions over a Session; they flush and never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -128,7 +130,12 @@ def _parse_date(text: str) -> date | None:
 
 
 def _clean(
-    session: Session, *, clock: Clock, data: PatientInput, allowed_state_ids: set[int] | None
+    session: Session,
+    *,
+    clock: Clock,
+    data: PatientInput,
+    allowed_state_ids: set[int] | None,
+    other_errors: Mapping[str, str],
 ) -> CleanPatient:
     errors: dict[str, str] = {}
     today = clock.now().date()
@@ -200,6 +207,7 @@ def _clean(
     except ValueError:
         errors["status"] = N_("Choose a status.")
         status = PatientStatus.ENROLLED
+    errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
     assert state is not None and center is not None and therapy is not None and birth is not None
@@ -221,7 +229,11 @@ def _clean(
 
 
 def _check_identifiers_free(
-    session: Session, *, clean: CleanPatient, patient_id: int | None
+    session: Session,
+    *,
+    clean: CleanPatient,
+    patient_id: int | None,
+    other_errors: Mapping[str, str],
 ) -> None:
     errors: dict[str, str] = {}
     same_medicaid = session.scalar(
@@ -243,16 +255,30 @@ def _check_identifiers_free(
         )
         if same_mrn is not None:
             errors["center_mrn"] = N_("Another patient at this center has this record number.")
+    errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
 
 
 def enroll_patient(
-    session: Session, *, clock: Clock, actor: Actor, data: PatientInput, allowed_state_ids: set[int]
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    data: PatientInput,
+    allowed_state_ids: set[int],
+    other_errors: Mapping[str, str] = MappingProxyType({}),
 ) -> Patient:
-    """Create a patient's record. Raises FieldErrors naming each field to fix."""
-    clean = _clean(session, clock=clock, data=data, allowed_state_ids=allowed_state_ids)
-    _check_identifiers_free(session, clean=clean, patient_id=None)
+    """Create a patient's record. Raises FieldErrors naming each field to fix, with
+    `other_errors` (problems the caller found in its own fields of the same form)."""
+    clean = _clean(
+        session,
+        clock=clock,
+        data=data,
+        allowed_state_ids=allowed_state_ids,
+        other_errors=other_errors,
+    )
+    _check_identifiers_free(session, clean=clean, patient_id=None, other_errors=other_errors)
     now = clock.now()
     patient = Patient(
         given_name=clean.given_name,
@@ -311,10 +337,18 @@ def update_patient(
     patient: Patient,
     data: PatientInput,
     allowed_state_ids: set[int],
+    other_errors: Mapping[str, str] = MappingProxyType({}),
 ) -> list[str]:
-    """Change a patient's record; returns the names of the fields that changed (audited)."""
-    clean = _clean(session, clock=clock, data=data, allowed_state_ids=allowed_state_ids)
-    _check_identifiers_free(session, clean=clean, patient_id=patient.id)
+    """Change a patient's record; returns the names of the fields that changed (audited).
+    Raises FieldErrors as `enroll_patient` does."""
+    clean = _clean(
+        session,
+        clock=clock,
+        data=data,
+        allowed_state_ids=allowed_state_ids,
+        other_errors=other_errors,
+    )
+    _check_identifiers_free(session, clean=clean, patient_id=patient.id, other_errors=other_errors)
     new_values: dict[str, object] = {
         "given_name": clean.given_name,
         "family_name": clean.family_name,
@@ -361,9 +395,16 @@ class CaregiverInput:
 
 
 def add_caregiver(
-    session: Session, *, clock: Clock, actor: Actor, patient: Patient, data: CaregiverInput
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    patient: Patient,
+    data: CaregiverInput,
+    other_errors: Mapping[str, str] = MappingProxyType({}),
 ) -> CaregiverLink:
-    """Link a new caregiver to a patient with the proxy rights given (audited)."""
+    """Link a new caregiver to a patient with the proxy rights given (audited). Raises
+    FieldErrors, with `other_errors` (the caller's own fields) among them."""
     errors: dict[str, str] = {}
     given, family = data.given_name.strip(), data.family_name.strip()
     relationship = data.relationship.strip()
@@ -386,6 +427,7 @@ def add_caregiver(
     except ValueError:
         errors["preferred_language"] = N_("Choose English or Spanish.")
         language = Language.EN
+    errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
     now = clock.now()

@@ -40,6 +40,10 @@ class StateForm(BaseModel):
     time_zone: str = Field("", max_length=64)
     program_name: str = Field("", max_length=200)
     program_phone: str = Field("", max_length=40)
+    # Local hours texts may arrive (core.reference checks them); a form without them keeps
+    # the defaults.
+    texts_from_hour: str = Field("8", max_length=8)
+    texts_until_hour: str = Field("21", max_length=8)
 
 
 @router.get("/admin/states", name="admin_states")
@@ -87,6 +91,8 @@ def state_page(request: Request, session: SessionDep, user: StatesAdmin, state_i
         time_zone=state.time_zone,
         program_name=state.program_name,
         program_phone=state.program_phone,
+        texts_from_hour=str(state.texts_from_hour),
+        texts_until_hour=str(state.texts_until_hour),
     )
     return render(request, "portal/admin_state.html", {"state": state, "form": form})
 

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from coordination.consent import CONSENT_FIELD, check_tick, record_tick
+from coordination.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
@@ -18,6 +20,7 @@ from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
 from portal.onboarding import invite
 from portal.routes.pages import page_router
+from portal.routes.patients import ConsentFields, consent_context, consent_language
 from portal.web import redirect, render
 
 router = page_router()
@@ -96,7 +99,7 @@ def patient_invite(
     )
 
 
-class CaregiverForm(BaseModel):
+class CaregiverForm(ConsentFields):
     given_name: str = Field("", max_length=200)
     family_name: str = Field("", max_length=200)
     relationship: str = Field("", max_length=100)
@@ -110,15 +113,21 @@ def _rights(values: list[str]) -> set[ProxyRight]:
 
 
 @router.get("/patients/{patient_id}/caregivers/new", name="caregiver_new")
-def caregiver_new(request: Request, access: ProxyManager) -> Response:
+def caregiver_new(
+    request: Request, session: SessionDep, context: ContextDep, access: ProxyManager
+) -> Response:
+    patient = access.patient
     return render(
         request,
         "portal/caregiver_form.html",
         {
-            "patient": access.patient,
+            "patient": patient,
             "form": CaregiverInput(),
             "errors": {},
             "all_rights": list(ProxyRight),
+            "consent": consent_context(
+                session, context, state_id=patient.state_id, zone=patient.time_zone
+            ),
         },
     )
 
@@ -139,22 +148,53 @@ def caregiver_create(
         preferred_language=data.preferred_language,
         rights=_rights(data.rights),
     )
+    patient = access.patient
+    # The caregiver's own number and language: the wording read to them is the one recorded.
+    language = consent_language(form.preferred_language)
+    tick = data.tick(language)
+    consent = consent_context(
+        session,
+        context,
+        state_id=patient.state_id,
+        phone_typed=form.mobile_phone,
+        zone=patient.time_zone,
+        agreed=tick.agreed,
+    )
+    wording = consent["wordings"][language]
     try:
-        add_caregiver(
-            session, clock=context.clock, actor=access.actor, patient=access.patient, data=form
+        link = add_caregiver(
+            session,
+            clock=context.clock,
+            actor=access.actor,
+            patient=patient,
+            data=form,
+            other_errors=check_tick(
+                tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
+            ),
         )
     except FieldErrors as problem:
+        consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
         return render(
             request,
             "portal/caregiver_form.html",
             {
-                "patient": access.patient,
+                "patient": patient,
                 "form": form,
                 "errors": i18n.translate_errors(problem.errors),
                 "all_rights": list(ProxyRight),
+                "consent": consent,
             },
             status_code=400,
         )
+    record_tick(
+        session,
+        clock=context.clock,
+        tick=tick,
+        phone=link.caregiver.mobile_phone,
+        how=ConsentHow.COORDINATOR,
+        by_user_id=access.user.id,
+        wording=wording,
+    )
     return redirect(request, f"/patients/{access.patient.id}?done=caregiver_added")
 
 

@@ -20,6 +20,7 @@ from portal.deps import (
     require,
     set_session_cookie,
 )
+from portal.routes.auth import account_texts
 from portal.routes.pages import page_router
 from portal.routes.schedule import NOTICES as SCHEDULE_NOTICES
 from portal.routes.schedule import person_summary
@@ -57,9 +58,13 @@ def reports(
 
 @router.get("/account", name="account")
 def account(
-    request: Request, user: Annotated[User, Depends(require(Permission.ACCOUNT))]
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: Annotated[User, Depends(require(Permission.ACCOUNT))],
+    texts: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
-    return render(request, "portal/account.html", {})
+    return render(request, "portal/account.html", account_texts(session, context, user, done=texts))
 
 
 @router.post("/account/password", name="account_password")
@@ -88,7 +93,10 @@ def change_password(
         return render(
             request,
             "portal/account.html",
-            {"errors": i18n.translate_errors(problem.errors)},
+            {
+                "errors": i18n.translate_errors(problem.errors),
+                **account_texts(session, context, user),
+            },
             block="password",
             status_code=400,
         )

@@ -4,14 +4,25 @@ schedule and the timeline), editing it, outreach notes. Caregivers and invitatio
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from coordination.models import OutreachChannel, OutreachOutcome, VisitStatus
+from coordination.consent import (
+    CONSENT_FIELD,
+    ConsentTick,
+    check_tick,
+    number_consent,
+    opt_in_wording,
+    program_of_state,
+    record_tick,
+)
+from coordination.models import ConsentHow, OutreachChannel, OutreachOutcome, VisitStatus
 from coordination.notes import add_outreach_note
 from coordination.protocol import shipped_protocols
 from coordination.schedule import follow_record_change, next_visit, visits_for_patient
@@ -21,7 +32,8 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
-from core.models import Patient, PatientStatus, ProxyRight
+from core.models import Language, Patient, PatientStatus, ProxyRight, State
+from core.phones import InvalidPhoneNumber, normalize_phone
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
     PatientCriteria,
@@ -34,6 +46,7 @@ from core.service import (
 )
 from core.text import N_
 from portal import i18n
+from portal.context import AppContext
 from portal.deps import (
     ContextDep,
     PatientAccess,
@@ -68,7 +81,69 @@ NOTICES = {
 }
 
 
-class PatientForm(BaseModel):
+class ConsentFields(BaseModel):
+    """The consent box of a form: the tick, and the wording the page showed in each language."""
+
+    sms_consent: str = Field("", max_length=8)
+    sms_wording_en: str = Field("", max_length=1000)
+    sms_wording_es: str = Field("", max_length=1000)
+
+    def tick(self, language: str) -> ConsentTick:
+        """The box, with the wording shown in `language` (the one read to the person)."""
+        shown = self.sms_wording_es if language == Language.ES else self.sms_wording_en
+        return ConsentTick(agreed=self.sms_consent == "yes", shown=shown)
+
+
+CONSENT_FIELDS = set(ConsentFields.model_fields)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def consent_language(preferred_language: str) -> Language:
+    return Language.ES if preferred_language == Language.ES else Language.EN
+
+
+def consent_context(
+    session: Session,
+    app: AppContext,
+    *,
+    state_id: int | str | None,
+    phone_typed: str = "",
+    phone_on_file: str | None = None,
+    zone: str = "",
+    agreed: bool = False,
+) -> dict[str, Any]:
+    """What the consent box of a form shows: the opt-in wording in each language (with the
+    state's program), the box as typed, and what the number (as typed, else on file) said,
+    with dates in `zone` (else the state's)."""
+    if isinstance(state_id, str):
+        state_id = int(state_id) if state_id.isdigit() else None
+    program = program_of_state(session, state_id=state_id, default=app.settings.program_name)
+    if not _is_zone(zone):  # as typed on the form: maybe not a zone at all
+        state = session.get(State, state_id) if state_id is not None else None
+        zone = state.time_zone if state is not None else "UTC"
+    phone = phone_on_file
+    if phone_typed.strip():
+        with suppress(InvalidPhoneNumber):  # the form shows the number's own error
+            phone = normalize_phone(phone_typed)
+    return {
+        "wordings": {
+            language.value: opt_in_wording(language=language.value, program=program)
+            for language in Language
+        },
+        "agreed": agreed,
+        "number": number_consent(session, phone=phone) if phone else None,
+        "zone": zone,
+    }
+
+
+class PatientForm(ConsentFields):
     given_name: str = Field("", max_length=200)
     family_name: str = Field("", max_length=200)
     birth_date: str = Field("", max_length=20)
@@ -181,13 +256,20 @@ def _form_choices(session: SessionDep, user: User) -> dict[str, object]:
 
 
 @router.get("/patients/new", name="patient_new")
-def patient_new(request: Request, session: SessionDep, user: Enroller) -> Response:
+def patient_new(
+    request: Request, session: SessionDep, context: ContextDep, user: Enroller
+) -> Response:
     states = list_states(session, state_ids=user.state_ids)
     form = PatientInput(state_id=str(states[0].id) if len(states) == 1 else "")
     return render(
         request,
         "portal/patient_form.html",
-        {"form": form, "mode": "new", **_form_choices(session, user)},
+        {
+            "form": form,
+            "mode": "new",
+            "consent": consent_context(session, context, state_id=form.state_id),
+            **_form_choices(session, user),
+        },
     )
 
 
@@ -199,7 +281,18 @@ def patient_create(
     user: Enroller,
     data: Annotated[PatientForm, Form()],
 ) -> Response:
-    form = PatientInput(**data.model_dump())
+    form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
+    # The wording recorded is the one shown in the patient's language, for the chosen state.
+    tick = data.tick(consent_language(form.preferred_language))
+    consent = consent_context(
+        session,
+        context,
+        state_id=form.state_id,
+        phone_typed=form.mobile_phone,
+        zone=form.time_zone.strip(),
+        agreed=tick.agreed,
+    )
+    wording = consent["wordings"][consent_language(form.preferred_language)]
     try:
         patient = enroll_patient(
             session,
@@ -207,15 +300,28 @@ def patient_create(
             actor=actor_for(request, user),
             data=form,
             allowed_state_ids=user.state_ids,
+            other_errors=check_tick(
+                tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
+            ),
         )
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
+        consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
         return render(
             request,
             "portal/patient_form.html",
-            {"form": form, "mode": "new", **_form_choices(session, user)},
+            {"form": form, "mode": "new", "consent": consent, **_form_choices(session, user)},
             status_code=400,
         )
+    record_tick(
+        session,
+        clock=context.clock,
+        tick=tick,
+        phone=patient.mobile_phone,
+        how=ConsentHow.COORDINATOR,
+        by_user_id=user.id,
+        wording=wording,
+    )
     follow_record_change(
         session,
         clock=context.clock,
@@ -325,14 +431,24 @@ def patient_note(
 
 
 @router.get("/patients/{patient_id}/edit", name="patient_edit")
-def patient_edit(request: Request, session: SessionDep, access: RecordEditor) -> Response:
+def patient_edit(
+    request: Request, session: SessionDep, context: ContextDep, access: RecordEditor
+) -> Response:
+    patient = access.patient
     return render(
         request,
         "portal/patient_form.html",
         {
-            "form": patient_input_from(access.patient),
+            "form": patient_input_from(patient),
             "mode": "edit",
-            "patient": access.patient,
+            "patient": patient,
+            "consent": consent_context(
+                session,
+                context,
+                state_id=patient.state_id,
+                phone_on_file=patient.mobile_phone,
+                zone=patient.time_zone,
+            ),
             **_form_choices(session, access.user),
         },
     )
@@ -346,7 +462,19 @@ def patient_update(
     access: RecordEditor,
     data: Annotated[PatientForm, Form()],
 ) -> Response:
-    form = PatientInput(**data.model_dump())
+    form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
+    # A number that opted out is only opted in again by this explicit tick (never pre-ticked).
+    tick = data.tick(consent_language(form.preferred_language))
+    consent = consent_context(
+        session,
+        context,
+        state_id=form.state_id,
+        phone_typed=form.mobile_phone,
+        phone_on_file=access.patient.mobile_phone,
+        zone=access.patient.time_zone,
+        agreed=tick.agreed,
+    )
+    wording = consent["wordings"][consent_language(form.preferred_language)]
     try:
         changed = update_patient(
             session,
@@ -355,9 +483,13 @@ def patient_update(
             patient=access.patient,
             data=form,
             allowed_state_ids=access.user.state_ids,
+            other_errors=check_tick(
+                tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
+            ),
         )
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
+        consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
         return render(
             request,
             "portal/patient_form.html",
@@ -365,10 +497,20 @@ def patient_update(
                 "form": form,
                 "mode": "edit",
                 "patient": access.patient,
+                "consent": consent,
                 **_form_choices(session, access.user),
             },
             status_code=400,
         )
+    record_tick(
+        session,
+        clock=context.clock,
+        tick=tick,
+        phone=access.patient.mobile_phone,
+        how=ConsentHow.COORDINATOR,
+        by_user_id=access.user.id,
+        wording=wording,
+    )
     follow_record_change(
         session,
         clock=context.clock,

@@ -69,3 +69,23 @@ def test_a_wrong_current_password_or_mismatch_is_refused(
     )
     assert response.status_code == 400
     assert "The two passwords are not the same." in response.text
+
+
+def test_a_refused_change_answers_htmx_with_the_password_card_only(
+    client: TestClient, clock: FrozenClock
+) -> None:
+    token = log_in(client, PATIENT_MD, clock)
+    response = client.post(
+        "/account/password",
+        data={
+            "csrf_token": token,
+            "current": "not it",
+            "password": NEW_PASSWORD,
+            "password_again": NEW_PASSWORD,
+        },
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 400
+    assert "<html" not in response.text
+    assert response.text.lstrip().startswith('<section class="card" id="password-card">')
+    assert "Your current password is not right." in response.text
