@@ -1,6 +1,6 @@
 """One timeline of a patient's follow-up, newest first: what happened to their visits, the
 outcomes recorded, what they reported, their requests to move a visit, the coordinators'
-outreach notes and the texts sent to them.
+outreach notes, the texts sent to them and the texts received from their numbers.
 
 Read with a fixed number of queries (one per source, whatever the number of rows), so the
 record page costs the same for a patient with five visits and one with thirty. Every entry
@@ -16,11 +16,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, union
 from sqlalchemy.orm import Session, aliased
 
 from coordination.calendar import visit_label
 from coordination.models import (
+    InboundMessage,
     MessagePurpose,
     MoveRequest,
     OutreachNote,
@@ -32,7 +33,7 @@ from coordination.models import (
 from coordination.protocol import ProtocolLibrary
 from coordination.service import messages_for_patient
 from core.identity.models import User
-from core.models import Observation
+from core.models import Caregiver, CaregiverLink, Observation, Patient
 
 # Texts that carry a secret (an invitation link, a reset code): the timeline says they
 # were sent, never what they said, so that nobody but the recipient can use them.
@@ -50,17 +51,20 @@ class TimelineKind(enum.StrEnum):
     MOVE_REQUEST = "move_request"  # the patient or a caregiver asked to move a visit
     NOTE = "note"  # a coordinator's outreach note
     MESSAGE = "message"  # a text sent to the patient or a caregiver
+    REPLY = "reply"  # a text received from the patient's or a caregiver's number
 
 
 # Entries at the same instant are shown in this order (newest first means: the last of
 # these on top), so that "completed" sits above the outcomes it came with.
+# A reply sits below what it caused (a confirmed visit, a move request).
 _RANK = {
     TimelineKind.MESSAGE: 0,
-    TimelineKind.MOVE_REQUEST: 1,
-    TimelineKind.REPORT: 2,
-    TimelineKind.NOTE: 3,
-    TimelineKind.OUTCOME: 4,
-    TimelineKind.VISIT: 5,
+    TimelineKind.REPLY: 1,
+    TimelineKind.MOVE_REQUEST: 2,
+    TimelineKind.REPORT: 3,
+    TimelineKind.NOTE: 4,
+    TimelineKind.OUTCOME: 5,
+    TimelineKind.VISIT: 6,
 }
 
 # VisitEvent.action -> what the timeline and the visit history call it.
@@ -115,7 +119,10 @@ class TimelineEntry:
     - report: `action` (the kind of event), `on` (when it happened), `text`, `status`;
     - move_request: `on` (the preferred date), `text`, `status`;
     - note: `action` (the channel), `status` (the outcome), `text`, `next_step`;
-    - message: `action` (the purpose), `status`, `text` (None when private), `error`.
+    - message: `action` (the purpose), `status`, `text` (None when private), `error`,
+      `reason` (why it was dropped), `to_phone`;
+    - reply: `action` (the intent the platform read: stop, start, help, confirm,
+      reschedule, other), `text` (the body), `reason` (what the platform did), `from_phone`.
     """
 
     at: datetime
@@ -135,6 +142,7 @@ class TimelineEntry:
     status: str | None = None
     private: bool = False
     to_phone: str | None = None
+    from_phone: str | None = None
     error: str | None = None
     values: tuple[OutcomeValue, ...] = ()
 
@@ -372,15 +380,63 @@ def _message_entries(session: Session, *, patient_id: int, limit: int) -> list[T
                 private=private,
                 to_phone=message.to_phone,
                 error=message.last_error,
+                reason=message.drop_reason,
             )
         )
     return entries
 
 
+def replies_for_patient(
+    session: Session, *, patient_id: int, limit: int = 50
+) -> list[InboundMessage]:
+    """Texts received about the patient, newest first: those the platform tied to the
+    patient, and those from the patient's or a linked caregiver's number that it could not
+    tie to one patient (a number shared by several). One query."""
+    own = select(Patient.mobile_phone).where(
+        Patient.id == patient_id, Patient.mobile_phone.is_not(None)
+    )
+    caregivers = (
+        select(Caregiver.mobile_phone)
+        .join(CaregiverLink, CaregiverLink.caregiver_id == Caregiver.id)
+        .where(CaregiverLink.patient_id == patient_id, Caregiver.mobile_phone.is_not(None))
+    )
+    return list(
+        session.scalars(
+            select(InboundMessage)
+            .where(
+                or_(
+                    InboundMessage.patient_id == patient_id,
+                    and_(
+                        InboundMessage.patient_id.is_(None),
+                        InboundMessage.from_phone.in_(union(own, caregivers)),
+                    ),
+                )
+            )
+            .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def _reply_entries(session: Session, *, patient_id: int, limit: int) -> list[TimelineEntry]:
+    return [
+        TimelineEntry(
+            at=reply.received_at,
+            kind=TimelineKind.REPLY,
+            ref_id=reply.id,
+            action=reply.intent,
+            text=reply.body,
+            reason=reply.handled_note,
+            from_phone=reply.from_phone,
+        )
+        for reply in replies_for_patient(session, patient_id=patient_id, limit=limit)
+    ]
+
+
 def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> list[TimelineEntry]:
     """The newest `limit` entries of the patient's timeline, newest first.
 
-    Six queries whatever the patient's history (one per source); each source reads at most
+    Seven queries whatever the patient's history (one per source); each source reads at most
     what could make the cut, then the sources are merged."""
     if limit <= 0:
         return []
@@ -392,6 +448,7 @@ def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> l
         _move_request_entries,
         _note_entries,
         _message_entries,
+        _reply_entries,
     ):
         entries.extend(source(session, patient_id=patient_id, limit=limit))
     entries.sort(key=TimelineEntry.sort_key, reverse=True)

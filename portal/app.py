@@ -99,6 +99,7 @@ def create_app(
         reports,
         schedule,
         sms,
+        texts,
         visits,
         worklist,
     )
@@ -111,6 +112,7 @@ def create_app(
         reports,
         worklist,
         patients,
+        texts,
         caregivers,
         visits,
         admin,

@@ -1,5 +1,5 @@
 """The coordinator worklist: what to do today, in buckets with counts, filters, search,
-sort and pages, and bulk actions (assign, export CSV, send reminders later).
+sort and pages, and bulk actions (assign, export CSV, send a reminder now).
 
 Filters live in the URL (bucket, state, center, assigned, sort, page); a name or ID typed
 into the search box never does: searching is a POST, like the patient list."""
@@ -37,9 +37,12 @@ from coordination.queries import (
     iter_rows,
     worklist_page,
 )
+from coordination.texts import PatientReminder, TextsError, remind_patients
 from core.audit.service import record_event
+from core.db import after_commit
 from core.identity.access import Permission
 from core.identity.models import User
+from core.phones import display_phone
 from core.reference import list_centers, list_states
 from core.text import N_
 from portal import i18n
@@ -121,7 +124,7 @@ MESSAGE_PURPOSES = {
     "one_off": N_("Text message"),
 }
 ROLES = {"patient": N_("patient"), "caregiver": N_("caregiver")}
-REMIND_LATER = N_("Sending reminders from the worklist arrives with SMS reminders.")
+NO_VISIT = N_("no open visit to remind of")
 
 
 # --- reading the request ----------------------------------------------------------------
@@ -226,6 +229,7 @@ def _page(
     criteria: WorklistCriteria,
     *,
     notice: str | None = None,
+    details: list[str] | None = None,
     errors: list[str] | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -278,6 +282,7 @@ def _page(
             "sorts": [(order.value, _(label)) for order, label in SORT_LABELS.items()],
             "words": Words(),
             "notice": notice,
+            "details": details or [],
             "errors": errors or [],
         },
         block="results",
@@ -352,7 +357,7 @@ def worklist_bulk(
     sort: Annotated[str, Form(max_length=12)] = "",
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
-    """Assign the chosen patients, export the bucket as CSV, or (later) remind them.
+    """Assign the chosen patients, export the bucket as CSV, or send them a reminder now.
 
     The answer is the worklist as it was (with its search), plus a notice or an error."""
     criteria = _criteria(
@@ -369,8 +374,7 @@ def worklist_bulk(
     if action == "export":
         return _export(request, session, context, user, criteria)
     if action == "remind":
-        # The reminders issue fills this hook; until then nothing is sent or changed.
-        return _page(request, session, context, user, criteria, notice=_(REMIND_LATER))
+        return _remind(request, session, context, user, criteria, patient, refused)
     if action != "assign":
         return _page(
             request,
@@ -418,6 +422,77 @@ def worklist_bulk(
             status_code=refused,
         )
     return _page(request, session, context, user, criteria, notice=notice)
+
+
+def _remind(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: User,
+    criteria: WorklistCriteria,
+    chosen: list[str],
+    refused: int,
+) -> Response:
+    """ "Send reminder now" for each chosen patient; a summary with each refusal's reason."""
+    patient_ids = [int(value) for value in chosen if value.isdigit() and len(value) < 10]
+    try:
+        reminded = remind_patients(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            user=user,
+            patient_ids=patient_ids,
+        )
+    except TextsError as problem:
+        return _page(
+            request,
+            session,
+            context,
+            user,
+            criteria,
+            errors=[i18n.translate(str(problem))],
+            status_code=refused,
+        )
+    if any(item.queued for item in reminded):
+        # Sent right after the commit; the dispatcher job would pick them up anyway.
+        after_commit(session, context.wake_dispatcher)
+    notice, details = _remind_summary(reminded)
+    return _page(request, session, context, user, criteria, notice=notice, details=details)
+
+
+def _remind_summary(reminded: list[PatientReminder]) -> tuple[str, list[str]]:
+    queued = sum(item.queued for item in reminded)
+    refusals = sum(len(item.refused) for item in reminded)
+    idle = [item for item in reminded if not item.outcomes]
+    notice = i18n.ngettext(
+        "Reminders queued for %(num)d number.", "Reminders queued for %(num)d numbers.", queued
+    ) % {"num": queued}
+    if refusals:
+        notice += " " + i18n.ngettext("%(num)d refused:", "%(num)d refused:", refusals) % {
+            "num": refusals
+        }
+    if idle:
+        notice += " " + i18n.ngettext(
+            "%(num)d patient has no visit to remind of.",
+            "%(num)d patients have no visit to remind of.",
+            len(idle),
+        ) % {"num": len(idle)}
+    details = [
+        _("%(patient)s, %(phone)s (%(who)s): %(reason)s")
+        % {
+            "patient": item.name,
+            "phone": display_phone(outcome.phone),
+            "who": _(ROLES["caregiver" if outcome.is_caregiver else "patient"]),
+            "reason": i18n.translate(outcome.reason or ""),
+        }
+        for item in reminded
+        for outcome in item.refused
+    ]
+    details += [
+        _("%(patient)s: %(reason)s") % {"patient": item.name, "reason": _(NO_VISIT)}
+        for item in idle
+    ]
+    return notice, details
 
 
 def _csv_cell(value: object) -> str:

@@ -1,5 +1,5 @@
 """The coordinator worklist: every bucket at its edges in two time zones, scope, search,
-filters, sort, pages, counts, htmx blocks, the CSV export, assignments, the reminder hook,
+filters, sort, pages, counts, htmx blocks, the CSV export, assignments, the reminder action,
 and a query count that does not grow with the rows shown. On SQLite and PostgreSQL.
 
 The clock stands at 2026-11-28 05:30 UTC: already Saturday Nov 28 in Baltimore (00:30)
@@ -1047,9 +1047,10 @@ def test_assigning_to_a_coordinator_who_lacks_the_patients_state_is_refused(
         assert session.scalar(select(func.count()).select_from(CareAssignment)) == 0
 
 
-def test_the_reminder_hook_says_it_is_coming_and_changes_nothing(
+def test_the_reminder_action_reports_each_refusal_and_queues_nothing_without_consent(
     db: Database, scenario: Scenario, browsers: Callable[[str], Browser], htmx: bool
 ) -> None:
+    """The action itself is tested in test_texts_page.py; here: it answers in the worklist."""
     browser = browsers(COORDINATOR_MD)
     with db.factory() as session:
         messages_before = session.scalar(select(func.count()).select_from(OutboundMessage))
@@ -1061,14 +1062,15 @@ def test_the_reminder_hook_says_it_is_coming_and_changes_nothing(
     )
     assert response.status_code == 200
     results = results_of(response, htmx=htmx)
-    assert "Sending reminders from the worklist arrives with SMS reminders" in results
+    assert "Reminders queued for 0 numbers. 2 refused:" in results
+    assert results.count("This number never agreed to get texts. Record consent first.") == 2
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(OutboundMessage)) == (
             messages_before
         )
         assert session.scalar(select(func.count()).select_from(CareAssignment)) == 0
         actions = list(session.scalars(select(AuditEvent.action).where(AuditEvent.id > last_event)))
-    assert actions == ["worklist.view"]
+    assert actions == ["sms.remind_now", "sms.remind_now", "worklist.view"]
 
 
 def test_an_unknown_bulk_action_is_refused(
