@@ -26,6 +26,7 @@ from coordination.models import ConsentHow, OutreachChannel, OutreachOutcome, Vi
 from coordination.notes import add_outreach_note
 from coordination.protocol import shipped_protocols
 from coordination.schedule import follow_record_change, next_visit, visits_for_patient
+from coordination.texts import numbers_of_patient
 from coordination.timeline import patient_timeline, visit_labels
 from core.audit.service import record_event
 from core.errors import FieldErrors
@@ -372,6 +373,7 @@ def record_page(
         "note_errors": note_errors or {},
         "channels": list(OutreachChannel),
         "outcomes": list(OutreachOutcome),
+        "texting_numbers": numbers_of_patient(session, patient=patient, with_history=False),
     }
     return render(request, "portal/patient.html", context, status_code=status_code)
 

@@ -10,12 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from coordination.reminder_texts import ONE_OFF
 from coordination.reminders import ManualOutcome, TextingHours, send_one_off, send_reminder_now
 from coordination.texts import (
-    NumberView,
     TextsError,
     clear_number_flag,
     numbers_of_patient,
@@ -30,7 +29,7 @@ from core.text import N_
 from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
 from portal.routes.pages import page_router
-from portal.web import environment, redirect, render
+from portal.web import redirect, render
 
 router = page_router()
 _ = i18n.gettext
@@ -226,15 +225,3 @@ def patient_texts_remind(
     return _after_sending(
         request, session, context, access.patient, outcomes, _("Reminder of the next visit")
     )
-
-
-def _numbers_for_header(patient: Patient) -> list[NumberView]:
-    """The consent line at the top of the record page (patient.html), read in the request's
-    session: the record route stays as it is, and the line costs two small queries."""
-    session = object_session(patient)
-    if session is None:
-        return []
-    return numbers_of_patient(session, patient=patient, with_history=False)
-
-
-environment.globals["texting_numbers"] = _numbers_for_header
