@@ -37,6 +37,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy core coordination fhir_adapter reporting portal migrations tests
 
 test: $(STAMP) $(E2E_NODE) lint typecheck
+	$(BIN)/cgt-access content check
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup
 
 bench: $(STAMP)

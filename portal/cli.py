@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
@@ -23,6 +24,10 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(protocols_app, name="protocols")
 sms_app = typer.Typer(help="Text messages: reminder planning and the outbox.", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
+content_app = typer.Typer(
+    help="Education modules (portal/education/modules).", no_args_is_help=True
+)
+app.add_typer(content_app, name="content")
 
 
 def _settings_or_exit() -> Settings:
@@ -175,6 +180,32 @@ def protocols_migrate(
             typer.echo(str(error), err=True)
             raise typer.Exit(code=1) from None
     typer.echo(f"{moved} patient(s) moved to {therapy} v{version}")
+
+
+@content_app.command("check")
+def content_check(
+    directory: Path | None = typer.Option(None, help="Modules folder (default: the shipped one)."),
+) -> None:
+    """Check every education module: front matter, sections and questions the same in
+    English and Spanish, safe Markdown, English at most grade 8. One line per problem."""
+    from coordination.protocol import shipped_protocols
+    from portal.education.check import check_library
+    from portal.education.content import MODULE_DIR
+
+    _protocols_or_exit()
+    result = check_library(
+        directory or MODULE_DIR, known_therapies=set(shipped_protocols().versions)
+    )
+    for problem in result.problems:
+        typer.echo(str(problem))
+    for key, found in result.readability.items():
+        typer.echo(
+            f"{key}: English Flesch-Kincaid grade {found.en_grade}, "
+            f"Spanish Fernández-Huerta {found.es_score}"
+        )
+    typer.echo(f"{len(result.modules)} module(s) read, {len(result.problems)} problem(s)")
+    if result.problems:
+        raise typer.Exit(code=1)
 
 
 @sms_app.command("plan")
