@@ -4,5 +4,12 @@ from coordination import models as coordination_models
 from core import models as core_models
 from core.audit import models as audit_models
 from core.identity import models as identity_models
+from portal.education import models as education_models
 
-__all__ = ["audit_models", "coordination_models", "core_models", "identity_models"]
+__all__ = [
+    "audit_models",
+    "coordination_models",
+    "core_models",
+    "education_models",
+    "identity_models",
+]
