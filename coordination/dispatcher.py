@@ -7,22 +7,31 @@
 2. Send: with bounded concurrency, outside any transaction.
 3. Record: the results, each only if the row is still in the attempt that sent it.
 
-A crash between 2 and 3 leaves rows SENDING. They are "in doubt": after `in_doubt_after`
-the provider's log is asked whether the message left; found, it is recorded as sent; not
-found, it goes again. Nothing is retried blindly, nothing is lost silently: a message
-that cannot be sent ends FAILED with its reason, which the worklist shows."""
+A crash between 2 and 3 leaves rows SENDING, and so does a send whose outcome is unknown
+(a timeout, a connection cut after the request left: the provider may have taken it).
+They are "in doubt": after `in_doubt_after` the provider's log is asked whether the
+message left; found, it is recorded as sent; not found, it goes again. Nothing is retried
+blindly, nothing is lost silently: a message that cannot be sent ends FAILED with its
+reason, which the worklist shows.
+
+`in_doubt_after` must outlast any send, or a slow send could be settled (and sent again)
+while it is still on the wire: a send is therefore only started within the first quarter
+of it after the claim (the rest of a batch goes back to the queue, untouched), and the
+client's own timeout (10 s) ends it well before."""
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.consent import flag_number, opt_out
@@ -40,8 +49,11 @@ log = logging.getLogger("cgt_access.outbox")
 MAX_ATTEMPTS = 5
 BATCH_SIZE = 100
 CONCURRENCY = 8
-# Longer than any send can take (the Twilio client times out after 10 s).
+# Longer than any send can take (started within 30 s of the claim, the Twilio client times
+# out after 10 s).
 IN_DOUBT_AFTER = timedelta(minutes=2)
+# A send starts at most this share of `in_doubt_after` after its batch was claimed.
+SEND_START_SHARE = 0.25
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
 # One tick never runs longer than this many batches (the next tick goes on).
@@ -57,6 +69,14 @@ class _Claim:
     attempt: int
 
 
+class _NotStarted:
+    """A claimed send that was not started: its batch ran out of time."""
+
+
+NOT_STARTED = _NotStarted()
+_Outcome = SendResult | GatewayError | _NotStarted
+
+
 @dataclass
 class DispatchReport:
     """What one tick did."""
@@ -66,6 +86,8 @@ class DispatchReport:
     failed: int = 0
     dropped: int = 0
     deferred: int = 0
+    in_doubt: int = 0  # sends whose outcome is unknown, left for reconciliation
+    released: int = 0  # claimed but not started in time: back in the queue as they were
     reconciled: int = 0
     requeued: int = 0
     errors: list[str] = field(default_factory=list)
@@ -123,14 +145,23 @@ def _claim_batch(
     return True, claims
 
 
-def _send(gateway: SmsGateway, claim: _Claim) -> SendResult | GatewayError:
+def _send(gateway: SmsGateway, claim: _Claim, *, start_by: float) -> _Outcome:
+    if time.monotonic() > start_by:
+        return NOT_STARTED
     try:
         return gateway.send(to=claim.to_phone, body=claim.body, reference=f"outbox:{claim.id}")
     except GatewayError as error:
         return error
-    except Exception as error:  # a bug or an unexpected client failure: retried, surfaced
+    except Exception as error:
+        # A bug or an unexpected client failure (an answer it could not read, say): the
+        # message may have left, so it is settled against the provider's log, and surfaced.
         log.exception("gateway failed unexpectedly for outbox:%s", claim.id)
-        return GatewayError(f"unexpected: {type(error).__name__}", permanent=False, code="unknown")
+        return GatewayError(
+            f"unexpected: {type(error).__name__}",
+            permanent=False,
+            code="unknown",
+            outcome_unknown=True,
+        )
 
 
 def _still_mine(claim: _Claim) -> ColumnElement[bool]:
@@ -148,7 +179,7 @@ def _record(
     *,
     clock: Clock,
     gateway: SmsGateway,
-    results: Sequence[tuple[_Claim, SendResult | GatewayError]],
+    results: Sequence[tuple[_Claim, _Outcome]],
     rng: random.Random,
     report: DispatchReport,
 ) -> None:
@@ -170,6 +201,14 @@ def _record(
                 )
                 sids.append(result.provider_message_id)
                 report.sent += 1
+            elif isinstance(result, _NotStarted):
+                # Never handed to the provider: back in the queue as it was, still due.
+                session.execute(
+                    update(OutboundMessage)
+                    .where(_still_mine(claim))
+                    .values(status=MessageStatus.QUEUED, attempts=claim.attempt - 1)
+                )
+                report.released += 1
             else:
                 _record_failure(
                     session, clock=clock, claim=claim, error=result, rng=rng, report=report
@@ -189,6 +228,22 @@ def _record_failure(
 ) -> None:
     now = clock.now()
     reason = f"{error.code or 'error'}: {error}"[:300]
+    if error.outcome_unknown:
+        # The provider may have taken it: a resend now could text twice. The row stays
+        # SENDING and is settled against the provider's log after `in_doubt_after`.
+        session.execute(
+            update(OutboundMessage)
+            .where(_still_mine(claim))
+            .values(
+                last_error=f"{reason} (outcome unknown: the provider's log is checked "
+                "before any resend)"[:300]
+            )
+        )
+        report.in_doubt += 1
+        log.warning(
+            "message %s to %s is in doubt: %s", claim.id, mask_phone(claim.to_phone), error.code
+        )
+        return
     if error.permanent or claim.attempt >= MAX_ATTEMPTS:
         session.execute(
             update(OutboundMessage)
@@ -229,53 +284,99 @@ def reconcile_in_doubt(
     report: DispatchReport | None = None,
     limit: int = 50,
 ) -> DispatchReport:
-    """Settle messages left SENDING by a crash: ask the provider's log whether each left.
+    """Settle messages left SENDING by a crash or a send whose outcome is unknown: ask the
+    provider's log whether each left, `limit` messages per transaction, until none is left.
 
     Found: recorded as sent (no second text). Not found: queued again (or failed when its
     attempts are used up). The provider's log unreadable: left in doubt for the next tick."""
     report = report or DispatchReport()
     now = clock.now()
-    with transaction(factory) as session:
-        query = (
-            select(OutboundMessage)
-            .where(
-                OutboundMessage.status == MessageStatus.SENDING,
-                OutboundMessage.claimed_at < now - in_doubt_after,
+    after: tuple[datetime, int] | None = None
+    while True:
+        with transaction(factory) as session:
+            last = _reconcile_page(
+                session,
+                gateway=gateway,
+                now=now,
+                cutoff=now - in_doubt_after,
+                after=after,
+                limit=limit,
+                report=report,
             )
-            .order_by(OutboundMessage.claimed_at, OutboundMessage.id)
-            .limit(limit)
+        if last is None:
+            return report
+        after = last
+
+
+def _reconcile_page(
+    session: Session,
+    *,
+    gateway: SmsGateway,
+    now: datetime,
+    cutoff: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+    report: DispatchReport,
+) -> tuple[datetime, int] | None:
+    """One page of in-doubt messages (those claimed before `cutoff`, after the cursor);
+    returns the cursor past it, None when the page was the last."""
+    query = (
+        select(OutboundMessage)
+        .where(
+            OutboundMessage.status == MessageStatus.SENDING,
+            OutboundMessage.claimed_at < cutoff,
         )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        found: list[str] = []
-        for message in session.scalars(query):
-            since = (message.claimed_at or now) - timedelta(minutes=1)
-            try:
-                sid = gateway.find_sent(to=message.to_phone, body=message.body, since=since)
-            except GatewayError as error:
-                report.errors.append(f"outbox:{message.id}: cannot check the provider's log")
-                log.warning("cannot reconcile outbox:%s yet: %s", message.id, error.code)
-                continue
-            if sid is not None and _sid_is_free(session, sid):
-                found.append(sid)
-                message.status = MessageStatus.SENT
-                message.sent_at = message.claimed_at
-                message.provider = gateway.name
-                message.provider_message_id = sid
-                message.last_error = None
-                report.reconciled += 1
-            elif message.attempts >= MAX_ATTEMPTS:
-                message.status = MessageStatus.FAILED
-                message.last_error = "in doubt after a crash and no attempts left"
-                report.failed += 1
-            else:
-                message.status = MessageStatus.QUEUED
-                message.send_after = now
-                message.last_error = "in doubt after a crash; not at the provider, sending again"
-                report.requeued += 1
-        session.flush()
-        apply_early_callbacks(session, sids=found)
-    return report
+        .order_by(OutboundMessage.claimed_at, OutboundMessage.id)
+        .limit(limit)
+    )
+    if after is not None:
+        # Keyset paging: a message left in doubt (its log unreadable) is not seen twice.
+        claimed_at, message_id = after
+        query = query.where(
+            or_(
+                OutboundMessage.claimed_at > claimed_at,
+                and_(OutboundMessage.claimed_at == claimed_at, OutboundMessage.id > message_id),
+            )
+        )
+    if session.get_bind().dialect.name == "postgresql":
+        # Another worker reconciling at the same time takes other rows.
+        query = query.with_for_update(skip_locked=True)
+    messages = list(session.scalars(query))
+    found: list[str] = []
+    for message in messages:
+        since = (message.claimed_at or now) - timedelta(minutes=1)
+        try:
+            sid = gateway.find_sent(to=message.to_phone, body=message.body, since=since)
+        except GatewayError as error:
+            report.errors.append(f"outbox:{message.id}: cannot check the provider's log")
+            log.warning("cannot reconcile outbox:%s yet: %s", message.id, error.code)
+            continue
+        if sid is not None and _sid_is_free(session, sid):
+            found.append(sid)
+            message.status = MessageStatus.SENT
+            message.sent_at = message.claimed_at
+            message.provider = gateway.name
+            message.provider_message_id = sid
+            message.last_error = None
+            report.reconciled += 1
+        elif message.attempts >= MAX_ATTEMPTS:
+            message.status = MessageStatus.FAILED
+            message.last_error = "in doubt (a crash or no answer) and no attempts left"
+            report.failed += 1
+        else:
+            message.status = MessageStatus.QUEUED
+            message.send_after = now
+            message.last_error = (
+                "in doubt (a crash or no answer); not at the provider, sending again"
+            )
+            report.requeued += 1
+    session.flush()
+    apply_early_callbacks(session, sids=found)
+    if len(messages) < limit:
+        return None
+    last = messages[-1]
+    assert last.claimed_at is not None
+    return last.claimed_at, last.id
 
 
 def _sid_is_free(session: Session, sid: str) -> bool:
@@ -308,8 +409,11 @@ def dispatch_due(
         reconcile_in_doubt(
             factory, gateway=gateway, clock=clock, in_doubt_after=in_doubt_after, report=report
         )
+        start_within = in_doubt_after.total_seconds() * SEND_START_SHARE
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sms-send") as pool:
             for _ in range(max_batches):
+                # Measured before the claim's transaction: claimed_at is no later than this.
+                start_by = time.monotonic() + start_within
                 had_rows, claims = _claim_batch(
                     factory, clock=clock, limit=batch_size, report=report
                 )
@@ -318,21 +422,22 @@ def dispatch_due(
                 if not claims:
                     continue
                 if len(claims) == 1:
-                    results = [(claims[0], _send(gateway, claims[0]))]
+                    results = [(claims[0], _send(gateway, claims[0], start_by=start_by))]
                 else:
-                    sent = pool.map(lambda claim: _send(gateway, claim), claims)
+                    sent = pool.map(partial(_send, gateway, start_by=start_by), claims)
                     results = list(zip(claims, sent, strict=True))
                 _record(
                     factory, clock=clock, gateway=gateway, results=results, rng=rng, report=report
                 )
-        if report.failed or report.dropped:
+        if report.failed or report.dropped or report.in_doubt:
             log.info(
-                "dispatcher: %d sent, %d retrying, %d failed, %d dropped, %d deferred",
+                "dispatcher: %d sent, %d retrying, %d failed, %d dropped, %d deferred, %d in doubt",
                 report.sent,
                 report.retrying,
                 report.failed,
                 report.dropped,
                 report.deferred,
+                report.in_doubt,
             )
         return report.sent
     finally:

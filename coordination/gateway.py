@@ -25,7 +25,9 @@ class SendResult:
 
 
 class GatewayError(Exception):
-    """The provider did not take the message. `permanent` errors are never retried."""
+    """The send failed. `permanent` errors are never retried. `outcome_unknown` ones (no
+    answer after the request left: a timeout, a connection cut mid-way) may have reached
+    the provider, so they are never resent blindly: the provider's log is asked first."""
 
     def __init__(
         self,
@@ -34,12 +36,14 @@ class GatewayError(Exception):
         permanent: bool,
         code: str | None = None,
         retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         # Seconds the provider asked us to wait (HTTP Retry-After), when it said so.
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown and not permanent
 
 
 class SmsGateway(Protocol):

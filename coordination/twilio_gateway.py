@@ -19,6 +19,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from coordination.gateway import GatewayError, SendResult
 from core.phones import mask_phone
@@ -220,14 +221,40 @@ class TwilioGateway:
                     retry_after=self.http_client.last_retry_after,
                 )
             return GatewayError(f"Twilio error {code} (HTTP {status})", permanent=True, code=code)
-        if isinstance(error, requests.Timeout):
-            return GatewayError("Twilio did not answer in time", permanent=False, code="timeout")
-        if isinstance(error, requests.RequestException):
+        if _never_sent(error):
             return GatewayError(
                 f"Cannot reach Twilio: {type(error).__name__}", permanent=False, code="network"
+            )
+        if isinstance(error, requests.Timeout):
+            # The request left and no answer came: Twilio may have taken the message.
+            return GatewayError(
+                "Twilio did not answer in time",
+                permanent=False,
+                code="timeout",
+                outcome_unknown=True,
+            )
+        if isinstance(error, requests.RequestException):
+            # The connection broke after it was made: the request may have been carried out.
+            return GatewayError(
+                f"The connection to Twilio broke: {type(error).__name__}",
+                permanent=False,
+                code="network",
+                outcome_unknown=True,
             )
         if isinstance(error, TwilioException):
             return GatewayError(
                 f"Twilio client error: {type(error).__name__}", permanent=False, code="unknown"
             )
         raise error
+
+
+def _never_sent(error: Exception) -> bool:
+    """True when the request surely never reached Twilio: no connection could be made."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if not isinstance(error, requests.ConnectionError) or isinstance(error, requests.Timeout):
+        return False
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(
+        cause.reason, NewConnectionError | ConnectTimeoutError
+    )

@@ -6,6 +6,8 @@
         double.rate_limit_next(retry_after=7)
         double.reject_next(21211)           # a Twilio error JSON, HTTP 400
         double.delay_next(3.0)              # answers (and stores the message) after 3 s
+        double.cut_next()                   # stores the message, then hangs up unanswered
+        double.latency = 0.02               # every request takes 20 ms (a slower Twilio)
         double.send_status_callback(sid, "delivered")
 
 It speaks what our gateway uses: create a message (form-encoded, basic auth), fetch one, list
@@ -14,7 +16,9 @@ signs delivery-status callbacks like Twilio (`X-Twilio-Signature`). The server r
 127.0.0.1 on a free port and stops itself after `lifetime` seconds at the latest.
 
 A delayed request is still carried out once the delay is over, as when Twilio took a message
-but the answer was lost: exactly the in-doubt case the dispatcher reconciles."""
+but the answer was lost: exactly the in-doubt case the dispatcher reconciles. A request whose
+body did not fully arrive (its sender died mid-way) is never carried out, as with a real
+server."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import hmac
 import json
 import re
 import secrets
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -126,6 +131,8 @@ class Fault:
     code: int | None = None  # the Twilio error code in that JSON (default: the status)
     retry_after: str | None = None  # a Retry-After header on that answer
     delay: float = 0.0  # wait this long first (then carry the request out if no status)
+    cut: bool = False  # hang up without an answer, after carrying the request out
+    cut_before: bool = False  # hang up without an answer, not carrying the request out
 
 
 @dataclass
@@ -146,10 +153,13 @@ class TwilioApiDouble:
         *,
         lifetime: float = 120.0,
         clock: Callable[[], datetime] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.lifetime = lifetime
+        # Seconds every request takes before it is carried out (settable while running).
+        self.latency = latency
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._state = _State()
@@ -173,8 +183,7 @@ class TwilioApiDouble:
         class Handler(_Handler):
             owner = double
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -228,6 +237,12 @@ class TwilioApiDouble:
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """The next `count` requests wait `seconds` before they are carried out."""
         self.add_faults(*[Fault(delay=seconds)] * count)
+
+    def cut_next(self, count: int = 1, *, carried_out: bool = True) -> None:
+        """The next `count` requests get no answer: the connection is closed (after the
+        request was carried out, or, with `carried_out=False`, instead of it)."""
+        fault = Fault(cut=True) if carried_out else Fault(cut_before=True)
+        self.add_faults(*[fault] * count)
 
     def opt_out(self, number: str) -> None:
         """Sends to `number` answer 21610 from now on, as after the recipient texted STOP."""
@@ -388,17 +403,21 @@ class TwilioApiDouble:
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], raw_body: bytes
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """One API request: (status, JSON body, extra headers)."""
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """One API request: (status, JSON body, extra headers), or None to hang up."""
         fault = self._next_fault()
-        if fault is not None and fault.delay > 0 and self._stopping.wait(fault.delay):
+        wait = self.latency + (fault.delay if fault is not None else 0.0)
+        if wait > 0 and self._stopping.wait(wait):
             return (*_error(503, 503), {})
+        if fault is not None and fault.cut_before:
+            return None
         if fault is not None and fault.status is not None:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             return (*_error(fault.status, fault.code or fault.status), extra)
         if not self._authorized(headers.get("authorization")):
             return (*_error(401, 20003), {"WWW-Authenticate": 'Basic realm="Twilio API"'})
-        return (*self._route(method, target, raw_body), {})
+        status, payload = self._route(method, target, raw_body)
+        return None if fault is not None and fault.cut else (status, payload, {})
 
     def _route(self, method: str, target: str, raw_body: bytes) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(target)
@@ -447,6 +466,18 @@ def _date_matches(moment: datetime | None, bound: datetime | date | None, *, aft
     return day >= bound if after else day < bound
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Many clients connect at once (two workers, each with a pool): the default backlog of
+    # 5 would drop connections and stall them for a SYN retry.
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the crash tests) resets its connection: not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: TwilioApiDouble
     protocol_version = "HTTP/1.1"
@@ -457,9 +488,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        raw_body = self.rfile.read(length) if length else b""
+        try:
+            raw_body = self.rfile.read(length) if length else b""
+        except OSError:
+            raw_body = b""
+        if len(raw_body) < length:
+            # The sender died mid-request: nothing is carried out.
+            self.close_connection = True
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload, extra = self.owner.handle(method, self.path, headers, raw_body)
+        answer = self.owner.handle(method, self.path, headers, raw_body)
+        if answer is None:
+            self.close_connection = True  # hang up without a word
+            return
+        status, payload, extra = answer
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)

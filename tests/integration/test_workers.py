@@ -1,0 +1,208 @@
+"""Real worker processes against the loopback double of Twilio's API: a dispatcher killed
+with SIGKILL again and again while it sends, and two `cgt-access worker`s sharing 5,000
+texts on PostgreSQL. Afterwards every text went exactly once (or failed with its reason):
+none twice, none lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import pytest
+from sqlalchemy import select
+
+from coordination.dispatcher import IN_DOUBT_AFTER, DispatchReport, dispatch_due
+from coordination.models import MessageStatus, OutboundMessage
+from coordination.twilio_gateway import TwilioGateway
+from core.clock import FrozenClock
+from tests.conftest import Database
+from tests.doubles.twilio_api import TwilioApiDouble
+from tests.support.sms import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    bodies_at,
+    queue_invitations,
+    statuses,
+    twilio_settings,
+    worker_env,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+KILLS = 20
+CRASH_MESSAGES = 900
+TWO_WORKER_MESSAGES = 5000
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _all_went_once(db: Database, double: TwilioApiDouble, expected: int) -> None:
+    """Every row was sent, and Twilio holds exactly one message for each: its own."""
+    assert statuses(db.factory) == {MessageStatus.SENT: expected}
+    taken = bodies_at(double)
+    assert len(double.messages) == expected
+    assert max(taken.values()) == 1, [key for key, count in taken.items() if count > 1][:3]
+    with db.factory() as session:
+        rows = session.execute(
+            select(
+                OutboundMessage.to_phone, OutboundMessage.body, OutboundMessage.provider_message_id
+            )
+        ).all()
+    by_text = {(message.to, message.body): message.sid for message in double.messages}
+    assert {(to, body): sid for to, body, sid in rows} == by_text
+
+
+# --- a dispatcher killed again and again ------------------------------------------------
+
+
+class Forker:
+    """tests/support/dispatch_worker.py: forks fresh dispatcher processes on demand."""
+
+    def __init__(self, env: dict[str, str], log: IO[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.dispatch_worker"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        assert self.ask(None) == "ready"
+
+    def ask(self, command: str | None) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if command is not None:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        answer = self.process.stdout.readline().strip()
+        assert answer, "the worker forker died (see its log)"
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # it ends when its input does
+        self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def forker(empty_db: Database, tmp_path: Path) -> Iterator[tuple[Forker, TwilioApiDouble]]:
+    log = (tmp_path / "workers.log").open("w")
+    # A Twilio that takes 20 ms a request: kills land mid-send more often, and twenty short
+    # lives cannot send everything before the last kill.
+    with TwilioApiDouble(ACCOUNT_SID, AUTH_TOKEN, lifetime=120, latency=0.02) as double:
+        env = worker_env(
+            empty_db.url,
+            double.url,
+            DISPATCH_BATCH_SIZE="10",
+            DISPATCH_CONCURRENCY="4",
+        )
+        forker = Forker(env, log)
+        try:
+            yield forker, double
+        finally:
+            forker.close()
+            log.close()
+
+
+def test_a_dispatcher_killed_while_sending_never_sends_twice(
+    empty_db: Database, forker: tuple[Forker, TwilioApiDouble], tmp_path: Path
+) -> None:
+    workers, double = forker
+    queue_invitations(
+        empty_db.factory, count=CRASH_MESSAGES, send_after=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    rng = random.Random()
+    for _life in range(KILLS):
+        before = double.request_count
+        pid = int(workers.ask("fork"))
+        # Once it is sending, at a random moment: in a claim, mid-send, in a record.
+        _wait_for(lambda: double.request_count > before, 15, "the worker to send")  # noqa: B023
+        time.sleep(rng.uniform(0, 0.25))
+        os.kill(pid, signal.SIGKILL)
+        ended = workers.ask(f"reap {pid}")
+        assert ended == "signal 9", (ended, (tmp_path / "workers.log").read_text()[-3000:])
+
+    counts = statuses(empty_db.factory)
+    in_doubt = counts.get(MessageStatus.SENDING, 0)
+    assert in_doubt > 0, counts  # the kills did land mid-send
+    assert counts.get(MessageStatus.SENT, 0) > 0 and counts.get(MessageStatus.QUEUED, 0) > 0
+
+    # Later, a dispatcher settles what the dead ones left in doubt, then sends the rest.
+    double.latency = 0.0
+    later = FrozenClock(datetime.now(UTC) + IN_DOUBT_AFTER + timedelta(seconds=1))
+    gateway = TwilioGateway(twilio_settings(empty_db.url, double.url))
+    report = DispatchReport()
+    dispatch_due(empty_db.factory, gateway=gateway, clock=later, report=report)
+    assert report.reconciled + report.requeued == in_doubt
+    assert report.failed == 0 and report.errors == []
+    _all_went_once(empty_db, double, CRASH_MESSAGES)
+    with empty_db.factory() as session:
+        assert max(session.scalars(select(OutboundMessage.attempts))) <= 2
+
+
+# --- two `cgt-access worker`s on PostgreSQL ---------------------------------------------
+
+
+def _sent_by(log: Path) -> int:
+    return sum(int(n) for n in re.findall(r"dispatcher sent (\d+) message", log.read_text()))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_two_workers_on_postgresql_send_each_of_5000_texts_once(
+    empty_db: Database, tmp_path: Path
+) -> None:
+    logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
+    with ExitStack() as stack:
+        double = stack.enter_context(TwilioApiDouble(ACCOUNT_SID, AUTH_TOKEN, lifetime=120))
+        env = {**os.environ, **worker_env(empty_db.url, double.url, DISPATCH_INTERVAL_SECONDS="1")}
+        processes = [
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "cgt-access"), "worker"],
+                cwd=tmp_path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stack.enter_context(log.open("w")),
+                stderr=subprocess.STDOUT,
+            )
+            for log in logs
+        ]
+        try:
+            for log in logs:
+                _wait_for(lambda: "worker started" in log.read_text(), 30, "a worker to start")  # noqa: B023
+            # Both are up before the texts fall due: each tick, each takes what it can.
+            queue_invitations(
+                empty_db.factory,
+                count=TWO_WORKER_MESSAGES,
+                send_after=datetime.now(UTC) - timedelta(seconds=1),
+            )
+            _wait_for(
+                lambda: sum(_sent_by(log) for log in logs) >= TWO_WORKER_MESSAGES,
+                45,
+                "the workers to send everything",
+            )
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+        shares = [_sent_by(log) for log in logs]
+        assert sum(shares) == TWO_WORKER_MESSAGES
+        assert all(share > 0 for share in shares), shares  # both did part of the work
+        _all_went_once(empty_db, double, TWO_WORKER_MESSAGES)
