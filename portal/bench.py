@@ -4,6 +4,8 @@ Each figure is one JSON object per line: `{"name": ..., "value": ..., "unit": ..
 extra keys that say how it was measured ("n", "patients"). The set-up is built only when a
 selected figure needs it: a throw-away SQLite file, migrated, seeded with the demo world and
 filled with many more fictional patients (phone numbers in 555-01xx only, which reach nobody).
+The dispatch figures (planning, sending, the dispatcher's tick) build worlds of their own:
+portal/bench_dispatch.py.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from core.identity.models import User
 from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter
 from core.settings import load_settings
 from portal.app import create_app
+from portal.bench_dispatch import DISPATCH_FIGURES, dispatch_figures
 from portal.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
@@ -72,7 +75,10 @@ WORKLIST_BUCKETS = (
     "ltfu_risk",
     "activity",
 )
-FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES
+FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES + DISPATCH_FIGURES
+# The portal world (demo data and `patients` more) serves these; the dispatch figures build
+# worlds of their own (portal/bench_dispatch.py).
+WORLD_FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES
 BENCH_COORDINATOR_LOGIN = "coordinator.md@demo.cgt-access.test"
 # The bench coordinator's authenticator secret (this throw-away database only).
 BENCH_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -103,27 +109,42 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def run_benchmarks(*, only: str, patients: int, requests: int) -> Iterator[str]:
-    """Run the figures whose name starts with `only`; yield one JSON line per figure."""
+def run_benchmarks(
+    *, only: str, patients: int, requests: int, future_rows: int = 1_000_000
+) -> Iterator[str]:
+    """Run the figures whose name starts with `only`; yield one JSON line per figure.
+
+    `future_rows` is the big outbox of `dispatch.tick_1m_ms` (smaller in the unit test)."""
     selected = [name for name in FIGURES if name.startswith(only)]
     if not selected:
         return
     if patients < 0 or requests < 1:
         raise ValueError("patients must be >= 0 and requests >= 1")
     with _quiet_logging(), tempfile.TemporaryDirectory(prefix="cgt-access-bench-") as folder:
-        world = _World.build(Path(folder) / "bench.db", patients=patients)
-        try:
-            if "setup.migrate_s" in selected:
-                yield figure("setup.migrate_s", round(world.migrate_s, 3), "s")
-            if "setup.seed_s" in selected:
-                yield figure(
-                    "setup.seed_s", round(world.seed_s, 3), "s", patients=world.patient_count
-                )
-            yield from _schedule_figures(world, selected=selected, patients=patients)
-            if any(name in selected for name in PORTAL_FIGURES + WORKLIST_FIGURES):
-                yield from _portal_figures(world, selected=selected, requests=requests)
-        finally:
-            world.factory.kw["bind"].dispose()
+        if any(name in selected for name in WORLD_FIGURES):
+            yield from _world_figures(
+                Path(folder), selected=selected, patients=patients, requests=requests
+            )
+        for item in dispatch_figures(
+            Path(folder), selected=selected, patients=patients, future_rows=future_rows
+        ):
+            yield json.dumps(item)
+
+
+def _world_figures(
+    folder: Path, *, selected: list[str], patients: int, requests: int
+) -> Iterator[str]:
+    world = _World.build(folder / "bench.db", patients=patients)
+    try:
+        if "setup.migrate_s" in selected:
+            yield figure("setup.migrate_s", round(world.migrate_s, 3), "s")
+        if "setup.seed_s" in selected:
+            yield figure("setup.seed_s", round(world.seed_s, 3), "s", patients=world.patient_count)
+        yield from _schedule_figures(world, selected=selected, patients=patients)
+        if any(name in selected for name in PORTAL_FIGURES + WORKLIST_FIGURES):
+            yield from _portal_figures(world, selected=selected, requests=requests)
+    finally:
+        world.factory.kw["bind"].dispose()
 
 
 # --- set-up ---------------------------------------------------------------------------

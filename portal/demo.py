@@ -155,6 +155,10 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
         clock = clock or SystemClock()
         users = seed_demo_data(session, clock=clock)
         seed_demo_follow_up(session, clock=clock, users=users)
+        # Consent and the reminders due: the console page shows texts within a minute.
+        from portal.demo_sms import seed_demo_sms
+
+        seed_demo_sms(session, clock=clock, users=users)
     return True
 
 

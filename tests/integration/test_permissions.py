@@ -71,6 +71,7 @@ PUBLIC = frozenset(
         "healthz",
         "readyz",
         "demo_messages",
+        "demo_answer",  # demo mode only (404 otherwise): answering as a fictional patient
         "calendar_feed",  # a calendar app's fetch: the secret token in the URL is the key
         "sms_inbound",  # Twilio's webhooks: the X-Twilio-Signature is the key
         "sms_status",

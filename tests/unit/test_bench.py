@@ -1,10 +1,11 @@
-"""`cgt-access bench` prints well-formed figures (a small run: 200 patients, 30 requests)."""
+"""`cgt-access bench` prints well-formed figures (small runs: a few hundred patients)."""
 
 from __future__ import annotations
 
 import json
 
 from portal.bench import ratio, run_benchmarks
+from portal.bench_dispatch import DISPATCH_FIGURES
 
 REQUIRED = {
     "portal.healthz_p95_ms",
@@ -42,3 +43,31 @@ def test_portal_figures_are_json_lines_with_positive_values() -> None:
 
 def test_an_unknown_prefix_yields_nothing() -> None:
     assert list(run_benchmarks(only="no-such-figure", patients=200, requests=30)) == []
+
+
+def test_dispatch_figures_are_measured_on_the_asked_sizes() -> None:
+    """A small run: 300 patients (300 due reminders) and 5,000 future rows for the big tick."""
+    lines = list(run_benchmarks(only="dispatch", patients=300, requests=30, future_rows=5_000))
+
+    figures = {item["name"]: item for item in map(json.loads, lines)}
+    assert len(figures) == len(lines) == len(DISPATCH_FIGURES)
+    assert list(figures) == list(DISPATCH_FIGURES)
+    for item in figures.values():
+        assert isinstance(item["value"], int | float) and item["value"] > 0
+
+    plan = figures["dispatch.plan_rows_per_s"]
+    assert plan["unit"] == "row/s"
+    assert plan["patients"] == 300 and plan["caregivers"] == 100
+    # Every patient and caregiver has an appointment within 30 days: two reminders each at most.
+    assert 400 <= plan["planned"] <= 2 * 400 + plan["visits"]
+
+    sent = figures["dispatch.msgs_per_s"]
+    share = figures["dispatch.ratio_bare_client"]
+    assert sent["unit"] == "msg/s" and share["unit"] == "ratio"
+    assert sent["n"] == share["n"] == 300
+    assert share["value"] == round(sent["value"] / share["bare_msgs_per_s"], 3)
+
+    small, large = figures["dispatch.tick_1k_ms"], figures["dispatch.tick_1m_ms"]
+    assert small["unit"] == large["unit"] == "ms"
+    assert (small["future"], large["future"]) == (1_000, 5_000)
+    assert large["ratio_1k"] == round(large["value"] / small["value"], 3)
