@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.consent import flag_number, opt_out
@@ -185,23 +185,38 @@ def _record(
 ) -> None:
     now = clock.now()
     with transaction(factory) as session:
-        sids = []
+        sent = [
+            {"b_id": claim.id, "b_attempt": claim.attempt, "b_sid": result.provider_message_id}
+            for claim, result in results
+            if isinstance(result, SendResult)
+        ]
+        if sent:
+            # One statement for every text that left (executemany), each row only while it
+            # is still in the attempt that sent it.
+            table = OutboundMessage.__table__
+            assert isinstance(table, Table)
+            session.connection().execute(
+                update(table)
+                .where(
+                    table.c.id == bindparam("b_id"),
+                    table.c.status == MessageStatus.SENDING.value,
+                    table.c.attempts == bindparam("b_attempt"),
+                )
+                .values(
+                    status=MessageStatus.SENT.value,
+                    sent_at=now,
+                    provider=gateway.name,
+                    provider_message_id=bindparam("b_sid"),
+                    last_error=None,
+                ),
+                sent,
+            )
+            report.sent += len(sent)
+        sids = [str(row["b_sid"]) for row in sent]
         for claim, result in results:
             if isinstance(result, SendResult):
-                session.execute(
-                    update(OutboundMessage)
-                    .where(_still_mine(claim))
-                    .values(
-                        status=MessageStatus.SENT,
-                        sent_at=now,
-                        provider=gateway.name,
-                        provider_message_id=result.provider_message_id,
-                        last_error=None,
-                    )
-                )
-                sids.append(result.provider_message_id)
-                report.sent += 1
-            elif isinstance(result, _NotStarted):
+                continue
+            if isinstance(result, _NotStarted):
                 # Never handed to the provider: back in the queue as it was, still due.
                 session.execute(
                     update(OutboundMessage)

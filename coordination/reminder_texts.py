@@ -170,16 +170,25 @@ ONE_OFF: dict[str, Template] = {
 _GSM_KEEP = frozenset("éÉñÑüÜäÄöÖàèìòùÇ¿¡")
 
 
+class _Folding(dict[int, str]):
+    """str.translate table computed on demand: each character once per process."""
+
+    def __missing__(self, code: int) -> str:
+        ch = chr(code)
+        base = ch if ch in _GSM_KEEP else unicodedata.normalize("NFD", ch)[0]
+        folded = base if ord(base) < 128 or base in _GSM_KEEP else ch
+        self[code] = folded
+        return folded
+
+
+_FOLDING = _Folding()
+
+
 def fit_for_sms(text: str) -> str:
     """`text` with the accents GSM-7 lacks taken off (á → a, í → i, ó → o, ú → u, ...)."""
-    out = []
-    for ch in text:
-        if ch in _GSM_KEEP or ord(ch) < 128:
-            out.append(ch)
-            continue
-        base = unicodedata.normalize("NFD", ch)[0]
-        out.append(base if ord(base) < 128 else ch)
-    return "".join(out)
+    if text.isascii():
+        return text
+    return text.translate(_FOLDING)
 
 
 _MONTHS_ES = ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic")

@@ -14,10 +14,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -44,9 +45,75 @@ from coordination.reminder_texts import (
 )
 from core.audit.service import Actor, record_event
 from core.clock import Clock
-from core.models import Caregiver, CaregiverLink, Patient, PatientStatus, State
+from core.models import Caregiver, CaregiverLink, Language, Patient, PatientStatus, State
 from core.phones import display_phone
 from core.text import N_
+
+
+class VisitFacts(Protocol):
+    """What planning reads of a visit (an ORM Visit, or a plain row of its columns)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def patient_id(self) -> int: ...
+    @property
+    def visit_key(self) -> str: ...
+    @property
+    def status(self) -> VisitStatus: ...
+    @property
+    def window_start(self) -> date: ...
+    @property
+    def window_end(self) -> date: ...
+    @property
+    def appointment_at(self) -> datetime | None: ...
+    @property
+    def appointment_zone(self) -> str | None: ...
+    @property
+    def missed_acknowledged_at(self) -> datetime | None: ...
+
+
+class PersonFacts(Protocol):
+    """What planning reads of a patient or a caregiver."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def mobile_phone(self) -> str | None: ...
+    @property
+    def preferred_language(self) -> Language: ...
+    @property
+    def time_zone(self) -> str: ...
+
+
+class PatientFacts(PersonFacts, Protocol):
+    @property
+    def state_id(self) -> int: ...
+
+
+class LinkFacts(Protocol):
+    @property
+    def can_receive_reminders(self) -> bool: ...
+
+
+_VISIT_COLUMNS = (
+    Visit.id,
+    Visit.patient_id,
+    Visit.visit_key,
+    Visit.status,
+    Visit.window_start,
+    Visit.window_end,
+    Visit.appointment_at,
+    Visit.appointment_zone,
+    Visit.missed_acknowledged_at,
+)
+_PATIENT_COLUMNS = (
+    Patient.id,
+    Patient.state_id,
+    Patient.mobile_phone,
+    Patient.preferred_language,
+    Patient.time_zone,
+)
 
 HORIZON_DAYS = 30
 # Reminders go out at this local hour (moved into the state's texting hours if outside).
@@ -153,7 +220,7 @@ class Recipient:
 
 
 def recipients_of(
-    patient: Patient, links: Iterable[tuple[CaregiverLink, Caregiver]]
+    patient: PersonFacts, links: Iterable[tuple[LinkFacts, PersonFacts]]
 ) -> list[Recipient]:
     """The patient's own number, then caregivers who may receive reminders; a number shared
     by several gets one text (the patient's, in the patient's language)."""
@@ -211,6 +278,32 @@ def _links_by_patient(
     return links
 
 
+def _reminder_links(
+    session: Session, patient_ids: Sequence[int]
+) -> dict[int, list[tuple[LinkFacts, PersonFacts]]]:
+    """Caregivers who get each patient's reminders, as plain rows (for planning)."""
+    links: dict[int, list[tuple[LinkFacts, PersonFacts]]] = defaultdict(list)
+    for start in range(0, len(patient_ids), 900):
+        rows = session.execute(
+            select(
+                CaregiverLink.patient_id,
+                CaregiverLink.can_receive_reminders,
+                Caregiver.id,
+                Caregiver.mobile_phone,
+                Caregiver.preferred_language,
+                Caregiver.time_zone,
+            )
+            .join(Caregiver, Caregiver.id == CaregiverLink.caregiver_id)
+            .where(
+                CaregiverLink.patient_id.in_(patient_ids[start : start + 900]),
+                CaregiverLink.can_receive_reminders.is_(True),
+            )
+        )
+        for row in rows:
+            links[row.patient_id].append((cast(LinkFacts, row), cast(PersonFacts, row)))
+    return links
+
+
 # --- what a reminder is planned on ----------------------------------------------------------
 
 
@@ -232,7 +325,7 @@ def _instant_label(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def planned_on(kind: ReminderKind, visit: Visit) -> str | None:
+def planned_on(kind: ReminderKind, visit: VisitFacts) -> str | None:
     """What a reminder of `kind` rests on, as text; None when the visit does not fit it."""
     if kind is ReminderKind.WINDOW_OPENS:
         return visit.window_start.isoformat() if visit.status is VisitStatus.DUE else None
@@ -245,13 +338,17 @@ def planned_on(kind: ReminderKind, visit: Visit) -> str | None:
     return None
 
 
-def _appointment_day(visit: Visit, patient_zone: str) -> date:
+def _appointment_day(visit: VisitFacts, patient_zone: str) -> date:
     assert visit.appointment_at is not None
     return visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or patient_zone)).date()
 
 
 def _nominal(
-    rule: ReminderRule, visit: Visit, recipient: Recipient, hours: TextingHours, patient_zone: str
+    rule: ReminderRule,
+    visit: VisitFacts,
+    recipient: Recipient,
+    hours: TextingHours,
+    patient_zone: str,
 ) -> datetime:
     """When the rule would send, ignoring that the moment may have passed."""
     if rule.kind is ReminderKind.WINDOW_OPENS:
@@ -263,7 +360,7 @@ def _nominal(
     return hours.at(day, recipient.zone, SEND_HOUR)
 
 
-def _still_useful(kind: ReminderKind, visit: Visit, at: datetime, zone: str) -> bool:
+def _still_useful(kind: ReminderKind, visit: VisitFacts, at: datetime, zone: str) -> bool:
     """Would a reminder of `kind` sent at `at` still help?"""
     local_day = at.astimezone(ZoneInfo(zone)).date()
     if kind is ReminderKind.WINDOW_OPENS:
@@ -274,12 +371,17 @@ def _still_useful(kind: ReminderKind, visit: Visit, at: datetime, zone: str) -> 
     return local_day <= visit.window_end + timedelta(days=OVERDUE_NOTICE_DAYS)
 
 
+@lru_cache(maxsize=256)
+def _program_phone(phone: str) -> str:
+    return display_phone(phone)
+
+
 def _body(
-    kind: ReminderKind, visit: Visit, recipient: Recipient, state: State, patient_zone: str
+    kind: ReminderKind, visit: VisitFacts, recipient: Recipient, state: State, patient_zone: str
 ) -> str:
     template = REMINDERS[kind, recipient.is_caregiver]
     language = recipient.language
-    values = {"program": state.program_name, "phone": display_phone(state.program_phone)}
+    values = {"program": state.program_name, "phone": _program_phone(state.program_phone)}
     if kind is ReminderKind.WINDOW_OPENS:
         values |= {
             "start": format_day(visit.window_start, language),
@@ -312,8 +414,8 @@ class _Candidate:
     send_at: datetime
     kind: ReminderKind
     rule: ReminderRule
-    visit: Visit
-    patient: Patient
+    visit: VisitFacts
+    patient: PatientFacts
     recipient: Recipient
     key: str
     planned_on: str
@@ -321,11 +423,11 @@ class _Candidate:
 
 def _visits_in_horizon(
     session: Session, *, today: date, now: datetime, end: datetime, patient_ids: Sequence[int]
-) -> Select[Any]:
+) -> Select[*tuple[Any, ...]]:
     lead = timedelta(days=61)  # the longest days_before a rule may have, and a day
     horizon_day = end.date()
     upcoming = Visit.status == VisitStatus.DUE
-    query = select(Visit).where(
+    query = select(*_VISIT_COLUMNS).where(
         (upcoming & (Visit.window_start > today) & (Visit.window_start <= horizon_day + lead))
         | (
             Visit.status.in_(BOOKED)
@@ -360,34 +462,42 @@ def plan_reminders(
     end = now + timedelta(days=horizon_days)
     today = now.date()
     report = PlanReport()
-    visits: list[Visit] = list(
-        session.scalars(
-            _visits_in_horizon(session, today=today, now=now, end=end, patient_ids=patient_ids)
-        )
+    # Plain rows, not ORM objects: planning reads tens of thousands and changes none.
+    visits = cast(
+        list[VisitFacts],
+        list(
+            session.execute(
+                _visits_in_horizon(session, today=today, now=now, end=end, patient_ids=patient_ids)
+            )
+        ),
     )
     report.considered_visits = len(visits)
     if not visits:
         return report
-    by_patient: dict[int, list[Visit]] = defaultdict(list)
+    by_patient: dict[int, list[VisitFacts]] = defaultdict(list)
     for visit in visits:
         by_patient[visit.patient_id].append(visit)
     ids = sorted(by_patient)
-    patients: dict[int, Patient] = {}
-    plans: dict[int, FollowUpPlan] = {}
+    patients: dict[int, PatientFacts] = {}
+    plans: dict[int, tuple[str, int]] = {}
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        patients.update(
-            (p.id, p)
-            for p in session.scalars(
-                select(Patient).where(Patient.id.in_(chunk), Patient.status.in_(FOLLOWED))
+        rows = session.execute(
+            select(*_PATIENT_COLUMNS).where(Patient.id.in_(chunk), Patient.status.in_(FOLLOWED))
+        )
+        patients.update((row.id, cast(PatientFacts, row)) for row in rows)
+        plans.update(
+            (pid, (code, version))
+            for pid, code, version in session.execute(
+                select(
+                    FollowUpPlan.patient_id,
+                    FollowUpPlan.therapy_code,
+                    FollowUpPlan.protocol_version,
+                ).where(FollowUpPlan.patient_id.in_(chunk))
             )
         )
-        plans.update(
-            (p.patient_id, p)
-            for p in session.scalars(select(FollowUpPlan).where(FollowUpPlan.patient_id.in_(chunk)))
-        )
     states = {state.id: state for state in session.scalars(select(State))}
-    links = _links_by_patient(session, list(patients))
+    links = _reminder_links(session, list(patients))
     recipients = {
         pid: recipients_of(patient, links.get(pid, ())) for pid, patient in patients.items()
     }
@@ -396,7 +506,7 @@ def plan_reminders(
     candidates: list[_Candidate] = []
     for pid, patient in patients.items():
         plan = plans.get(pid)
-        protocol = library.get(plan.therapy_code, plan.protocol_version) if plan else None
+        protocol = library.get(*plan) if plan else None
         if protocol is None:
             continue
         state = states[patient.state_id]
@@ -424,8 +534,8 @@ def plan_reminders(
 
 def _visit_candidates(
     *,
-    visit: Visit,
-    patient: Patient,
+    visit: VisitFacts,
+    patient: PatientFacts,
     recipient: Recipient,
     rules: Sequence[ReminderRule],
     hours: TextingHours,
@@ -519,15 +629,16 @@ def _insert_within_caps(
     report: PlanReport,
 ) -> None:
     now = clock.now()
-    keys = {c.key for c in candidates}
+    # The keys already planned for these visits (by the visit index: a few rows per visit).
     existing: set[str] = set()
-    key_list = list(keys)
-    for start in range(0, len(key_list), 900):
+    visit_ids = sorted({c.visit.id for c in candidates})
+    for start in range(0, len(visit_ids), 900):
         existing.update(
             k
             for k in session.scalars(
                 select(OutboundMessage.dedupe_key).where(
-                    OutboundMessage.dedupe_key.in_(key_list[start : start + 900])
+                    OutboundMessage.visit_id.in_(visit_ids[start : start + 900]),
+                    OutboundMessage.dedupe_key.is_not(None),
                 )
             )
             if k is not None
@@ -586,12 +697,15 @@ def _insert_within_caps(
         )
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = OutboundMessage.__table__
+    assert isinstance(table, Table)
+    for row in rows:  # the table's own values, so that every row has the same shape
+        row["purpose"] = MessagePurpose.REMINDER.value
+        row["status"] = row["status"].value  # type: ignore[attr-defined]
+    statement = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
     for start in range(0, len(rows), 2000):
         # A concurrent planner (another worker without the lock) cannot make a second row.
-        session.execute(
-            insert(OutboundMessage).on_conflict_do_nothing(index_elements=["dedupe_key"]),
-            rows[start : start + 2000],
-        )
+        session.connection().execute(statement, rows[start : start + 2000])
     session.flush()
 
 

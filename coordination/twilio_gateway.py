@@ -7,7 +7,6 @@ help. Nothing here logs a message body or a full phone number."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,15 +49,17 @@ class RebasingHttpClient(TwilioHttpClient):  # type: ignore[misc]
     It logs only the method and path (never query strings, which carry phone numbers) and
     remembers, per thread, the Retry-After of the last answer (TwilioRestException drops it)."""
 
-    def __init__(self, api_base: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, api_base: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = 16
+    ) -> None:
         super().__init__(timeout=timeout, logger=logging.getLogger("cgt_access.sms.http"))
         self.api_base = api_base.rstrip("/")
         self._local = threading.local()
         if self.session is not None:
-            # The stock client sizes the pool for https only; the loopback double is http.
-            self.session.mount(
-                "http://", HTTPAdapter(pool_maxsize=min(32, (os.cpu_count() or 1) + 4))
-            )
+            # At least as many kept-alive connections as the dispatcher sends at once (the
+            # loopback double of the tests is plain http).
+            self.session.mount("https://", HTTPAdapter(pool_maxsize=pool_size))
+            self.session.mount("http://", HTTPAdapter(pool_maxsize=pool_size))
 
     @property
     def last_retry_after(self) -> float | None:
@@ -128,7 +129,11 @@ class TwilioGateway:
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         if not settings.twilio_account_sid or settings.twilio_auth_token is None:
             raise ValueError("TwilioGateway needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
-        self.http_client = RebasingHttpClient(settings.twilio_api_base, timeout=timeout)
+        self.http_client = RebasingHttpClient(
+            settings.twilio_api_base,
+            timeout=timeout,
+            pool_size=max(16, settings.dispatch_concurrency + 2),
+        )
         self.client = Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
