@@ -40,7 +40,8 @@ from core.phones import display_phone, mask_phone
 DEFAULT_PROGRAM_NAME = "CGT Access follow-up"
 OPT_OUT_ERROR = "21610"
 FAILED_STATUSES = frozenset({"undelivered", "failed"})
-BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)
+# A confirmed appointment still answers "C" (a second reminder says "reply C" again).
+BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
 
 
 @dataclass(frozen=True)
@@ -218,11 +219,22 @@ def _when(visit: Visit, patient: Patient, language: str) -> str:
     return f"{format_day(local.date(), language)} {joiner} {format_time(local, language)}"
 
 
-def _sms_actor(session: Session, *, patient: Patient, phone: str) -> Actor | None:
-    user = session.scalar(select(User).where(User.patient_id == patient.id))
+def _sms_actor(session: Session, *, patient: Patient, phone: str, owners: _Owners) -> Actor:
+    """Who acted by texting from `phone` about `patient`: the login of the number's owner
+    (the patient, or the caregiver whose number it is), else the number itself (masked)."""
+    label = f"sms:{mask_phone(phone)}"
+    user = None
+    if patient.mobile_phone == phone:
+        user = session.scalar(select(User).where(User.patient_id == patient.id))
+    else:
+        caregiver_ids = [caregiver.id for caregiver in owners.caregivers]
+        if caregiver_ids:
+            user = session.scalar(
+                select(User).where(User.caregiver_id.in_(caregiver_ids)).order_by(User.id).limit(1)
+            )
     if user is None:
-        return None
-    return Actor(user_id=user.id, label=f"sms:{mask_phone(phone)}", role=user.role.value)
+        return Actor(user_id=None, label=label, role=None)
+    return Actor(user_id=user.id, label=label, role=user.role.value)
 
 
 def handle_inbound(
@@ -349,10 +361,9 @@ def _confirm(
         return PERSON_WILL_CALL.text(language), f"confirm not done: {why}"
     patient, visit = booked[0]
     record.patient_id = patient.id
-    actor = _sms_actor(session, patient=patient, phone=phone) or Actor(
-        user_id=None, label=f"sms:{mask_phone(phone)}", role=None
-    )
-    confirm_visit(session, clock=clock, actor=actor, visit=visit)
+    if visit.status is not VisitStatus.CONFIRMED:
+        actor = _sms_actor(session, patient=patient, phone=phone, owners=owners)
+        confirm_visit(session, clock=clock, actor=actor, visit=visit)
     when = _when(visit, patient, language)
     return CONFIRMED_REPLY.text(language, when=when), f"confirmed visit {visit.id}"
 
@@ -366,10 +377,9 @@ def _move(
         return PERSON_WILL_CALL, f"move not requested: {why}"
     patient = candidates[0]
     visit = next_visit(visits_for_patient(session, patient_id=patient.id))
-    actor = _sms_actor(session, patient=patient, phone=phone)
-    if visit is None or actor is None:
-        why = "no open visit" if visit is None else "the patient has no account"
-        return PERSON_WILL_CALL, f"move not requested: {why}"
+    if visit is None:
+        return PERSON_WILL_CALL, "move not requested: no open visit"
+    actor = _sms_actor(session, patient=patient, phone=phone, owners=owners)
     move = request_move(
         session,
         clock=clock,

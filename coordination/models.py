@@ -202,7 +202,8 @@ class MoveRequest(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     visit_id: Mapped[int] = mapped_column(ForeignKey("visits.id"), index=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
-    requested_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # None when asked by a text from a number whose owner has no portal account.
+    requested_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     preferred_date: Mapped[date | None] = mapped_column(Date)
     note: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[RequestStatus] = mapped_column(enum_column(RequestStatus, 8))

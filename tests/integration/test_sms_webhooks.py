@@ -27,6 +27,7 @@ from coordination.models import (
     OutboundMessage,
     RequestStatus,
     Visit,
+    VisitEvent,
     VisitStatus,
 )
 from coordination.protocol import shipped_protocols
@@ -35,6 +36,7 @@ from coordination.service import enqueue_message
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
+from core.identity.models import User
 from core.models import Caregiver, Patient
 from core.phones import display_phone
 from portal.app import create_app
@@ -337,6 +339,61 @@ def test_r_asks_the_care_team_to_move_the_next_visit(
         request = session.scalars(select(MoveRequest)).one()
         assert (request.visit_id, request.status) == (visit.id, RequestStatus.OPEN)
         assert request.requested_by_user_id == user_by_login(session, PATIENT_MD).id
+
+
+def test_c_again_for_a_confirmed_appointment_answers_it_is_confirmed(
+    client: TestClient, db: Database, clock: FrozenClock
+) -> None:
+    phone = subscribed_phone(db, clock)
+    _book_next(db, clock)
+    assert "is confirmed" in inbound(client, phone, "C")
+    # The second reminder says "reply C" again: the answer is the same, nothing changes.
+    assert "is confirmed" in inbound(client, phone, "C")
+    with db.factory() as session:
+        confirmations = session.scalars(
+            select(VisitEvent).where(VisitEvent.action == "confirm")
+        ).all()
+        assert len(confirmations) == 1
+
+
+def test_r_from_a_patient_without_a_portal_account_reaches_the_worklist(
+    client: TestClient, db: Database, clock: FrozenClock
+) -> None:
+    with transaction(db.factory) as session:
+        with_account = select(User.patient_id).where(User.patient_id.is_not(None))
+        patient = session.scalars(
+            select(Patient)
+            .where(Patient.id.not_in(with_account), Patient.mobile_phone.is_not(None))
+            .order_by(Patient.id)
+        ).first()
+        assert patient is not None and patient.mobile_phone
+        phone = patient.mobile_phone
+        opt_in(
+            session,
+            clock=clock,
+            phone=phone,
+            how=ConsentHow.COORDINATOR,
+            by_user_id=user_by_login(session, COORDINATOR_MD).id,
+            wording="I agree to receive visit reminders by text.",
+        )
+        coordinator = user_by_login(session, COORDINATOR_MD)
+        sync_schedule(
+            session,
+            clock=clock,
+            actor=Actor(user_id=coordinator.id, label="coordinator", role="coordinator"),
+            library=shipped_protocols(),
+            patient=patient,
+        )
+        patient_id, spanish = patient.id, patient.preferred_language.value == "es"
+    answer = inbound(client, phone, "R")
+    assert ("le llamara" if spanish else "care team will call") in answer
+    with db.factory() as session:
+        request = session.scalars(
+            select(MoveRequest).where(MoveRequest.patient_id == patient_id)
+        ).one()
+        assert request.status is RequestStatus.OPEN
+        assert request.requested_by_user_id is None
+        assert request.note == "Asked by text message."
 
 
 def test_anything_else_is_stored_with_an_automatic_answer(
