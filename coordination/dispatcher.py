@@ -361,12 +361,15 @@ def _reconcile_page(
     for message in messages:
         since = (message.claimed_at or now) - timedelta(minutes=1)
         try:
-            sid = gateway.find_sent(to=message.to_phone, body=message.body, since=since)
+            sids = gateway.find_sent(to=message.to_phone, body=message.body, since=since)
         except GatewayError as error:
             report.errors.append(f"outbox:{message.id}: cannot check the provider's log")
             log.warning("cannot reconcile outbox:%s yet: %s", message.id, error.code)
             continue
-        if sid is not None and _sid_is_free(session, sid):
+        # Two rows with the same text to one number may both be in doubt: each takes the
+        # oldest message no other row owns.
+        sid = next((candidate for candidate in sids if _sid_is_free(session, candidate)), None)
+        if sid is not None:
             found.append(sid)
             message.status = MessageStatus.SENT
             message.sent_at = message.claimed_at

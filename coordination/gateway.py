@@ -53,9 +53,10 @@ class SmsGateway(Protocol):
         """Hand one message to the provider; raise GatewayError when it refuses."""
         ...
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        """The provider's id of a message with this body sent to `to` since `since`, or None
-        (settles a send left in doubt by a crash); GatewayError when the log is unreadable."""
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        """The provider's ids of the messages with this body sent to `to` since `since`,
+        oldest first (settles sends left in doubt by a crash); GatewayError when the log is
+        unreadable."""
         ...
 
 
@@ -69,9 +70,9 @@ class ConsoleGateway:
         self._sent: deque[tuple[str, str, str]] = deque(maxlen=10_000)
         self._lock = threading.Lock()
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
         with self._lock:
-            return next((sid for t, b, sid in reversed(self._sent) if t == to and b == body), None)
+            return [sid for t, b, sid in self._sent if t == to and b == body]
 
     def send(self, *, to: str, body: str, reference: str) -> SendResult:
         message_id = f"CN{uuid.uuid4().hex}"

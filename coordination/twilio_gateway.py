@@ -187,22 +187,23 @@ class TwilioGateway:
             for item in found
         ]
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        """The sid of a message with `body` Twilio took for `to` since `since` (its log,
-        newest first, looked at up to 100 messages back)."""
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        """The sids of the messages with `body` Twilio took for `to` since `since`, oldest
+        first (its log is read newest first, up to 100 messages back)."""
         if since.tzinfo is not None:
             since = since.astimezone(UTC)
         try:
             found = self.client.messages.list(to=to, limit=100, page_size=100)
         except Exception as error:
             raise self._gateway_error(error) from None
+        matching = []
         for item in found:
             created = item.date_created
             if created is not None and created.tzinfo is None:
                 created = created.replace(tzinfo=UTC)
             if item.body == body and (created is None or created >= since):
-                return str(item.sid)
-        return None
+                matching.append(str(item.sid))
+        return matching[::-1]
 
     def _gateway_error(self, error: Exception) -> GatewayError:
         """What a failure means for the dispatcher: permanent (never retry) or transient."""

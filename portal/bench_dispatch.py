@@ -481,8 +481,8 @@ class _NullGateway:
     def send(self, *, to: str, body: str, reference: str) -> SendResult:
         return SendResult(provider_message_id=f"NL{next(self._ids):016d}")
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        return None
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        return []
 
 
 _FUTURE_BODY = (

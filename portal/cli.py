@@ -258,7 +258,8 @@ def sms_dispatch() -> None:
     typer.echo(
         f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}, "
         f"dropped {report.dropped}, deferred {report.deferred}, "
-        f"settled in doubt {report.reconciled + report.requeued}"
+        f"in doubt {report.in_doubt}, settled {report.reconciled + report.requeued}, "
+        f"released {report.released}"
     )
 
 

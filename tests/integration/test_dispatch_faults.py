@@ -445,3 +445,37 @@ def test_twilio_21610_opts_the_number_out(
         "the number opted out (STOP)",
     )
     assert double.request_count == 1 and bodies_at(double) == {}
+
+
+def test_two_identical_texts_in_doubt_each_take_their_own_message_from_the_log(
+    db: Database, clock: FrozenClock, double: TwilioApiDouble, gateway: TwilioGateway
+) -> None:
+    # A crash after Twilio took two texts with the same words to the same number (two
+    # invitations), before either result was recorded.
+    ids = []
+    for _ in range(2):
+        with transaction(db.factory) as session:
+            message = OutboundMessage(
+                to_phone=phone(7),
+                body="Your CGT Access invitation: open the link we emailed you.",
+                purpose=MessagePurpose.INVITATION,
+                status=MessageStatus.SENDING,
+                created_at=clock.now(),
+                send_after=clock.now(),
+                claimed_at=clock.now(),
+                attempts=1,
+            )
+            session.add(message)
+            session.flush()
+            ids.append(message.id)
+        gateway.send(to=phone(7), body=message.body, reference=f"outbox:{message.id}")
+    assert len(double.messages) == 2
+
+    clock.advance(PAST_IN_DOUBT)
+    report = _dispatch(db, gateway, clock)
+
+    assert (report.reconciled, report.requeued, report.sent) == (2, 0, 0)
+    rows = [_row(db, message_id) for message_id in ids]
+    assert {row.status for row in rows} == {MessageStatus.SENT}
+    assert {row.provider_message_id for row in rows} == {m.sid for m in double.messages}
+    assert len(double.messages) == 2  # nobody got a third text

@@ -35,8 +35,8 @@ class FlakyGateway:
         self.sent.append(to)
         return SendResult(provider_message_id=f"SM{len(self.sent):032d}")
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        return None
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        return []
 
 
 def _queue(db: Database, clock: FrozenClock, *, delay: timedelta = timedelta(0)) -> int:

@@ -111,8 +111,8 @@ class RecordingGateway:
             self.sent.append((to, body))
             return SendResult(provider_message_id=f"SM{len(self.sent):032d}")
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        return None
+    def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        return []
 
     @property
     def phones(self) -> list[str]:
