@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "acbf1515d10b"
 down_revision: str | None = "d756a6fe4efb"
 branch_labels: str | Sequence[str] | None = None
