@@ -38,7 +38,7 @@ from coordination.schedule import sync_schedule
 from core.audit.service import Actor
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, transaction
-from core.identity.models import User
+from core.identity.models import Role, User
 from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter
 from core.settings import load_settings
 from portal.app import create_app
@@ -75,10 +75,20 @@ WORKLIST_BUCKETS = (
     "ltfu_risk",
     "activity",
 )
-FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES + DISPATCH_FIGURES
+EDUCATION_FIGURES = ("education.section_p95_ms", "education.section_p95_ratio_healthz")
+FIGURES = (
+    SETUP_FIGURES
+    + SCHEDULE_FIGURES
+    + PORTAL_FIGURES
+    + WORKLIST_FIGURES
+    + DISPATCH_FIGURES
+    + EDUCATION_FIGURES
+)
 # The portal world (demo data and `patients` more) serves these; the dispatch figures build
 # worlds of their own (portal/bench_dispatch.py).
-WORLD_FIGURES = SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES
+WORLD_FIGURES = (
+    SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES + EDUCATION_FIGURES
+)
 BENCH_COORDINATOR_LOGIN = "coordinator.md@demo.cgt-access.test"
 # The bench coordinator's authenticator secret (this throw-away database only).
 BENCH_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -143,6 +153,7 @@ def _world_figures(
         yield from _schedule_figures(world, selected=selected, patients=patients)
         if any(name in selected for name in PORTAL_FIGURES + WORKLIST_FIGURES):
             yield from _portal_figures(world, selected=selected, requests=requests)
+        yield from _education_figures(world, selected=selected, requests=requests)
     finally:
         world.factory.kw["bind"].dispose()
 
@@ -481,3 +492,137 @@ def _quiet_logging() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
+
+
+# --- education ------------------------------------------------------------------------
+
+
+EDUCATION_MODULE = "what-is-gene-therapy"  # core: offered to the bench patient
+
+
+def _education_figures(world: _World, *, selected: list[str], requests: int) -> Iterator[str]:
+    """A module section page for the logged-in demo patient, with a login and ten progress
+    rows (one per module) for every bulk patient, and its ratio to /healthz measured in
+    the same run."""
+    if not any(name in selected for name in EDUCATION_FIGURES):
+        return
+    from portal.education.content import shipped_modules
+
+    module = shipped_modules().get(EDUCATION_MODULE)
+    assert module is not None
+    with transaction(world.factory) as session:
+        rows = _add_education_readers(session, clock=world.clock)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
+        from fastapi.testclient import TestClient
+
+    settings = load_settings(
+        database_url=world.url,
+        secret_key=BENCH_SECRET,
+        demo_mode=False,
+        run_scheduler=False,
+        sms_backend="console",
+        public_base_url="http://testserver",
+    )
+    app = create_app(
+        settings,
+        clock=world.clock,
+        factory=world.factory,
+        gateway=ConsoleGateway(),
+        run_scheduler=False,
+    )
+    section = module.en.sections[1]
+    path = f"/learn/{module.key}/{section.id}"
+    with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+        healthz = _measure(client, ["/healthz"], requests, check=_is_ok)
+        _log_in(client, BENCH_PATIENT_LOGIN, DEMO_PASSWORD)
+        page = _measure(client, [path], requests, check=lambda r: _shows(r, 'id="section"'))
+    extra = {"n": requests, "patients": world.patient_count, "progress_rows": rows}
+    page_p95 = round(percentile(page, 0.95), 3)
+    values = {
+        "education.section_p95_ms": (page_p95, "ms"),
+        "education.section_p95_ratio_healthz": (
+            ratio(page_p95, round(percentile(healthz, 0.95), 3)),
+            "ratio",
+        ),
+    }
+    for name in EDUCATION_FIGURES:
+        if name in selected:
+            value, unit = values[name]
+            yield figure(name, value, unit, **extra)
+
+
+def _add_education_readers(session: Session, *, clock: Clock) -> int:
+    """Give every patient without a login one (no password: nobody logs in with it) and
+    a progress row in every module; the bench patient is half-way through the measured
+    module. Returns the number of progress rows."""
+    from portal.education.content import shipped_modules
+    from portal.education.models import ModuleProgress
+
+    now = clock.now()
+    users = User.__table__
+    progress = ModuleProgress.__table__
+    assert isinstance(users, Table) and isinstance(progress, Table)
+    missing = session.execute(
+        select(Patient.id, Patient.given_name, Patient.preferred_language)
+        .outerjoin(User, User.patient_id == Patient.id)
+        .where(User.id.is_(None))
+        .order_by(Patient.id)
+    ).all()
+    for start in range(0, len(missing), CHUNK):
+        session.execute(
+            insert(users),
+            [
+                {
+                    "login": f"bench-reader-{patient_id}",
+                    "display_name": given_name,
+                    "role": Role.PATIENT,
+                    "patient_id": patient_id,
+                    "preferred_language": language,
+                    "is_active": True,
+                    "created_at": now,
+                }
+                for patient_id, given_name, language in missing[start : start + CHUNK]
+            ],
+        )
+    modules = list(shipped_modules())
+    bench_patient = session.scalar(select(User.id).where(User.login == BENCH_PATIENT_LOGIN))
+    reader_ids = list(
+        session.scalars(select(User.id).where(User.login.like("bench-reader-%")).order_by(User.id))
+    )
+    rows: list[dict[str, Any]] = []
+    count = 0
+    for index, user_id in enumerate(reader_ids):
+        for module in modules:
+            ids = module.section_ids
+            done = ids[: 1 + (index + len(module.key)) % len(ids)]
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "module_key": module.key,
+                    "module_version": module.version,
+                    "current_section": done[-1],
+                    "sections_done": done,
+                    "started_at": now - timedelta(days=index % 90),
+                    "updated_at": now,
+                }
+            )
+        if len(rows) >= CHUNK:
+            session.execute(insert(progress), rows)
+            count += len(rows)
+            rows = []
+    measured = shipped_modules().get(EDUCATION_MODULE)
+    assert measured is not None and bench_patient is not None
+    rows.append(
+        {
+            "user_id": bench_patient,
+            "module_key": measured.key,
+            "module_version": measured.version,
+            "current_section": measured.section_ids[1],
+            "sections_done": list(measured.section_ids[:1]),
+            "started_at": now,
+            "updated_at": now,
+        }
+    )
+    session.execute(insert(progress), rows)
+    return count + len(rows)

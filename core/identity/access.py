@@ -31,6 +31,9 @@ class Permission(enum.StrEnum):
     REPORT_REVIEW = "reports.review"  # confirm or dismiss what a patient reported
     NOTES_WRITE = "notes.write"  # outreach notes
     EDUCATION_VIEW = "education.view"
+    EDUCATION_ASSIGN = "education.assign"  # assign a module to a patient or caregiver, text it
+    EDUCATION_FUND = "education.fund"  # set the modules each state funds, and when
+    EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
     ADMIN_STATES = "admin.states"
@@ -68,17 +71,22 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.REPORT_REVIEW,
             Permission.NOTES_WRITE,
             Permission.EDUCATION_VIEW,
+            Permission.EDUCATION_ASSIGN,
+            Permission.EDUCATION_REACH,
             Permission.REPORTS_VIEW,
             Permission.ACCOUNT,
         }
     ),
-    Role.STATE_ANALYST: frozenset({Permission.REPORTS_VIEW, Permission.ACCOUNT}),
+    Role.STATE_ANALYST: frozenset(
+        {Permission.REPORTS_VIEW, Permission.EDUCATION_REACH, Permission.ACCOUNT}
+    ),
     Role.ADMIN: frozenset(
         {
             Permission.ADMIN_STATES,
             Permission.ADMIN_CENTERS,
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
+            Permission.EDUCATION_FUND,
             Permission.ACCOUNT,
         }
     ),

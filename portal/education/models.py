@@ -62,6 +62,9 @@ class ModuleProgress(Base):
     current_section: Mapped[str] = mapped_column(String(64))
     # Section ids read so far, in reading order.
     sections_done: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # The knowledge check's first tries (question id -> choice): the score counts them, so
+    # they are kept here, where no reload or second device can reset them.
+    check_first: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -40,6 +40,7 @@ from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, ProxyRight, State, TreatmentCenter
 from portal.app import create_app
 from portal.demo import DEMO_PASSWORD
+from portal.education.content import shipped_modules
 from tests.conftest import (
     ADMIN,
     ANALYST,
@@ -80,6 +81,8 @@ PUBLIC = frozenset(
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).
 DEMO_ONLY = frozenset({"mfa_skip"})
 MISSING_ID = 999_999
+# An education module offered to the seeded patient and caregiver (core, every therapy).
+MODULE_KEY = "what-is-gene-therapy"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
@@ -94,6 +97,7 @@ class Guard:
     permissions: frozenset[Permission] = frozenset()
     scoped_permission: Permission | None = None
     login_only: bool = False
+    readers_only: bool = False  # EDUCATION_VIEW pages that only patients and caregivers read
 
     @property
     def exists(self) -> bool:
@@ -121,10 +125,10 @@ class RouteSpec:
 def _find_guard(dependant: Dependant) -> Guard:
     permissions: set[Permission] = set()
     scoped: Permission | None = None
-    login_only = False
+    login_only = readers_only = False
 
     def walk(node: Dependant) -> None:
-        nonlocal scoped, login_only
+        nonlocal scoped, login_only, readers_only
         call = node.call
         if call is not None:
             permission = getattr(call, "permission", None)
@@ -134,11 +138,13 @@ def _find_guard(dependant: Dependant) -> Guard:
                     scoped = permission
             if getattr(call, "login_only", False) is True:
                 login_only = True
+            if getattr(call, "readers_only", False) is True:
+                readers_only = True
         for child in node.dependencies:
             walk(child)
 
     walk(dependant)
-    return Guard(frozenset(permissions), scoped, login_only)
+    return Guard(frozenset(permissions), scoped, login_only, readers_only)
 
 
 def _route_entries(app: FastAPI) -> Iterator[tuple[Any, APIRoute]]:
@@ -400,6 +406,8 @@ def expected_outcome(
         return Outcome.SECOND_FACTOR
     if not guard.permissions <= ROLE_PERMISSIONS[person.role]:
         return Outcome.FORBIDDEN
+    if guard.readers_only and person.role not in (Role.PATIENT, Role.CAREGIVER):
+        return Outcome.FORBIDDEN
     if guard.scoped_permission is not None:
         assert target is not None
         if not in_scope(world, person, guard.scoped_permission, target):
@@ -525,6 +533,8 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         values["link_id"] = str(chosen.link_id)
                         values["visit_id"] = str(chosen.visit_id)
                         values["report_id"] = str(chosen.report_id)
+                        values["module_key"] = MODULE_KEY
+                        values["section_id"] = shipped_modules().modules[MODULE_KEY].section_ids[0]
                         url = _fill_path(route, values)
                         expected = expected_outcome(world, browser.persona, route, target)
                         seen_outcomes.add(expected)
