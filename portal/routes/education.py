@@ -15,8 +15,18 @@ from sqlalchemy.orm import Session
 
 from core.identity.access import Permission
 from core.identity.models import User
+from portal import i18n
 from portal.context import AppContext
-from portal.deps import ContextDep, Forbidden, PageNotFound, SessionDep, require
+from portal.deps import (
+    ContextDep,
+    Forbidden,
+    PageNotFound,
+    PatientAccess,
+    SessionDep,
+    require,
+    require_patient,
+)
+from portal.education.assignments import readers_of_patient
 from portal.education.content import ModuleLibrary, shipped_modules
 from portal.education.offer import (
     CHECK,
@@ -36,6 +46,7 @@ from portal.education.progress import (
     load_check_state,
     record_section_read,
 )
+from portal.education.reach import patient_education
 from portal.education.rendering import KEY_PATTERN
 from portal.routes.pages import page_router
 from portal.web import is_htmx, redirect, render
@@ -309,3 +320,37 @@ def learn_section_read(
             request, offered, following, headers={"HX-Push-Url": _url(module_key, following)}
         )
     return redirect(request, _url(module_key, following))
+
+
+# --- what a caregiver with the right sees of the patient's reading -------------------------
+
+EducationViewer = Annotated[PatientAccess, Depends(require_patient(Permission.EDUCATION_VIEW))]
+
+
+@router.get("/care/{patient_id}/learning", name="care_learning")
+def care_learning(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: EducationViewer,
+    library: LibraryDep,
+) -> Response:
+    """The patient's own reading (not a caregiver's), for the patient and for caregivers who
+    have the right to see their education (a staff member's look is audited)."""
+    patient = access.patient
+    own = [
+        choice for choice in readers_of_patient(session, patient=patient) if not choice.is_caregiver
+    ]
+    education = patient_education(
+        session,
+        clock=context.clock,
+        patient=patient,
+        library=library,
+        language=i18n.current_language().value,
+        readers=own,
+    )
+    return render(
+        request,
+        "portal/learn_patient.html",
+        {"patient": patient, "education": education, "zone": patient.time_zone},
+    )

@@ -720,3 +720,41 @@ def _complete_by_pages(client: TestClient, token: str, key: str) -> None:
         },
     )
     assert done.status_code == 303, done.text
+
+
+def test_a_caregiver_with_the_right_sees_the_patients_learning_and_without_it_does_not(
+    db: Database, new_browser: Browser
+) -> None:
+    maya, maya_token = new_browser(PATIENT_MD)
+    _complete_by_pages(maya, maya_token, CORE)
+    with db.factory() as session:
+        maya_user = user_by_login(session, PATIENT_MD)
+        denise_user = user_by_login(session, CAREGIVER_MD)
+        patient_id = maya_user.patient_id
+        link = session.scalars(
+            select(CaregiverLink).where(
+                CaregiverLink.caregiver_id == denise_user.caregiver_id,
+                CaregiverLink.patient_id == patient_id,
+            )
+        ).one()
+        link_id = link.id
+
+    def set_right(allowed: bool) -> None:
+        with transaction(db.factory) as session:
+            row = session.get(CaregiverLink, link_id)
+            assert row is not None
+            row.can_view_education = allowed
+
+    set_right(True)
+    denise, _ = new_browser(CAREGIVER_MD)
+    home = page_text(denise.get("/home"))
+    assert f"/care/{patient_id}/learning" in denise.get("/home").text, home
+    seen = page_text(denise.get(f"/care/{patient_id}/learning"))
+    assert title(CORE) in seen and "Completed on" in seen
+    # Denise's own reading list does not show Maya's completion as hers.
+    own = _card(page_text(denise.get("/learn")), CORE)
+    assert "Completed" not in own
+
+    set_right(False)
+    assert denise.get(f"/care/{patient_id}/learning").status_code == 404
+    assert f"/care/{patient_id}/learning" not in denise.get("/home").text
