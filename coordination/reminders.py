@@ -885,9 +885,12 @@ class ManualOutcome:
     reason: str | None  # msgid with params, when refused
 
 
-def _manual_refusal(
+def texting_refusal(
     session: Session, *, clock: Clock, recipient: Recipient, hours: TextingHours
 ) -> str | None:
+    """Why a text asked for by hand (a coordinator's one-off, "send reminder now", a module
+    link) may not go to `recipient` now, in words for the coordinator; None when it may:
+    consent, a flagged number, the state's texting hours and the caps."""
     now = clock.now()
     consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == recipient.phone))
     if consent is None:
@@ -942,7 +945,7 @@ def _send_by_hand(
     links = _links_by_patient(session, [patient.id]).get(patient.id, [])
     outcomes: list[ManualOutcome] = []
     for recipient in recipients_of(patient, links):
-        refusal = _manual_refusal(session, clock=clock, recipient=recipient, hours=hours)
+        refusal = texting_refusal(session, clock=clock, recipient=recipient, hours=hours)
         if refusal is not None:
             outcomes.append(ManualOutcome(recipient.phone, recipient.is_caregiver, False, refusal))
             continue

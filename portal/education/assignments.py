@@ -11,26 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.models import (
-    LEFT_STATUSES,
-    ConsentStatus,
     MessagePurpose,
     MessageStatus,
     OutboundMessage,
-    SmsConsent,
 )
 from coordination.reminder_texts import Template, render
-from coordination.reminders import (
-    CAPPED_PURPOSES,
-    FOLLOWED,
-    TextingHours,
-    cap_problem,
-)
+from coordination.reminders import FOLLOWED, Recipient, TextingHours, texting_refusal
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
@@ -161,7 +153,7 @@ def _refusal(
     session: Session, *, clock: Clock, patient: Patient, reader: ReaderChoice, state: State
 ) -> str | None:
     """Why the reader may not be texted now (None: they may). The same rules, in the same
-    words, as a coordinator's one-off text (coordination/reminders.py)."""
+    words, as a coordinator's one-off text (coordination.reminders.texting_refusal)."""
     if patient.status not in FOLLOWED:
         return N_("The patient is no longer followed: no text is sent.")
     person = reader.caregiver
@@ -172,44 +164,13 @@ def _refusal(
     if reader.link is not None and not reader.link.can_receive_reminders:
         # The dispatcher drops a caregiver's text about a patient without this right.
         return N_("This caregiver does not get texts about this patient (the reminders right).")
-    now = clock.now()
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
-    if consent is None:
-        return N_("This number never agreed to get texts. Record consent first.")
-    if consent.status is ConsentStatus.OPTED_OUT:
-        return N_("This number opted out of texts (STOP). It cannot be texted.")
-    if consent.problem_code:
-        return N_(
-            "Texts to this number failed for good (error %(code)s). Check the number.",
-            code=consent.problem_code,
-        )
-    hours = TextingHours.of(state)
-    if not hours.allows(now, zone):
-        return N_(
-            "It is outside texting hours (%(hours)s) where this person lives. Try later.",
-            hours=hours.describe(),
-        )
-    sent = sorted(
-        moment
-        for sent_at, claimed, send_after in session.execute(
-            select(
-                OutboundMessage.sent_at, OutboundMessage.claimed_at, OutboundMessage.send_after
-            ).where(
-                OutboundMessage.to_phone == phone,
-                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-                OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
-                OutboundMessage.send_after >= now - timedelta(days=8),
-                OutboundMessage.send_after <= now,
-            )
-        )
-        if (moment := sent_at or claimed or send_after) is not None
+    recipient = Recipient(
+        phone=phone,
+        language=(person or patient).preferred_language.value,
+        zone=zone,
+        caregiver_id=person.id if person is not None else None,
     )
-    problem = cap_problem(sent, now, zone)
-    if problem == "cap: already one text that day":
-        return N_("This number already got a text today (at most one a day).")
-    if problem is not None:
-        return N_("This number already got three texts this week (at most three a week).")
-    return None
+    return texting_refusal(session, clock=clock, recipient=recipient, hours=TextingHours.of(state))
 
 
 def text_reading_link(
