@@ -10,6 +10,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
 from coordination.protocol import ReminderKind
 from core.text import N_
@@ -195,6 +196,7 @@ _MONTHS_ES = ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oc
 _DAYS_ES = ("lun", "mar", "mié", "jue", "vie", "sáb", "dom")
 
 
+@lru_cache(maxsize=4096)
 def format_day(day: date, language: str) -> str:
     """A short date as people write it: "Tue Dec 1" / "mar 1 dic"."""
     if language == "es":

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Connection, Insert, Select, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -166,11 +167,16 @@ class TextingHours:
 
     def at(self, day: date, zone: str, hour: int) -> datetime:
         """`hour`:00 on `day` in `zone` (kept inside texting hours), in UTC."""
-        hour = min(max(hour, self.from_hour), self.until_hour - 1)
-        return datetime.combine(day, time(hour), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+        return _local_hour(day, zone, min(max(hour, self.from_hour), self.until_hour - 1))
 
     def describe(self) -> str:
         return f"{self.from_hour}:00-{self.until_hour}:00"
+
+
+@lru_cache(maxsize=65536)
+def _local_hour(day: date, zone: str, hour: int) -> datetime:
+    # Planning asks this for the same few days and zones thousands of times.
+    return datetime.combine(day, time(hour), tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 # --- caps --------------------------------------------------------------------------------
@@ -182,6 +188,8 @@ def cap_problem(sent: Sequence[datetime], candidate: datetime, zone: str) -> str
 
     Both caps count days of the recipient's calendar: one text a day, and three in any
     seven consecutive days (so that a clock change never makes the eighth day count)."""
+    if not sent:
+        return None
     tz = ZoneInfo(zone)
     day = candidate.astimezone(tz).date()
     near = sent[
@@ -543,15 +551,17 @@ def _visit_candidates(
     end: datetime,
 ) -> list[_Candidate]:
     found: list[_Candidate] = []
+    anchors: dict[ReminderKind, str | None] = {}
     by_kind: dict[ReminderKind, list[tuple[datetime, ReminderRule]]] = defaultdict(list)
     for rule in rules:
-        anchor = planned_on(rule.kind, visit)
-        if anchor is not None:
+        if rule.kind not in anchors:
+            anchors[rule.kind] = planned_on(rule.kind, visit)
+        if anchors[rule.kind] is not None:
             by_kind[rule.kind].append(
                 (_nominal(rule, visit, recipient, hours, patient.time_zone), rule)
             )
     for kind, timed in by_kind.items():
-        anchor = planned_on(kind, visit)
+        anchor = anchors[kind]
         assert anchor is not None
         timed.sort(key=lambda pair: pair[0])
         passed = [pair for pair in timed if pair[0] <= now]
@@ -702,11 +712,32 @@ def _insert_within_caps(
     for row in rows:  # the table's own values, so that every row has the same shape
         row["purpose"] = MessagePurpose.REMINDER.value
         row["status"] = row["status"].value  # type: ignore[attr-defined]
+    # A concurrent planner (another worker without the lock) cannot make a second row.
     statement = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    for start in range(0, len(rows), 2000):
-        # A concurrent planner (another worker without the lock) cannot make a second row.
-        session.connection().execute(statement, rows[start : start + 2000])
+    _insert_many(session.connection(), statement, table, rows)
     session.flush()
+
+
+def _insert_many(
+    connection: Connection, statement: Insert, table: Table, rows: list[dict[str, object]]
+) -> None:
+    """executemany on the driver, each value converted by its column's own type for this
+    database (exactly what SQLAlchemy does), without SQLAlchemy's per-row bookkeeping: it
+    was a third of the planning time."""
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    names = compiled.positiontup
+    if names is None:  # a driver with named parameters: SQLAlchemy's own way
+        for start in range(0, len(rows), 2000):
+            connection.execute(statement, rows[start : start + 2000])
+        return
+    for name in names:  # column by column: a few converters, called in tight loops
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            for row in rows:
+                row[name] = process(row[name])
+    pick = itemgetter(*names)
+    connection.exec_driver_sql(str(compiled), [pick(row) for row in rows])
 
 
 # --- the check right before sending ---------------------------------------------------------
