@@ -2,7 +2,7 @@
 
 1. Claim: due rows are taken in a transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
    several workers share the work; one dispatcher at a time on SQLite), checked again
-   (consent, the visit, texting hours, caps: `reminders.check_before_sending`), and marked
+   (consent, the visit, texting hours, caps: `send_check.check_before_sending`), and marked
    SENDING with the attempt number before anything leaves.
 2. Send: with bounded concurrency, outside any transaction.
 3. Record: the results, each only if the row is still in the attempt that sent it.
@@ -38,7 +38,7 @@ from coordination.consent import flag_number, opt_out
 from coordination.gateway import GatewayError, SendResult, SmsGateway
 from coordination.inbound import apply_early_callbacks
 from coordination.models import ConsentHow, MessageStatus, OutboundMessage
-from coordination.reminders import check_before_sending
+from coordination.send_check import check_before_sending
 from coordination.twilio_gateway import INVALID_NUMBER, NOT_MOBILE, OPTED_OUT
 from core.clock import Clock
 from core.db import transaction

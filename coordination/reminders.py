@@ -1,11 +1,8 @@
-"""Visit reminders: planned into the outbox on a rolling horizon, checked again right
-before they leave, and sent by hand by coordinators, always within consent, the state's
-texting hours and the caps (one text a day and three a week per phone number).
+"""Visit reminders planned into the outbox on a rolling horizon (30 days, not 15 years).
 
 The outbox row is the truth. Its `dedupe_key` (visit, rule, number, and what it was
 planned on: the appointment, the window's first day) makes planning idempotent; its
-`planned_on` lets the dispatcher see that a visit moved since. Send times are computed in the
-recipient's own zone, so that 10:00 stays 10:00 across daylight-saving changes."""
+`planned_on` lets the dispatcher see that a visit moved since (`coordination.send_check`)."""
 
 from __future__ import annotations
 
@@ -13,10 +10,9 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from datetime import date, datetime, timedelta
 from operator import itemgetter
-from typing import Any, Protocol, cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Insert, Select, Table, select
@@ -25,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from coordination.models import (
     LEFT_STATUSES,
-    OPEN_VISIT_STATUSES,
     ConsentStatus,
     FollowUpPlan,
     MessagePurpose,
@@ -36,66 +31,35 @@ from coordination.models import (
     VisitStatus,
 )
 from coordination.protocol import ProtocolLibrary, ReminderKind, ReminderRule, shipped_protocols
-from coordination.reminder_texts import (
-    ONE_OFF,
-    REMINDERS,
-    Template,
-    format_day,
-    format_time,
-    render,
+from coordination.texting import (
+    BOOKED,
+    CAPPED_PURPOSES,
+    FOLLOWED,
+    OVERDUE_NOTICE_DAYS,
+    SEND_HOUR,
+    LinkFacts,
+    PatientFacts,
+    PersonFacts,
+    Recipient,
+    TextingHours,
+    VisitFacts,
+    appointment_day,
+    cap_problem,
+    planned_on,
+    recipients_of,
+    reminder_body,
+    rule_kind,
+    rule_label,
+    stale_reason,
+    still_useful,
 )
-from core.audit.service import Actor, record_event
 from core.clock import Clock
-from core.models import Caregiver, CaregiverLink, Language, Patient, PatientStatus, State
-from core.phones import display_phone
-from core.text import N_
+from core.models import Caregiver, CaregiverLink, Patient, State
 
+# --- planning ------------------------------------------------------------------------------
 
-class VisitFacts(Protocol):
-    """What planning reads of a visit (an ORM Visit, or a plain row of its columns)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def patient_id(self) -> int: ...
-    @property
-    def visit_key(self) -> str: ...
-    @property
-    def status(self) -> VisitStatus: ...
-    @property
-    def window_start(self) -> date: ...
-    @property
-    def window_end(self) -> date: ...
-    @property
-    def appointment_at(self) -> datetime | None: ...
-    @property
-    def appointment_zone(self) -> str | None: ...
-    @property
-    def missed_acknowledged_at(self) -> datetime | None: ...
-
-
-class PersonFacts(Protocol):
-    """What planning reads of a patient or a caregiver."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def mobile_phone(self) -> str | None: ...
-    @property
-    def preferred_language(self) -> Language: ...
-    @property
-    def time_zone(self) -> str: ...
-
-
-class PatientFacts(PersonFacts, Protocol):
-    @property
-    def state_id(self) -> int: ...
-
-
-class LinkFacts(Protocol):
-    @property
-    def can_receive_reminders(self) -> bool: ...
-
+HORIZON_DAYS = 30
+_KIND_RANK = {ReminderKind.OVERDUE: 0, ReminderKind.APPOINTMENT: 1, ReminderKind.WINDOW_OPENS: 2}
 
 _VISIT_COLUMNS = (
     Visit.id,
@@ -116,140 +80,6 @@ _PATIENT_COLUMNS = (
     Patient.time_zone,
 )
 
-HORIZON_DAYS = 30
-# Reminders go out at this local hour (moved into the state's texting hours if outside).
-SEND_HOUR = 10
-MAX_PER_DAY = 1
-MAX_PER_WEEK = 3
-# Texts further than this from a candidate cannot share a week with it (a day to spare for
-# the zones' offsets).
-_CAP_REACH = timedelta(days=8)
-# An overdue notice still makes sense this many days after the window closed.
-OVERDUE_NOTICE_DAYS = 7
-# An appointment reminder is pointless this close to the appointment.
-APPOINTMENT_CUTOFF = timedelta(hours=2)
-FOLLOWED = (PatientStatus.ENROLLED, PatientStatus.ACTIVE)
-BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
-# Purposes bound by consent, texting hours and the caps (invitations and reset codes are
-# asked for by the person, at that moment).
-CAPPED_PURPOSES = (MessagePurpose.REMINDER, MessagePurpose.ONE_OFF)
-MANUAL_RULE = "manual"
-_KIND_RANK = {ReminderKind.OVERDUE: 0, ReminderKind.APPOINTMENT: 1, ReminderKind.WINDOW_OPENS: 2}
-
-
-# --- texting hours -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TextingHours:
-    """The local hours texts may arrive (from inclusive, until exclusive)."""
-
-    from_hour: int = 8
-    until_hour: int = 21
-
-    @classmethod
-    def of(cls, state: State | None) -> TextingHours:
-        if state is None:
-            return cls()
-        return cls(from_hour=state.texts_from_hour, until_hour=state.texts_until_hour)
-
-    def allows(self, moment: datetime, zone: str) -> bool:
-        local = moment.astimezone(ZoneInfo(zone))
-        return self.from_hour <= local.hour < self.until_hour
-
-    def next_allowed(self, moment: datetime, zone: str) -> datetime:
-        """`moment` if texts may arrive then, else the next start of texting hours."""
-        if self.allows(moment, zone):
-            return moment
-        local = moment.astimezone(ZoneInfo(zone))
-        day = local.date() if local.hour < self.from_hour else local.date() + timedelta(days=1)
-        return self.at(day, zone, self.from_hour)
-
-    def at(self, day: date, zone: str, hour: int) -> datetime:
-        """`hour`:00 on `day` in `zone` (kept inside texting hours), in UTC."""
-        return _local_hour(day, zone, min(max(hour, self.from_hour), self.until_hour - 1))
-
-    def describe(self) -> str:
-        return f"{self.from_hour}:00-{self.until_hour}:00"
-
-
-@lru_cache(maxsize=65536)
-def _local_hour(day: date, zone: str, hour: int) -> datetime:
-    # Planning asks this for the same few days and zones thousands of times.
-    return datetime.combine(day, time(hour), tzinfo=ZoneInfo(zone)).astimezone(UTC)
-
-
-# --- caps --------------------------------------------------------------------------------
-
-
-def cap_problem(sent: Sequence[datetime], candidate: datetime, zone: str) -> str | None:
-    """Why one more text at `candidate` would break the caps, given the (sorted) times of
-    the number's other texts; None when it may go.
-
-    Both caps count days of the recipient's calendar: one text a day, and three in any
-    seven consecutive days (so that a clock change never makes the eighth day count)."""
-    if not sent:
-        return None
-    tz = ZoneInfo(zone)
-    day = candidate.astimezone(tz).date()
-    near = sent[
-        bisect.bisect_left(sent, candidate - _CAP_REACH) : bisect.bisect_right(
-            sent, candidate + _CAP_REACH
-        )
-    ]
-    days = [moment.astimezone(tz).date() for moment in near]
-    if days.count(day) >= MAX_PER_DAY:
-        return "cap: already one text that day"
-    if len(days) < MAX_PER_WEEK:
-        return None
-    for back in range(7):
-        first = day - timedelta(days=back)
-        last = first + timedelta(days=6)
-        if sum(1 for other in days if first <= other <= last) >= MAX_PER_WEEK:
-            return "cap: already three texts that week"
-    return None
-
-
-# --- who gets a patient's texts --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """A phone that gets a patient's reminders, in whose language and zone."""
-
-    phone: str
-    language: str
-    zone: str
-    caregiver_id: int | None  # None: the patient's own number
-
-    @property
-    def is_caregiver(self) -> bool:
-        return self.caregiver_id is not None
-
-
-def recipients_of(
-    patient: PersonFacts, links: Iterable[tuple[LinkFacts, PersonFacts]]
-) -> list[Recipient]:
-    """The patient's own number, then caregivers who may receive reminders; a number shared
-    by several gets one text (the patient's, in the patient's language)."""
-    found: dict[str, Recipient] = {}
-    if patient.mobile_phone:
-        found[patient.mobile_phone] = Recipient(
-            patient.mobile_phone, patient.preferred_language.value, patient.time_zone, None
-        )
-    for link, caregiver in sorted(links, key=lambda pair: pair[1].id):
-        if link.can_receive_reminders and caregiver.mobile_phone:
-            found.setdefault(
-                caregiver.mobile_phone,
-                Recipient(
-                    caregiver.mobile_phone,
-                    caregiver.preferred_language.value,
-                    caregiver.time_zone,
-                    caregiver.id,
-                ),
-            )
-    return list(found.values())
-
 
 def _textable(session: Session, phones: Iterable[str]) -> set[str]:
     """The numbers that opted in and carry no provider flag."""
@@ -266,24 +96,6 @@ def _textable(session: Session, phones: Iterable[str]) -> set[str]:
             )
         )
     return found
-
-
-def _links_by_patient(
-    session: Session, patient_ids: Sequence[int]
-) -> dict[int, list[tuple[CaregiverLink, Caregiver]]]:
-    links: dict[int, list[tuple[CaregiverLink, Caregiver]]] = defaultdict(list)
-    for start in range(0, len(patient_ids), 900):
-        rows = session.execute(
-            select(CaregiverLink, Caregiver)
-            .join(Caregiver, Caregiver.id == CaregiverLink.caregiver_id)
-            .where(
-                CaregiverLink.patient_id.in_(patient_ids[start : start + 900]),
-                CaregiverLink.can_receive_reminders.is_(True),
-            )
-        )
-        for link, caregiver in rows:
-            links[link.patient_id].append((link, caregiver))
-    return links
 
 
 def _reminder_links(
@@ -312,45 +124,6 @@ def _reminder_links(
     return links
 
 
-# --- what a reminder is planned on ----------------------------------------------------------
-
-
-def rule_label(kind: ReminderKind, key: str) -> str:
-    """The outbox's `rule`: the kind and the protocol's key ("appointment:appt-1d")."""
-    return f"{kind.value}:{key}"
-
-
-def rule_kind(rule: str | None) -> ReminderKind | None:
-    if not rule or ":" not in rule:
-        return None
-    try:
-        return ReminderKind(rule.split(":", 1)[0])
-    except ValueError:
-        return None
-
-
-def _instant_label(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def planned_on(kind: ReminderKind, visit: VisitFacts) -> str | None:
-    """What a reminder of `kind` rests on, as text; None when the visit does not fit it."""
-    if kind is ReminderKind.WINDOW_OPENS:
-        return visit.window_start.isoformat() if visit.status is VisitStatus.DUE else None
-    if kind is ReminderKind.APPOINTMENT:
-        if visit.status in BOOKED and visit.appointment_at is not None:
-            return _instant_label(visit.appointment_at)
-        return None
-    if visit.status is VisitStatus.MISSED and visit.missed_acknowledged_at is None:
-        return visit.window_end.isoformat()
-    return None
-
-
-def _appointment_day(visit: VisitFacts, patient_zone: str) -> date:
-    assert visit.appointment_at is not None
-    return visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or patient_zone)).date()
-
-
 def _nominal(
     rule: ReminderRule,
     visit: VisitFacts,
@@ -362,50 +135,10 @@ def _nominal(
     if rule.kind is ReminderKind.WINDOW_OPENS:
         day = visit.window_start - timedelta(days=rule.days_before)
     elif rule.kind is ReminderKind.APPOINTMENT:
-        day = _appointment_day(visit, patient_zone) - timedelta(days=rule.days_before)
+        day = appointment_day(visit, patient_zone) - timedelta(days=rule.days_before)
     else:
         day = visit.window_end + timedelta(days=1)
     return hours.at(day, recipient.zone, SEND_HOUR)
-
-
-def _still_useful(kind: ReminderKind, visit: VisitFacts, at: datetime, zone: str) -> bool:
-    """Would a reminder of `kind` sent at `at` still help?"""
-    local_day = at.astimezone(ZoneInfo(zone)).date()
-    if kind is ReminderKind.WINDOW_OPENS:
-        return local_day < visit.window_start
-    if kind is ReminderKind.APPOINTMENT:
-        assert visit.appointment_at is not None
-        return at < visit.appointment_at - APPOINTMENT_CUTOFF
-    return local_day <= visit.window_end + timedelta(days=OVERDUE_NOTICE_DAYS)
-
-
-@lru_cache(maxsize=256)
-def _program_phone(phone: str) -> str:
-    return display_phone(phone)
-
-
-def _body(
-    kind: ReminderKind, visit: VisitFacts, recipient: Recipient, state: State, patient_zone: str
-) -> str:
-    template = REMINDERS[kind, recipient.is_caregiver]
-    language = recipient.language
-    values = {"program": state.program_name, "phone": _program_phone(state.program_phone)}
-    if kind is ReminderKind.WINDOW_OPENS:
-        values |= {
-            "start": format_day(visit.window_start, language),
-            "end": format_day(visit.window_end, language),
-        }
-    elif kind is ReminderKind.APPOINTMENT:
-        assert visit.appointment_at is not None
-        local = visit.appointment_at.astimezone(ZoneInfo(visit.appointment_zone or patient_zone))
-        values |= {
-            "date": format_day(local.date(), language),
-            "time": format_time(local, language),
-        }
-    return render(template, language, **values)
-
-
-# --- planning ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -570,7 +303,7 @@ def _visit_candidates(
         if passed:
             chosen.insert(0, (hours.next_allowed(now, recipient.zone), passed[-1][1]))
         for send_at, rule in chosen:
-            if send_at > end or not _still_useful(kind, visit, send_at, recipient.zone):
+            if send_at > end or not still_useful(kind, visit, send_at, recipient.zone):
                 continue
             # What it rests on is part of the key: a moved appointment or window gets its
             # own reminders (the old ones are dropped before sending).
@@ -623,7 +356,7 @@ def _taken_times(
         )
     for phone, send_after, kind, visit_id, planned in stale_check:
         visit = visits.get(visit_id)
-        if visit is not None and _visit_verdict(kind, planned, visit) is None:
+        if visit is not None and stale_reason(kind, planned, visit) is None:
             taken[phone].append(send_after)
     for times in taken.values():
         times.sort()
@@ -675,7 +408,7 @@ def _insert_within_caps(
                 later = hours.at(
                     later.astimezone(ZoneInfo(c.recipient.zone)).date(), c.recipient.zone, SEND_HOUR
                 )
-                if not _still_useful(c.kind, c.visit, later, c.recipient.zone):
+                if not still_useful(c.kind, c.visit, later, c.recipient.zone):
                     break
                 if cap_problem(times, later, c.recipient.zone) is None:
                     c.send_at, problem = later, None
@@ -689,7 +422,7 @@ def _insert_within_caps(
         rows.append(
             {
                 "to_phone": c.recipient.phone,
-                "body": _body(c.kind, c.visit, c.recipient, state, c.patient.time_zone),
+                "body": reminder_body(c.kind, c.visit, c.recipient, state, c.patient.time_zone),
                 "purpose": MessagePurpose.REMINDER,
                 "patient_id": c.patient.id,
                 "caregiver_id": c.recipient.caregiver_id,
@@ -738,342 +471,3 @@ def _insert_many(
                 row[name] = process(row[name])
     pick = itemgetter(*names)
     connection.exec_driver_sql(str(compiled), [pick(row) for row in rows])
-
-
-# --- the check right before sending ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the dispatcher does with a due message: send it, drop it, or wait."""
-
-    send: bool
-    drop_reason: str | None = None
-    defer_until: datetime | None = None
-    note: str | None = None
-
-    @classmethod
-    def ok(cls) -> Verdict:
-        return cls(send=True)
-
-    @classmethod
-    def drop(cls, reason: str) -> Verdict:
-        return cls(send=False, drop_reason=reason)
-
-    @classmethod
-    def wait(cls, until: datetime, note: str) -> Verdict:
-        return cls(send=False, defer_until=until, note=note)
-
-
-_VISIT_GONE = {
-    VisitStatus.COMPLETED: "the visit was completed",
-    VisitStatus.CANCELLED: "the visit was cancelled",
-    VisitStatus.MISSED: "the visit was missed",
-}
-
-
-def _visit_verdict(kind: ReminderKind, planned: str | None, visit: Visit) -> str | None:
-    """Why a reminder planned on the visit (as `planned`, its `planned_on`) no longer fits
-    it; None when it does."""
-    anchor = planned_on(kind, visit)
-    if anchor == planned:
-        return None
-    if kind is ReminderKind.OVERDUE:
-        if visit.status is VisitStatus.MISSED:
-            return "a coordinator already followed up"
-        return _VISIT_GONE.get(visit.status, "the visit was booked again")
-    if visit.status in _VISIT_GONE:
-        return _VISIT_GONE[visit.status]
-    if kind is ReminderKind.WINDOW_OPENS:
-        return "an appointment was booked" if visit.status in BOOKED else "the visit moved"
-    return "the appointment moved" if visit.status in BOOKED else "the appointment was cancelled"
-
-
-def check_before_sending(
-    session: Session, *, clock: Clock, messages: Sequence[OutboundMessage]
-) -> dict[int, Verdict]:
-    """Look at due messages again, right before they leave: consent, the patient, the
-    visit (completed, cancelled, moved), a caregiver's right, texting hours and the caps.
-
-    Loads what it needs in a few queries whatever the number of messages."""
-    now = clock.now()
-    verdicts: dict[int, Verdict] = {}
-    if not messages:
-        return verdicts
-    phones = {m.to_phone for m in messages}
-    consents = {
-        c.phone: c for c in session.scalars(select(SmsConsent).where(SmsConsent.phone.in_(phones)))
-    }
-    capped = [m for m in messages if m.purpose in CAPPED_PURPOSES]
-    patient_ids = {m.patient_id for m in capped if m.patient_id is not None}
-    patients = {
-        p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))
-    }
-    states = {s.id: s for s in session.scalars(select(State))} if capped else {}
-    visit_ids = {m.visit_id for m in capped if m.visit_id is not None}
-    visits = {v.id: v for v in session.scalars(select(Visit).where(Visit.id.in_(visit_ids)))}
-    caregiver_ids = {m.caregiver_id for m in capped if m.caregiver_id is not None}
-    reminder_links = {
-        (link.caregiver_id, link.patient_id): (link, caregiver)
-        for link, caregiver in session.execute(
-            select(CaregiverLink, Caregiver)
-            .join(Caregiver, Caregiver.id == CaregiverLink.caregiver_id)
-            .where(CaregiverLink.caregiver_id.in_(caregiver_ids))
-        )
-    }
-    sent: dict[str, list[datetime]] = defaultdict(list)
-    capped_phones = {m.to_phone for m in capped}
-    if capped_phones:
-        rows = session.execute(
-            select(
-                OutboundMessage.to_phone, OutboundMessage.sent_at, OutboundMessage.claimed_at
-            ).where(
-                OutboundMessage.to_phone.in_(capped_phones),
-                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-                OutboundMessage.status.in_(LEFT_STATUSES),
-                OutboundMessage.send_after >= now - timedelta(days=8),
-                OutboundMessage.send_after <= now,
-            )
-        )
-        for phone, sent_at, claimed_at in rows:
-            moment = sent_at or claimed_at
-            if moment is not None:
-                sent[phone].append(moment)
-    for times in sent.values():
-        times.sort()
-
-    for message in sorted(messages, key=lambda m: (m.send_after, m.id)):
-        consent = consents.get(message.to_phone)
-        if consent is not None and consent.status is ConsentStatus.OPTED_OUT:
-            verdicts[message.id] = Verdict.drop("the number opted out (STOP)")
-            continue
-        if message.purpose not in CAPPED_PURPOSES:
-            verdicts[message.id] = Verdict.ok()
-            continue
-        if consent is None:
-            verdicts[message.id] = Verdict.drop("the number never opted in to texts")
-            continue
-        if consent.problem_code:
-            verdicts[message.id] = Verdict.drop(f"the number is flagged ({consent.problem_code})")
-            continue
-        patient = patients.get(message.patient_id or -1)
-        if patient is None or patient.status not in FOLLOWED:
-            verdicts[message.id] = Verdict.drop("the patient is no longer followed")
-            continue
-        zone = patient.time_zone
-        if message.caregiver_id is not None:
-            pair = reminder_links.get((message.caregiver_id, patient.id))
-            if pair is None or not pair[0].can_receive_reminders:
-                verdicts[message.id] = Verdict.drop("the caregiver no longer gets reminders")
-                continue
-            if pair[1].mobile_phone != message.to_phone:
-                verdicts[message.id] = Verdict.drop("the caregiver's number changed")
-                continue
-            zone = pair[1].time_zone
-        elif patient.mobile_phone != message.to_phone:
-            verdicts[message.id] = Verdict.drop("the patient's number changed")
-            continue
-        kind = rule_kind(message.rule)
-        if kind is not None and message.visit_id is not None:
-            visit = visits.get(message.visit_id)
-            reason = (
-                "the visit is gone"
-                if visit is None
-                else _visit_verdict(kind, message.planned_on, visit)
-            )
-            if reason is None and visit is not None and not _still_useful(kind, visit, now, zone):
-                reason = "too late to help"
-            if reason is not None:
-                verdicts[message.id] = Verdict.drop(reason)
-                continue
-        hours = TextingHours.of(states.get(patient.state_id))
-        if not hours.allows(now, zone):
-            verdicts[message.id] = Verdict.wait(
-                hours.next_allowed(now, zone), f"waiting for texting hours ({hours.describe()})"
-            )
-            continue
-        times = sent[message.to_phone]
-        problem = cap_problem(times, now, zone)
-        if problem is not None:
-            tomorrow = now.astimezone(ZoneInfo(zone)).date() + timedelta(days=1)
-            verdicts[message.id] = Verdict.wait(hours.at(tomorrow, zone, SEND_HOUR), problem)
-            continue
-        bisect.insort(times, now)
-        verdicts[message.id] = Verdict.ok()
-    return verdicts
-
-
-# --- coordinators sending by hand -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManualOutcome:
-    """What became of a text a coordinator asked for, for one number."""
-
-    phone: str
-    is_caregiver: bool
-    queued: bool
-    reason: str | None  # msgid with params, when refused
-
-
-def texting_refusal(
-    session: Session, *, clock: Clock, recipient: Recipient, hours: TextingHours
-) -> str | None:
-    """Why a text asked for by hand (a coordinator's one-off, "send reminder now", a module
-    link) may not go to `recipient` now, in words for the coordinator; None when it may:
-    consent, a flagged number, the state's texting hours and the caps."""
-    now = clock.now()
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == recipient.phone))
-    if consent is None:
-        return N_("This number never agreed to get texts. Record consent first.")
-    if consent.status is ConsentStatus.OPTED_OUT:
-        return N_("This number opted out of texts (STOP). It cannot be texted.")
-    if consent.problem_code:
-        return N_(
-            "Texts to this number failed for good (error %(code)s). Check the number.",
-            code=consent.problem_code,
-        )
-    if not hours.allows(now, recipient.zone):
-        return N_(
-            "It is outside texting hours (%(hours)s) where this person lives. Try later.",
-            hours=hours.describe(),
-        )
-    sent = sorted(
-        moment
-        for sent_at, claimed, send_after in session.execute(
-            select(
-                OutboundMessage.sent_at, OutboundMessage.claimed_at, OutboundMessage.send_after
-            ).where(
-                OutboundMessage.to_phone == recipient.phone,
-                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-                OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
-                OutboundMessage.send_after >= now - timedelta(days=8),
-                OutboundMessage.send_after <= now,
-            )
-        )
-        if (moment := sent_at or claimed or send_after) is not None
-    )
-    problem = cap_problem(sent, now, recipient.zone)
-    if problem == "cap: already one text that day":
-        return N_("This number already got a text today (at most one a day).")
-    if problem is not None:
-        return N_("This number already got three texts this week (at most three a week).")
-    return None
-
-
-def _send_by_hand(
-    session: Session,
-    *,
-    clock: Clock,
-    actor: Actor,
-    patient: Patient,
-    one_off: Template | None,
-    visit: Visit | None,
-) -> list[ManualOutcome]:
-    state = session.get(State, patient.state_id)
-    assert state is not None
-    hours = TextingHours.of(state)
-    links = _links_by_patient(session, [patient.id]).get(patient.id, [])
-    outcomes: list[ManualOutcome] = []
-    for recipient in recipients_of(patient, links):
-        refusal = texting_refusal(session, clock=clock, recipient=recipient, hours=hours)
-        if refusal is not None:
-            outcomes.append(ManualOutcome(recipient.phone, recipient.is_caregiver, False, refusal))
-            continue
-        values = {"program": state.program_name, "phone": display_phone(state.program_phone)}
-        if one_off is not None:
-            body = render(one_off, recipient.language, **values)
-            purpose, rule = MessagePurpose.ONE_OFF, one_off.key
-        else:
-            assert visit is not None
-            kind = _manual_kind(visit)
-            body = _body(kind, visit, recipient, state, patient.time_zone)
-            purpose, rule = MessagePurpose.REMINDER, MANUAL_RULE
-        session.add(
-            OutboundMessage(
-                to_phone=recipient.phone,
-                body=body,
-                purpose=purpose,
-                patient_id=patient.id,
-                caregiver_id=recipient.caregiver_id,
-                visit_id=visit.id if visit is not None else None,
-                rule=rule,
-                language=recipient.language,
-                status=MessageStatus.QUEUED,
-                created_at=clock.now(),
-                send_after=clock.now(),
-                attempts=0,
-                requested_by_user_id=actor.user_id,
-            )
-        )
-        outcomes.append(ManualOutcome(recipient.phone, recipient.is_caregiver, True, None))
-    session.flush()
-    record_event(
-        session,
-        clock=clock,
-        actor=actor,
-        action="sms.one_off" if one_off is not None else "sms.remind_now",
-        patient_id=patient.id,
-        target=f"patient:{patient.id}",
-        detail={
-            "queued": sum(o.queued for o in outcomes),
-            "refused": sum(not o.queued for o in outcomes),
-        },
-    )
-    return outcomes
-
-
-def _manual_kind(visit: Visit) -> ReminderKind:
-    if visit.status in BOOKED and visit.appointment_at is not None:
-        return ReminderKind.APPOINTMENT
-    if visit.status is VisitStatus.MISSED:
-        return ReminderKind.OVERDUE
-    return ReminderKind.WINDOW_OPENS
-
-
-def reminder_visit(session: Session, *, clock: Clock, patient: Patient) -> Visit | None:
-    """The visit a "send reminder now" is about: the next open one, else the latest missed
-    one nobody followed up."""
-    visits = list(
-        session.scalars(
-            select(Visit).where(Visit.patient_id == patient.id).order_by(Visit.target_date)
-        )
-    )
-    upcoming = [
-        v
-        for v in visits
-        if v.status in OPEN_VISIT_STATUSES
-        and (v.appointment_at is None or v.appointment_at > clock.now())
-    ]
-    if upcoming:
-        return upcoming[0]
-    missed = [
-        v for v in visits if v.status is VisitStatus.MISSED and v.missed_acknowledged_at is None
-    ]
-    return missed[-1] if missed else None
-
-
-def send_reminder_now(
-    session: Session, *, clock: Clock, actor: Actor, patient: Patient
-) -> list[ManualOutcome]:
-    """Queue a reminder about the patient's next visit to the patient and caregivers who
-    get reminders, each within consent, texting hours and the caps. Nothing is queued
-    when there is no visit to remind of (an empty list)."""
-    visit = reminder_visit(session, clock=clock, patient=patient)
-    if visit is None:
-        return []
-    return _send_by_hand(
-        session, clock=clock, actor=actor, patient=patient, one_off=None, visit=visit
-    )
-
-
-def send_one_off(
-    session: Session, *, clock: Clock, actor: Actor, patient: Patient, template_key: str
-) -> list[ManualOutcome]:
-    """Queue an approved one-off text (ONE_OFF[template_key]) to the patient and caregivers
-    who get reminders, within consent, texting hours and the caps. KeyError for a
-    template that is not approved."""
-    template = ONE_OFF[template_key]
-    return _send_by_hand(
-        session, clock=clock, actor=actor, patient=patient, one_off=template, visit=None
-    )

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from coordination.by_hand import ManualOutcome, send_reminder_now
 from coordination.consent import clear_flag, opt_in, opt_out
 from coordination.consent import opt_in_wording as consent_wording
 from coordination.models import (
@@ -27,7 +28,6 @@ from coordination.models import (
     SmsConsentEvent,
 )
 from coordination.reminder_texts import ONE_OFF, render
-from coordination.reminders import ManualOutcome, send_reminder_now
 from coordination.timeline import PRIVATE_PURPOSES, replies_for_patient
 from core.audit.service import Actor, record_event
 from core.clock import Clock

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from coordination.by_hand import send_one_off
 from coordination.consent import consent_status, opt_in, opt_in_wording
 from coordination.inbound import handle_inbound
 from coordination.models import (
@@ -32,9 +33,10 @@ from coordination.models import (
     Visit,
     VisitStatus,
 )
-from coordination.reminders import FOLLOWED, PlanReport, plan_reminders, send_one_off
+from coordination.reminders import PlanReport, plan_reminders
 from coordination.schedule import next_visit, visits_for_patient
 from coordination.sms_text import ReplyIntent
+from coordination.texting import FOLLOWED
 from core.audit.service import Actor
 from core.clock import Clock, FrozenClock
 from core.identity.models import Role, User

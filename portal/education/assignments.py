@@ -16,13 +16,14 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.by_hand import texting_refusal
 from coordination.models import (
     MessagePurpose,
     MessageStatus,
     OutboundMessage,
 )
 from coordination.reminder_texts import Template, render
-from coordination.reminders import FOLLOWED, Recipient, TextingHours, texting_refusal
+from coordination.texting import FOLLOWED, Recipient, TextingHours
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
@@ -153,7 +154,7 @@ def _refusal(
     session: Session, *, clock: Clock, patient: Patient, reader: ReaderChoice, state: State
 ) -> str | None:
     """Why the reader may not be texted now (None: they may). The same rules, in the same
-    words, as a coordinator's one-off text (coordination.reminders.texting_refusal)."""
+    words, as a coordinator's one-off text (coordination.by_hand.texting_refusal)."""
     if patient.status not in FOLLOWED:
         return N_("The patient is no longer followed: no text is sent.")
     person = reader.caregiver

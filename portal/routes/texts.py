@@ -12,8 +12,9 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from coordination.by_hand import ManualOutcome, send_one_off, send_reminder_now
 from coordination.reminder_texts import ONE_OFF
-from coordination.reminders import ManualOutcome, TextingHours, send_one_off, send_reminder_now
+from coordination.texting import TextingHours
 from coordination.texts import (
     TextsError,
     clear_number_flag,

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordination import reminders
+from coordination.by_hand import ManualOutcome, send_one_off, send_reminder_now
 from coordination.consent import consent_status, flag_number, opt_in, opt_out
 from coordination.dispatcher import DispatchReport, dispatch_due
 from coordination.gateway import SendResult
@@ -40,13 +41,7 @@ from coordination.models import (
 )
 from coordination.protocol import shipped_protocols
 from coordination.reminder_texts import ONE_OFF
-from coordination.reminders import (
-    ManualOutcome,
-    PlanReport,
-    plan_reminders,
-    send_one_off,
-    send_reminder_now,
-)
+from coordination.reminders import PlanReport, plan_reminders
 from coordination.schedule import (
     acknowledge_missed,
     book_appointment,

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from coordination.reminders import (
+from coordination.texting import (
     MAX_PER_WEEK,
     Recipient,
     TextingHours,
