@@ -23,6 +23,7 @@ from coordination.models import (
     OutboundMessage,
 )
 from coordination.reminder_texts import Template, render
+from coordination.schedule import local_today
 from coordination.texting import FOLLOWED, Recipient, TextingHours
 from core.audit.service import Actor, record_event
 from core.clock import Clock
@@ -31,7 +32,7 @@ from core.identity.models import Role, User
 from core.models import Caregiver, CaregiverLink, Patient, State
 from core.text import N_
 from portal.education.content import ModuleLibrary, shipped_modules
-from portal.education.funding import MAX_YEAR, parse_id, state_today
+from portal.education.funding import MAX_YEAR, parse_id
 from portal.education.models import ModuleAssignment
 from portal.education.offer import offered_modules
 
@@ -278,7 +279,7 @@ def assign_module(
         errors["module_key"] = N_("This module is not offered to this reader.")
     state = session.get(State, patient.state_id)
     assert state is not None
-    due, problem = _due_day(due_on, today=state_today(clock, state))
+    due, problem = _due_day(due_on, today=local_today(clock, state.time_zone))
     if problem is not None:
         errors["due_on"] = problem
     if errors:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.schedule import local_today
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
@@ -43,11 +43,6 @@ class FundingWindow:
     status: WindowStatus
 
 
-def state_today(clock: Clock, state: State) -> date:
-    """The state's own calendar date now (funding days are the state's days)."""
-    return clock.now().astimezone(ZoneInfo(state.time_zone)).date()
-
-
 def window_status(row: ModuleFunding, *, now: datetime, today: date) -> WindowStatus:
     if row.ended_at is not None and row.ended_at <= now:
         return WindowStatus.ENDED
@@ -72,7 +67,7 @@ def funding_windows(session: Session, *, clock: Clock) -> list[FundingWindow]:
             row=row,
             state=state,
             created_by=name,
-            status=window_status(row, now=now, today=state_today(clock, state)),
+            status=window_status(row, now=now, today=local_today(clock, state.time_zone)),
         )
         for row, state, name in rows
     ]

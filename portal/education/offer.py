@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from coordination.schedule import local_today
 from core.clock import Clock
 from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, State, Therapy
@@ -125,10 +125,6 @@ class OfferedModule:
 # --- the reader ----------------------------------------------------------------------------
 
 
-def _local_today(now: datetime, zone: str) -> date:
-    return now.astimezone(ZoneInfo(zone)).date()
-
-
 def reader_of(session: Session, *, user: User, clock: Clock) -> Reader | None:
     """The reader behind a login; None for staff, and for a patient or caregiver not yet
     linked to a patient record (no state: nothing to offer, nowhere to count a completion)."""
@@ -153,10 +149,9 @@ def reader_of(session: Session, *, user: User, clock: Clock) -> Reader | None:
     rows = session.execute(query).all()
     if not rows:
         return None
-    now = clock.now()
     states: dict[int, ReaderState] = {}
     for _patient_id, state_id, zone, _therapy in rows:
-        states.setdefault(state_id, ReaderState(state_id, _local_today(now, zone)))
+        states.setdefault(state_id, ReaderState(state_id, local_today(clock, zone)))
     return Reader(
         user_id=user.id,
         role=user.role,
@@ -207,9 +202,11 @@ def _fits(module: Module, reader: Reader) -> bool:
     )
 
 
-def _status(
+def reading_status(
     module: Module, progress: ModuleProgress | None, latest: ModuleCompletion | None
 ) -> ReadingStatus:
+    """Where a reader is with a module, from their progress row and their latest completion
+    (by version, then time): the one rule for the reader's list and the staff's view."""
     if latest is not None and latest.module_version >= module.significant_since:
         return ReadingStatus.COMPLETED
     if progress is not None and progress.module_version >= module.significant_since:
@@ -294,7 +291,7 @@ def _offer(
         fits = _fits(module, reader)
         if not already and not (fits and (module.core or key in funded)):
             continue
-        status = _status(module, progress.get(key), latest.get(key))
+        status = reading_status(module, progress.get(key), latest.get(key))
         completion = latest.get(key)
         assignment_row = assigned.get(key)
         # Counted under the state that funds it, else where it was completed, else home.

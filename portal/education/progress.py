@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -51,9 +52,7 @@ def record_section_read(
         )
         session.add(row)
     elif not offered.progress_is_current:
-        # A significant change since this reading began: it starts over.
-        row.sections_done, row.current_section, row.started_at = [], ids[0], now
-        row.check_first = None
+        _restart(row, module=module, now=now)
     done = [s for s in (row.sections_done or []) if s in ids]
     if section_id not in done:
         done.append(section_id)
@@ -64,6 +63,14 @@ def record_section_read(
     row.updated_at = now
     session.flush()
     return following
+
+
+def _restart(row: ModuleProgress, *, module: Module, now: datetime) -> None:
+    """A significant change since this reading began: it starts over (sections and the
+    check's first tries)."""
+    row.sections_done, row.current_section, row.started_at = [], module.section_ids[0], now
+    row.check_first = None
+    row.module_version = module.version
 
 
 # --- the knowledge check -------------------------------------------------------------------
@@ -143,10 +150,11 @@ def answer_questions(
     module = offered.module
     questions: dict[str, Question] = {q.id: q for q in module.en.questions}
     row = _progress_row(session, clock=clock, reader=reader, offered=offered)
+    if row.module_version < module.significant_since:
+        _restart(row, module=module, now=clock.now())  # nothing of an outdated reading counts
+    elif row.module_version != module.version:
+        row.check_first, row.module_version = None, module.version  # a retake of a new version
     stored = {k: v for k, v in (row.check_first or {}).items() if isinstance(v, int)}
-    if row.module_version != module.version:
-        stored = {}  # first tries of an older version do not count for this one
-        row.module_version = module.version
     # The first tries on record win over whatever a form carries.
     first, right = {**state.first, **stored}, set(state.right)
     checked: dict[str, bool] = {}

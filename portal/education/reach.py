@@ -11,7 +11,6 @@ leave this file."""
 from __future__ import annotations
 
 import csv
-import enum
 import io
 from collections import Counter
 from collections.abc import Sequence
@@ -22,23 +21,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from coordination.schedule import local_today
 from core.clock import Clock
 from core.identity.models import User
 from core.models import Patient, State
 from portal.education.assignments import ReaderChoice, readers_of_patient
 from portal.education.content import Module, ModuleLibrary
-from portal.education.funding import state_today
 from portal.education.models import ModuleAssignment, ModuleCompletion, ModuleProgress
+from portal.education.offer import ReadingStatus, reading_status
 from reporting.suppression import SuppressedTable, suppress_table
 
 # --- one patient ---------------------------------------------------------------------------
-
-
-class ReadingStatus(enum.StrEnum):
-    ASSIGNED = "assigned"  # assigned, not begun
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    NEEDS_NEW_READ = "needs_new_read"  # completed before a significant change
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ class ReaderEducation:
 
 _RANK = {
     ReadingStatus.IN_PROGRESS: 0,
-    ReadingStatus.ASSIGNED: 1,
+    ReadingStatus.NOT_STARTED: 1,
     ReadingStatus.NEEDS_NEW_READ: 2,
     ReadingStatus.COMPLETED: 3,
 }
@@ -106,11 +99,12 @@ def _reading(
         )
         for done in sorted(completions, key=lambda d: d.completed_at, reverse=True)
     )
-    latest_done = views[0].completed_at if views else None
-    reading_now = progress is not None and progress.module_version >= significant
-    # Progress older than the last completion is that completed reading, not a new one.
-    if reading_now and progress is not None and latest_done is not None:
-        reading_now = progress.updated_at > latest_done and not views[0].current
+    latest = max(completions, key=lambda d: (d.module_version, d.completed_at), default=None)
+    if module is not None:
+        status = reading_status(module, progress, latest)
+    else:  # a module no longer shipped: only what was completed counts
+        status = ReadingStatus.COMPLETED if latest is not None else ReadingStatus.NOT_STARTED
+    reading_now = status is ReadingStatus.IN_PROGRESS
     section: int | None = None
     all_read = False
     ids = module.section_ids if module is not None else ()
@@ -121,14 +115,6 @@ def _reading(
             section = ids.index(progress.current_section) + 1
         else:
             section = min(len(done) + 1, len(ids))
-    if views and views[0].current:
-        status = ReadingStatus.COMPLETED
-    elif reading_now:
-        status = ReadingStatus.IN_PROGRESS
-    elif views:
-        status = ReadingStatus.NEEDS_NEW_READ
-    else:
-        status = ReadingStatus.ASSIGNED
     overdue = (
         assignment is not None
         and assignment.due_on is not None
@@ -194,7 +180,7 @@ def patient_education(
         completions.setdefault((done.user_id, done.module_key), []).append(done)
     state = session.get(State, patient.state_id)
     assert state is not None
-    today = state_today(clock, state)
+    today = local_today(clock, state.time_zone)
     result = []
     for choice in readers:
         uid = choice.user.id
@@ -288,7 +274,7 @@ def state_reach(
     language: str,
 ) -> StateReach:
     """The state's reach in `year` (the current year when None or out of range)."""
-    today = state_today(clock, state)
+    today = local_today(clock, state.time_zone)
     found = _first_completions(session, state=state)
     years = tuple(
         sorted({month.year for _k, _r, month in found if month.year <= today.year} | {today.year})

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from coordination.schedule import local_today
 from core.audit.service import record_event
 from core.db import after_commit
 from core.errors import FieldErrors
@@ -45,7 +46,6 @@ from portal.education.funding import (
     end_funding,
     funding_windows,
     parse_id,
-    state_today,
 )
 from portal.education.reach import StateReach, patient_education, reach_csv, state_reach
 from portal.routes.pages import page_router
@@ -253,7 +253,7 @@ def _education_page(
         "form": form or AssignForm(),
         "errors": errors or {},
         "outcome": outcome,
-        "today": state_today(app.clock, patient.state),
+        "today": local_today(app.clock, patient.state.time_zone),
         "zone": patient.state.time_zone,
     }
     return render(
