@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.consent import consent_of
 from coordination.models import (
     LEFT_STATUSES,
     OPEN_VISIT_STATUSES,
@@ -16,7 +17,6 @@ from coordination.models import (
     MessagePurpose,
     MessageStatus,
     OutboundMessage,
-    SmsConsent,
     Visit,
     VisitStatus,
 )
@@ -26,6 +26,7 @@ from coordination.reminder_texts import (
     Template,
     render,
 )
+from coordination.schedule import visits_for_patient
 from coordination.texting import (
     BOOKED,
     CAPPED_PURPOSES,
@@ -33,6 +34,7 @@ from coordination.texting import (
     Recipient,
     TextingHours,
     cap_problem,
+    program_values,
     recipients_of,
     reminder_body,
     reminder_links_of,
@@ -40,7 +42,6 @@ from coordination.texting import (
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.models import Patient, State
-from core.phones import display_phone
 from core.text import N_
 
 
@@ -61,7 +62,7 @@ def texting_refusal(
     link) may not go to `recipient` now, in words for the coordinator; None when it may:
     consent, a flagged number, the state's texting hours and the caps."""
     now = clock.now()
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == recipient.phone))
+    consent = consent_of(session, phone=recipient.phone)
     if consent is None:
         return N_("This number never agreed to get texts. Record consent first.")
     if consent.status is ConsentStatus.OPTED_OUT:
@@ -118,7 +119,7 @@ def _send_by_hand(
         if refusal is not None:
             outcomes.append(ManualOutcome(recipient.phone, recipient.is_caregiver, False, refusal))
             continue
-        values = {"program": state.program_name, "phone": display_phone(state.program_phone)}
+        values = program_values(state)
         if one_off is not None:
             body = render(one_off, recipient.language, **values)
             purpose, rule = MessagePurpose.ONE_OFF, one_off.key
@@ -172,11 +173,7 @@ def _manual_kind(visit: Visit) -> ReminderKind:
 def reminder_visit(session: Session, *, clock: Clock, patient: Patient) -> Visit | None:
     """The visit a "send reminder now" is about: the next open one, else the latest missed
     one nobody followed up."""
-    visits = list(
-        session.scalars(
-            select(Visit).where(Visit.patient_id == patient.id).order_by(Visit.target_date)
-        )
-    )
+    visits = visits_for_patient(session, patient_id=patient.id)
     upcoming = [
         v
         for v in visits

@@ -24,8 +24,13 @@ from core.models import Caregiver, CaregiverLink, Patient, State
 from core.text import N_
 
 
+def consent_of(session: Session, *, phone: str) -> SmsConsent | None:
+    """The number's consent record (status and provider flag), or None when it has none."""
+    return session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+
+
 def _set_status(session: Session, *, clock: Clock, phone: str, status: ConsentStatus) -> SmsConsent:
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    consent = consent_of(session, phone=phone)
     if consent is None:
         consent = SmsConsent(phone=phone, status=status, updated_at=clock.now())
         session.add(consent)
@@ -128,7 +133,7 @@ def flag_number(session: Session, *, clock: Clock, phone: str, code: str) -> Non
     """Mark a number the provider refused for good (invalid, not a mobile): nothing more is
     sent to it until a coordinator clears the flag. A number with no consent record has
     nothing to flag (nothing is planned for it anyway)."""
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    consent = consent_of(session, phone=phone)
     if consent is not None:
         consent.problem_code = code
         consent.problem_at = clock.now()
@@ -137,7 +142,7 @@ def flag_number(session: Session, *, clock: Clock, phone: str, code: str) -> Non
 
 def clear_flag(session: Session, *, phone: str) -> None:
     """A coordinator checked the number: texts may go to it again."""
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    consent = consent_of(session, phone=phone)
     if consent is not None:
         consent.problem_code = None
         consent.problem_at = None
@@ -252,7 +257,7 @@ class NumberConsent:
 
 def number_consent(session: Session, *, phone: str) -> NumberConsent:
     """The number's consent with the event that set it (the latest opt-in or opt-out)."""
-    consent = session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+    consent = consent_of(session, phone=phone)
     last = session.scalar(
         select(SmsConsentEvent)
         .where(

@@ -31,6 +31,7 @@ from coordination.reminder_texts import fit_for_sms, format_day, format_time
 from coordination.requests import request_move
 from coordination.schedule import confirm_visit, next_visit, visits_for_patient
 from coordination.sms_text import ReplyIntent, classify_reply, normalize_for_matching
+from coordination.texting import BOOKED
 from core.audit.service import Actor
 from core.clock import Clock
 from core.identity.models import User
@@ -40,8 +41,6 @@ from core.phones import display_phone, mask_phone
 DEFAULT_PROGRAM_NAME = "CGT Access follow-up"
 OPT_OUT_ERROR = "21610"
 FAILED_STATUSES = frozenset({"undelivered", "failed"})
-# A confirmed appointment still answers "C" (a second reminder says "reply C" again).
-BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
 
 
 @dataclass(frozen=True)

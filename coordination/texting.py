@@ -91,6 +91,7 @@ OVERDUE_NOTICE_DAYS = 7
 # An appointment reminder is pointless this close to the appointment.
 APPOINTMENT_CUTOFF = timedelta(hours=2)
 FOLLOWED = (PatientStatus.ENROLLED, PatientStatus.ACTIVE)
+# Booked appointments; a confirmed one still gets reminders and still answers "C".
 BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
 # Purposes bound by consent, texting hours and the caps (invitations and reset codes are
 # asked for by the person, at that moment).
@@ -285,12 +286,17 @@ def program_phone_text(phone: str) -> str:
     return display_phone(phone)
 
 
+def program_values(state: State) -> dict[str, str]:
+    """What every text names: the state's program and its phone number, as people write it."""
+    return {"program": state.program_name, "phone": program_phone_text(state.program_phone)}
+
+
 def reminder_body(
     kind: ReminderKind, visit: VisitFacts, recipient: Recipient, state: State, patient_zone: str
 ) -> str:
     template = REMINDERS[kind, recipient.is_caregiver]
     language = recipient.language
-    values = {"program": state.program_name, "phone": program_phone_text(state.program_phone)}
+    values = program_values(state)
     if kind is ReminderKind.WINDOW_OPENS:
         values |= {
             "start": format_day(visit.window_start, language),

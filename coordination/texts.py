@@ -28,13 +28,13 @@ from coordination.models import (
     SmsConsentEvent,
 )
 from coordination.reminder_texts import ONE_OFF, render
+from coordination.texting import program_values
 from coordination.timeline import PRIVATE_PURPOSES, replies_for_patient
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.identity.access import scope_patients
 from core.identity.models import User
 from core.models import Caregiver, CaregiverLink, Patient, State
-from core.phones import display_phone
 from core.service import caregiver_links
 from core.text import N_
 
@@ -283,7 +283,7 @@ class OneOffChoice:
 def one_off_choices(patient: Patient) -> list[OneOffChoice]:
     """The approved one-off texts, each as it reads in the patient's language."""
     state = patient.state
-    values = {"program": state.program_name, "phone": display_phone(state.program_phone)}
+    values = program_values(state)
     language = patient.preferred_language.value
     return [
         OneOffChoice(key=key, title=template.title, text=render(template, language, **values))
