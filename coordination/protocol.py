@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.yaml_lines import LineLoader, line_of, strip_lines
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 FIFTEEN_YEARS_DAYS = 15 * 365 + 4
@@ -160,64 +161,10 @@ class ProtocolError(ValueError):
     """A protocol file is wrong; the message names the file, the line and the problem."""
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping (for error messages)."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    # YAML loaders keep the last of two equal keys without a word: refuse them instead.
-    lines: dict[Any, int] = {}
-    for key_node, _value in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        line = key_node.start_mark.line + 1
-        if key_node.value in lines:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"the key {key_node.value!r} is repeated (first on line {lines[key_node.value]})",
-                key_node.start_mark,
-            )
-        lines[key_node.value] = line
-    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    mapping["__lines__"] = lines
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-_LINE_KEYS = ("__line__", "__lines__")
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k not in _LINE_KEYS}
-    if isinstance(value, list):
-        return [_strip_lines(item) for item in value]
-    return value
-
-
-def _line_of(raw: Any, location: tuple[int | str, ...]) -> int | None:
-    """The line of the innermost key or mapping of `location` found in the file."""
-    line: int | None = raw.get("__line__") if isinstance(raw, dict) else None
-    node = raw
-    for part in location:
-        if isinstance(node, dict):
-            line = node.get("__lines__", {}).get(part, line)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            break
-        if isinstance(node, dict) and "__line__" in node:
-            line = node["__line__"]
-    return line
-
-
 def parse_protocol(text: str, *, source: str) -> Protocol:
     """Parse and validate one protocol file's text; raise ProtocolError naming `source`."""
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+        raw = yaml.load(text, Loader=LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         line = mark.line + 1 if mark is not None else "?"
@@ -225,7 +172,7 @@ def parse_protocol(text: str, *, source: str) -> Protocol:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{source}, line 1: a protocol is a mapping with therapy, version, ...")
     try:
-        return Protocol.model_validate(_strip_lines(raw))
+        return Protocol.model_validate(strip_lines(raw))
     except ValidationError as error:
         problems = []
         for item in error.errors():
@@ -235,7 +182,7 @@ def parse_protocol(text: str, *, source: str) -> Protocol:
                 location = ("visits", cause.index)
             where = ".".join(str(part) for part in location) or "(file)"
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}, line {_line_of(raw, location) or '?'}: {where}: {message}")
+            problems.append(f"{source}, line {line_of(raw, location) or '?'}: {where}: {message}")
         raise ProtocolError("\n".join(problems)) from None
 
 

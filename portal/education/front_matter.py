@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.yaml_lines import LineLoader, line_of, strip_lines
 from portal.education.rendering import KEY_PATTERN, RAW_TAG, Finding, tag_of
 
 
@@ -121,59 +122,6 @@ class FrontMatter(BaseModel):
         return self
 
 
-# --- YAML with line numbers (as coordination/protocol.py does) -----------------------------
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every key (for error messages)."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    lines: dict[Any, int] = {}
-    for key_node, _value in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            continue
-        if key_node.value in lines:  # YAML would silently keep the last one
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"the key {key_node.value!r} is repeated (first on line {lines[key_node.value]})",
-                key_node.start_mark,
-            )
-        lines[key_node.value] = key_node.start_mark.line + 1
-    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    mapping["__lines__"] = lines
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k not in ("__line__", "__lines__")}
-    if isinstance(value, list):
-        return [_strip_lines(item) for item in value]
-    return value
-
-
-def _line_of(raw: Any, location: Sequence[int | str]) -> int | None:
-    """The line of the innermost key or mapping of `location`."""
-    line: int | None = raw.get("__line__") if isinstance(raw, dict) else None
-    node = raw
-    for part in location:
-        if isinstance(node, dict):
-            line = node.get("__lines__", {}).get(part, line)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            break
-        if isinstance(node, dict) and "__line__" in node:
-            line = node["__line__"]
-    return line
-
-
 _FRIENDLIER = {"Field required": "is missing", "Extra inputs are not permitted": "is not a field"}
 
 
@@ -203,7 +151,7 @@ def parse_front_matter(text: str, *, first_line: int) -> ParsedFrontMatter:
     # Blank lines in front make YAML's line numbers the file's (in its own messages too).
     padded = "\n" * (first_line - 1) + text
     try:
-        raw = yaml.load(padded, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+        raw = yaml.load(padded, Loader=LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         at = mark.line + 1 if mark is not None else None
@@ -213,11 +161,11 @@ def parse_front_matter(text: str, *, first_line: int) -> ParsedFrontMatter:
         return ParsedFrontMatter(None, [Finding(first_line, message)], {}, {})
     field_lines: dict[str, int] = dict(raw["__lines__"])
     try:
-        front = FrontMatter.model_validate(_strip_lines(raw))
+        front = FrontMatter.model_validate(strip_lines(raw))
     except ValidationError as error:
         return ParsedFrontMatter(None, _findings(raw, error), field_lines, {})
     question_lines = {
-        question.id: _line_of(raw, ("questions", index)) or first_line
+        question.id: line_of(raw, ("questions", index)) or first_line
         for index, question in enumerate(front.questions)
     }
     return ParsedFrontMatter(front, [], field_lines, question_lines)
@@ -239,5 +187,5 @@ def _findings(raw: dict[str, Any], error: ValidationError) -> list[Finding]:
             location = cause.location
         message = item["msg"].removeprefix("Value error, ")
         message = _FRIENDLIER.get(message, message)
-        findings.append(Finding(_line_of(raw, location), f"{_where(raw, location)}: {message}"))
+        findings.append(Finding(line_of(raw, location), f"{_where(raw, location)}: {message}"))
     return findings
