@@ -207,9 +207,9 @@ def format_day(day: date, language: str) -> str:
 def format_time(local: datetime, language: str) -> str:
     """A wall-clock time: "3:30 PM" / "15:30"."""
     if language == "es":
-        return f"{local.hour}:{local:%M}"
+        return f"{local.hour}:{local.minute:02d}"
     hour = local.hour % 12 or 12
-    return f"{hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+    return f"{hour}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
 
 
 def render(template: Template, language: str, **values: str) -> str:

@@ -144,16 +144,20 @@ def local_hour(day: date, zone: str, hour: int) -> datetime:
 # --- caps --------------------------------------------------------------------------------
 
 
-def cap_problem(sent: Sequence[datetime], candidate: datetime, zone: str) -> str | None:
+def cap_problem(
+    sent: Sequence[datetime], candidate: datetime, zone: str, *, day: date | None = None
+) -> str | None:
     """Why one more text at `candidate` would break the caps, given the (sorted) times of
-    the number's other texts; None when it may go.
+    the number's other texts; None when it may go. `day` is the candidate's day in `zone`,
+    when the caller knows it.
 
     Both caps count days of the recipient's calendar: one text a day, and three in any
     seven consecutive days (so that a clock change never makes the eighth day count)."""
     if not sent:
         return None
     tz = ZoneInfo(zone)
-    day = candidate.astimezone(tz).date()
+    if day is None:
+        day = candidate.astimezone(tz).date()
     near = sent[
         bisect.bisect_left(sent, candidate - _CAP_REACH) : bisect.bisect_right(
             sent, candidate + _CAP_REACH
@@ -175,7 +179,7 @@ def cap_problem(sent: Sequence[datetime], candidate: datetime, zone: str) -> str
 # --- who gets a patient's texts --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """A phone that gets a patient's reminders, in whose language and zone."""
 
@@ -272,7 +276,11 @@ def appointment_day(visit: VisitFacts, patient_zone: str) -> date:
 
 def still_useful(kind: ReminderKind, visit: VisitFacts, at: datetime, zone: str) -> bool:
     """Would a reminder of `kind` sent at `at` still help?"""
-    local_day = at.astimezone(ZoneInfo(zone)).date()
+    return useful_on(kind, visit, at, at.astimezone(ZoneInfo(zone)).date())
+
+
+def useful_on(kind: ReminderKind, visit: VisitFacts, at: datetime, local_day: date) -> bool:
+    """`still_useful`, given `at`'s day in the recipient's zone."""
     if kind is ReminderKind.WINDOW_OPENS:
         return local_day < visit.window_start
     if kind is ReminderKind.APPOINTMENT:
