@@ -575,6 +575,43 @@ def test_a_significant_new_version_asks_again_and_a_minor_one_does_not(
     assert statuses == {CORE: ReadingStatus.COMPLETED}
 
 
+def test_an_outdated_reading_that_goes_straight_to_the_check_starts_over(
+    db: Database, app: FastAPI, client: TestClient, clock: FrozenClock, tmp_path: Path
+) -> None:
+    token = log_in(client, PATIENT_MD, clock)
+    ids = sections(CORE)
+    module = LIBRARY.get(CORE)
+    assert module is not None and len(ids) >= 3
+    first = module.en.questions[0]
+    old = _library_copy(tmp_path, CORE, version=1, significant_since=1)
+    app.dependency_overrides[module_library] = lambda: old
+    for section_id in ids[:2]:
+        read_next(client, token, CORE, section_id, htmx=False)
+    assert client.get(f"/learn/{CORE}").headers["location"] == f"/learn/{CORE}/{ids[2]}"
+
+    significant = _library_copy(tmp_path, CORE, version=3, significant_since=3)
+    app.dependency_overrides[module_library] = lambda: significant
+    page = client.get(f"/learn/{CORE}/check")
+    answer = client.post(
+        f"/learn/{CORE}/check",
+        data={
+            "csrf_token": token,
+            "check_state": _check_state(page),
+            f"q-{first.id}": str(first.answer),
+            "check": first.id,
+        },
+        headers=HTMX,
+    )
+    assert answer.status_code == 200 and "Right." in answer.text
+    # The sections read in the old version do not count for the new one.
+    assert client.get(f"/learn/{CORE}").headers["location"] == f"/learn/{CORE}/{ids[0]}"
+    card = _card(page_text(client.get("/learn")), CORE)
+    assert f"Section 1 of {len(ids)}" in card
+    with db.factory() as session:
+        progress = session.scalars(select(ModuleProgress)).one()
+    assert progress.module_version == 3 and progress.sections_done == []
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
