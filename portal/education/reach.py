@@ -222,6 +222,12 @@ class ReachTable:
     modules: tuple[ReachModule, ...]
     table: SuppressedTable
 
+    @property
+    def withheld(self) -> bool:
+        """Not published at all: a line of it would reveal its counts whatever is hidden
+        (ten or more ones and a total under 11, see `reporting.suppression`)."""
+        return self.table.unprotected_lines > 0
+
 
 @dataclass(frozen=True)
 class StateReach:
@@ -300,13 +306,15 @@ TOTAL = "total"
 def reach_csv(reach: StateReach) -> str:
     """The figures as published on the page (suppressed), one per line: each module and
     month, each module's total (month "total"), each month's total (module "total") and
-    the grand total."""
+    the grand total. A withheld table has no lines."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     code, year = reach.state.code, reach.year
     months = [f"{month:%Y-%m}" for month in reach.months]
     for table in reach.tables:
+        if table.withheld:
+            continue
         kind = table.readers
         suppressed = table.table
         for module, cells, total in zip(
