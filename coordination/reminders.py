@@ -94,9 +94,7 @@ def _textable(session: Session) -> set[str]:
     )
 
 
-def _reminder_links(
-    session: Session,
-) -> dict[int, list[tuple[LinkFacts, PersonFacts]]]:
+def _reminder_links(session: Session) -> dict[int, list[tuple[LinkFacts, PersonFacts]]]:
     """Caregivers who get each patient's reminders, as plain rows."""
     links: dict[int, list[tuple[LinkFacts, PersonFacts]]] = defaultdict(list)
     query = (
@@ -329,7 +327,8 @@ def _taken_times(session: Session, *, lo: datetime, hi: datetime) -> dict[str, l
             OutboundMessage.to_phone,
             OutboundMessage.send_after,
             OutboundMessage.sent_at,
-            OutboundMessage.status,
+            # Labelled: the row also carries the visit's own `status` (as a VisitFacts).
+            OutboundMessage.status.label("message_status"),
             OutboundMessage.rule,
             OutboundMessage.planned_on,
             *_VISIT_COLUMNS,
@@ -344,7 +343,7 @@ def _taken_times(session: Session, *, lo: datetime, hi: datetime) -> dict[str, l
     )
     for row in session.execute(query):
         kind = rule_kind(row.rule)
-        if row.status is MessageStatus.QUEUED and kind is not None and row.id is not None:
+        if row.message_status is MessageStatus.QUEUED and kind is not None and row.id is not None:
             if stale_reason(kind, row.planned_on, cast(VisitFacts, row)) is None:
                 taken[row.to_phone].append(row.send_after)
         else:

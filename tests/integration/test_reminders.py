@@ -672,6 +672,21 @@ def test_the_caps_hold_when_visits_come_close_together(world: World) -> None:
     _assert_within_caps(world.queued())
 
 
+def test_reminders_planned_in_an_earlier_run_count_in_the_caps(world: World) -> None:
+    patient = world.patient()
+    world.appointment(patient, days(6))
+    world.plan()
+    assert [local(row.send_after).date() for row in world.queued()] == [days(3), days(5)]
+
+    # Booked later: its reminders (days 4 and 6) meet the two still waiting to go.
+    world.clock.advance(timedelta(hours=1))
+    world.appointment(patient, days(7))
+    report = world.plan()
+    assert (report.planned, report.capped) == (1, 1)
+    _assert_within_caps(world.queued())
+    assert [local(row.send_after).date() for row in world.queued()] == [days(3), days(4), days(5)]
+
+
 def test_a_time_to_book_notice_waits_a_day_rather_than_being_dropped(world: World) -> None:
     patient = world.patient()
     world.appointment(patient, days(10))  # reminders on days 7 and 9
