@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from core.audit.service import Actor, record_event
 from core.clock import Clock
+from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import scope_patients
 from core.identity.models import User
@@ -122,13 +123,6 @@ class CleanPatient:
     status: PatientStatus
 
 
-def _parse_date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        return None
-
-
 def _clean(
     session: Session,
     *,
@@ -145,7 +139,7 @@ def _clean(
             errors[name] = N_("Enter a name.")
         elif len(value) > NAME_MAX:
             errors[name] = N_("Use at most 80 characters.")
-    birth = _parse_date(data.birth_date)
+    birth = parse_day_or_none(data.birth_date)
     if birth is None:
         errors["birth_date"] = N_("Enter the birth date as YYYY-MM-DD.")
     elif birth > today or birth.year < today.year - 120:
@@ -195,7 +189,7 @@ def _clean(
             errors["mobile_phone"] = str(problem)
     infusion: date | None = None
     if data.infusion_date.strip():
-        infusion = _parse_date(data.infusion_date)
+        infusion = parse_day_or_none(data.infusion_date)
         if infusion is None:
             errors["infusion_date"] = N_("Enter the infusion date as YYYY-MM-DD.")
         elif birth is not None and infusion < birth:

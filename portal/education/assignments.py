@@ -27,6 +27,7 @@ from coordination.schedule import local_today
 from coordination.texting import FOLLOWED, Recipient, TextingHours
 from core.audit.service import Actor, record_event
 from core.clock import Clock
+from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.models import Role, User
 from core.models import Caregiver, CaregiverLink, Patient, State
@@ -229,12 +230,12 @@ class AssignmentResult:
 
 
 def _due_day(value: str, *, today: date) -> tuple[date | None, str | None]:
-    if not value.strip():
-        return None, None
     try:
-        day = date.fromisoformat(value.strip())
+        day = parse_day(value)
     except ValueError:
         return None, N_("Enter a real date, like 2026-12-31, or leave it empty.")
+    if day is None:
+        return None, None
     if day < today:
         return None, N_("The due date cannot be in the past.")
     if day.year > MAX_YEAR:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from coordination.schedule import local_today
 from core.audit.service import Actor, record_event
 from core.clock import Clock
+from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.models import User
 from core.models import State
@@ -81,12 +82,10 @@ def parse_id(value: str) -> int | None:
     return int(value)
 
 
-def _parse_day(value: str) -> date | None:
-    try:
-        day = date.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return day if MIN_YEAR <= day.year <= MAX_YEAR else None
+def _window_day(value: str) -> date | None:
+    """A funding window's day as typed, or None (not a day, or outside the years we take)."""
+    day = parse_day_or_none(value)
+    return day if day is not None and MIN_YEAR <= day.year <= MAX_YEAR else None
 
 
 def _overlaps(row: ModuleFunding, start: date, until: date | None) -> bool:
@@ -118,7 +117,7 @@ def add_funding(
         errors["module_key"] = N_(
             "This is a core module: every state offers it, so it needs no funding."
         )
-    start = _parse_day(funded_from) if funded_from.strip() else None
+    start = _window_day(funded_from) if funded_from.strip() else None
     if start is None:
         errors["funded_from"] = (
             N_("Enter the first day of funding, like 2026-01-31.")
@@ -127,7 +126,7 @@ def add_funding(
         )
     until: date | None = None
     if funded_until.strip():
-        until = _parse_day(funded_until)
+        until = _window_day(funded_until)
         if until is None:
             errors["funded_until"] = N_("Enter a real date, like 2026-12-31, or leave it empty.")
         elif start is not None and until < start:

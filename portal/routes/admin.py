@@ -3,7 +3,7 @@ in `admin_places.py`."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Form, Query, Request
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from core.audit.models import AuditOutcome
 from core.audit.service import AuditFilter, search_events
+from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import issue_invitation
@@ -239,13 +240,6 @@ def user_action(
 # --- audit log ------------------------------------------------------------------------
 
 
-def _day(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
 @router.get("/admin/audit", name="admin_audit")
 def audit_page(
     request: Request,
@@ -260,7 +254,7 @@ def audit_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     """Read-only: there is no route that changes or deletes an audit event."""
-    since_day, until_day = _day(since), _day(until)
+    since_day, until_day = parse_day_or_none(since), parse_day_or_none(until)
     criteria = AuditFilter(
         actor=actor or None,
         action=action or None,

@@ -3,7 +3,6 @@ coordinator's review (confirm, after correcting if needed, or dismiss with a rea
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Depends, Form, Path, Query, Request
@@ -23,6 +22,7 @@ from coordination.reports import (
 )
 from coordination.schedule import local_today
 from core.clock import Clock
+from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import Role
@@ -58,13 +58,6 @@ class ReviewForm(ReportForm):
     decision: str = Field("", max_length=16)
     note: str = Field("", max_length=TEXT_LIMIT)  # confirming: optional
     reason: str = Field("", max_length=TEXT_LIMIT)  # dismissing: required
-
-
-def _day(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        return None
 
 
 # --- the patient's or caregiver's form -------------------------------------------------
@@ -130,7 +123,7 @@ def care_report_submit(
             actor=access.actor,
             patient=access.patient,
             kind=data.kind,
-            occurred_on=_day(data.occurred_on),
+            occurred_on=parse_day_or_none(data.occurred_on),
             details=data.details,
         )
     except FieldErrors as problem:
@@ -236,7 +229,7 @@ def report_review_submit(
             report=report,
             decision=data.decision,
             kind=data.kind,
-            occurred_on=_day(data.occurred_on),
+            occurred_on=parse_day_or_none(data.occurred_on),
             details=data.details,
             note=data.reason if dismissing else data.note,
         )

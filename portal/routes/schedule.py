@@ -39,6 +39,7 @@ from coordination.schedule import (
     next_visit,
     visits_for_patient,
 )
+from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
@@ -321,12 +322,9 @@ def care_visit_confirm(
     return redirect(request, f"{base}?done=confirmed")
 
 
-def _parse_day(value: str) -> date | None:
-    value = value.strip()
-    if not value:
-        return None
+def _preferred_day(value: str) -> date | None:
     try:
-        return date.fromisoformat(value)
+        return parse_day(value)
     except ValueError:
         raise FieldErrors({"preferred_date": N_("Enter a date like 2027-03-14.")}) from None
 
@@ -350,7 +348,7 @@ def care_visit_move(
             clock=context.clock,
             actor=access.actor,
             visit=visit,
-            preferred_date=_parse_day(preferred_date),
+            preferred_date=_preferred_day(preferred_date),
             note=note,
         )
     except FieldErrors as problem:

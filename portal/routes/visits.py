@@ -35,6 +35,7 @@ from coordination.schedule import (
     local_today,
 )
 from coordination.timeline import observations_for_visit, visit_history_entries
+from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
@@ -240,13 +241,6 @@ class AppointmentForm(BaseModel):
     reason: str = Field("", max_length=1000)
 
 
-def _parse_day(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        return None
-
-
 def _parse_time(text: str) -> time | None:
     try:
         parsed = time.fromisoformat(text.strip())
@@ -269,7 +263,7 @@ def visit_book(
     visit = _visit_of(session, access, visit_id)
     form = data.model_dump()
     errors: dict[str, str] = {}
-    day, at = _parse_day(data.day), _parse_time(data.time)
+    day, at = parse_day_or_none(data.day), _parse_time(data.time)
     if day is None:
         errors["day"] = _("Enter the date as YYYY-MM-DD.")
     if at is None:
@@ -435,7 +429,7 @@ def visit_outcomes(
     if ("complete", visit.status) not in TRANSITIONS:
         errors[""] = _("This visit is already completed or cancelled.")
     else:
-        completed_on = _parse_day(fields.get("completed_on", ""))
+        completed_on = parse_day_or_none(fields.get("completed_on", ""))
         protocol_visit = _protocol_visit(visit, patient)
         try:
             record_outcomes(

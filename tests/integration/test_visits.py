@@ -529,6 +529,9 @@ def test_illegal_transitions_and_impossible_times_are_refused_with_a_clear_messa
     assert "Date: Enter the date as YYYY-MM-DD." in typo
     assert "Time: Enter the time as HH:MM" in typo
     assert 'value="15/01/2027"' in typo  # what was typed stays in the form
+    # The calendar's last day would overflow in the zone's offset: refused, never a 500.
+    far = card_or_page(book("9999-12-31", "23:00"), htmx=htmx, card="appointment-card")
+    assert "Date: Enter the date as YYYY-MM-DD." in far
     assert load_visit(db, visit_id).status is VisitStatus.DUE
     assert events_of(db, visit_id) == []
 
