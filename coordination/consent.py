@@ -5,8 +5,11 @@ opt in and out together. A number without any record may not be texted."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +23,8 @@ from coordination.models import (
 )
 from core.clock import Clock
 from core.identity.models import User
-from core.models import Caregiver, CaregiverLink, Patient, State
+from core.models import Caregiver, CaregiverLink, Language, Patient, State
+from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
 
 
@@ -307,3 +311,186 @@ def contact_of(session: Session, *, user: User, default_program: str) -> Texting
         program=program_of_state(session, state_id=state_id, default=default_program),
         time_zone=person.time_zone,
     )
+
+
+# --- the consent box of a coordinator's form -------------------------------------------
+
+
+def consent_language(preferred_language: str) -> Language:
+    """The language the wording is read in: Spanish for a Spanish speaker, else English."""
+    return Language.ES if preferred_language == Language.ES else Language.EN
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ConsentBox:
+    """What the consent box of a coordinator's form shows: the opt-in wording in each
+    language (naming the state's program), what the number said so far (None without a
+    number) and the zone its dates are shown in."""
+
+    wordings: Mapping[str, str]
+    number: NumberConsent | None
+    zone: str
+
+    def wording_for(self, preferred_language: str) -> str:
+        """The wording read to a person who prefers `preferred_language`."""
+        return self.wordings[consent_language(preferred_language).value]
+
+
+def consent_box(
+    session: Session,
+    *,
+    default_program: str,
+    state_id: int | None,
+    phone_typed: str = "",
+    phone_on_file: str | None = None,
+    zone: str = "",
+) -> ConsentBox:
+    """The consent box for a person of state `state_id` (`default_program` until a state is
+    chosen): what the number as typed says, else the number on file, with dates in `zone`
+    when it is a time zone, else in the state's (UTC without a state)."""
+    program = program_of_state(session, state_id=state_id, default=default_program)
+    if not _is_zone(zone):  # as typed on a form: maybe not a zone at all
+        state = session.get(State, state_id) if state_id is not None else None
+        zone = state.time_zone if state is not None else "UTC"
+    phone = phone_on_file
+    if phone_typed.strip():
+        with suppress(InvalidPhoneNumber):  # the form shows the number's own error
+            phone = normalize_phone(phone_typed)
+    return ConsentBox(
+        wordings={
+            language.value: opt_in_wording(language=language.value, program=program)
+            for language in Language
+        },
+        number=number_consent(session, phone=phone) if phone else None,
+        zone=zone,
+    )
+
+
+def check_coordinator_tick(
+    box: ConsentBox, *, tick: ConsentTick, preferred_language: str, phone_typed: str
+) -> dict[str, str]:
+    """Problems with the tick on a coordinator's form, by field (empty when fine or not
+    ticked), to refuse together with the form's own: a tick needs a number, and the wording
+    the page showed in the person's language must still be the one it shows now."""
+    return check_tick(
+        tick,
+        wording=box.wording_for(preferred_language),
+        phone_given=bool(phone_typed.strip()),
+    )
+
+
+def tick_kept(tick: ConsentTick, *, errors: Mapping[str, str]) -> bool:
+    """Whether a refused form comes back with its box ticked: only when the tick itself was
+    fine (a refused tick is given again, after the wording is read again)."""
+    return tick.agreed and CONSENT_FIELD not in errors
+
+
+def record_coordinator_tick(
+    session: Session,
+    *,
+    clock: Clock,
+    box: ConsentBox,
+    tick: ConsentTick,
+    preferred_language: str,
+    phone: str | None,
+    by_user_id: int,
+) -> SmsConsentEvent | None:
+    """Once the form is saved, opt the saved `phone` in when the box was ticked, with the
+    wording the coordinator read (call `check_coordinator_tick` first). An unticked box
+    changes nothing; a number that already gets texts keeps its first agreement."""
+    return record_tick(
+        session,
+        clock=clock,
+        tick=tick,
+        phone=phone,
+        how=ConsentHow.COORDINATOR,
+        by_user_id=by_user_id,
+        wording=box.wording_for(preferred_language),
+    )
+
+
+# --- a person's own number, on their account page --------------------------------------
+
+
+@dataclass(frozen=True)
+class OwnTexts:
+    """The texts a patient or caregiver gets at their own number: the number (None when
+    none is on file), what it said so far, the wording to agree to in `language`, and the
+    zone dates are shown in."""
+
+    phone: str | None
+    number: NumberConsent | None
+    wording: str
+    language: str
+    zone: str
+
+
+def own_texts(
+    session: Session, *, user: User, language: str, default_program: str
+) -> OwnTexts | None:
+    """The texts of the user's own number, read in `language` (None for staff, who get no
+    texts)."""
+    contact = contact_of(session, user=user, default_program=default_program)
+    if contact is None:
+        return None
+    return OwnTexts(
+        phone=contact.phone,
+        number=number_consent(session, phone=contact.phone) if contact.phone else None,
+        wording=opt_in_wording(language=language, program=contact.program),
+        language=language,
+        zone=contact.time_zone,
+    )
+
+
+def agree_to_own_texts(
+    session: Session,
+    *,
+    clock: Clock,
+    contact: TextingContact,
+    tick: ConsentTick,
+    language: str,
+    by_user_id: int,
+) -> dict[str, str] | None:
+    """The person agrees, in the portal, to texts at their own number with the wording shown
+    to them in `language`. Returns the problems by field (nothing is recorded), or None once
+    agreed. This also starts texts again after a STOP: it is the person's own explicit act."""
+    wording = opt_in_wording(language=language, program=contact.program)
+    errors = check_tick(tick, wording=wording, phone_given=bool(contact.phone))
+    if not tick.agreed:
+        errors = {CONSENT_FIELD: N_("Tick the box to agree to text messages.")}
+    if errors:
+        return errors
+    record_tick(
+        session,
+        clock=clock,
+        tick=tick,
+        phone=contact.phone,
+        how=ConsentHow.PORTAL,
+        by_user_id=by_user_id,
+        wording=wording,
+    )
+    return None
+
+
+def stop_texts(
+    session: Session,
+    *,
+    clock: Clock,
+    phone: str,
+    how: ConsentHow,
+    by_user_id: int | None = None,
+) -> SmsConsentEvent | None:
+    """Stop texts to `phone` (for everyone who shares it), unless it is opted out already:
+    asking again records nothing, so the history keeps when and how it first stopped.
+    Returns the opt-out recorded, or None."""
+    if consent_status(session, phone=phone) is ConsentStatus.OPTED_OUT:
+        return None
+    return opt_out(session, clock=clock, phone=phone, how=how, by_user_id=by_user_id)

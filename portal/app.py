@@ -88,6 +88,7 @@ def create_app(
     _install_error_pages(app)
 
     from portal.routes import (
+        account,
         admin,
         admin_places,
         auth,
@@ -110,6 +111,7 @@ def create_app(
     for module in (
         auth,
         home,
+        account,
         schedule,
         reports,
         worklist,

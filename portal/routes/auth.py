@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 from urllib.parse import quote
 
-import segno
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
-from coordination.consent import (
-    CONSENT_FIELD,
-    ConsentTick,
-    check_tick,
-    contact_of,
-    number_consent,
-    opt_in_wording,
-    opt_out,
-    record_tick,
-)
-from coordination.models import ConsentHow, ConsentStatus
 from core.audit.models import AuditOutcome
 from core.audit.service import record_event
-from core.identity.access import Permission
 from core.identity.auth import (
     LoginRefusal,
     authenticate,
@@ -32,8 +17,6 @@ from core.identity.auth import (
     login_lock_remaining,
     mark_mfa_passed,
     record_failed_attempt,
-    start_totp_enrolment,
-    totp_uri,
     verify_totp,
 )
 from core.identity.invitations import (
@@ -44,11 +27,9 @@ from core.identity.invitations import (
     find_invitation,
     reset_password,
 )
-from core.identity.models import LoginSession, Role, User
+from core.identity.models import LoginSession, Role
 from core.identity.passwords import WeakPassword
-from core.text import N_
 from portal import i18n
-from portal.context import AppContext
 from portal.deps import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
@@ -58,7 +39,6 @@ from portal.deps import (
     SessionDep,
     actor_for,
     client_ip,
-    require,
     set_session_cookie,
 )
 from portal.onboarding import send_reset_code
@@ -220,84 +200,6 @@ def mfa_submit(
     return redirect(request, safe_next(next, home_for(user.role)))
 
 
-def _qr_data_uri(uri: str) -> str:
-    svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#1b2a3a", light="#ffffff")
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-
-
-@router.get("/account/mfa", name="mfa_setup")
-def mfa_setup(
-    request: Request, session: SessionDep, context: ContextDep, login: PendingLogin
-) -> Response:
-    user = login.user
-    if not user.needs_mfa:  # only staff use a second factor
-        return redirect(request, home_for(user.role))
-    if user.totp_enabled_at is not None:
-        return redirect(request, "/login/mfa" if login.mfa_passed_at is None else "/account")
-    if user.totp_secret is None:
-        start_totp_enrolment(session, user=user)
-    uri = totp_uri(user)
-    return render(
-        request,
-        "portal/mfa_setup.html",
-        {"secret": user.totp_secret, "qr": _qr_data_uri(uri), "uri": uri},
-    )
-
-
-@router.post("/account/mfa", name="mfa_setup_submit")
-def mfa_setup_submit(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    login: PendingLogin,
-    code: ShortText = "",
-) -> Response:
-    user = login.user
-    if not user.needs_mfa or user.totp_enabled_at is not None:
-        return redirect(request, home_for(user.role))
-    if not verify_totp(session, clock=context.clock, user=user, code=code):
-        uri = totp_uri(user)
-        return render(
-            request,
-            "portal/mfa_setup.html",
-            {
-                "secret": user.totp_secret,
-                "qr": _qr_data_uri(uri),
-                "uri": uri,
-                "error": _("This code is not right. Scan the code again and type the 6 digits."),
-            },
-            status_code=400,
-        )
-    mark_mfa_passed(session, clock=context.clock, login_session=login)
-    record_event(
-        session, clock=context.clock, actor=actor_for(request, user), action="account.mfa_enabled"
-    )
-    return redirect(request, home_for(user.role))
-
-
-@router.post("/account/mfa/skip", name="mfa_skip")
-def mfa_skip(
-    request: Request, session: SessionDep, context: ContextDep, login: PendingLogin
-) -> Response:
-    """Demo mode only: look around without an authenticator app."""
-    if not context.settings.demo_mode:
-        return render(
-            request,
-            "portal/error.html",
-            {
-                "title": _("Not possible here"),
-                "message": _("The second factor can only be skipped in demo mode."),
-                "status": 403,
-            },
-            status_code=403,
-        )
-    mark_mfa_passed(session, clock=context.clock, login_session=login)
-    record_event(
-        session, clock=context.clock, actor=actor_for(request, login.user), action="login.mfa_skip"
-    )
-    return redirect(request, home_for(login.user.role))
-
-
 def _unusable_link(request: Request, problem: InvitationProblem) -> Response:
     """The page for a link that is used, expired or replaced (410 Gone)."""
     return render(
@@ -420,107 +322,6 @@ def reset_submit(
         {"step": "code", "login": login, "error": error},
         status_code=400,
     )
-
-
-# --- the account page: text messages ------------------------------------------------------
-
-AccountUser = Annotated[User, Depends(require(Permission.ACCOUNT))]
-TEXTS_NOTICES = {
-    "on": N_("Done: this number gets text messages."),
-    "off": N_("Done: this number gets no more text messages."),
-}
-
-
-def account_texts(
-    session: Session,
-    app: AppContext,
-    user: User,
-    *,
-    errors: dict[str, str] | None = None,
-    done: str = "",
-) -> dict[str, object]:
-    """The account page's "Text messages" part, for a patient or caregiver: their number,
-    whether it gets texts, and the wording to agree to in the language of the page."""
-    contact = contact_of(session, user=user, default_program=app.settings.program_name)
-    if contact is None:
-        return {"texts": None}
-    language = i18n.current_language().value
-    return {
-        "texts": {
-            "phone": contact.phone,
-            "number": number_consent(session, phone=contact.phone) if contact.phone else None,
-            "wording": opt_in_wording(language=language, program=contact.program),
-            "language": language,
-            "zone": contact.time_zone,
-            "errors": errors or {},
-            "notice": _(TEXTS_NOTICES[done]) if done in TEXTS_NOTICES else None,
-        }
-    }
-
-
-def _texts_refused(
-    request: Request, session: Session, app: AppContext, user: User, errors: dict[str, str]
-) -> Response:
-    """The account page again with the "Text messages" part's error (htmx: only that part)."""
-    return render(
-        request,
-        "portal/account.html",
-        account_texts(session, app, user, errors=i18n.translate_errors(errors)),
-        block="texts",
-        status_code=400,
-    )
-
-
-@router.post("/account/texts/on", name="account_texts_on")
-def account_texts_on(
-    request: Request,
-    session: SessionDep,
-    context: ContextDep,
-    user: AccountUser,
-    sms_consent: ShortText = "",
-    sms_wording: Annotated[str, Form(max_length=1000)] = "",
-) -> Response:
-    """The person agrees to texts at their number, with the wording the page showed them
-    (this also re-subscribes a number that texted STOP: it is their own explicit act)."""
-    contact = contact_of(session, user=user, default_program=context.settings.program_name)
-    if contact is None:  # staff get no texts: nothing to agree to
-        return redirect(request, "/account")
-    wording = opt_in_wording(language=i18n.current_language().value, program=contact.program)
-    tick = ConsentTick(agreed=sms_consent == "yes", shown=sms_wording)
-    errors = check_tick(tick, wording=wording, phone_given=bool(contact.phone))
-    if not tick.agreed:
-        errors = {CONSENT_FIELD: N_("Tick the box to agree to text messages.")}
-    if errors:
-        return _texts_refused(request, session, context, user, errors)
-    record_tick(
-        session,
-        clock=context.clock,
-        tick=tick,
-        phone=contact.phone,
-        how=ConsentHow.PORTAL,
-        by_user_id=user.id,
-        wording=wording,
-    )
-    return redirect(request, "/account?texts=on#texts-card")
-
-
-@router.post("/account/texts/off", name="account_texts_off")
-def account_texts_off(
-    request: Request, session: SessionDep, context: ContextDep, user: AccountUser
-) -> Response:
-    """The person stops texts to their number (for everyone who shares it)."""
-    contact = contact_of(session, user=user, default_program=context.settings.program_name)
-    if contact is None or not contact.phone:
-        return redirect(request, "/account")
-    if number_consent(session, phone=contact.phone).status is not ConsentStatus.OPTED_OUT:
-        opt_out(
-            session,
-            clock=context.clock,
-            phone=contact.phone,
-            how=ConsentHow.PORTAL,
-            by_user_id=user.id,
-        )
-    return redirect(request, "/account?texts=off#texts-card")
 
 
 @router.post("/language", name="language")

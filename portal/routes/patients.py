@@ -4,9 +4,7 @@ schedule and the timeline), editing it, outreach notes. Caregivers and invitatio
 
 from __future__ import annotations
 
-from contextlib import suppress
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
@@ -14,15 +12,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from coordination.consent import (
-    CONSENT_FIELD,
+    ConsentBox,
     ConsentTick,
-    check_tick,
-    number_consent,
-    opt_in_wording,
-    program_of_state,
-    record_tick,
+    check_coordinator_tick,
+    consent_box,
+    record_coordinator_tick,
+    tick_kept,
 )
-from coordination.models import ConsentHow, OutreachChannel, OutreachOutcome, VisitStatus
+
+# Re-exported: the caregiver form (caregivers.py) reads its wording the same way.
+from coordination.consent import consent_language as consent_language
+from coordination.models import OutreachChannel, OutreachOutcome, VisitStatus
 from coordination.notes import add_outreach_note
 from coordination.protocol import shipped_protocols
 from coordination.schedule import follow_record_change, next_visit, visits_for_patient
@@ -33,8 +33,7 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
-from core.models import Language, Patient, PatientStatus, ProxyRight, State
-from core.phones import InvalidPhoneNumber, normalize_phone
+from core.models import Language, Patient, PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
     PatientCriteria,
@@ -98,16 +97,31 @@ class ConsentFields(BaseModel):
 CONSENT_FIELDS = set(ConsentFields.model_fields)
 
 
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+def box_context(box: ConsentBox, *, agreed: bool) -> dict[str, Any]:
+    """The consent box as the form's template reads it, with the box ticked or not."""
+    return {"wordings": box.wordings, "agreed": agreed, "number": box.number, "zone": box.zone}
 
 
-def consent_language(preferred_language: str) -> Language:
-    return Language.ES if preferred_language == Language.ES else Language.EN
+def form_consent_box(
+    session: Session,
+    app: AppContext,
+    *,
+    state_id: int | str | None,
+    phone_typed: str = "",
+    phone_on_file: str | None = None,
+    zone: str = "",
+) -> ConsentBox:
+    """The consent box of a form (see `consent_box`); `state_id` may be the form's text."""
+    if isinstance(state_id, str):
+        state_id = int(state_id) if state_id.isdigit() else None
+    return consent_box(
+        session,
+        default_program=app.settings.program_name,
+        state_id=state_id,
+        phone_typed=phone_typed,
+        phone_on_file=phone_on_file,
+        zone=zone,
+    )
 
 
 def consent_context(
@@ -120,28 +134,16 @@ def consent_context(
     zone: str = "",
     agreed: bool = False,
 ) -> dict[str, Any]:
-    """What the consent box of a form shows: the opt-in wording in each language (with the
-    state's program), the box as typed, and what the number (as typed, else on file) said,
-    with dates in `zone` (else the state's)."""
-    if isinstance(state_id, str):
-        state_id = int(state_id) if state_id.isdigit() else None
-    program = program_of_state(session, state_id=state_id, default=app.settings.program_name)
-    if not _is_zone(zone):  # as typed on the form: maybe not a zone at all
-        state = session.get(State, state_id) if state_id is not None else None
-        zone = state.time_zone if state is not None else "UTC"
-    phone = phone_on_file
-    if phone_typed.strip():
-        with suppress(InvalidPhoneNumber):  # the form shows the number's own error
-            phone = normalize_phone(phone_typed)
-    return {
-        "wordings": {
-            language.value: opt_in_wording(language=language.value, program=program)
-            for language in Language
-        },
-        "agreed": agreed,
-        "number": number_consent(session, phone=phone) if phone else None,
-        "zone": zone,
-    }
+    """The consent box of a form, for its template, with the box as typed."""
+    box = form_consent_box(
+        session,
+        app,
+        state_id=state_id,
+        phone_typed=phone_typed,
+        phone_on_file=phone_on_file,
+        zone=zone,
+    )
+    return box_context(box, agreed=agreed)
 
 
 class PatientForm(ConsentFields):
@@ -285,15 +287,13 @@ def patient_create(
     form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
     # The wording recorded is the one shown in the patient's language, for the chosen state.
     tick = data.tick(consent_language(form.preferred_language))
-    consent = consent_context(
+    box = form_consent_box(
         session,
         context,
         state_id=form.state_id,
         phone_typed=form.mobile_phone,
         zone=form.time_zone.strip(),
-        agreed=tick.agreed,
     )
-    wording = consent["wordings"][consent_language(form.preferred_language)]
     try:
         patient = enroll_patient(
             session,
@@ -301,27 +301,30 @@ def patient_create(
             actor=actor_for(request, user),
             data=form,
             allowed_state_ids=user.state_ids,
-            other_errors=check_tick(
-                tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
+            other_errors=check_coordinator_tick(
+                box,
+                tick=tick,
+                preferred_language=form.preferred_language,
+                phone_typed=form.mobile_phone,
             ),
         )
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
-        consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
+        consent = box_context(box, agreed=tick_kept(tick, errors=problem.errors))
         return render(
             request,
             "portal/patient_form.html",
             {"form": form, "mode": "new", "consent": consent, **_form_choices(session, user)},
             status_code=400,
         )
-    record_tick(
+    record_coordinator_tick(
         session,
         clock=context.clock,
+        box=box,
         tick=tick,
+        preferred_language=form.preferred_language,
         phone=patient.mobile_phone,
-        how=ConsentHow.COORDINATOR,
         by_user_id=user.id,
-        wording=wording,
     )
     follow_record_change(
         session,
@@ -467,16 +470,14 @@ def patient_update(
     form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
     # A number that opted out is only opted in again by this explicit tick (never pre-ticked).
     tick = data.tick(consent_language(form.preferred_language))
-    consent = consent_context(
+    box = form_consent_box(
         session,
         context,
         state_id=form.state_id,
         phone_typed=form.mobile_phone,
         phone_on_file=access.patient.mobile_phone,
         zone=access.patient.time_zone,
-        agreed=tick.agreed,
     )
-    wording = consent["wordings"][consent_language(form.preferred_language)]
     try:
         changed = update_patient(
             session,
@@ -485,13 +486,15 @@ def patient_update(
             patient=access.patient,
             data=form,
             allowed_state_ids=access.user.state_ids,
-            other_errors=check_tick(
-                tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
+            other_errors=check_coordinator_tick(
+                box,
+                tick=tick,
+                preferred_language=form.preferred_language,
+                phone_typed=form.mobile_phone,
             ),
         )
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
-        consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
         return render(
             request,
             "portal/patient_form.html",
@@ -499,19 +502,19 @@ def patient_update(
                 "form": form,
                 "mode": "edit",
                 "patient": access.patient,
-                "consent": consent,
+                "consent": box_context(box, agreed=tick_kept(tick, errors=problem.errors)),
                 **_form_choices(session, access.user),
             },
             status_code=400,
         )
-    record_tick(
+    record_coordinator_tick(
         session,
         clock=context.clock,
+        box=box,
         tick=tick,
+        preferred_language=form.preferred_language,
         phone=access.patient.mobile_phone,
-        how=ConsentHow.COORDINATOR,
         by_user_id=access.user.id,
-        wording=wording,
     )
     follow_record_change(
         session,
