@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordination.consent import consent_status, opt_in, opt_out, record_help
+from coordination.contacts import PhoneOwners, owners_of_number
 from coordination.models import (
     ConsentHow,
     ConsentStatus,
@@ -35,7 +36,7 @@ from coordination.texting import BOOKED
 from core.audit.service import Actor
 from core.clock import Clock
 from core.identity.models import User
-from core.models import Caregiver, CaregiverLink, Patient, State
+from core.models import Patient, State
 from core.phones import display_phone, mask_phone
 
 DEFAULT_PROGRAM_NAME = "CGT Access follow-up"
@@ -107,32 +108,7 @@ _SPANISH_WORDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class _Owners:
-    """Who a phone number belongs to, and the patients a text from it may be about."""
-
-    patients: list[Patient]  # patients whose own number it is
-    linked: list[Patient]  # patients of caregivers with that number (with a schedule right)
-    caregivers: list[Caregiver]
-
-    @property
-    def candidates(self) -> list[Patient]:
-        """The patients a reply acts on: the number's own patients first, else linked ones."""
-        return self.patients or self.linked
-
-    def states(self) -> list[int]:
-        return [patient.state_id for patient in self.patients + self.linked]
-
-    def language(self) -> str | None:
-        """The owner's language: the patient's whose own number it is, else a caregiver's."""
-        if self.patients:
-            return self.patients[0].preferred_language.value
-        if self.caregivers:
-            return self.caregivers[0].preferred_language.value
-        return None
-
-
-def _language(owners: _Owners, body: str) -> str:
+def _language(owners: PhoneOwners, body: str) -> str:
     """The language to answer in: the owner's; for a number we do not know, Spanish when
     the text has a Spanish word (AYUDA, PARAR, ...), else English."""
     known = owners.language()
@@ -160,34 +136,7 @@ def _insert_once(session: Session, row: InboundMessage | DeliveryEvent) -> bool:
     return True
 
 
-def _owners(session: Session, phone: str) -> _Owners:
-    patients = list(
-        session.scalars(select(Patient).where(Patient.mobile_phone == phone).order_by(Patient.id))
-    )
-    caregivers = list(
-        session.scalars(
-            select(Caregiver).where(Caregiver.mobile_phone == phone).order_by(Caregiver.id)
-        )
-    )
-    linked: list[Patient] = []
-    if caregivers:
-        linked = list(
-            session.scalars(
-                select(Patient)
-                .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
-                .where(
-                    CaregiverLink.caregiver_id.in_([c.id for c in caregivers]),
-                    CaregiverLink.can_view_schedule.is_(True)
-                    | CaregiverLink.can_receive_reminders.is_(True),
-                )
-                .order_by(Patient.id)
-                .distinct()
-            )
-        )
-    return _Owners(patients=patients, linked=linked, caregivers=caregivers)
-
-
-def _program(session: Session, owners: _Owners, default_name: str) -> tuple[str, str | None]:
+def _program(session: Session, owners: PhoneOwners, default_name: str) -> tuple[str, str | None]:
     state_ids = owners.states()
     if state_ids:
         state = session.get(State, state_ids[0])
@@ -218,7 +167,7 @@ def _when(visit: Visit, patient: Patient, language: str) -> str:
     return f"{format_day(local.date(), language)} {joiner} {format_time(local, language)}"
 
 
-def _sms_actor(session: Session, *, patient: Patient, phone: str, owners: _Owners) -> Actor:
+def _sms_actor(session: Session, *, patient: Patient, phone: str, owners: PhoneOwners) -> Actor:
     """Who acted by texting from `phone` about `patient`: the login of the number's owner
     (the patient, or the caregiver whose number it is), else the number itself (masked)."""
     label = f"sms:{mask_phone(phone)}"
@@ -247,7 +196,8 @@ def handle_inbound(
     default_program_name: str = DEFAULT_PROGRAM_NAME,
 ) -> str:
     """Store and act on one inbound text; return the reply to send ("" for none), in the
-    language of the number's owner (see `_language`).
+    language of the number's owner (see `_language`). The patients a text acts on are the
+    number's, by `coordination.contacts`' rule.
 
     A MessageSid seen before returns "" and changes nothing."""
     phone = from_phone.strip()
@@ -271,7 +221,7 @@ def handle_inbound(
         # Nothing is confirmed or moved by a number that is not subscribed.
         intent = ReplyIntent.OTHER
     record.intent = intent.value
-    owners = _owners(session, phone)
+    owners = owners_of_number(session, phone=phone)
     candidates = owners.candidates
     if len(candidates) == 1:
         record.patient_id = candidates[0].id
@@ -300,7 +250,7 @@ def _act(
     intent: ReplyIntent,
     phone: str,
     sid: str,
-    owners: _Owners,
+    owners: PhoneOwners,
     status: ConsentStatus | None,
     default_program_name: str,
     record: InboundMessage,
@@ -346,7 +296,7 @@ def _confirm(
     *,
     clock: Clock,
     phone: str,
-    owners: _Owners,
+    owners: PhoneOwners,
     record: InboundMessage,
     language: str,
 ) -> tuple[str, str]:
@@ -368,7 +318,7 @@ def _confirm(
 
 
 def _move(
-    session: Session, *, clock: Clock, phone: str, owners: _Owners, record: InboundMessage
+    session: Session, *, clock: Clock, phone: str, owners: PhoneOwners, record: InboundMessage
 ) -> tuple[Reply, str]:
     candidates = owners.candidates
     if len(candidates) != 1:

@@ -11,6 +11,7 @@ and replies handled by the same function as Twilio's inbound webhook."""
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from coordination.by_hand import send_one_off
 from coordination.consent import consent_status, opt_in, opt_in_wording
+from coordination.contacts import PhoneOwners, owners_of_number, owners_of_numbers
 from coordination.inbound import handle_inbound
 from coordination.models import (
     ConsentHow,
@@ -34,7 +36,7 @@ from coordination.models import (
     VisitStatus,
 )
 from coordination.reminders import PlanReport, plan_reminders
-from coordination.schedule import next_visit, visits_for_patient
+from coordination.schedule import next_visit
 from coordination.sms_text import ReplyIntent
 from coordination.texting import FOLLOWED
 from core.audit.service import Actor
@@ -173,24 +175,24 @@ class Console:
     due_now: int  # queued and due: the dispatcher's next tick takes them
 
 
+def _person(owners: PhoneOwners) -> Person | None:
+    """How the page names a number: its own patient, else the caregiver of its oldest link
+    (`coordination.contacts`' rule)."""
+    if owners.patients:
+        return Person(owners.patients[0].full_name)
+    link = owners.first_link
+    if link is not None:
+        return Person(link.caregiver.full_name, link.patient.full_name)
+    return None
+
+
 def people_by_phone(session: Session, phones: set[str]) -> dict[str, Person]:
     """The demo person of each number (a patient's own number wins over a caregiver's)."""
-    found: dict[str, Person] = {}
-    if not phones:
-        return found
-    for caregiver, patient in session.execute(
-        select(Caregiver, Patient)
-        .join(CaregiverLink, CaregiverLink.caregiver_id == Caregiver.id)
-        .join(Patient, Patient.id == CaregiverLink.patient_id)
-        .where(Caregiver.mobile_phone.in_(phones))
-        .order_by(CaregiverLink.id)
-    ):
-        assert caregiver.mobile_phone is not None
-        found.setdefault(caregiver.mobile_phone, Person(caregiver.full_name, patient.full_name))
-    for patient in session.scalars(select(Patient).where(Patient.mobile_phone.in_(phones))):
-        assert patient.mobile_phone is not None
-        found[patient.mobile_phone] = Person(patient.full_name)
-    return found
+    return {
+        phone: person
+        for phone, owners in owners_of_numbers(session, phones=phones).items()
+        if (person := _person(owners)) is not None
+    }
 
 
 def console(session: Session, *, now: datetime, limit: int = CONSOLE_ROWS) -> Console:
@@ -286,16 +288,28 @@ def demo_numbers(session: Session) -> list[DemoNumber]:
         )
         patient_of.setdefault(phone, patient_id)
     people = people_by_phone(session, set(got))
+    patient_ids = {patient_id for patient_id in patient_of.values() if patient_id is not None}
+    patients = {
+        patient.id: patient
+        for patient in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))
+    }
+    visits: dict[int, list[Visit]] = defaultdict(list)
+    for visit in session.scalars(
+        select(Visit)
+        .where(Visit.patient_id.in_(patient_ids))
+        .order_by(Visit.patient_id, Visit.target_date, Visit.id)
+    ):
+        visits[visit.patient_id].append(visit)
     numbers = []
     for phone, texted in got.items():
-        patient = session.get(Patient, patient_of[phone]) if patient_of[phone] else None
-        visit = next_visit(visits_for_patient(session, patient_id=patient.id)) if patient else None
+        patient_id = patient_of[phone]
+        patient = patients.get(patient_id) if patient_id is not None else None
         numbers.append(
             DemoNumber(
                 phone=phone,
                 person=people.get(phone),
                 got_text=texted,
-                next_visit=visit,
+                next_visit=next_visit(visits[patient.id]) if patient else None,
                 zone=patient.time_zone if patient else "UTC",
             )
         )
@@ -361,17 +375,10 @@ class _Snapshot:
     waiting: int
 
 
-def _patients_of(session: Session, phone: str) -> list[Patient]:
-    own = list(session.scalars(select(Patient).where(Patient.mobile_phone == phone)))
-    helped = list(
-        session.scalars(
-            select(Patient)
-            .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
-            .join(Caregiver, Caregiver.id == CaregiverLink.caregiver_id)
-            .where(Caregiver.mobile_phone == phone)
-        )
-    )
-    return own + helped
+def _patients_of(session: Session, phone: str) -> tuple[Patient, ...]:
+    """The patients a text from `phone` acts on, by the rule inbound replies use (a
+    caregiver's number: only patients whose link gives a schedule or reminder right)."""
+    return owners_of_number(session, phone=phone).candidates
 
 
 def _snapshot(session: Session, phone: str) -> _Snapshot:
