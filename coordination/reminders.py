@@ -320,7 +320,11 @@ def _taken_times(session: Session, *, lo: datetime, hi: datetime) -> dict[str, l
     """The (sorted) times of the texts each number has between `lo` and `hi`: planned or
     gone, leaving out queued reminders that the check before sending will drop (planned on
     an appointment that moved since, a visit completed...), so that they do not crowd out
-    the reminders planned in their place."""
+    the reminders planned in their place.
+
+    Queued texts count, future ones too (unlike `texting.texts_so_far`, which the check
+    before sending and texts by hand use): planning looks ahead, and a queued text will go
+    unless that check drops it. Failed and dropped texts never count."""
     taken: dict[str, list[datetime]] = defaultdict(list)
     query = (
         select(

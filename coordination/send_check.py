@@ -5,7 +5,6 @@ what no longer fits, with the reason, and lets what must wait wait."""
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.models import (
-    LEFT_STATUSES,
     ConsentStatus,
     OutboundMessage,
     SmsConsent,
@@ -30,6 +28,7 @@ from coordination.texting import (
     rule_kind,
     stale_reason,
     still_useful,
+    texts_so_far,
 )
 from core.clock import Clock
 from core.models import Caregiver, CaregiverLink, Patient, State
@@ -89,26 +88,9 @@ def check_before_sending(
             .where(CaregiverLink.caregiver_id.in_(caregiver_ids))
         )
     }
-    sent: dict[str, list[datetime]] = defaultdict(list)
-    capped_phones = {m.to_phone for m in capped}
-    if capped_phones:
-        rows = session.execute(
-            select(
-                OutboundMessage.to_phone, OutboundMessage.sent_at, OutboundMessage.claimed_at
-            ).where(
-                OutboundMessage.to_phone.in_(capped_phones),
-                OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-                OutboundMessage.status.in_(LEFT_STATUSES),
-                OutboundMessage.send_after >= now - timedelta(days=8),
-                OutboundMessage.send_after <= now,
-            )
-        )
-        for phone, sent_at, claimed_at in rows:
-            moment = sent_at or claimed_at
-            if moment is not None:
-                sent[phone].append(moment)
-    for times in sent.values():
-        times.sort()
+    # Only the texts that left count: the queued ones are those being judged here (each
+    # one let go joins the times below), and one not judged yet may be dropped or wait.
+    sent = texts_so_far(session, phones={m.to_phone for m in capped}, now=now, queued_count=False)
 
     for message in sorted(messages, key=lambda m: (m.send_after, m.id)):
         consent = consents.get(message.to_phone)

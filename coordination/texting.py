@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -19,7 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.models import (
+    LEFT_STATUSES,
     MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
     VisitStatus,
 )
 from coordination.protocol import ReminderKind
@@ -174,6 +177,44 @@ def cap_problem(
         if sum(1 for other in days if first <= other <= last) >= MAX_PER_WEEK:
             return "cap: already three texts that week"
     return None
+
+
+def texts_so_far(
+    session: Session, *, phones: Collection[str], now: datetime, queued_count: bool
+) -> defaultdict[str, list[datetime]]:
+    """The (sorted) times of the capped texts each of `phones` got in the days before `now`
+    that the caps reach: those that left or are leaving (claimed by a dispatcher), and, when
+    `queued_count`, those queued and already due as well. One query for all the numbers.
+
+    Texts by hand count the queued ones: a due text leaves within the minute (another
+    coordinator's, or the same one asked twice), and nothing planned for later is counted.
+    The check before sending does not: the queued texts are the ones it is judging (it
+    counts each one it lets go), and one not judged yet may still be dropped or wait.
+    (Planning reads its own, `reminders._taken_times`: it looks ahead as well.)"""
+    statuses = (MessageStatus.QUEUED, *LEFT_STATUSES) if queued_count else LEFT_STATUSES
+    taken: defaultdict[str, list[datetime]] = defaultdict(list)
+    if not phones:
+        return taken
+    rows = session.execute(
+        select(
+            OutboundMessage.to_phone,
+            OutboundMessage.sent_at,
+            OutboundMessage.claimed_at,
+            OutboundMessage.send_after,
+        ).where(
+            OutboundMessage.to_phone.in_(phones),
+            OutboundMessage.purpose.in_(CAPPED_PURPOSES),
+            OutboundMessage.status.in_(statuses),
+            OutboundMessage.send_after >= now - _CAP_REACH,
+            OutboundMessage.send_after <= now,
+        )
+    )
+    # Each counts when it left (sent, else claimed by a dispatcher), else when it is due.
+    for phone, sent_at, claimed_at, send_after in rows:
+        taken[phone].append(sent_at or claimed_at or send_after)
+    for times in taken.values():
+        times.sort()
+    return taken
 
 
 # --- who gets a patient's texts --------------------------------------------------------------

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from coordination.by_hand import ManualOutcome, send_reminder_now
+from coordination.by_hand import ManualOutcome, send_reminders_now
 from coordination.consent import clear_flag, opt_in, opt_out
 from coordination.consent import opt_in_wording as consent_wording
 from coordination.models import (
@@ -410,11 +410,14 @@ def remind_patients(
     if len(patients) != len(ids):
         # Out of scope and nonexistent look the same.
         raise TextsError(N_("Some of the chosen patients are not on your worklist."))
+    # Read for the whole selection at once (a fixed number of queries), decided and
+    # audited patient by patient.
+    outcomes = send_reminders_now(session, clock=clock, actor=actor, patients=patients)
     return [
         PatientReminder(
             patient_id=patient.id,
             name=f"{patient.given_name} {patient.family_name}",
-            outcomes=tuple(send_reminder_now(session, clock=clock, actor=actor, patient=patient)),
+            outcomes=tuple(outcomes[patient.id]),
         )
         for patient in patients
     ]

@@ -19,12 +19,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordination import reminders
-from coordination.by_hand import ManualOutcome, send_one_off, send_reminder_now
+from coordination.by_hand import (
+    ManualOutcome,
+    send_one_off,
+    send_reminder_now,
+    send_reminders_now,
+)
 from coordination.consent import consent_status, flag_number, opt_in, opt_out
 from coordination.dispatcher import DispatchReport, dispatch_due
 from coordination.gateway import SendResult
@@ -1151,3 +1156,152 @@ def test_texts_by_hand_are_refused_with_a_clear_reason(world: World, case: str) 
     assert [event.detail for event in refused] == [{"queued": 0, "refused": 1}] * 2
     if case in ("flagged", "late evening"):
         assert isinstance(outcomes[0].reason, Text)  # translated where it is shown
+
+
+# --- "send reminder now" for a page of patients (the worklist's bulk action) -------------------
+
+
+@dataclass
+class Selection:
+    """Patients chosen on the worklist, one of each case, in the order chosen."""
+
+    fine: Patient  # and their mother, who gets reminders
+    sibling: Patient  # shares the mother's number: it already got the first one's reminder
+    opted_out: Patient
+    capped: Patient  # texted earlier today
+    asleep: Patient  # in Honolulu: 5:00 there
+    idle: Patient  # no visit to remind of
+
+    @property
+    def patients(self) -> list[Patient]:
+        return [self.fine, self.sibling, self.opted_out, self.capped, self.asleep, self.idle]
+
+
+def _selection(world: World) -> Selection:
+    fine = world.patient()
+    mother, _ = world.caregiver(fine)
+    sibling = world.patient()
+    world.caregiver(sibling, phone=mother.mobile_phone)
+    opted_out = world.patient()
+    _opt_out(world, opted_out)
+    capped = world.patient()
+    _sent_earlier(world, capped, at(TODAY, 8, minute=30))
+    asleep = world.patient(zone=HONOLULU)
+    for patient in (fine, sibling, opted_out, capped, asleep):
+        world.appointment(patient, days(10))
+    chosen = Selection(fine, sibling, opted_out, capped, asleep, world.patient())
+    world.session.commit()
+    return chosen
+
+
+def _what_was_done(
+    world: World, since: int
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The texts queued and the events audited after audit event `since`."""
+    world.session.flush()
+    texts: list[tuple[object, ...]] = [
+        (
+            row.to_phone,
+            row.body,
+            row.purpose,
+            row.patient_id,
+            row.caregiver_id,
+            row.visit_id,
+            row.rule,
+            row.language,
+            row.send_after,
+            row.requested_by_user_id,
+        )
+        for row in world.queued()
+    ]
+    events: list[tuple[object, ...]] = [
+        (audit.action, audit.actor_user_id, audit.patient_id, audit.target, audit.detail)
+        for audit in world.session.scalars(
+            select(AuditEvent).where(AuditEvent.id > since).order_by(AuditEvent.id)
+        )
+    ]
+    return texts, events
+
+
+def _last_audit_id(world: World) -> int:
+    return world.session.scalar(select(func.max(AuditEvent.id))) or 0
+
+
+def test_reminders_for_a_page_decide_as_one_patient_at_a_time(world: World) -> None:
+    chosen = _selection(world)
+    since = _last_audit_id(world)
+    one_by_one = {
+        patient.id: send_reminder_now(
+            world.session, clock=world.clock, actor=world.coordinator, patient=patient
+        )
+        for patient in chosen.patients
+    }
+    done_one_by_one = _what_was_done(world, since)
+    world.session.rollback()
+
+    at_once = send_reminders_now(
+        world.session, clock=world.clock, actor=world.coordinator, patients=chosen.patients
+    )
+
+    assert at_once == one_by_one
+    assert _what_was_done(world, since) == done_one_by_one
+    reasons = {
+        patient_id: [(o.is_caregiver, o.queued, o.reason) for o in outcomes]
+        for patient_id, outcomes in at_once.items()
+    }
+    assert reasons == {
+        chosen.fine.id: [(False, True, None), (True, True, None)],
+        chosen.sibling.id: [
+            (False, True, None),
+            (True, False, "This number already got a text today (at most one a day)."),
+        ],
+        chosen.opted_out.id: [
+            (False, False, "This number opted out of texts (STOP). It cannot be texted.")
+        ],
+        chosen.capped.id: [
+            (False, False, "This number already got a text today (at most one a day).")
+        ],
+        chosen.asleep.id: [
+            (
+                False,
+                False,
+                "It is outside texting hours (8:00-21:00) where this person lives. Try later.",
+            )
+        ],
+        chosen.idle.id: [],
+    }
+    texts, events = done_one_by_one
+    assert [text[3] for text in texts] == [chosen.fine.id, chosen.fine.id, chosen.sibling.id]
+    assert [(audit[0], audit[2], audit[4]) for audit in events] == [
+        ("sms.remind_now", chosen.fine.id, {"queued": 2, "refused": 0}),
+        ("sms.remind_now", chosen.sibling.id, {"queued": 1, "refused": 1}),
+        ("sms.remind_now", chosen.opted_out.id, {"queued": 0, "refused": 1}),
+        ("sms.remind_now", chosen.capped.id, {"queued": 0, "refused": 1}),
+        ("sms.remind_now", chosen.asleep.id, {"queued": 0, "refused": 1}),
+    ]
+
+
+def test_reminders_for_a_page_read_in_a_fixed_number_of_statements(world: World) -> None:
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    counts = []
+    for groups in (1, 4):
+        chosen = [patient for _ in range(groups) for patient in _selection(world).patients]
+        statements.clear()
+        event.listen(world.db.engine, "before_cursor_execute", seen)
+        try:
+            send_reminders_now(
+                world.session, clock=world.clock, actor=world.coordinator, patients=chosen
+            )
+        finally:
+            event.remove(world.db.engine, "before_cursor_execute", seen)
+        audited = [s for s in statements if s.lstrip().startswith("INSERT INTO audit_events")]
+        # One audit event per patient with a visit, as one patient at a time would write.
+        assert len(audited) == 5 * groups
+        counts.append(len(statements) - len(audited))
+        world.session.commit()
+    # The visits, states, caregivers, consents and texts so far; the texts queued.
+    assert counts == [6, 6], counts

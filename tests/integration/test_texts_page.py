@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from coordination.consent import (
@@ -724,6 +724,42 @@ def test_send_reminder_now_from_the_worklist_refuses_a_patient_out_of_scope(
     nothing = browser.post("/worklist/bulk", {"action": "remind"})
     assert nothing.status_code == 400
     assert "Choose at least one patient." in plain(nothing.text)
+
+
+def test_send_reminder_now_from_the_worklist_reads_in_a_fixed_number_of_statements(
+    db: Database, world: World, clock: FrozenClock, browsers: Callable[[str], Browser]
+) -> None:
+    with db.factory() as session:
+        others = [p for p in _maryland_patients(session) if p.id != world.maya_id]
+        chosen = [p.id for p in others]
+        phones = {p.mobile_phone for p in others if p.mobile_phone} - {world.denise_phone}
+    assert len(chosen) >= 3
+    for phone in (world.maya_phone, *phones):
+        opt_in_by_portal(db, clock, phone, world.maya_user_id)
+    give_schedules(db, clock, world.maya_id, *chosen)
+    browser = browsers(COORDINATOR_MD)
+    browser.get("/worklist")  # warm: the login's first touch is not part of the action
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    counts = []
+    for patients in ([world.maya_id], chosen):
+        statements.clear()
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            response = browser.post(
+                "/worklist/bulk", {"action": "remind", "patient": [str(p) for p in patients]}
+            )
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        assert response.status_code == 200
+        assert "Reminders queued for" in plain(response.text)
+        # One audit event per patient, as one patient at a time would write.
+        audited = [s for s in statements if s.lstrip().startswith("INSERT INTO audit_events")]
+        counts.append(len(statements) - len(audited))
+    assert counts[0] == counts[1], counts
 
 
 # --- replies, drops and deliveries: on the page and in the timeline -------------------------
