@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from coordination.consent import consents_of
 from coordination.models import (
     OPEN_VISIT_STATUSES,
     ConsentStatus,
@@ -78,16 +79,7 @@ class _Numbers:
 
     @classmethod
     def read(cls, session: Session, *, phones: Collection[str], now: datetime) -> _Numbers:
-        consents = (
-            {
-                consent.phone: consent
-                for consent in session.scalars(
-                    select(SmsConsent).where(SmsConsent.phone.in_(phones))
-                )
-            }
-            if phones
-            else {}
-        )
+        consents = consents_of(session, phones=phones)
         # Queued texts count: one due now leaves within the minute.
         sent = texts_so_far(session, phones=phones, now=now, queued_count=True)
         return cls(consents, sent)

@@ -5,7 +5,7 @@ opt in and out together. A number without any record may not be texted."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +31,16 @@ from core.text import N_
 def consent_of(session: Session, *, phone: str) -> SmsConsent | None:
     """The number's consent record (status and provider flag), or None when it has none."""
     return session.scalar(select(SmsConsent).where(SmsConsent.phone == phone))
+
+
+def consents_of(session: Session, *, phones: Collection[str]) -> dict[str, SmsConsent]:
+    """`consent_of` for many numbers in one query: the numbers that have a record."""
+    if not phones:
+        return {}
+    return {
+        consent.phone: consent
+        for consent in session.scalars(select(SmsConsent).where(SmsConsent.phone.in_(phones)))
+    }
 
 
 def _set_status(session: Session, *, clock: Clock, phone: str, status: ConsentStatus) -> SmsConsent:

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.consent import consents_of
 from coordination.models import (
     ConsentStatus,
     OutboundMessage,
-    SmsConsent,
     Visit,
 )
 from coordination.texting import (
@@ -68,9 +68,7 @@ def check_before_sending(
     if not messages:
         return verdicts
     phones = {m.to_phone for m in messages}
-    consents = {
-        c.phone: c for c in session.scalars(select(SmsConsent).where(SmsConsent.phone.in_(phones)))
-    }
+    consents = consents_of(session, phones=phones)
     capped = [m for m in messages if m.purpose in CAPPED_PURPOSES]
     patient_ids = {m.patient_id for m in capped if m.patient_id is not None}
     patients = {

@@ -17,14 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from coordination.by_hand import ManualOutcome, send_reminders_now
-from coordination.consent import clear_flag, opt_in, opt_out
+from coordination.consent import clear_flag, consents_of, opt_in, opt_out
 from coordination.consent import opt_in_wording as consent_wording
 from coordination.models import (
     ConsentHow,
     ConsentStatus,
     MessageStatus,
     OutboundMessage,
-    SmsConsent,
     SmsConsentEvent,
 )
 from coordination.reminder_texts import ONE_OFF, render
@@ -153,10 +152,7 @@ def numbers_of_patient(
     if not holders:
         return []
     phones = list(holders)
-    consents = {
-        consent.phone: consent
-        for consent in session.scalars(select(SmsConsent).where(SmsConsent.phone.in_(phones)))
-    }
+    consents = consents_of(session, phones=phones)
     history: dict[str, list[ConsentEventView]] = {phone: [] for phone in phones}
     if with_history:
         recorder = aliased(User)
