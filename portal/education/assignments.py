@@ -35,7 +35,7 @@ from core.text import N_
 from portal.education.content import ModuleLibrary, shipped_modules
 from portal.education.funding import MAX_YEAR, parse_id
 from portal.education.models import ModuleAssignment
-from portal.education.offer import offered_modules
+from portal.education.offer import offered_modules_by_user
 
 EDUCATION_RULE = "education"
 LEARN_PATH = "/learn"
@@ -128,18 +128,47 @@ def assignable_modules(
     their audience and therapy, core or funded by their state today, or already begun) that
     fit the patient's therapy — a caregiver helping someone else on another therapy is not
     shown it here (nor is that other patient's therapy given away), by title."""
-    offered = offered_modules(
-        session, user=reader.user, clock=clock, library=library, language=language
+    return assignable_modules_by_reader(
+        session,
+        clock=clock,
+        patient=patient,
+        readers=[reader],
+        language=language,
+        library=library,
+    )[reader.user.id]
+
+
+def assignable_modules_by_reader(
+    session: Session,
+    *,
+    clock: Clock,
+    patient: Patient,
+    readers: Sequence[ReaderChoice],
+    language: str,
+    library: ModuleLibrary | None = None,
+) -> dict[int, list[ModuleChoice]]:
+    """user id -> `assignable_modules` of each of the patient's readers, the offer worked
+    out once for them all (the patient's page: a fixed number of queries, however many
+    caregivers)."""
+    offered = offered_modules_by_user(
+        session,
+        users=[choice.user for choice in readers],
+        clock=clock,
+        library=library,
+        language=language,
     )
     therapy = patient.therapy.code
-    return sorted(
-        (
-            ModuleChoice(item.key, item.text.title)
-            for item in offered
-            if item.module.for_therapy(therapy)
-        ),
-        key=lambda choice: choice.title.casefold(),
-    )
+    return {
+        user_id: sorted(
+            (
+                ModuleChoice(item.key, item.text.title)
+                for item in items
+                if item.module.for_therapy(therapy)
+            ),
+            key=lambda choice: choice.title.casefold(),
+        )
+        for user_id, items in offered.items()
+    }
 
 
 # --- the text ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ state that stops funding a module does not take away what people already read.""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TypeVar
@@ -128,68 +128,114 @@ class OfferedModule:
 def reader_of(session: Session, *, user: User, clock: Clock) -> Reader | None:
     """The reader behind a login; None for staff, and for a patient or caregiver not yet
     linked to a patient record (no state: nothing to offer, nowhere to count a completion)."""
-    if user.role not in READER_ROLES:
-        return None
-    query = select(Patient.id, Patient.state_id, State.time_zone, Therapy.code).join(
-        State, State.id == Patient.state_id
-    )
-    query = query.join(Therapy, Therapy.id == Patient.therapy_id)
-    if user.role is Role.PATIENT:
-        if user.patient_id is None:
-            return None
-        query = query.where(Patient.id == user.patient_id)
-    else:
-        if user.caregiver_id is None:
-            return None
+    return readers_of(session, users=[user], clock=clock).get(user.id)
+
+
+def readers_of(session: Session, *, users: Sequence[User], clock: Clock) -> dict[int, Reader]:
+    """user id -> the reader behind each of these logins that is one (see `reader_of`): two
+    queries at most, whatever the number of logins."""
+    patients = {
+        user.id: user.patient_id
+        for user in users
+        if user.role is Role.PATIENT and user.patient_id is not None
+    }
+    caregivers = {
+        user.id: user.caregiver_id
+        for user in users
+        if user.role is Role.CAREGIVER and user.caregiver_id is not None
+    }
+    # patient id or caregiver id -> (state id, time zone, therapy code) of each patient.
+    by_patient: dict[int, list[tuple[int, str, str]]] = {}
+    by_caregiver: dict[int, list[tuple[int, str, str]]] = {}
+    if patients:
+        query = _patient_facts(Patient.id).where(Patient.id.in_(sorted(set(patients.values()))))
+        for owner, state_id, zone, therapy in session.execute(query):
+            by_patient.setdefault(owner, []).append((state_id, zone, therapy))
+    if caregivers:
         query = (
-            query.join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
-            .where(CaregiverLink.caregiver_id == user.caregiver_id)
+            _patient_facts(CaregiverLink.caregiver_id)
+            .join(CaregiverLink, CaregiverLink.patient_id == Patient.id)
+            .where(CaregiverLink.caregiver_id.in_(sorted(set(caregivers.values()))))
             .order_by(CaregiverLink.id)
         )
-    rows = session.execute(query).all()
-    if not rows:
-        return None
-    states: dict[int, ReaderState] = {}
-    for _patient_id, state_id, zone, _therapy in rows:
-        states.setdefault(state_id, ReaderState(state_id, local_today(clock, zone)))
-    return Reader(
-        user_id=user.id,
-        role=user.role,
-        patient_id=user.patient_id if user.role is Role.PATIENT else None,
-        states=tuple(states.values()),
-        therapies=frozenset(row[3] for row in rows),
+        for owner, state_id, zone, therapy in session.execute(query):
+            by_caregiver.setdefault(owner, []).append((state_id, zone, therapy))
+    found: dict[int, Reader] = {}
+    for user in users:
+        if user.id in patients:
+            rows = by_patient.get(patients[user.id], [])
+        elif user.id in caregivers:
+            rows = by_caregiver.get(caregivers[user.id], [])
+        else:
+            continue
+        if not rows:
+            continue
+        states: dict[int, ReaderState] = {}
+        for state_id, zone, _therapy in rows:
+            states.setdefault(state_id, ReaderState(state_id, local_today(clock, zone)))
+        found[user.id] = Reader(
+            user_id=user.id,
+            role=user.role,
+            patient_id=user.patient_id if user.role is Role.PATIENT else None,
+            states=tuple(states.values()),
+            therapies=frozenset(row[2] for row in rows),
+        )
+    return found
+
+
+def _patient_facts(owner: InstrumentedAttribute[int]) -> Select[int, int, str, str]:
+    """A patient's state, its time zone and the patient's therapy, beside `owner`."""
+    return (
+        select(owner, Patient.state_id, State.time_zone, Therapy.code)
+        .select_from(Patient)
+        .join(State, State.id == Patient.state_id)
+        .join(Therapy, Therapy.id == Patient.therapy_id)
     )
 
 
 # --- funding -------------------------------------------------------------------------------
 
 
-def funding_states(
-    session: Session, *, reader: Reader, now: datetime, keys: Iterable[str] | None = None
-) -> dict[str, int]:
-    """module key -> the first of the reader's states that funds it today (its local date
-    inside a window that was not ended)."""
-    today = {state.state_id: state.today for state in reader.states}
+def funding_states_by_reader(
+    session: Session,
+    *,
+    readers: Sequence[Reader],
+    now: datetime,
+    keys: Mapping[int, Iterable[str]] | None = None,
+) -> dict[int, dict[str, int]]:
+    """user id -> module key -> the first of the reader's states that funds it today (its
+    local date inside a window that was not ended); when `keys` is given, only the keys
+    given for that reader. One query whatever the number of readers."""
+    wanted = None if keys is None else {uid: set(some) for uid, some in keys.items()}
+    state_ids = sorted({state.state_id for reader in readers for state in reader.states})
     query = select(
         ModuleFunding.module_key,
         ModuleFunding.state_id,
         ModuleFunding.funded_from,
         ModuleFunding.funded_until,
     ).where(
-        ModuleFunding.state_id.in_(today),
+        ModuleFunding.state_id.in_(state_ids),
         or_(ModuleFunding.ended_at.is_(None), ModuleFunding.ended_at > now),
     )
-    if keys is not None:
-        query = query.where(ModuleFunding.module_key.in_(list(keys)))
-    order = {state.state_id: index for index, state in enumerate(reader.states)}
-    funded: dict[str, int] = {}
-    for key, state_id, start, until in session.execute(query):
-        day = today[state_id]
-        if start <= day and (until is None or day <= until):
-            best = funded.get(key)
-            if best is None or order[state_id] < order[best]:
-                funded[key] = state_id
-    return funded
+    if wanted is not None:
+        query = query.where(ModuleFunding.module_key.in_(sorted(set().union(*wanted.values()))))
+    windows = session.execute(query).all()
+    found: dict[int, dict[str, int]] = {}
+    for reader in readers:
+        today = {state.state_id: state.today for state in reader.states}
+        order = {state.state_id: index for index, state in enumerate(reader.states)}
+        mine = None if wanted is None else wanted.get(reader.user_id, set())
+        funded: dict[str, int] = {}
+        for key, state_id, start, until in windows:
+            if state_id not in today or (mine is not None and key not in mine):
+                continue
+            day = today[state_id]
+            if start <= day and (until is None or day <= until):
+                best = funded.get(key)
+                if best is None or order[state_id] < order[best]:
+                    funded[key] = state_id
+        found[reader.user_id] = funded
+    return found
 
 
 # --- the offer -----------------------------------------------------------------------------
@@ -241,48 +287,82 @@ def _scoped(
 def _offer(
     session: Session,
     *,
-    reader: Reader,
+    readers: Sequence[Reader],
     clock: Clock,
     library: ModuleLibrary,
     language: str,
     keys: Sequence[str] | None,
-) -> list[OfferedModule]:
-    progress = {
-        row.module_key: row
-        for row in session.scalars(
-            _scoped(
-                select(ModuleProgress).where(ModuleProgress.user_id == reader.user_id),
-                ModuleProgress.module_key,
-                keys,
-            )
+) -> dict[int, list[OfferedModule]]:
+    """user id -> what each reader is offered: the one offer rule, its rows loaded once for
+    all the readers (a fixed number of queries whatever their number)."""
+    if not readers:
+        return {}
+    user_ids = sorted({reader.user_id for reader in readers})
+    # user id -> module key -> row: the progress, the latest completion (by version, then
+    # time) and the latest assignment of each reader.
+    progress: dict[int, dict[str, ModuleProgress]] = {uid: {} for uid in user_ids}
+    for row in session.scalars(
+        _scoped(
+            select(ModuleProgress).where(ModuleProgress.user_id.in_(user_ids)),
+            ModuleProgress.module_key,
+            keys,
         )
-    }
-    latest: dict[str, ModuleCompletion] = {}
+    ):
+        progress[row.user_id][row.module_key] = row
+    latest: dict[int, dict[str, ModuleCompletion]] = {uid: {} for uid in user_ids}
     for done in session.scalars(
         _scoped(
-            select(ModuleCompletion).where(ModuleCompletion.user_id == reader.user_id),
+            select(ModuleCompletion).where(ModuleCompletion.user_id.in_(user_ids)),
             ModuleCompletion.module_key,
             keys,
         ).order_by(ModuleCompletion.module_version, ModuleCompletion.completed_at)
     ):
-        latest[done.module_key] = done
-    assigned: dict[str, ModuleAssignment] = {}
+        latest[done.user_id][done.module_key] = done
+    assigned: dict[int, dict[str, ModuleAssignment]] = {uid: {} for uid in user_ids}
     for assignment in session.scalars(
         _scoped(
-            select(ModuleAssignment).where(ModuleAssignment.user_id == reader.user_id),
+            select(ModuleAssignment).where(ModuleAssignment.user_id.in_(user_ids)),
             ModuleAssignment.module_key,
             keys,
         ).order_by(ModuleAssignment.assigned_at, ModuleAssignment.id)
     ):
-        assigned[assignment.module_key] = assignment
+        assigned[assignment.user_id][assignment.module_key] = assignment
     candidates = [module for module in library if keys is None or module.key in keys]
     # Funding is looked up only for what could need it (fitting, non-core modules).
-    needs_funding = [m.key for m in candidates if not m.core and _fits(m, reader)]
+    needs_funding = {
+        reader.user_id: [m.key for m in candidates if not m.core and _fits(m, reader)]
+        for reader in readers
+    }
     funded = (
-        funding_states(session, reader=reader, now=clock.now(), keys=needs_funding)
-        if needs_funding
+        funding_states_by_reader(session, readers=readers, now=clock.now(), keys=needs_funding)
+        if any(needs_funding.values())
         else {}
     )
+    return {
+        reader.user_id: _offer_to(
+            reader,
+            candidates=candidates,
+            language=language,
+            progress=progress[reader.user_id],
+            latest=latest[reader.user_id],
+            assigned=assigned[reader.user_id],
+            funded=funded.get(reader.user_id, {}),
+        )
+        for reader in readers
+    }
+
+
+def _offer_to(
+    reader: Reader,
+    *,
+    candidates: Sequence[Module],
+    language: str,
+    progress: Mapping[str, ModuleProgress],
+    latest: Mapping[str, ModuleCompletion],
+    assigned: Mapping[str, ModuleAssignment],
+    funded: Mapping[str, int],
+) -> list[OfferedModule]:
+    """What one reader is offered, from their rows (by module key): the rule itself."""
     home_state = reader.states[0].state_id
     offered: list[OfferedModule] = []
     for module in candidates:
@@ -326,17 +406,31 @@ def offered_modules(
     language: str | None = None,
 ) -> list[OfferedModule]:
     """Every module this reader is offered, what needs doing first. Staff: none."""
-    reader = reader_of(session, user=user, clock=clock)
-    if reader is None:
-        return []
-    return _offer(
+    return offered_modules_by_user(
+        session, users=[user], clock=clock, library=library, language=language
+    )[user.id]
+
+
+def offered_modules_by_user(
+    session: Session,
+    *,
+    users: Sequence[User],
+    clock: Clock,
+    library: ModuleLibrary | None = None,
+    language: str | None = None,
+) -> dict[int, list[OfferedModule]]:
+    """user id -> `offered_modules` of each of these logins (staff: none), in a fixed
+    number of queries whatever the number of logins (a patient's page lists several)."""
+    readers = readers_of(session, users=users, clock=clock)
+    offers = _offer(
         session,
-        reader=reader,
+        readers=list(readers.values()),
         clock=clock,
         library=library or shipped_modules(),
         language=language or i18n.current_language().value,
         keys=None,
     )
+    return {user.id: offers.get(user.id, []) for user in users}
 
 
 def offered_module(
@@ -355,10 +449,10 @@ def offered_module(
         return None
     found = _offer(
         session,
-        reader=reader,
+        readers=[reader],
         clock=clock,
         library=library,
         language=language or i18n.current_language().value,
         keys=[key],
-    )
+    )[reader.user_id]
     return found[0] if found else None

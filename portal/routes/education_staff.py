@@ -37,7 +37,7 @@ from portal.education.assignments import (
     AssignmentResult,
     ReaderChoice,
     assign_module,
-    assignable_modules,
+    assignable_modules_by_reader,
     readers_of_patient,
 )
 from portal.education.content import shipped_modules
@@ -207,17 +207,14 @@ def _education_page(
         readers = readers_of_patient(session, patient=patient)
     may_assign = role_allows(user, Permission.EDUCATION_ASSIGN)
     choices = (
-        {
-            choice.user.id: assignable_modules(
-                session,
-                clock=app.clock,
-                patient=patient,
-                reader=choice,
-                language=language,
-                library=library,
-            )
-            for choice in readers
-        }
+        assignable_modules_by_reader(
+            session,
+            clock=app.clock,
+            patient=patient,
+            readers=readers,
+            language=language,
+            library=library,
+        )
         if may_assign
         else {}
     )
