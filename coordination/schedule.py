@@ -549,11 +549,25 @@ def mark_missed_visits(session: Session, *, clock: Clock) -> int:
 
 def visits_for_patient(session: Session, *, patient_id: int) -> list[Visit]:
     """The patient's visits in date order."""
-    return list(
-        session.scalars(
-            select(Visit).where(Visit.patient_id == patient_id).order_by(Visit.target_date)
-        )
-    )
+    return visits_for_patients(session, patient_ids=[patient_id])[patient_id]
+
+
+def visits_for_patients(
+    session: Session, *, patient_ids: Collection[int]
+) -> dict[int, list[Visit]]:
+    """The visits of several patients in one query, each patient's in date order; every
+    patient asked for has an entry (empty when they have no visits)."""
+    visits: dict[int, list[Visit]] = {patient_id: [] for patient_id in patient_ids}
+    if visits:
+        # The id breaks ties between visits of the same date, so the order is the same
+        # whether one patient or several are read.
+        for visit in session.scalars(
+            select(Visit)
+            .where(Visit.patient_id.in_(list(visits)))
+            .order_by(Visit.target_date, Visit.id)
+        ):
+            visits[visit.patient_id].append(visit)
+    return visits
 
 
 def visit_history(session: Session, *, visit_ids: list[int]) -> dict[int, list[VisitEvent]]:

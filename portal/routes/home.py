@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
+from coordination.schedule import visits_for_patients
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
 from portal import i18n
@@ -32,9 +33,12 @@ def home(
 ) -> Response:
     """A patient sees their own follow-up; a caregiver, each patient they help: the next
     visit (with the right to see the schedule) and what they may do."""
+    linked = linked_patients(session, user=user)
+    # Everyone's visits in one query; person_summary decides what the link lets the reader see.
+    visits = visits_for_patients(session, patient_ids=[patient.id for patient, _link in linked])
     people = [
-        person_summary(session, patient=patient, link=link)
-        for patient, link in linked_patients(session, user=user)
+        person_summary(session, patient=patient, link=link, visits=visits[patient.id])
+        for patient, link in linked
     ]
     notice = _(HOME_NOTICES[done]) if done in HOME_NOTICES else None
     return render(request, "portal/home.html", {"people": people, "notice": notice})

@@ -167,15 +167,23 @@ def schedule_view(session: Session, *, patient: Patient) -> ScheduleView:
 
 
 def person_summary(
-    session: Session, *, patient: Patient, link: CaregiverLink | None
+    session: Session,
+    *,
+    patient: Patient,
+    link: CaregiverLink | None,
+    visits: list[Visit] | None = None,
 ) -> dict[str, Any]:
     """What the home page shows for one person: their next visit (when the reader may see
-    the schedule) and whether the reader may report a health event for them."""
+    the schedule) and whether the reader may report a health event for them. `visits`, the
+    patient's visits in date order when already read (the home page reads everyone's at
+    once), saves reading them again; they are used only if the reader may see the schedule."""
     rights = link.rights() if link is not None else None
     sees_schedule = rights is None or ProxyRight.VIEW_SCHEDULE in rights
-    upcoming = (
-        next_visit(visits_for_patient(session, patient_id=patient.id)) if sees_schedule else None
-    )
+    upcoming: Visit | None = None
+    if sees_schedule:
+        if visits is None:
+            visits = visits_for_patient(session, patient_id=patient.id)
+        upcoming = next_visit(visits)
     return {
         "patient": patient,
         "link": link,
