@@ -226,6 +226,12 @@ def end_session(session: Session, *, clock: Clock, login_session: LoginSession) 
     session.flush()
 
 
+def log_out(session: Session, *, clock: Clock, actor: Actor, login_session: LoginSession) -> None:
+    """End the session (see `end_session`), recorded in the audit log."""
+    end_session(session, clock=clock, login_session=login_session)
+    record_event(session, clock=clock, actor=actor, action="logout")
+
+
 def end_all_sessions(session: Session, *, clock: Clock, user_id: int) -> None:
     """End every live session of a user (password changed, account deactivated)."""
     now = clock.now()
@@ -283,6 +289,44 @@ def verify_totp(session: Session, *, clock: Clock, user: User, code: str) -> boo
 def mark_mfa_passed(session: Session, *, clock: Clock, login_session: LoginSession) -> None:
     login_session.mfa_passed_at = clock.now()
     session.flush()
+
+
+def pass_second_factor(
+    session: Session, *, clock: Clock, actor: Actor, login_session: LoginSession, code: str
+) -> bool:
+    """The second step of a login: True when `code` is right (the session may go on). A
+    wrong code counts as a failed attempt for the login's lock; both are audited."""
+    user = login_session.user
+    if not verify_totp(session, clock=clock, user=user, code=code):
+        record_failed_attempt(session, clock=clock, login=user.login or "", ip=actor.ip or "")
+        record_event(
+            session, clock=clock, actor=actor, action="login.mfa", outcome=AuditOutcome.FAILURE
+        )
+        return False
+    mark_mfa_passed(session, clock=clock, login_session=login_session)
+    record_event(session, clock=clock, actor=actor, action="login.mfa")
+    return True
+
+
+def enable_second_factor(
+    session: Session, *, clock: Clock, actor: Actor, login_session: LoginSession, code: str
+) -> bool:
+    """Confirm the authenticator app being set up with its first code: True when right (the
+    second factor is on from now, and this session passed it; audited)."""
+    if not verify_totp(session, clock=clock, user=login_session.user, code=code):
+        return False
+    mark_mfa_passed(session, clock=clock, login_session=login_session)
+    record_event(session, clock=clock, actor=actor, action="account.mfa_enabled")
+    return True
+
+
+def skip_second_factor(
+    session: Session, *, clock: Clock, actor: Actor, login_session: LoginSession
+) -> None:
+    """Let this session go on without a second factor (demo mode only: the caller checks),
+    audited."""
+    mark_mfa_passed(session, clock=clock, login_session=login_session)
+    record_event(session, clock=clock, actor=actor, action="login.mfa_skip")
 
 
 def change_password(

@@ -13,15 +13,14 @@ from sqlalchemy.orm import Session
 
 from coordination.consent import ConsentTick, agree_to_own_texts, contact_of, own_texts, stop_texts
 from coordination.models import ConsentHow
-from core.audit.service import record_event
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.auth import change_password as change_password_of
 from core.identity.auth import (
-    mark_mfa_passed,
+    enable_second_factor,
+    skip_second_factor,
     start_totp_enrolment,
     totp_uri,
-    verify_totp,
 )
 from core.identity.models import User
 from core.text import N_
@@ -216,7 +215,9 @@ def mfa_setup_submit(
     user = login.user
     if not user.needs_mfa or user.totp_enabled_at is not None:
         return redirect(request, home_for(user.role))
-    if not verify_totp(session, clock=context.clock, user=user, code=code):
+    if not enable_second_factor(
+        session, clock=context.clock, actor=actor_for(request, user), login_session=login, code=code
+    ):
         uri = totp_uri(user)
         return render(
             request,
@@ -229,10 +230,6 @@ def mfa_setup_submit(
             },
             status_code=400,
         )
-    mark_mfa_passed(session, clock=context.clock, login_session=login)
-    record_event(
-        session, clock=context.clock, actor=actor_for(request, user), action="account.mfa_enabled"
-    )
     return redirect(request, home_for(user.role))
 
 
@@ -252,8 +249,7 @@ def mfa_skip(
             },
             status_code=403,
         )
-    mark_mfa_passed(session, clock=context.clock, login_session=login)
-    record_event(
-        session, clock=context.clock, actor=actor_for(request, login.user), action="login.mfa_skip"
+    skip_second_factor(
+        session, clock=context.clock, actor=actor_for(request, login.user), login_session=login
     )
     return redirect(request, home_for(login.user.role))

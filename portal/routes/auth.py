@@ -8,16 +8,13 @@ from urllib.parse import quote
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 
-from core.audit.models import AuditOutcome
-from core.audit.service import record_event
 from core.identity.auth import (
     LoginRefusal,
     authenticate,
     end_session,
+    log_out,
     login_lock_remaining,
-    mark_mfa_passed,
-    record_failed_attempt,
-    verify_totp,
+    pass_second_factor,
 )
 from core.identity.invitations import (
     InvitationProblem,
@@ -143,9 +140,8 @@ def login_submit(
 @router.post("/logout", name="logout")
 def logout(request: Request, session: SessionDep, context: ContextDep, login: LoginDep) -> Response:
     if login is not None:
-        end_session(session, clock=context.clock, login_session=login)
-        record_event(
-            session, clock=context.clock, actor=actor_for(request, login.user), action="logout"
+        log_out(
+            session, clock=context.clock, actor=actor_for(request, login.user), login_session=login
         )
     response = redirect(request, "/login?logged_out=1")
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -177,15 +173,9 @@ def mfa_submit(
         response = redirect(request, "/login")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
-    if not verify_totp(session, clock=context.clock, user=user, code=code):
-        record_failed_attempt(session, clock=context.clock, login=key, ip=client_ip(request))
-        record_event(
-            session,
-            clock=context.clock,
-            actor=actor_for(request, user),
-            action="login.mfa",
-            outcome=AuditOutcome.FAILURE,
-        )
+    if not pass_second_factor(
+        session, clock=context.clock, actor=actor_for(request, user), login_session=login, code=code
+    ):
         return render(
             request,
             "portal/mfa.html",
@@ -195,8 +185,6 @@ def mfa_submit(
             },
             status_code=400,
         )
-    mark_mfa_passed(session, clock=context.clock, login_session=login)
-    record_event(session, clock=context.clock, actor=actor_for(request, user), action="login.mfa")
     return redirect(request, safe_next(next, home_for(user.role)))
 
 
