@@ -3,15 +3,19 @@ by `alembic upgrade head`, one fresh database per test, the app, and logged-in c
 
 from __future__ import annotations
 
+import html
 import itertools
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pyotp
 import pytest
 from fastapi import FastAPI
@@ -251,3 +255,45 @@ def user_by_login(session: Session, login: str) -> User:
     user = session.scalar(select(User).where(User.login == login))
     assert user is not None
     return user
+
+
+# --- staff browsers for page tests ------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+
+
+def plain(markup: str) -> str:
+    """The text a reader sees: no tags, entities decoded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup))).strip()
+
+
+@dataclass
+class Browser:
+    """A logged-in browser: its client and the CSRF token its forms carry."""
+
+    client: TestClient
+    token: str
+
+    def get(self, url: str, *, htmx: bool = False) -> httpx.Response:
+        response: httpx.Response = self.client.get(url, headers=HTMX if htmx else {})
+        return response
+
+    def post(self, url: str, data: dict[str, Any], *, htmx: bool = False) -> httpx.Response:
+        response: httpx.Response = self.client.post(
+            url, data={"csrf_token": self.token, **data}, headers=HTMX if htmx else {}
+        )
+        return response
+
+
+@pytest.fixture
+def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
+    """Logged-in browsers, one per login asked for."""
+    with ExitStack() as stack:
+
+        def open_browser(login: str) -> Browser:
+            client = stack.enter_context(
+                TestClient(app, raise_server_exceptions=False, follow_redirects=False)
+            )
+            return Browser(client, log_in(client, login, clock))
+
+        yield open_browser

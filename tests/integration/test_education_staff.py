@@ -7,19 +7,15 @@ htmx blocks."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -52,12 +48,12 @@ from tests.conftest import (
     PATIENT_MD,
     STAFF_TOTP_SECRET,
     T0,
+    Browser,
     Database,
-    log_in,
+    plain,
     user_by_login,
 )
 
-HTMX = {"HX-Request": "true"}
 BASE_URL = "http://testserver"  # PUBLIC_BASE_URL in the test settings
 
 
@@ -114,40 +110,6 @@ def world(db: Database) -> World:
             co_program=andre.state.program_name,
             coordinator_id=user_by_login(session, COORDINATOR_MD).id,
         )
-
-
-@dataclass
-class Browser:
-    client: TestClient
-    token: str
-
-    def get(self, url: str, *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.get(url, headers=HTMX if htmx else {})
-        return response
-
-    def post(self, url: str, data: dict[str, Any], *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.post(
-            url, data={"csrf_token": self.token, **data}, headers=HTMX if htmx else {}
-        )
-        return response
-
-
-@pytest.fixture
-def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
-    with ExitStack() as stack:
-
-        def open_browser(login: str) -> Browser:
-            client = stack.enter_context(
-                TestClient(app, raise_server_exceptions=False, follow_redirects=False)
-            )
-            return Browser(client, log_in(client, login, clock))
-
-        yield open_browser
-
-
-def plain(markup: str) -> str:
-    """The text a reader sees: no tags, entities decoded, whitespace collapsed."""
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup))).strip()
 
 
 def check_shape(response: httpx.Response, *, htmx: bool, block_id: str) -> str:

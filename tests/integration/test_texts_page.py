@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
@@ -56,12 +52,12 @@ from tests.conftest import (
     COORDINATOR_MD,
     PATIENT_CO,
     PATIENT_MD,
+    Browser,
     Database,
-    log_in,
+    plain,
     user_by_login,
 )
 
-HTMX = {"HX-Request": "true"}
 PORTAL_WORDING = "I agree to get visit reminders by text. Reply STOP to stop."
 
 
@@ -150,11 +146,6 @@ def last_audit_id(db: Database) -> int:
         return session.scalar(select(func.max(AuditEvent.id))) or 0
 
 
-def plain(markup: str) -> str:
-    """The text a reader sees: no tags, entities decoded, whitespace collapsed."""
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup))).strip()
-
-
 def section(page: str, heading_id: str) -> str:
     """The text of the card whose heading has this id (up to the next card)."""
     start = page.index(f'id="{heading_id}"')
@@ -178,35 +169,6 @@ def check_shape(response: httpx.Response, *, htmx: bool) -> str:
         assert "<html" in response.text
         assert "<h1>" in response.text
     return response.text
-
-
-@dataclass
-class Browser:
-    client: TestClient
-    token: str
-
-    def get(self, url: str, *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.get(url, headers=HTMX if htmx else {})
-        return response
-
-    def post(self, url: str, data: dict[str, Any], *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.post(
-            url, data={"csrf_token": self.token, **data}, headers=HTMX if htmx else {}
-        )
-        return response
-
-
-@pytest.fixture
-def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
-    with ExitStack() as stack:
-
-        def open_browser(login: str) -> Browser:
-            client = stack.enter_context(
-                TestClient(app, raise_server_exceptions=False, follow_redirects=False)
-            )
-            return Browser(client, log_in(client, login, clock))
-
-        yield open_browser
 
 
 # --- seeing consent ----------------------------------------------------------------------

@@ -11,16 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
@@ -52,8 +49,8 @@ from tests.conftest import (
     COORDINATOR_MD,
     PATIENT_CO,
     PATIENT_MD,
+    Browser,
     Database,
-    log_in,
     user_by_login,
 )
 
@@ -62,7 +59,6 @@ MD_TODAY = date(2026, 11, 28)  # America/New_York at EDGE
 CO_TODAY = date(2026, 11, 27)  # America/Denver at EDGE
 COORDINATOR_BOTH = "coordinator.both@test.cgt-access.test"
 COORDINATOR_MD2 = "coordinator.md2@test.cgt-access.test"
-HTMX = {"HX-Request": "true"}
 PER_PAGE = 25
 DAY = timedelta(days=1)
 
@@ -441,36 +437,6 @@ def scenario(db: Database, clock: FrozenClock) -> Scenario:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-@dataclass
-class Browser:
-    client: TestClient
-    token: str
-
-    def get(self, url: str, *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.get(url, headers=HTMX if htmx else {})
-        return response
-
-    def post(self, url: str, data: dict[str, Any], *, htmx: bool = False) -> httpx.Response:
-        response: httpx.Response = self.client.post(
-            url, data={"csrf_token": self.token, **data}, headers=HTMX if htmx else {}
-        )
-        return response
-
-
-@pytest.fixture
-def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
-    """Logged-in browsers, one per login asked for."""
-    with ExitStack() as stack:
-
-        def open_browser(login: str) -> Browser:
-            client = stack.enter_context(
-                TestClient(app, raise_server_exceptions=False, follow_redirects=False)
-            )
-            return Browser(client, log_in(client, login, clock))
-
-        yield open_browser
 
 
 def results_of(response: httpx.Response, *, htmx: bool = False) -> str:
