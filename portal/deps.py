@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, Signer
-from sqlalchemy.orm import Session
 
+from core import web
 from core.audit.service import Actor, record_event
-from core.db import transaction
 from core.identity.access import Permission, may_access_patient, role_allows
 from core.identity.auth import resume_session
 from core.identity.models import LoginSession, User
@@ -62,15 +61,10 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(context: ContextDep) -> Iterator[Session]:
-    """One transaction per request: commit when the route returns, roll back on any error."""
-    with transaction(context.factory) as session:
-        yield session
-
-
-# scope="function": the commit happens before the response is sent, so a redirect never
-# shows a page that does not have the change yet.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# The request's transaction lives in `core.web` so that every room's routes share it (one
+# session per request, whichever room's dependency asks for it); re-exported here.
+get_session = web.get_session
+SessionDep = web.SessionDep
 
 
 def client_ip(request: Request) -> str:
