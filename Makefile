@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy core coordination fhir_adapter reporting portal migrations tests
+	$(BIN)/mypy core coordination education fhir_adapter reporting portal migrations tests
 
 test: $(STAMP) $(E2E_NODE) lint typecheck
 	$(BIN)/cgt-access content check

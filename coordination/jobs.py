@@ -7,11 +7,11 @@ import logging
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.dispatcher import CONCURRENCY, dispatch_due
-from coordination.gateway import SmsGateway
+from coordination.followup.schedule import mark_missed_visits
 from coordination.locks import run_exclusively
-from coordination.reminders import plan_reminders
-from coordination.schedule import mark_missed_visits
+from coordination.texting.dispatcher import CONCURRENCY, dispatch_due
+from coordination.texting.gateway import SmsGateway
+from coordination.texting.planning import plan_reminders
 from core.clock import Clock
 
 log = logging.getLogger("cgt_access.jobs")

@@ -1,15 +1,21 @@
 """Imports every room's models so that Base.metadata knows every table."""
 
 from coordination import models as coordination_models
+from coordination.followup import models as followup_models
+from coordination.texting import models as texting_models
+from coordination.worklist import models as worklist_models
 from core import models as core_models
 from core.audit import models as audit_models
 from core.identity import models as identity_models
-from portal.education import models as education_models
+from education import models as education_models
 
 __all__ = [
     "audit_models",
     "coordination_models",
     "core_models",
     "education_models",
+    "followup_models",
     "identity_models",
+    "texting_models",
+    "worklist_models",
 ]

@@ -15,8 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordination.gateway import SmsGateway, make_gateway
-from coordination.protocol import shipped_protocols
+from coordination.followup.protocol import shipped_protocols
+from coordination.texting.gateway import SmsGateway, make_gateway
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings

@@ -18,15 +18,13 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data (fictional people only).", no_args_is_help=True)
-protocols_app = typer.Typer(help="Follow-up protocols (coordination/protocols/*.yaml).")
+protocols_app = typer.Typer(help="Follow-up protocols (coordination/followup/protocols/*.yaml).")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(protocols_app, name="protocols")
 sms_app = typer.Typer(help="Text messages: reminder planning and the outbox.", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
-content_app = typer.Typer(
-    help="Education modules (portal/education/modules).", no_args_is_help=True
-)
+content_app = typer.Typer(help="Education modules (education/modules).", no_args_is_help=True)
 app.add_typer(content_app, name="content")
 
 
@@ -39,7 +37,7 @@ def _settings_or_exit() -> Settings:
 
 
 def _protocols_or_exit() -> None:
-    from coordination.protocol import ProtocolError, shipped_protocols
+    from coordination.followup.protocol import ProtocolError, shipped_protocols
 
     try:
         shipped_protocols()
@@ -119,7 +117,7 @@ def demo_seed(
     show_logins: bool = typer.Option(False, help="Print the demo logins afterwards."),
 ) -> None:
     """Fill the database with fictional demo data (DEMO_MODE must be on)."""
-    from portal.demo import DEMO_LOGINS, DEMO_PASSWORD, seed_demo
+    from portal.dev.demo import DEMO_LOGINS, DEMO_PASSWORD, seed_demo
 
     settings = _settings_or_exit()
     if not settings.demo_mode:
@@ -137,7 +135,7 @@ def demo_seed(
 @protocols_app.command("check")
 def protocols_check() -> None:
     """Validate every protocol file; name the file, line and problem of a broken one."""
-    from coordination.protocol import ProtocolError, load_protocols
+    from coordination.followup.protocol import ProtocolError, load_protocols
 
     try:
         library = load_protocols()
@@ -158,8 +156,8 @@ def protocols_migrate(
     (new patients get the newest version by themselves; existing ones only by this step).
     Completed and missed visits stay; open visits move; visits the new version drops are
     cancelled with the reason."""
-    from coordination.protocol import load_protocols
-    from coordination.schedule import migrate_protocol
+    from coordination.followup.protocol import load_protocols
+    from coordination.followup.schedule import migrate_protocol
     from core.audit.service import Actor
     from core.clock import SystemClock
     from core.db import make_engine, make_session_factory, transaction
@@ -188,9 +186,9 @@ def content_check(
 ) -> None:
     """Check every education module: front matter, sections and questions the same in
     English and Spanish, safe Markdown, English at most grade 8. One line per problem."""
-    from coordination.protocol import shipped_protocols
-    from portal.education.check import check_library
-    from portal.education.content import MODULE_DIR
+    from coordination.followup.protocol import shipped_protocols
+    from education.check import check_library
+    from education.content import MODULE_DIR
 
     _protocols_or_exit()
     result = check_library(
@@ -215,7 +213,7 @@ def sms_plan(
     """Plan the visit reminders of the coming DAYS into the outbox now (the worker does it
     every few minutes by itself). Planning twice never makes two reminders."""
     from coordination.locks import run_exclusively
-    from coordination.reminders import plan_reminders
+    from coordination.texting.planning import plan_reminders
     from core.clock import SystemClock
     from core.db import make_engine, make_session_factory
 
@@ -239,8 +237,8 @@ def sms_plan(
 def sms_dispatch() -> None:
     """Send the due messages now, once (what the worker's dispatcher does every few
     seconds), and print what happened."""
-    from coordination.dispatcher import DispatchReport, dispatch_due
-    from coordination.gateway import make_gateway
+    from coordination.texting.dispatcher import DispatchReport, dispatch_due
+    from coordination.texting.gateway import make_gateway
     from core.clock import SystemClock
     from core.db import make_engine, make_session_factory
 
@@ -270,7 +268,7 @@ def bench(
     requests: int = typer.Option(2_000, help="Requests per measured page."),
 ) -> None:
     """Run the benchmarks; print one JSON object per figure."""
-    from portal.bench import run_benchmarks
+    from portal.dev.bench import run_benchmarks
 
     for line in run_benchmarks(only=only, patients=patients, requests=requests):
         typer.echo(line)

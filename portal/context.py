@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.dispatcher import dispatch_due
-from coordination.gateway import SmsGateway
+from coordination.texting.dispatcher import dispatch_due
+from coordination.texting.gateway import SmsGateway
 from core.clock import Clock
 from core.identity.auth import SessionTimeouts
 from core.settings import Settings

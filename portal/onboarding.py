@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from coordination.models import MessagePurpose
-from coordination.service import enqueue_message
+from coordination.texting.models import MessagePurpose
+from coordination.texting.outbox import enqueue_message
 from core.audit.service import Actor
 from core.clock import Clock
 from core.db import after_commit

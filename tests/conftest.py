@@ -23,13 +23,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.gateway import ConsoleGateway
+from coordination.texting.gateway import ConsoleGateway
 from core.clock import FrozenClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import Role, User
 from core.settings import Settings, load_settings
 from portal.app import create_app
-from portal.demo import DEMO_PASSWORD, seed_demo_data
+from portal.dev.demo import DEMO_PASSWORD, seed_demo_data
 from portal.migrate import upgrade_database
 from tests.support.pg_cluster import PostgresCluster, PostgresUnavailable, start_cluster
 

@@ -11,8 +11,14 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from coordination.consent import ConsentTick, agree_to_own_texts, contact_of, own_texts, stop_texts
-from coordination.models import ConsentHow
+from coordination.texting.consent import (
+    ConsentTick,
+    agree_to_own_texts,
+    contact_of,
+    own_texts,
+    stop_texts,
+)
+from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.auth import change_password as change_password_of

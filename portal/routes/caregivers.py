@@ -9,8 +9,8 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from coordination.consent import CONSENT_FIELD, check_tick, record_tick
-from coordination.models import ConsentHow
+from coordination.texting.consent import CONSENT_FIELD, check_tick, record_tick
+from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery

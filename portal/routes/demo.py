@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from core.models import State
 from portal import i18n
 from portal.context import AppContext
-from portal.demo_sms import (
+from portal.deps import ContextDep, PageNotFound, SessionDep
+from portal.dev.demo_sms import (
     DEMO_TEXTING_NUMBER,
     KEYWORDS,
     DemoAnswer,
@@ -24,7 +25,6 @@ from portal.demo_sms import (
     console,
     demo_numbers,
 )
-from portal.deps import ContextDep, PageNotFound, SessionDep
 from portal.routes.pages import page_router
 from portal.web import is_htmx, redirect, render
 

@@ -15,6 +15,28 @@ from sqlalchemy.orm import Session
 
 from core.identity.access import Permission
 from core.identity.models import User
+from education.assignments import readers_of_patient
+from education.content import ModuleLibrary, shipped_modules
+from education.offer import (
+    CHECK,
+    READER_ROLES,
+    OfferedModule,
+    Reader,
+    ReadingStatus,
+    offered_module,
+    offered_modules,
+    reader_of,
+)
+from education.progress import (
+    CheckOutcome,
+    CheckState,
+    answer_questions,
+    dump_check_state,
+    load_check_state,
+    record_section_read,
+)
+from education.reach import patient_education
+from education.rendering import KEY_PATTERN
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
@@ -26,28 +48,6 @@ from portal.deps import (
     require,
     require_patient,
 )
-from portal.education.assignments import readers_of_patient
-from portal.education.content import ModuleLibrary, shipped_modules
-from portal.education.offer import (
-    CHECK,
-    READER_ROLES,
-    OfferedModule,
-    Reader,
-    ReadingStatus,
-    offered_module,
-    offered_modules,
-    reader_of,
-)
-from portal.education.progress import (
-    CheckOutcome,
-    CheckState,
-    answer_questions,
-    dump_check_state,
-    load_check_state,
-    record_section_read,
-)
-from portal.education.reach import patient_education
-from portal.education.rendering import KEY_PATTERN
 from portal.routes.pages import page_router
 from portal.web import is_htmx, redirect, render
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from coordination.schedule import local_today
+from coordination.followup.schedule import local_today
 from core.audit.service import record_event
 from core.db import after_commit
 from core.errors import FieldErrors
@@ -22,6 +22,21 @@ from core.models import Patient, State
 from core.reference import list_states
 from core.service import caregiver_links
 from core.text import N_
+from education.assignments import (
+    AssignmentResult,
+    ReaderChoice,
+    assign_module,
+    assignable_modules_by_reader,
+    readers_of_patient,
+)
+from education.content import shipped_modules
+from education.funding import (
+    add_funding,
+    end_funding,
+    funding_windows,
+    parse_id,
+)
+from education.reach import StateReach, patient_education, reach_csv, state_reach
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
@@ -33,21 +48,6 @@ from portal.deps import (
     require,
     require_patient,
 )
-from portal.education.assignments import (
-    AssignmentResult,
-    ReaderChoice,
-    assign_module,
-    assignable_modules_by_reader,
-    readers_of_patient,
-)
-from portal.education.content import shipped_modules
-from portal.education.funding import (
-    add_funding,
-    end_funding,
-    funding_windows,
-    parse_id,
-)
-from portal.education.reach import StateReach, patient_education, reach_csv, state_reach
 from portal.routes.pages import page_router
 from portal.web import redirect, render
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
-from coordination.schedule import visits_for_patients
+from coordination.followup.schedule import visits_for_patients
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
 from portal import i18n

@@ -11,7 +11,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from coordination.consent import (
+from coordination.followup.models import OutreachChannel, OutreachOutcome, VisitStatus
+from coordination.followup.notes import add_outreach_note
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import follow_record_change, next_visit, visits_for_patient
+from coordination.texting.consent import (
     ConsentBox,
     ConsentTick,
     check_coordinator_tick,
@@ -21,13 +25,9 @@ from coordination.consent import (
 )
 
 # Re-exported: the caregiver form (caregivers.py) reads its wording the same way.
-from coordination.consent import consent_language as consent_language
-from coordination.models import OutreachChannel, OutreachOutcome, VisitStatus
-from coordination.notes import add_outreach_note
-from coordination.protocol import shipped_protocols
-from coordination.schedule import follow_record_change, next_visit, visits_for_patient
-from coordination.texts import numbers_of_patient
-from coordination.timeline import patient_timeline, visit_labels
+from coordination.texting.consent import consent_language as consent_language
+from coordination.worklist.texts_page import numbers_of_patient
+from coordination.worklist.timeline import patient_timeline, visit_labels
 from core.audit.service import record_event
 from core.errors import FieldErrors
 from core.identity.access import Permission

@@ -10,8 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from coordination.models import PatientReport, ReportKind
-from coordination.reports import (
+from coordination.followup.health_events import (
     DETAILS_MAX,
     AlreadyReviewed,
     earliest_day,
@@ -20,7 +19,8 @@ from coordination.reports import (
     review_report,
     submit_report,
 )
-from coordination.schedule import local_today
+from coordination.followup.models import PatientReport, ReportKind
+from coordination.followup.schedule import local_today
 from core.clock import Clock
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors

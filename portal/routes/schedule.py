@@ -20,7 +20,7 @@ from fastapi import Depends, Form, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
-from coordination.calendar import (
+from coordination.followup.calendar import (
     FEED_ROLES,
     FeedNotAllowed,
     active_feed,
@@ -31,9 +31,9 @@ from coordination.calendar import (
     visit_ics,
     visit_label,
 )
-from coordination.models import MoveRequest, Visit, VisitStatus
-from coordination.requests import open_move_requests, request_move
-from coordination.schedule import (
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
+from coordination.followup.requests import open_move_requests, request_move
+from coordination.followup.schedule import (
     VisitTransitionError,
     confirm_visit,
     next_visit,

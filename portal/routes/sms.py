@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from twilio.request_validator import RequestValidator
 
-from coordination.inbound import handle_inbound, record_delivery
+from coordination.texting.inbound import handle_inbound, record_delivery
 from portal.deps import ContextDep, SessionDep
 
 router = APIRouter()

@@ -12,10 +12,10 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from coordination.by_hand import ManualOutcome, send_one_off, send_reminder_now
-from coordination.reminder_texts import ONE_OFF
-from coordination.texting import TextingHours
-from coordination.texts import (
+from coordination.texting.by_hand import ManualOutcome, send_one_off, send_reminder_now
+from coordination.texting.rules import TextingHours
+from coordination.texting.words import ONE_OFF
+from coordination.worklist.texts_page import (
     TextsError,
     clear_number_flag,
     numbers_of_patient,

@@ -19,12 +19,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.models import MoveRequest, Visit, VisitStatus
-from coordination.outcomes import MEASURES, MEASURES_BY_KEY, Measure, measures_for, record_outcomes
-from coordination.protocol import ProtocolVisit, shipped_protocols
-from coordination.reports import REPORT_MEASURES
-from coordination.requests import open_move_requests
-from coordination.schedule import (
+from coordination.followup.health_events import REPORT_MEASURES
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
+from coordination.followup.outcomes import (
+    MEASURES,
+    MEASURES_BY_KEY,
+    Measure,
+    measures_for,
+    record_outcomes,
+)
+from coordination.followup.protocol import ProtocolVisit, shipped_protocols
+from coordination.followup.requests import open_move_requests
+from coordination.followup.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
     VisitTransitionError,
@@ -34,7 +40,7 @@ from coordination.schedule import (
     confirm_visit,
     local_today,
 )
-from coordination.timeline import observations_for_visit, visit_history_entries
+from coordination.worklist.timeline import observations_for_visit, visit_history_entries
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission

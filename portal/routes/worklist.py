@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from coordination.assignments import (
+from coordination.worklist.assignments import (
     AssignmentError,
     assign_patients,
     assignable_coordinators,
     unassign,
 )
-from coordination.queries import (
+from coordination.worklist.buckets import (
     ASSIGNED_ANY,
     ASSIGNED_MINE,
     ASSIGNED_NOBODY,
@@ -37,7 +37,7 @@ from coordination.queries import (
     iter_rows,
     worklist_page,
 )
-from coordination.texts import PatientReminder, TextsError, remind_patients
+from coordination.worklist.texts_page import PatientReminder, TextsError, remind_patients
 from core.audit.service import record_event
 from core.db import after_commit
 from core.identity.access import Permission

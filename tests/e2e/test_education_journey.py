@@ -28,9 +28,9 @@ from sqlalchemy import select, update
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import User
 from core.models import Language, Patient, ProxyRight
+from education.content import Module, shipped_modules
 from portal import i18n
-from portal.demo import DEMO_PASSWORD
-from portal.education.content import Module, shipped_modules
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import CAREGIVER_CO, COORDINATOR_CO, PATIENT_CO
 from tests.e2e.conftest import (
     E2E,

@@ -23,8 +23,8 @@ import pytest
 from icalendar import Calendar, Event
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from coordination.protocol import shipped_protocols
-from coordination.queries import Bucket
+from coordination.followup.protocol import shipped_protocols
+from coordination.worklist.buckets import Bucket
 from tests.conftest import COORDINATOR_CO, COORDINATOR_MD
 from tests.e2e.conftest import (
     E2E,

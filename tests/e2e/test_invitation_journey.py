@@ -9,7 +9,7 @@ import time
 
 from playwright.sync_api import Page, Request, expect
 
-from portal.demo import DEMO_PASSWORD
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import COORDINATOR_CO, COORDINATOR_MD
 from tests.e2e.conftest import (
     DESKTOP,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
-from portal.demo import DEMO_PASSWORD
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import PATIENT_MD, Database, log_in
 
 NEW_PASSWORD = "a calm new sentence"

@@ -20,7 +20,7 @@ from core.audit.models import AuditEvent, AuditOutcome
 from core.audit.service import Actor, record_event
 from core.clock import FrozenClock
 from core.models import Patient, State, TreatmentCenter
-from portal.demo import DEMO_PASSWORD
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import (
     ADMIN,
     COORDINATOR_CO,

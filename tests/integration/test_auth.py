@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from coordination.gateway import ConsoleGateway
-from coordination.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.texting.gateway import ConsoleGateway
+from coordination.texting.models import MessagePurpose, MessageStatus, OutboundMessage
 from core.audit.models import AuditEvent, AuditOutcome
 from core.clock import FrozenClock
 from core.identity.models import (
@@ -32,8 +32,8 @@ from core.identity.models import (
 from core.identity.passwords import token_digest
 from core.models import Language, Patient, Therapy
 from portal.app import create_app
-from portal.demo import DEMO_PASSWORD
 from portal.deps import LANGUAGE_COOKIE, SESSION_COOKIE
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import (
     COORDINATOR_CO,
     COORDINATOR_MD,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, select
 
-from coordination.bulk import generate_schedules
-from coordination.models import FollowUpPlan, Visit, VisitEvent
-from coordination.protocol import shipped_protocols
-from coordination.schedule import sync_schedule
+from coordination.followup.bulk import generate_schedules
+from coordination.followup.models import FollowUpPlan, Visit, VisitEvent
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import sync_schedule
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction

@@ -13,22 +13,22 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from coordination.consent import (
+from coordination.texting.consent import (
     OPT_IN_WORDING,
     consent_history,
     may_text,
     opt_in,
     opt_out,
 )
-from coordination.dispatcher import dispatch_due
-from coordination.models import (
+from coordination.texting.dispatcher import dispatch_due
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     MessagePurpose,
     MessageStatus,
     OutboundMessage,
 )
-from coordination.service import enqueue_message
+from coordination.texting.outbox import enqueue_message
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Caregiver, CaregiverLink, Patient, State

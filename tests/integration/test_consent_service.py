@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.consent import (
+from coordination.texting.consent import (
     CONSENT_FIELD,
     OPT_IN_WORDING,
     ConsentTick,
@@ -25,7 +25,7 @@ from coordination.consent import (
     stop_texts,
     tick_kept,
 )
-from coordination.models import ConsentAction, ConsentHow, ConsentStatus
+from coordination.texting.models import ConsentAction, ConsentHow, ConsentStatus
 from core.clock import FrozenClock
 from core.models import Patient, State
 from tests.conftest import CAREGIVER_CO, COORDINATOR_MD, PATIENT_MD, user_by_login

@@ -14,18 +14,24 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from coordination.consent import opt_in
-from coordination.contacts import owners_of_number, owners_of_numbers
-from coordination.inbound import handle_inbound
-from coordination.models import ConsentHow, InboundMessage, Visit, VisitStatus
-from coordination.protocol import shipped_protocols
-from coordination.schedule import book_appointment, next_visit, sync_schedule, visits_for_patient
+from coordination.followup.models import Visit, VisitStatus
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
+    book_appointment,
+    next_visit,
+    sync_schedule,
+    visits_for_patient,
+)
+from coordination.texting.consent import opt_in
+from coordination.texting.contacts import owners_of_number, owners_of_numbers
+from coordination.texting.inbound import handle_inbound
+from coordination.texting.models import ConsentHow, InboundMessage
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Caregiver, CaregiverLink, Language, Patient
-from portal.demo import seed_demo
-from portal.demo_sms import Effect, Person, answer_as_patient, demo_numbers, people_by_phone
+from portal.dev.demo import seed_demo
+from portal.dev.demo_sms import Effect, Person, answer_as_patient, demo_numbers, people_by_phone
 from tests.conftest import (
     CAREGIVER_CO,
     CAREGIVER_MD,

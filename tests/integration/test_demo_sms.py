@@ -15,28 +15,25 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.consent import consent_history, consent_status, opt_in_wording
-from coordination.dispatcher import DispatchReport, dispatch_due
-from coordination.gateway import ConsoleGateway
-from coordination.models import (
+from coordination.followup.models import MoveRequest, RequestStatus, Visit, VisitStatus
+from coordination.followup.schedule import next_visit, visits_for_patient
+from coordination.texting.consent import consent_history, consent_status, opt_in_wording
+from coordination.texting.dispatcher import DispatchReport, dispatch_due
+from coordination.texting.gateway import ConsoleGateway
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     ConsentStatus,
     InboundMessage,
     MessagePurpose,
     MessageStatus,
-    MoveRequest,
     OutboundMessage,
-    RequestStatus,
-    Visit,
-    VisitStatus,
 )
-from coordination.schedule import next_visit, visits_for_patient
 from core.clock import FrozenClock
 from core.models import Patient, State
 from core.phones import display_phone
 from portal.app import create_app
-from portal.demo import seed_demo
+from portal.dev.demo import seed_demo
 from tests.conftest import COORDINATOR_MD, Database, csrf_token, make_settings, user_by_login
 
 HTMX = {"HX-Request": "true"}

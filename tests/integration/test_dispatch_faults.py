@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from coordination.consent import consent_history, opt_in
-from coordination.dispatcher import (
+from coordination.texting.consent import consent_history, opt_in
+from coordination.texting.dispatcher import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     CONCURRENCY,
@@ -28,7 +28,7 @@ from coordination.dispatcher import (
     backoff,
     dispatch_due,
 )
-from coordination.models import (
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     MessagePurpose,
@@ -36,8 +36,8 @@ from coordination.models import (
     OutboundMessage,
     SmsConsent,
 )
-from coordination.queries import Bucket, WorklistCriteria, worklist_page
-from coordination.twilio_gateway import TwilioGateway
+from coordination.texting.twilio_gateway import TwilioGateway
+from coordination.worklist.buckets import Bucket, WorklistCriteria, worklist_page
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Patient

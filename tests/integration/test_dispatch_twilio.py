@@ -16,21 +16,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
-from coordination.consent import consent_history, opt_in
-from coordination.dispatcher import DispatchReport, dispatch_due
-from coordination.models import (
+from coordination.followup.models import Visit, VisitStatus
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
+    book_appointment,
+    next_visit,
+    sync_schedule,
+    visits_for_patient,
+)
+from coordination.texting.consent import consent_history, opt_in
+from coordination.texting.dispatcher import DispatchReport, dispatch_due
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     DeliveryEvent,
     MessageStatus,
     OutboundMessage,
-    Visit,
-    VisitStatus,
 )
-from coordination.protocol import shipped_protocols
-from coordination.reminders import plan_reminders
-from coordination.schedule import book_appointment, next_visit, sync_schedule, visits_for_patient
-from coordination.twilio_gateway import TwilioGateway
+from coordination.texting.planning import plan_reminders
+from coordination.texting.twilio_gateway import TwilioGateway
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction

@@ -26,14 +26,14 @@ from sqlalchemy import select
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import CaregiverLink, State
-from portal.education.content import ModuleLibrary, load_library, shipped_modules
-from portal.education.models import (
+from education.content import ModuleLibrary, load_library, shipped_modules
+from education.models import (
     ModuleAssignment,
     ModuleCompletion,
     ModuleFunding,
     ModuleProgress,
 )
-from portal.education.offer import ReadingStatus, offered_modules
+from education.offer import ReadingStatus, offered_modules
 from portal.routes.education import module_library
 from tests.conftest import (
     ANALYST,
@@ -501,7 +501,7 @@ def _library_copy(
     source = LIBRARY.get(key)
     assert source is not None
     folder = tmp_path / f"v{version}-{significant_since}" / key
-    shutil.copytree(Path(__file__).parents[2] / "portal/education/modules" / key, folder)
+    shutil.copytree(Path(__file__).parents[2] / "education/modules" / key, folder)
     for language in ("en", "es"):
         path = folder / f"{language}.md"
         text = path.read_text(encoding="utf-8")

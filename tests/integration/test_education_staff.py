@@ -19,24 +19,24 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coordination.consent import opt_in
-from coordination.models import ConsentHow, MessagePurpose, OutboundMessage
-from coordination.reminder_texts import FORBIDDEN_WORDS, fit_for_sms
-from coordination.sms_text import check_template, normalize_for_matching
+from coordination.texting.consent import opt_in
+from coordination.texting.models import ConsentHow, MessagePurpose, OutboundMessage
+from coordination.texting.replies import check_template, normalize_for_matching
+from coordination.texting.words import FORBIDDEN_WORDS, fit_for_sms
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
 from core.db import transaction
 from core.identity.models import Role, User, UserStateScope
 from core.models import Caregiver, CaregiverLink, Language, Patient, State
-from portal.education.assignments import NEW_READING, reading_text
-from portal.education.content import shipped_modules
-from portal.education.models import (
+from education.assignments import NEW_READING, reading_text
+from education.content import shipped_modules
+from education.models import (
     ModuleAssignment,
     ModuleCompletion,
     ModuleFunding,
     ModuleProgress,
 )
-from portal.education.reach import reach_csv, state_reach
+from education.reach import reach_csv, state_reach
 from tests.conftest import (
     ADMIN,
     ANALYST,

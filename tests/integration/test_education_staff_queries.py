@@ -22,15 +22,15 @@ from core.clock import FrozenClock
 from core.db import transaction
 from core.identity.models import Role, User
 from core.models import Caregiver, CaregiverLink, Language, Patient, State
-from portal.education.assignments import assignable_modules, readers_of_patient
-from portal.education.content import shipped_modules
-from portal.education.models import (
+from education.assignments import assignable_modules, readers_of_patient
+from education.content import shipped_modules
+from education.models import (
     ModuleAssignment,
     ModuleCompletion,
     ModuleFunding,
     ModuleProgress,
 )
-from portal.education.offer import OfferedModule, offered_modules, offered_modules_by_user
+from education.offer import OfferedModule, offered_modules, offered_modules_by_user
 from tests.conftest import (
     CAREGIVER_MD,
     COORDINATOR_MD,

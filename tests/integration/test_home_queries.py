@@ -15,9 +15,9 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 import portal.routes.home
-from coordination.models import Visit
-from coordination.protocol import shipped_protocols
-from coordination.schedule import (
+from coordination.followup.models import Visit
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
     book_appointment,
     mark_missed_visits,
     next_visit,

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 import migrations.metadata  # noqa: F401  (every room's tables on Base.metadata)
-from coordination.gateway import ConsoleGateway
+from coordination.texting.gateway import ConsoleGateway
 from core.audit.models import AuditEvent, AuditLogIsAppendOnly
 from core.audit.service import Actor, record_event
 from core.clock import FrozenClock
@@ -251,9 +251,9 @@ def test_upgrading_a_foundation_database_with_data_keeps_it_and_adds_the_new_tab
 
     from sqlalchemy import func
 
-    from coordination.models import FollowUpPlan, Visit
-    from coordination.protocol import shipped_protocols
-    from coordination.schedule import sync_schedule
+    from coordination.followup.models import FollowUpPlan, Visit
+    from coordination.followup.protocol import shipped_protocols
+    from coordination.followup.schedule import sync_schedule
     from core.identity.models import Role, User
     from core.models import Patient, PatientStatus, State
 

@@ -9,11 +9,16 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from coordination.consent import opt_out
-from coordination.dispatcher import MAX_ATTEMPTS, dispatch_due
-from coordination.gateway import ConsoleGateway, GatewayError, SendResult
-from coordination.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
-from coordination.service import enqueue_message
+from coordination.texting.consent import opt_out
+from coordination.texting.dispatcher import MAX_ATTEMPTS, dispatch_due
+from coordination.texting.gateway import ConsoleGateway, GatewayError, SendResult
+from coordination.texting.models import (
+    ConsentHow,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+)
+from coordination.texting.outbox import enqueue_message
 from core.clock import FrozenClock
 from core.db import transaction
 from tests.conftest import Database

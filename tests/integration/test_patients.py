@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.gateway import ConsoleGateway
+from coordination.texting.gateway import ConsoleGateway
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock

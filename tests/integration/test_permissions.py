@@ -27,10 +27,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.gateway import ConsoleGateway
-from coordination.models import PatientReport, ReportKind, ReportStatus, Visit
-from coordination.protocol import shipped_protocols
-from coordination.schedule import sync_schedule
+from coordination.followup.models import PatientReport, ReportKind, ReportStatus, Visit
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import sync_schedule
+from coordination.texting.gateway import ConsoleGateway
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
@@ -38,9 +38,9 @@ from core.db import transaction
 from core.identity.access import ROLE_PERMISSIONS, Permission
 from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, ProxyRight, State, TreatmentCenter
+from education.content import shipped_modules
 from portal.app import create_app
-from portal.demo import DEMO_PASSWORD
-from portal.education.content import shipped_modules
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import (
     ADMIN,
     ANALYST,

@@ -23,37 +23,35 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from coordination import reminders
-from coordination.by_hand import (
-    ManualOutcome,
-    send_one_off,
-    send_reminder_now,
-    send_reminders_now,
-)
-from coordination.consent import consent_status, flag_number, opt_in, opt_out
-from coordination.dispatcher import DispatchReport, dispatch_due
-from coordination.gateway import SendResult
-from coordination.inbound import handle_inbound
-from coordination.models import (
-    ConsentHow,
-    ConsentStatus,
-    FollowUpPlan,
-    MessagePurpose,
-    MessageStatus,
-    OutboundMessage,
-    Visit,
-    VisitStatus,
-)
-from coordination.protocol import shipped_protocols
-from coordination.reminder_texts import ONE_OFF
-from coordination.reminders import PlanReport, plan_reminders
-from coordination.schedule import (
+from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
     acknowledge_missed,
     book_appointment,
     cancel_visit,
     complete_visit,
     sync_schedule,
 )
+from coordination.texting import planning as reminders
+from coordination.texting.by_hand import (
+    ManualOutcome,
+    send_one_off,
+    send_reminder_now,
+    send_reminders_now,
+)
+from coordination.texting.consent import consent_status, flag_number, opt_in, opt_out
+from coordination.texting.dispatcher import DispatchReport, dispatch_due
+from coordination.texting.gateway import SendResult
+from coordination.texting.inbound import handle_inbound
+from coordination.texting.models import (
+    ConsentHow,
+    ConsentStatus,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+)
+from coordination.texting.planning import PlanReport, plan_reminders
+from coordination.texting.words import ONE_OFF
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock

@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coordination.models import PatientReport, ReportKind, ReportStatus
-from coordination.outcomes import LTFU_SYSTEM
-from coordination.reports import (
+from coordination.followup.health_events import (
     AlreadyReviewed,
     reports_for_patient,
     review_report,
     submit_report,
 )
+from coordination.followup.models import PatientReport, ReportKind, ReportStatus
+from coordination.followup.outcomes import LTFU_SYSTEM
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock

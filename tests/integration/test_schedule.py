@@ -22,20 +22,16 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coordination.gateway import ConsoleGateway
-from coordination.jobs import add_jobs
-from coordination.locks import acquire_lock, release_lock, run_exclusively
-from coordination.models import FollowUpPlan, JobLock, Visit, VisitEvent, VisitStatus
-from coordination.outcomes import record_outcomes
-from coordination.protocol import (
+from coordination.followup.models import FollowUpPlan, Visit, VisitEvent, VisitStatus
+from coordination.followup.outcomes import record_outcomes
+from coordination.followup.protocol import (
     PROTOCOL_DIR,
     Assessment,
     Protocol,
     ProtocolLibrary,
     load_protocols,
 )
-from coordination.queries import Bucket, WorklistCriteria, bucket_counts
-from coordination.schedule import (
+from coordination.followup.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
     ScheduleChange,
@@ -54,6 +50,11 @@ from coordination.schedule import (
     visit_history,
     visits_for_patient,
 )
+from coordination.jobs import add_jobs
+from coordination.locks import acquire_lock, release_lock, run_exclusively
+from coordination.models import JobLock
+from coordination.texting.gateway import ConsoleGateway
+from coordination.worklist.buckets import Bucket, WorklistCriteria, bucket_counts
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter

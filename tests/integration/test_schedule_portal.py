@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from icalendar import Calendar, Event
 from sqlalchemy import select
 
-from coordination.models import (
+from coordination.followup.models import (
     OPEN_VISIT_STATUSES,
     CalendarFeed,
     MoveRequest,
@@ -29,8 +29,8 @@ from coordination.models import (
     VisitEvent,
     VisitStatus,
 )
-from coordination.protocol import shipped_protocols
-from coordination.schedule import (
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
     book_appointment,
     complete_visit,
     mark_missed_visits,

@@ -13,9 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from coordination.consent import consent_history
-from coordination.gateway import ConsoleGateway
-from coordination.inbound import (
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
+from coordination.texting.consent import consent_history
+from coordination.texting.gateway import ConsoleGateway
+from coordination.texting.inbound import (
     CONFIRMED_REPLY,
     HELP_REPLY,
     HELP_REPLY_NO_PHONE,
@@ -26,9 +27,9 @@ from coordination.inbound import (
     START_REPLY,
     Reply,
 )
-from coordination.models import ConsentAction, MoveRequest, Visit, VisitStatus
-from coordination.reminder_texts import FORBIDDEN_WORDS, format_day
-from coordination.sms_text import normalize_for_matching, sms_segments
+from coordination.texting.models import ConsentAction
+from coordination.texting.replies import normalize_for_matching, sms_segments
+from coordination.texting.words import FORBIDDEN_WORDS, format_day
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Caregiver, Language

@@ -14,25 +14,26 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
-from coordination.consent import consent_history, may_text, opt_in
-from coordination.gateway import ConsoleGateway
-from coordination.models import (
+from coordination.followup.models import MoveRequest, RequestStatus, Visit, VisitEvent, VisitStatus
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import (
+    book_appointment,
+    next_visit,
+    sync_schedule,
+    visits_for_patient,
+)
+from coordination.texting.consent import consent_history, may_text, opt_in
+from coordination.texting.gateway import ConsoleGateway
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     DeliveryEvent,
     InboundMessage,
     MessagePurpose,
     MessageStatus,
-    MoveRequest,
     OutboundMessage,
-    RequestStatus,
-    Visit,
-    VisitEvent,
-    VisitStatus,
 )
-from coordination.protocol import shipped_protocols
-from coordination.schedule import book_appointment, next_visit, sync_schedule, visits_for_patient
-from coordination.service import enqueue_message
+from coordination.texting.outbox import enqueue_message
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction

@@ -18,15 +18,17 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from coordination.consent import (
+from coordination.followup.protocol import shipped_protocols
+from coordination.followup.schedule import sync_schedule
+from coordination.texting.consent import (
     OPT_IN_WORDING,
     consent_history,
     flag_number,
     opt_in,
     opt_out,
 )
-from coordination.inbound import handle_inbound
-from coordination.models import (
+from coordination.texting.inbound import handle_inbound
+from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
     MessagePurpose,
@@ -35,10 +37,8 @@ from coordination.models import (
     SmsConsent,
     SmsConsentEvent,
 )
-from coordination.protocol import shipped_protocols
-from coordination.reminder_texts import ONE_OFF, render
-from coordination.schedule import sync_schedule
-from coordination.texts import opt_in_wording
+from coordination.texting.words import ONE_OFF, render
+from coordination.worklist.texts_page import opt_in_wording
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from twilio.request_validator import RequestValidator
 
-from coordination.gateway import GatewayError, make_gateway
-from coordination.twilio_gateway import TwilioGateway
+from coordination.texting.gateway import GatewayError, make_gateway
+from coordination.texting.twilio_gateway import TwilioGateway
 from core.settings import Settings, load_settings
 from tests.doubles.twilio_api import TwilioApiDouble, num_segments
 

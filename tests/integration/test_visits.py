@@ -21,8 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from coordination.models import (
-    MessagePurpose,
+from coordination.followup.models import (
     MoveRequest,
     OutreachNote,
     PatientReport,
@@ -34,13 +33,20 @@ from coordination.models import (
     VisitObservation,
     VisitStatus,
 )
-from coordination.notes import add_outreach_note
-from coordination.outcomes import record_outcomes
-from coordination.protocol import Assessment, Label, Protocol, ProtocolVisit, shipped_protocols
-from coordination.requests import request_move
-from coordination.schedule import book_appointment, sync_schedule
-from coordination.service import enqueue_message
-from coordination.timeline import TimelineKind, patient_timeline
+from coordination.followup.notes import add_outreach_note
+from coordination.followup.outcomes import record_outcomes
+from coordination.followup.protocol import (
+    Assessment,
+    Label,
+    Protocol,
+    ProtocolVisit,
+    shipped_protocols,
+)
+from coordination.followup.requests import request_move
+from coordination.followup.schedule import book_appointment, sync_schedule
+from coordination.texting.models import MessagePurpose
+from coordination.texting.outbox import enqueue_message
+from coordination.worklist.timeline import TimelineKind, patient_timeline
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
@@ -675,7 +681,7 @@ def test_the_outcome_form_refuses_implausible_values_and_stores_observations(
 def test_a_missed_visit_can_be_followed_up(
     db: Database, client: TestClient, login_as: Callable[[str], str], clock: FrozenClock
 ) -> None:
-    from coordination.schedule import mark_missed_visits
+    from coordination.followup.schedule import mark_missed_visits
 
     # Imani's schedule made on her infusion day (104 days before T0), when every window was
     # open; by T0 day 30's window has closed weeks ago and the nightly job misses it.

@@ -21,9 +21,9 @@ from typing import IO
 import pytest
 from sqlalchemy import select
 
-from coordination.dispatcher import IN_DOUBT_AFTER, DispatchReport, dispatch_due
-from coordination.models import MessageStatus, OutboundMessage
-from coordination.twilio_gateway import TwilioGateway
+from coordination.texting.dispatcher import IN_DOUBT_AFTER, DispatchReport, dispatch_due
+from coordination.texting.models import MessageStatus, OutboundMessage
+from coordination.texting.twilio_gateway import TwilioGateway
 from core.clock import FrozenClock
 from tests.conftest import Database
 from tests.doubles.twilio_api import TwilioApiDouble

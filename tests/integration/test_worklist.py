@@ -21,13 +21,8 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
-from coordination.assignments import AssignmentError, assign_patients
-from coordination.models import (
-    CareAssignment,
-    MessagePurpose,
-    MessageStatus,
+from coordination.followup.models import (
     MoveRequest,
-    OutboundMessage,
     PatientReport,
     ReportKind,
     ReportStatus,
@@ -36,7 +31,10 @@ from coordination.models import (
     VisitEvent,
     VisitStatus,
 )
-from coordination.queries import Bucket, WorklistCriteria, bucket_counts
+from coordination.texting.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.worklist.assignments import AssignmentError, assign_patients
+from coordination.worklist.buckets import Bucket, WorklistCriteria, bucket_counts
+from coordination.worklist.models import CareAssignment
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock

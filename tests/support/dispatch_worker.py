@@ -19,8 +19,8 @@ import os
 import sys
 import time
 
-from coordination.dispatcher import dispatch_due
-from coordination.gateway import make_gateway
+from coordination.texting.dispatcher import dispatch_due
+from coordination.texting.gateway import make_gateway
 from core.clock import SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import load_settings

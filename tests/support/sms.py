@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.texting.models import MessagePurpose, MessageStatus, OutboundMessage
 from core.db import transaction
 from core.settings import Settings, load_settings
 from tests.doubles.twilio_api import TwilioApiDouble

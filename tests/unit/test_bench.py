@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from portal.bench import ratio, run_benchmarks
-from portal.bench_dispatch import DISPATCH_FIGURES
+from portal.dev.bench import ratio, run_benchmarks
+from portal.dev.bench_dispatch import DISPATCH_FIGURES
 
 REQUIRED = {
     "portal.healthz_p95_ms",

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from coordination.protocol import shipped_protocols
-from portal.cli import app
-from portal.education.check import EN_MAX_GRADE, check_library
-from portal.education.content import (
+from coordination.followup.protocol import shipped_protocols
+from education.check import EN_MAX_GRADE, check_library
+from education.content import (
     MODULE_DIR,
     Audience,
     ContentError,
@@ -21,6 +20,7 @@ from portal.education.content import (
     render_markdown,
     shipped_modules,
 )
+from portal.cli import app
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "education"
 VALID = FIXTURES / "valid"

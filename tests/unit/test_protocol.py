@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coordination.protocol import (
+from coordination.followup.protocol import (
     PROTOCOL_DIR,
     Assessment,
     Protocol,

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from coordination.texting import (
+from coordination.texting.rules import (
     MAX_PER_WEEK,
     Recipient,
     TextingHours,

@@ -11,8 +11,9 @@ from datetime import date, datetime, time, timedelta
 
 import pytest
 
-from coordination.protocol import ReminderKind, shipped_protocols
-from coordination.reminder_texts import (
+from coordination.followup.protocol import ReminderKind, shipped_protocols
+from coordination.texting.replies import check_template, sms_segments
+from coordination.texting.words import (
     FORBIDDEN_WORDS,
     ONE_OFF,
     REMINDERS,
@@ -22,7 +23,6 @@ from coordination.reminder_texts import (
     format_time,
     render,
 )
-from coordination.sms_text import check_template, sms_segments
 from core.phones import display_phone
 from core.reference import PROGRAM_NAME_MAX
 

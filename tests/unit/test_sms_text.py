@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from coordination.sms_text import (
+from coordination.texting.replies import (
     ReplyIntent,
     SegmentInfo,
     check_template,

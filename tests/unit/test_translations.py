@@ -17,7 +17,7 @@ from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
 
 from core.clock import FrozenClock
-from portal.demo import DEMO_PASSWORD
+from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import CAREGIVER_CO, COORDINATOR_MD, log_in
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,2 @@
+"""Follow-up: protocols, schedules and visits, outcomes, patients' requests and reports
+between visits, outreach notes, calendars."""

@@ -1,0 +1,253 @@
+"""Outcomes captured at a visit, stored as Observations in `core` (coded so the FHIR adapter
+maps them 1:1), and the reports patients make between visits.
+
+Each measure names its code system and code, its unit (UCUM) and a plausible range; a value
+outside the range is refused with a message that says the range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.orm import Session
+
+from coordination.followup.models import Visit, VisitObservation
+from coordination.followup.protocol import Assessment
+from coordination.followup.schedule import complete_visit, local_today
+from core.audit.service import Actor, record_event
+from core.clock import Clock
+from core.errors import FieldErrors
+from core.models import Observation, ObservationSource, Patient
+from core.text import N_
+
+LOINC = "http://loinc.org"
+# Our own code system for follow-up facts that have no standard code.
+LTFU_SYSTEM = "https://cgt-access.org/fhir/CodeSystem/ltfu"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One field of the outcome form and the Observation it becomes."""
+
+    key: str
+    label: str  # msgid
+    code_system: str
+    code: str
+    display: str
+    kind: str  # "quantity" | "count" | "boolean" | "text"
+    unit: str | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    assessment: Assessment | None = None  # shown when the visit's protocol assesses it
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure(
+        "hemoglobin",
+        N_("Hemoglobin (g/dL)"),
+        LOINC,
+        "718-7",
+        "Hemoglobin [Mass/volume] in Blood",
+        "quantity",
+        "g/dL",
+        Decimal("3"),
+        Decimal("25"),
+        Assessment.HEMOGLOBIN,
+    ),
+    Measure(
+        "fetal_hemoglobin",
+        N_("Fetal hemoglobin (%)"),
+        LOINC,
+        "4576-5",
+        "Hemoglobin F/Hemoglobin.total in Blood",
+        "quantity",
+        "%",
+        Decimal("0"),
+        Decimal("100"),
+        Assessment.FETAL_HEMOGLOBIN,
+    ),
+    Measure(
+        "voe_count",
+        N_("Vaso-occlusive events since the last visit"),
+        LTFU_SYSTEM,
+        "voe-count",
+        "Vaso-occlusive events since last visit",
+        "count",
+        "{events}",
+        Decimal("0"),
+        Decimal("100"),
+    ),
+    Measure(
+        "hospitalizations",
+        N_("Hospital stays since the last visit"),
+        LTFU_SYSTEM,
+        "hospitalization-count",
+        "Hospitalizations since last visit",
+        "count",
+        "{stays}",
+        Decimal("0"),
+        Decimal("100"),
+    ),
+    Measure(
+        "transfusions",
+        N_("Red-cell transfusions since the last visit"),
+        LTFU_SYSTEM,
+        "transfusion-count",
+        "Red blood cell transfusions since last visit",
+        "count",
+        "{transfusions}",
+        Decimal("0"),
+        Decimal("200"),
+    ),
+    Measure(
+        "adverse_events",
+        N_("Adverse events (describe, or leave empty for none)"),
+        LTFU_SYSTEM,
+        "adverse-events",
+        "Adverse events since last visit",
+        "text",
+        assessment=Assessment.SAFETY_SCREEN,
+    ),
+    Measure(
+        "pro_done",
+        N_("Patient-reported questionnaire done"),
+        LTFU_SYSTEM,
+        "pro-completed",
+        "Patient-reported outcome questionnaire completed",
+        "boolean",
+        assessment=Assessment.PRO_QUESTIONNAIRE,
+    ),
+)
+MEASURES_BY_KEY = {measure.key: measure for measure in MEASURES}
+
+
+def measures_for(assessments: tuple[Assessment, ...]) -> list[Measure]:
+    """The form's fields for a visit: the always-asked counts plus what the protocol assesses."""
+    return [
+        measure
+        for measure in MEASURES
+        if measure.assessment is None or measure.assessment in assessments
+    ]
+
+
+def _parse(measure: Measure, raw: str) -> Decimal | bool | str | None:
+    text = raw.strip()
+    if measure.kind == "boolean":
+        return text in ("on", "yes", "true", "1")
+    if not text:
+        return None
+    if measure.kind == "text":
+        if len(text) > 1000:
+            raise ValueError(N_("Use at most 1000 characters."))
+        return text
+    try:
+        value = Decimal(text.replace(",", "."))
+    except InvalidOperation:
+        raise ValueError(N_("Enter a number.")) from None
+    if not value.is_finite():
+        raise ValueError(N_("Enter a number."))
+    if measure.kind == "count" and value != value.to_integral_value():
+        raise ValueError(N_("Enter a whole number."))
+    assert measure.low is not None and measure.high is not None
+    if not measure.low <= value <= measure.high:
+        raise ValueError(
+            N_(
+                "Enter a value from %(low)s to %(high)s %(unit)s.",
+                low=measure.low,
+                high=measure.high,
+                unit=measure.unit or "",
+            )
+        )
+    return value
+
+
+def observation_for(
+    measure: Measure,
+    value: Decimal | bool | str,
+    *,
+    patient_id: int,
+    effective_at: datetime,
+    source: ObservationSource,
+    recorded_by: int | None,
+    now: datetime,
+) -> Observation:
+    observation = Observation(
+        patient_id=patient_id,
+        code_system=measure.code_system,
+        code=measure.code,
+        display=measure.display,
+        effective_at=effective_at,
+        source=source,
+        recorded_by_user_id=recorded_by,
+        created_at=now,
+    )
+    if isinstance(value, bool):
+        observation.value_boolean = value
+    elif isinstance(value, Decimal):
+        observation.value_quantity = value
+        observation.value_unit = measure.unit
+    else:
+        observation.value_text = value
+    return observation
+
+
+def record_outcomes(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    visit: Visit,
+    assessments: tuple[Assessment, ...],
+    completed_on: date,
+    values: dict[str, str],
+) -> list[Observation]:
+    """Complete the visit and store its outcomes as Observations. Raises FieldErrors (with
+    the plausible range for a value outside it) and changes nothing when any field is wrong."""
+    errors: dict[str, str] = {}
+    parsed: list[tuple[Measure, Decimal | bool | str]] = []
+    for measure in measures_for(assessments):
+        try:
+            value = _parse(measure, values.get(measure.key, ""))
+        except ValueError as problem:
+            errors[measure.key] = problem.args[0]
+            continue
+        if value is not None:
+            parsed.append((measure, value))
+    patient = session.get(Patient, visit.patient_id)
+    assert patient is not None
+    if completed_on > local_today(clock, patient.time_zone):
+        errors["completed_on"] = N_("The visit date cannot be in the future.")
+    if errors:
+        raise FieldErrors(errors)
+    complete_visit(session, clock=clock, actor=actor, visit=visit, completed_on=completed_on)
+    effective = datetime.combine(completed_on, time(12), tzinfo=UTC)
+    observations = [
+        observation_for(
+            measure,
+            value,
+            patient_id=visit.patient_id,
+            effective_at=effective,
+            source=ObservationSource.COORDINATOR,
+            recorded_by=actor.user_id,
+            now=clock.now(),
+        )
+        for measure, value in parsed
+    ]
+    session.add_all(observations)
+    session.flush()
+    session.add_all(
+        VisitObservation(visit_id=visit.id, observation_id=observation.id)
+        for observation in observations
+    )
+    session.flush()
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="visit.complete",
+        patient_id=visit.patient_id,
+        target=f"visit:{visit.id}",
+        detail={"measures": [measure.key for measure, _value in parsed]},
+    )
+    return observations

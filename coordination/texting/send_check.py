@@ -1,0 +1,148 @@
+"""The check right before a text leaves: consent, the patient, the visit (completed,
+cancelled, moved), a caregiver's right, texting hours and the caps. The dispatcher drops
+what no longer fits, with the reason, and lets what must wait wait."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordination.followup.models import Visit
+from coordination.texting.consent import consents_of
+from coordination.texting.models import ConsentStatus, OutboundMessage
+from coordination.texting.rules import (
+    CAPPED_PURPOSES,
+    FOLLOWED,
+    SEND_HOUR,
+    TextingHours,
+    cap_problem,
+    rule_kind,
+    stale_reason,
+    still_useful,
+    texts_so_far,
+)
+from core.clock import Clock
+from core.models import Caregiver, CaregiverLink, Patient, State
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the dispatcher does with a due message: send it, drop it, or wait."""
+
+    send: bool
+    drop_reason: str | None = None
+    defer_until: datetime | None = None
+    note: str | None = None
+
+    @classmethod
+    def ok(cls) -> Verdict:
+        return cls(send=True)
+
+    @classmethod
+    def drop(cls, reason: str) -> Verdict:
+        return cls(send=False, drop_reason=reason)
+
+    @classmethod
+    def wait(cls, until: datetime, note: str) -> Verdict:
+        return cls(send=False, defer_until=until, note=note)
+
+
+def check_before_sending(
+    session: Session, *, clock: Clock, messages: Sequence[OutboundMessage]
+) -> dict[int, Verdict]:
+    """Look at due messages again, right before they leave: consent, the patient, the
+    visit (completed, cancelled, moved), a caregiver's right, texting hours and the caps.
+
+    Loads what it needs in a few queries whatever the number of messages."""
+    now = clock.now()
+    verdicts: dict[int, Verdict] = {}
+    if not messages:
+        return verdicts
+    phones = {m.to_phone for m in messages}
+    consents = consents_of(session, phones=phones)
+    capped = [m for m in messages if m.purpose in CAPPED_PURPOSES]
+    patient_ids = {m.patient_id for m in capped if m.patient_id is not None}
+    patients = {
+        p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))
+    }
+    states = {s.id: s for s in session.scalars(select(State))} if capped else {}
+    visit_ids = {m.visit_id for m in capped if m.visit_id is not None}
+    visits = {v.id: v for v in session.scalars(select(Visit).where(Visit.id.in_(visit_ids)))}
+    caregiver_ids = {m.caregiver_id for m in capped if m.caregiver_id is not None}
+    reminder_links = {
+        (link.caregiver_id, link.patient_id): (link, caregiver)
+        for link, caregiver in session.execute(
+            select(CaregiverLink, Caregiver)
+            .join(Caregiver, Caregiver.id == CaregiverLink.caregiver_id)
+            .where(CaregiverLink.caregiver_id.in_(caregiver_ids))
+        )
+    }
+    # Only the texts that left count: the queued ones are those being judged here (each
+    # one let go joins the times below), and one not judged yet may be dropped or wait.
+    sent = texts_so_far(session, phones={m.to_phone for m in capped}, now=now, queued_count=False)
+
+    for message in sorted(messages, key=lambda m: (m.send_after, m.id)):
+        consent = consents.get(message.to_phone)
+        if consent is not None and consent.status is ConsentStatus.OPTED_OUT:
+            verdicts[message.id] = Verdict.drop("the number opted out (STOP)")
+            continue
+        if message.purpose not in CAPPED_PURPOSES:
+            verdicts[message.id] = Verdict.ok()
+            continue
+        if consent is None:
+            verdicts[message.id] = Verdict.drop("the number never opted in to texts")
+            continue
+        if consent.problem_code:
+            verdicts[message.id] = Verdict.drop(f"the number is flagged ({consent.problem_code})")
+            continue
+        patient = patients.get(message.patient_id or -1)
+        if patient is None or patient.status not in FOLLOWED:
+            verdicts[message.id] = Verdict.drop("the patient is no longer followed")
+            continue
+        zone = patient.time_zone
+        if message.caregiver_id is not None:
+            pair = reminder_links.get((message.caregiver_id, patient.id))
+            if pair is None or not pair[0].can_receive_reminders:
+                verdicts[message.id] = Verdict.drop("the caregiver no longer gets reminders")
+                continue
+            if pair[1].mobile_phone != message.to_phone:
+                verdicts[message.id] = Verdict.drop("the caregiver's number changed")
+                continue
+            zone = pair[1].time_zone
+        elif patient.mobile_phone != message.to_phone:
+            verdicts[message.id] = Verdict.drop("the patient's number changed")
+            continue
+        kind = rule_kind(message.rule)
+        if kind is not None and message.visit_id is not None:
+            visit = visits.get(message.visit_id)
+            reason = (
+                "the visit is gone"
+                if visit is None
+                else stale_reason(kind, message.planned_on, visit)
+            )
+            if reason is None and visit is not None and not still_useful(kind, visit, now, zone):
+                reason = "too late to help"
+            if reason is not None:
+                verdicts[message.id] = Verdict.drop(reason)
+                continue
+        hours = TextingHours.of(states.get(patient.state_id))
+        if not hours.allows(now, zone):
+            verdicts[message.id] = Verdict.wait(
+                hours.next_allowed(now, zone), f"waiting for texting hours ({hours.describe()})"
+            )
+            continue
+        times = sent[message.to_phone]
+        problem = cap_problem(times, now, zone)
+        if problem is not None:
+            tomorrow = now.astimezone(ZoneInfo(zone)).date() + timedelta(days=1)
+            verdicts[message.id] = Verdict.wait(hours.at(tomorrow, zone, SEND_HOUR), problem)
+            continue
+        bisect.insort(times, now)
+        verdicts[message.id] = Verdict.ok()
+    return verdicts

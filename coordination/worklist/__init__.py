@@ -1,0 +1,2 @@
+"""The coordinator's read models: the worklist's buckets, a patient's timeline, the texts
+page, assignments."""

@@ -1,0 +1,1 @@
+"""Development aids that are not the application: demo data and the benchmarks."""

@@ -1,3 +1,0 @@
-"""Education modules: versioned Markdown content in English and Spanish
-(`portal/education/modules/<key>/{en,es}.md`), loaded, rendered and sanitized by
-`content`, validated by `check` (`cgt-access content check`)."""
