@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -33,3 +34,8 @@ class FrozenClock:
 
     def set(self, at: datetime) -> None:
         self._at = at.astimezone(UTC)
+
+
+def local_today(clock: Clock, zone: str) -> date:
+    """Today's date where the person is (`zone` an IANA name such as America/Chicago)."""
+    return clock.now().astimezone(ZoneInfo(zone)).date()

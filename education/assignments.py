@@ -16,13 +16,12 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.schedule import local_today
 from coordination.texting.by_hand import texting_refusal
 from coordination.texting.models import MessagePurpose, MessageStatus, OutboundMessage
 from coordination.texting.rules import FOLLOWED, Recipient, TextingHours
 from coordination.texting.words import Template, render
 from core.audit.service import Actor, record_event
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.models import Role, User

@@ -15,9 +15,8 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.schedule import local_today
 from core.audit.service import Actor, record_event
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.models import User

@@ -16,8 +16,7 @@ from typing import TypeVar
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from coordination.followup.schedule import local_today
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, State, Therapy
 from education.content import Module, ModuleLibrary, ModuleText, shipped_modules

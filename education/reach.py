@@ -21,8 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from coordination.followup.schedule import local_today
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.identity.models import User
 from core.models import Patient, State
 from education.assignments import ReaderChoice, readers_of_patient

@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitEvent, VisitStatus
 from coordination.followup.protocol import ProtocolLibrary
-from coordination.followup.schedule import local_today
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.db import UTCDateTime
 from core.models import Patient, PatientStatus, Therapy
 from core.text import N_

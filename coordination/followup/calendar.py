@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from coordination.followup.models import CalendarFeed, Visit, VisitStatus
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
-from coordination.followup.schedule import local_today, visits_for_patient
+from coordination.followup.schedule import visits_for_patient
 from core.audit.service import Actor, record_event
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.identity.access import Permission, may_access_patient
 from core.identity.models import Role, User
 from core.identity.passwords import new_token, token_digest

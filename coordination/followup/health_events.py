@@ -18,9 +18,8 @@ from sqlalchemy.orm import Session
 
 from coordination.followup.models import PatientReport, ReportKind, ReportStatus
 from coordination.followup.outcomes import LTFU_SYSTEM, Measure, observation_for
-from coordination.followup.schedule import local_today
 from core.audit.service import Actor, record_event
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.errors import FieldErrors
 from core.identity.models import Role, User
 from core.models import Caregiver, CaregiverLink, Observation, ObservationSource, Patient

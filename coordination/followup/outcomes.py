@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit, VisitObservation
 from coordination.followup.protocol import Assessment
-from coordination.followup.schedule import complete_visit, local_today
+from coordination.followup.schedule import complete_visit
 from core.audit.service import Actor, record_event
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.errors import FieldErrors
 from core.models import Observation, ObservationSource, Patient
 from core.text import N_

@@ -26,7 +26,7 @@ from coordination.followup.models import (
 from coordination.followup.protocol import Protocol, ProtocolLibrary
 from coordination.followup.requests import close_move_requests
 from core.audit.service import Actor
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.models import Patient, PatientStatus
 from core.text import N_
 
@@ -66,11 +66,6 @@ _REFUSALS = {
     "miss": N_("Only an open visit can be marked missed."),
     "cancel": N_("Only a visit that is still to come can be cancelled."),
 }
-
-
-def local_today(clock: Clock, zone: str) -> date:
-    """Today's date where the person is."""
-    return clock.now().astimezone(ZoneInfo(zone)).date()
 
 
 def _transition(

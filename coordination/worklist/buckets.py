@@ -52,10 +52,9 @@ from coordination.followup.models import (
     VisitStatus,
 )
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
-from coordination.followup.schedule import local_today
 from coordination.texting.models import MessageStatus, OutboundMessage
 from coordination.worklist.models import CareAssignment
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.db import UTCDateTime
 from core.identity.access import scope_patients
 from core.identity.models import Role, User

@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from coordination.followup.schedule import local_today
 from core.audit.service import record_event
+from core.clock import local_today
 from core.db import after_commit
 from core.errors import FieldErrors
 from core.identity.access import Permission, role_allows

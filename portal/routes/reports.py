@@ -20,8 +20,7 @@ from coordination.followup.health_events import (
     submit_report,
 )
 from coordination.followup.models import PatientReport, ReportKind
-from coordination.followup.schedule import local_today
-from core.clock import Clock
+from core.clock import Clock, local_today
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission

@@ -38,7 +38,6 @@ from coordination.followup.schedule import (
     book_appointment,
     cancel_visit,
     confirm_visit,
-    local_today,
 )
 from coordination.worklist.timeline import observations_for_visit, visit_history_entries
 from core.dates import parse_day_or_none
