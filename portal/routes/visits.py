@@ -40,6 +40,7 @@ from coordination.followup.schedule import (
     confirm_visit,
 )
 from coordination.worklist.timeline import observations_for_visit, visit_history_entries
+from core.clock import local_today
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
