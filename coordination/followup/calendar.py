@@ -57,8 +57,7 @@ def visit_label(
 ) -> str:
     """The visit's name from its protocol in `language` (e.g. "Day 100 check-up")."""
     library = library or shipped_protocols()
-    protocol = library.get(therapy_code, visit.protocol_version) or library.current(therapy_code)
-    protocol_visit = protocol.visit(visit.visit_key) if protocol is not None else None
+    protocol_visit = library.visit_of(therapy_code, visit.protocol_version, visit.visit_key)
     return protocol_visit.label.text(language) if protocol_visit is not None else visit.visit_key
 
 

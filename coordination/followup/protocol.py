@@ -200,6 +200,19 @@ class ProtocolLibrary:
     def get(self, therapy: str, version: int) -> Protocol | None:
         return self.versions.get(therapy, {}).get(version)
 
+    def version_or_current(self, therapy: str, version: int | None) -> Protocol | None:
+        """The protocol a visit or plan was made from (`version`), or the therapy's current
+        one when that version is gone (or none is known): the one lookup every reader of a
+        visit's protocol makes."""
+        found = self.get(therapy, version) if version is not None else None
+        return found or self.current(therapy)
+
+    def visit_of(self, therapy: str, version: int | None, key: str) -> ProtocolVisit | None:
+        """A visit's definition (label, window, assessments) from its protocol, or None when
+        the protocol no longer has that visit."""
+        protocol = self.version_or_current(therapy, version)
+        return protocol.visit(key) if protocol is not None else None
+
 
 def load_protocols(directory: Path = PROTOCOL_DIR) -> ProtocolLibrary:
     """Read every `*.yaml` in `directory`. Several versions of a therapy's protocol may be

@@ -159,9 +159,8 @@ def _protocol_for(
     session: Session, *, library: ProtocolLibrary, patient: Patient, plan: FollowUpPlan | None
 ) -> Protocol | None:
     therapy = patient.therapy.code
-    if plan is not None and plan.therapy_code == therapy:
-        return library.get(therapy, plan.protocol_version) or library.current(therapy)
-    return library.current(therapy)
+    version = plan.protocol_version if plan is not None and plan.therapy_code == therapy else None
+    return library.version_or_current(therapy, version)
 
 
 def sync_schedule(

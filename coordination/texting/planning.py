@@ -225,7 +225,7 @@ def _plan(
 
     candidates: list[_Candidate] = []
     for patient in patients:
-        protocol = library.get(patient.therapy_code, patient.protocol_version)
+        protocol = library.version_or_current(patient.therapy_code, patient.protocol_version)
         if protocol is None:
             continue
         texted = [r for r in recipients[patient.id] if r.phone in textable]

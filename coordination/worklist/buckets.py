@@ -693,10 +693,7 @@ class _Labels:
             return None
         found = self.known.get((therapy, version or 0, key))
         if found is None:
-            protocol = (
-                self.library.get(therapy, version) if version is not None else None
-            ) or self.library.current(therapy)
-            visit = protocol.visit(key) if protocol is not None else None
+            visit = self.library.visit_of(therapy, version, key)
             found = visit.label.text(self.language) if visit is not None else key
             self.known[(therapy, version or 0, key)] = found
         return found

@@ -110,10 +110,9 @@ def _visit_of(session: Session, access: PatientAccess, visit_id: int) -> Visit:
 
 
 def _protocol_visit(visit: Visit, patient: Patient) -> ProtocolVisit | None:
-    library = shipped_protocols()
-    therapy = patient.therapy.code
-    protocol = library.get(therapy, visit.protocol_version) or library.current(therapy)
-    return protocol.visit(visit.visit_key) if protocol is not None else None
+    return shipped_protocols().visit_of(
+        patient.therapy.code, visit.protocol_version, visit.visit_key
+    )
 
 
 def _measures(visit: Visit, patient: Patient) -> list[Measure]:
