@@ -13,6 +13,7 @@ from jinja2_fragments import render_block
 
 from core.phones import display_phone
 from portal import i18n
+from portal.words import word
 
 TEMPLATE_DIRS = [Path(__file__).parent / "templates"]
 
@@ -31,6 +32,7 @@ environment.filters["instant"] = i18n.format_instant
 # Text the system wrote in English (history reasons): translated when the catalog knows it,
 # shown as typed otherwise (people's own words), never %-formatted.
 environment.filters["system_text"] = i18n.gettext
+environment.globals["word"] = word
 environment.filters["phone"] = lambda value: display_phone(value) if value else ""
 
 

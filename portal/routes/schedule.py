@@ -57,6 +57,7 @@ from portal.deps import (
 )
 from portal.routes.pages import page_router
 from portal.web import is_htmx, redirect, render
+from portal.words import word
 
 router = page_router()
 _ = i18n.gettext
@@ -72,15 +73,6 @@ NOTICES = {
         "Your request is sent. Your care team will contact you to agree on a new date."
     ),
     "feed_revoked": N_("The calendar subscription is stopped. Its link no longer works."),
-}
-STATUS_WORDS = {
-    VisitStatus.DUE: N_("To be booked"),
-    VisitStatus.SCHEDULED: N_("Booked"),
-    VisitStatus.RESCHEDULED: N_("Moved, please confirm"),
-    VisitStatus.CONFIRMED: N_("Confirmed"),
-    VisitStatus.COMPLETED: N_("Done"),
-    VisitStatus.MISSED: N_("Missed"),
-    VisitStatus.CANCELLED: N_("Cancelled"),
 }
 CONFIRMABLE = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)
 
@@ -128,7 +120,7 @@ def visit_view(
     return VisitView(
         visit=visit,
         label=visit_label(visit, therapy_code=patient.therapy.code, language=language),
-        status_text=_(STATUS_WORDS[visit.status]),
+        status_text=word("patient_visit_status", visit.status),
         appointment_day=day,
         appointment_time=at,
         can_confirm=visit.status in CONFIRMABLE,

@@ -49,6 +49,7 @@ from portal import i18n
 from portal.deps import ContextDep, SessionDep, actor_for, require
 from portal.routes.pages import page_router
 from portal.web import is_htmx, render
+from portal.words import translated, word
 
 router = page_router()
 _ = i18n.gettext
@@ -91,39 +92,14 @@ SORT_LABELS = {
     SortOrder.DATE_DESC: N_("Date, latest first"),
     SortOrder.NAME: N_("Patient name"),
 }
-VISIT_STATUS = {
-    "due": N_("Not booked"),
-    "scheduled": N_("Booked"),
-    "rescheduled": N_("Moved, to confirm"),
-    "confirmed": N_("Confirmed"),
-    "completed": N_("Completed"),
-    "missed": N_("Missed"),
-    "cancelled": N_("Cancelled"),
-}
+# The words of each kind of row's status (one set for every page: portal/words.py).
 STATUS_WORDS = {
-    ItemKind.VISIT: VISIT_STATUS,
-    ItemKind.CONFIRMATION: VISIT_STATUS,
-    ItemKind.MOVE_REQUEST: {"open": N_("Open"), "done": N_("Handled")},
-    ItemKind.REPORT: {"new": N_("New"), "confirmed": N_("Confirmed"), "dismissed": N_("Dismissed")},
-    ItemKind.MESSAGE: {
-        "queued": N_("Waiting"),
-        "sending": N_("Sending"),
-        "sent": N_("Sent"),
-        "failed": N_("Failed"),
-    },
+    ItemKind.VISIT: "visit_status",
+    ItemKind.CONFIRMATION: "visit_status",
+    ItemKind.MOVE_REQUEST: "request_status",
+    ItemKind.REPORT: "report_status",
+    ItemKind.MESSAGE: "message_status",
 }
-REPORT_KINDS = {
-    "pain_crisis": N_("Pain crisis"),
-    "emergency_visit": N_("Emergency visit"),
-    "hospital_stay": N_("Hospital stay"),
-}
-MESSAGE_PURPOSES = {
-    "invitation": N_("Invitation"),
-    "password_reset": N_("Password reset"),
-    "reminder": N_("Reminder"),
-    "one_off": N_("Text message"),
-}
-ROLES = {"patient": N_("patient"), "caregiver": N_("caregiver")}
 NO_VISIT = N_("no open visit to remind of")
 
 
@@ -183,13 +159,10 @@ class Words:
     """What a row says, in the reader's language (translated once, when built)."""
 
     def __init__(self) -> None:
-        self.status = {
-            kind: {value: _(text) for value, text in words.items()}
-            for kind, words in STATUS_WORDS.items()
-        }
-        self.report_kinds = {value: _(text) for value, text in REPORT_KINDS.items()}
-        self.purposes = {value: _(text) for value, text in MESSAGE_PURPOSES.items()}
-        self.roles = {value: _(text) for value, text in ROLES.items()}
+        self.status = {kind: translated(words) for kind, words in STATUS_WORDS.items()}
+        self.report_kinds = translated("report_kind")
+        self.purposes = translated("message_purpose")
+        self.roles = translated("recipient_role")
         self.confirmed = _("Confirmed: %(visit)s")
         self.move = _("Asked to move: %(visit)s")
         self.failed = _("Text not delivered: %(purpose)s")
@@ -482,7 +455,7 @@ def _remind_summary(reminded: list[PatientReminder]) -> tuple[str, list[str]]:
         % {
             "patient": item.name,
             "phone": display_phone(outcome.phone),
-            "who": _(ROLES["caregiver" if outcome.is_caregiver else "patient"]),
+            "who": word("recipient_role", "caregiver" if outcome.is_caregiver else "patient"),
             "reason": i18n.translate(outcome.reason or ""),
         }
         for item in reminded

@@ -870,7 +870,7 @@ def test_export_is_a_csv_attachment_without_phi_in_its_name_and_is_audited(
     assert first["State"] == "MD"
     assert first["What"] == "Day 30 check-up"
     assert first["Date"] == "2026-11-27"
-    assert first["Status"] == "Not booked"
+    assert first["Status"] == "To book"
     events = audit_events(db, "worklist.export")
     assert len(events) == 1
     assert events[0].detail == {"bucket": "overdue", "rows": 2, "searched": False}

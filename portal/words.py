@@ -1,0 +1,175 @@
+"""The words for coded values, one set for every page, export and template: a visit's status,
+a text's status and purpose, consent, reports, requests, outreach, rights.
+
+Staff and patients read the same codes in different registers: a patient's schedule says
+"Done" where the coordinator's pages say "Completed". Both are here, side by side
+(`PATIENT_VISIT_STATUS` is the patients'), so that nobody writes a third copy. Templates call
+`word("visit_status", value)`; Python code calls `word(...)` or reads a table through
+`translated(...)`. An unknown value shows as it is rather than failing a page."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from core.text import N_
+from portal import i18n
+
+VISIT_STATUS = {
+    "due": N_("To book"),
+    "scheduled": N_("Booked"),
+    "rescheduled": N_("Moved, to confirm"),
+    "confirmed": N_("Confirmed"),
+    "completed": N_("Completed"),
+    "missed": N_("Missed"),
+    "cancelled": N_("Cancelled"),
+}
+# What patients and caregivers read on their own schedule.
+PATIENT_VISIT_STATUS = {
+    "due": N_("To be booked"),
+    "scheduled": N_("Booked"),
+    "rescheduled": N_("Moved, please confirm"),
+    "confirmed": N_("Confirmed"),
+    "completed": N_("Done"),
+    "missed": N_("Missed"),
+    "cancelled": N_("Cancelled"),
+}
+VISIT_EVENT = {
+    "booked": N_("Appointment booked"),
+    "rescheduled": N_("Appointment moved"),
+    "confirmed": N_("Appointment confirmed"),
+    "completed": N_("Visit completed"),
+    "missed": N_("Visit missed"),
+    "cancelled": N_("Visit cancelled"),
+    "window_moved": N_("Window moved"),
+    "acknowledged": N_("Missed visit followed up"),
+    "reopened": N_("Visit planned again"),
+}
+PATIENT_STATUS = {
+    "enrolled": N_("Enrolled"),
+    "active": N_("Active"),
+    "withdrawn": N_("Withdrawn"),
+    "deceased": N_("Deceased"),
+    "lost_to_follow_up": N_("Lost to follow-up"),
+}
+PROXY_RIGHT = {
+    "view_schedule": N_("See the visit schedule"),
+    "receive_reminders": N_("Get text reminders"),
+    "view_education": N_("See learning modules"),
+    "report_events": N_("Report health events"),
+}
+MESSAGE_STATUS = {
+    "queued": N_("Waiting"),
+    "sending": N_("Sending"),
+    "sent": N_("Sent"),
+    "delivered": N_("Delivered"),
+    "failed": N_("Failed"),
+    "dropped": N_("Not sent"),
+}
+MESSAGE_PURPOSE = {
+    "invitation": N_("Invitation"),
+    "password_reset": N_("Password reset code"),
+    "reminder": N_("Reminder"),
+    "one_off": N_("One-off message"),
+}
+REPORT_KIND = {
+    "pain_crisis": N_("Pain crisis"),
+    "emergency_visit": N_("Emergency visit"),
+    "hospital_stay": N_("Hospital stay"),
+}
+REPORT_STATUS = {
+    "new": N_("New"),
+    "confirmed": N_("Confirmed"),
+    "dismissed": N_("Dismissed"),
+}
+REQUEST_STATUS = {"open": N_("Open"), "done": N_("Handled")}
+OUTREACH_CHANNEL = {
+    "call": N_("Phone call"),
+    "text": N_("Text message"),
+    "letter": N_("Letter"),
+    "in_person": N_("In person"),
+}
+OUTREACH_OUTCOME = {
+    "reached": N_("Reached"),
+    "left_message": N_("Left a message"),
+    "no_answer": N_("No answer"),
+    "wrong_number": N_("Wrong number"),
+    "other": N_("Other"),
+}
+OBSERVATION_SOURCE = {
+    "coordinator": N_("by a coordinator"),
+    "patient": N_("reported by the patient"),
+    "center": N_("from the treatment center"),
+}
+ASSESSMENT = {
+    "cbc": N_("Complete blood count"),
+    "hemoglobin": N_("Hemoglobin"),
+    "fetal_hemoglobin": N_("Fetal hemoglobin"),
+    "integration_site": N_("Integration-site analysis"),
+    "pro_questionnaire": N_("Patient-reported questionnaire"),
+    "safety_screen": N_("Safety screen"),
+}
+CONSENT_STATE = {
+    "opted_in": N_("Opted in"),
+    "opted_out": N_("Opted out"),
+    "never_asked": N_("Never asked"),
+}
+CONSENT_ACTION = {
+    "opt_in": N_("Agreed to get texts"),
+    "opt_out": N_("Stopped texts"),
+    "help": N_("Asked for help"),
+}
+CONSENT_HOW = {
+    "portal": N_("In the portal"),
+    "coordinator": N_("Recorded by a coordinator (by phone or on paper)"),
+    "sms_keyword": N_("By text message (a keyword)"),
+    "provider_21610": N_("The phone company reported an opt-out"),
+}
+REPLY_INTENT = {
+    "stop": N_("Stop"),
+    "start": N_("Start again"),
+    "help": N_("Help"),
+    "confirm": N_("Confirms the appointment"),
+    "reschedule": N_("Asks to move the visit"),
+    "other": N_("A message for the care team"),
+}
+RECIPIENT_ROLE = {"patient": N_("patient"), "caregiver": N_("caregiver")}
+
+WORDS: Mapping[str, Mapping[str, str]] = {
+    "visit_status": VISIT_STATUS,
+    "patient_visit_status": PATIENT_VISIT_STATUS,
+    "visit_event": VISIT_EVENT,
+    "patient_status": PATIENT_STATUS,
+    "proxy_right": PROXY_RIGHT,
+    "message_status": MESSAGE_STATUS,
+    "message_purpose": MESSAGE_PURPOSE,
+    "report_kind": REPORT_KIND,
+    "report_status": REPORT_STATUS,
+    "request_status": REQUEST_STATUS,
+    "outreach_channel": OUTREACH_CHANNEL,
+    "outreach_outcome": OUTREACH_OUTCOME,
+    "observation_source": OBSERVATION_SOURCE,
+    "assessment": ASSESSMENT,
+    "consent_state": CONSENT_STATE,
+    "consent_action": CONSENT_ACTION,
+    "consent_how": CONSENT_HOW,
+    "reply_intent": REPLY_INTENT,
+    "recipient_role": RECIPIENT_ROLE,
+}
+
+
+def _code(value: object) -> str:
+    return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+def word(kind: str, value: object) -> str:
+    """The word for a coded `value` of `kind` (a key of WORDS), in the current language;
+    the value itself when it has no word (a code added later, text typed by a person)."""
+    code = _code(value)
+    text = WORDS[kind].get(code)
+    return i18n.gettext(text) if text is not None else code
+
+
+def translated(kind: str) -> dict[str, str]:
+    """The whole table of `kind` in the current language (for code that labels many rows)."""
+    return {code: i18n.gettext(text) for code, text in WORDS[kind].items()}
