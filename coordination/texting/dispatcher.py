@@ -35,11 +35,10 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, updat
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.texting.consent import flag_number, opt_out
-from coordination.texting.gateway import GatewayError, SendResult, SmsGateway
+from coordination.texting.gateway import GatewayError, RecipientProblem, SendResult, SmsGateway
 from coordination.texting.inbound import apply_early_callbacks
 from coordination.texting.models import ConsentHow, MessageStatus, OutboundMessage
 from coordination.texting.send_check import check_before_sending
-from coordination.texting.twilio_gateway import INVALID_NUMBER, NOT_MOBILE, OPTED_OUT
 from core.clock import Clock
 from core.db import transaction
 from core.phones import mask_phone
@@ -272,10 +271,15 @@ def _record_failure(
             mask_phone(claim.to_phone),
             error.code,
         )
-        if error.code == OPTED_OUT:
+        if error.recipient_problem is RecipientProblem.OPTED_OUT:
             opt_out(session, clock=clock, phone=claim.to_phone, how=ConsentHow.PROVIDER_21610)
-        elif error.code in (INVALID_NUMBER, NOT_MOBILE):
-            flag_number(session, clock=clock, phone=claim.to_phone, code=error.code)
+        elif error.recipient_problem is not None:
+            flag_number(
+                session,
+                clock=clock,
+                phone=claim.to_phone,
+                code=error.code or error.recipient_problem.value,
+            )
         return
     wait = backoff(claim.attempt, retry_after=error.retry_after, rng=rng)
     session.execute(

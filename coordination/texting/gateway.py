@@ -5,6 +5,7 @@ keeps the full message, so demo pages can show what would have been sent."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import uuid
@@ -24,10 +25,21 @@ class SendResult:
     provider_message_id: str
 
 
+class RecipientProblem(enum.StrEnum):
+    """What a provider's refusal says about the number, in the platform's words: each
+    provider maps its own codes to these, so the dispatcher knows no provider's codes."""
+
+    OPTED_OUT = "opted_out"  # the person (or their carrier) opted out: record it as a STOP
+    INVALID_NUMBER = "invalid_number"  # not a phone number that exists: flag it
+    NOT_MOBILE = "not_mobile"  # a landline or a number that cannot take texts: flag it
+
+
 class GatewayError(Exception):
     """The send failed. `permanent` errors are never retried. `outcome_unknown` ones (no
     answer after the request left: a timeout, a connection cut mid-way) may have reached
-    the provider, so they are never resent blindly: the provider's log is asked first."""
+    the provider, so they are never resent blindly: the provider's log is asked first.
+    `recipient_problem` says when the refusal is about the number itself; `code` is the
+    provider's own code, kept for people reading the record."""
 
     def __init__(
         self,
@@ -37,10 +49,12 @@ class GatewayError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         outcome_unknown: bool = False,
+        recipient_problem: RecipientProblem | None = None,
     ) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or recipient_problem is not None
         self.code = code
+        self.recipient_problem = recipient_problem
         # Seconds the provider asked us to wait (HTTP Retry-After), when it said so.
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown and not permanent

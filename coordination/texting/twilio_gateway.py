@@ -20,7 +20,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from coordination.texting.gateway import GatewayError, SendResult
+from coordination.texting.gateway import GatewayError, RecipientProblem, SendResult
 from core.phones import mask_phone
 from core.settings import Settings
 
@@ -32,7 +32,12 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 INVALID_NUMBER = "21211"
 NOT_MOBILE = "21614"
 OPTED_OUT = "21610"
-PERMANENT_CODES = frozenset({INVALID_NUMBER, NOT_MOBILE, OPTED_OUT})
+# Twilio's codes for a refusal about the number itself.
+RECIPIENT_PROBLEMS = {
+    INVALID_NUMBER: RecipientProblem.INVALID_NUMBER,
+    NOT_MOBILE: RecipientProblem.NOT_MOBILE,
+    OPTED_OUT: RecipientProblem.OPTED_OUT,
+}
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -210,8 +215,13 @@ class TwilioGateway:
         if isinstance(error, TwilioRestException | TwilioServiceException):
             status = int(error.status)
             code = str(error.code) if error.code is not None else str(status)
-            if code in PERMANENT_CODES:
-                return GatewayError(f"Twilio error {code}", permanent=True, code=code)
+            if code in RECIPIENT_PROBLEMS:
+                return GatewayError(
+                    f"Twilio error {code}",
+                    permanent=True,
+                    code=code,
+                    recipient_problem=RECIPIENT_PROBLEMS[code],
+                )
             if status == 429:
                 return GatewayError(
                     "Twilio is rate limiting (429)",
