@@ -26,7 +26,6 @@ from education.models import (
     ModuleFunding,
     ModuleProgress,
 )
-from portal import i18n
 
 _Row = TypeVar("_Row")
 READER_ROLES = (Role.PATIENT, Role.CAREGIVER)
@@ -402,7 +401,7 @@ def offered_modules(
     user: User,
     clock: Clock,
     library: ModuleLibrary | None = None,
-    language: str | None = None,
+    language: str,
 ) -> list[OfferedModule]:
     """Every module this reader is offered, what needs doing first. Staff: none."""
     return offered_modules_by_user(
@@ -415,8 +414,8 @@ def offered_modules_by_user(
     *,
     users: Sequence[User],
     clock: Clock,
+    language: str,
     library: ModuleLibrary | None = None,
-    language: str | None = None,
 ) -> dict[int, list[OfferedModule]]:
     """user id -> `offered_modules` of each of these logins (staff: none), in a fixed
     number of queries whatever the number of logins (a patient's page lists several)."""
@@ -426,7 +425,7 @@ def offered_modules_by_user(
         readers=list(readers.values()),
         clock=clock,
         library=library or shipped_modules(),
-        language=language or i18n.current_language().value,
+        language=language,
         keys=None,
     )
     return {user.id: offers.get(user.id, []) for user in users}
@@ -438,8 +437,8 @@ def offered_module(
     reader: Reader,
     clock: Clock,
     key: str,
+    language: str,
     library: ModuleLibrary | None = None,
-    language: str | None = None,
 ) -> OfferedModule | None:
     """One module if it is offered to this reader (the module pages: a few indexed queries
     restricted to its key), else None."""
@@ -451,7 +450,7 @@ def offered_module(
         readers=[reader],
         clock=clock,
         library=library,
-        language=language or i18n.current_language().value,
+        language=language,
         keys=[key],
     )[reader.user_id]
     return found[0] if found else None

@@ -35,7 +35,7 @@ from education.progress import (
     load_check_state,
     record_section_read,
 )
-from education.reach import patient_education
+from education.readings import patient_education
 from education.rendering import KEY_PATTERN
 from portal import i18n
 from portal.context import AppContext
@@ -93,7 +93,14 @@ def _reader(session: Session, context: AppContext, user: User) -> Reader:
 def _offered(
     session: Session, context: AppContext, reader: Reader, library: ModuleLibrary, key: str
 ) -> OfferedModule:
-    offered = offered_module(session, reader=reader, clock=context.clock, key=key, library=library)
+    offered = offered_module(
+        session,
+        reader=reader,
+        clock=context.clock,
+        key=key,
+        library=library,
+        language=i18n.current_language().value,
+    )
     if offered is None:
         raise PageNotFound()
     return offered
@@ -117,7 +124,13 @@ def learn(
 ) -> Response:
     """Every module offered to the reader. htmx asking for `view=summary` gets the short
     list of what is assigned or started (the home page's card)."""
-    modules = offered_modules(session, user=user, clock=context.clock, library=library)
+    modules = offered_modules(
+        session,
+        user=user,
+        clock=context.clock,
+        library=library,
+        language=i18n.current_language().value,
+    )
     if view == "summary" and is_htmx(request):
         pending = [
             item

@@ -36,7 +36,7 @@ from education.funding import (
     funding_windows,
     parse_id,
 )
-from education.reach import StateReach, patient_education, reach_csv, state_reach
+from education.readings import patient_education
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
@@ -50,6 +50,7 @@ from portal.deps import (
 )
 from portal.routes.pages import page_router
 from portal.web import redirect, render
+from reporting.education_reach import StateReach, reach_csv, state_reach
 
 router = page_router()
 _ = i18n.gettext

@@ -15,7 +15,7 @@ from core.clock import FrozenClock
 from core.db import transaction
 from core.models import State
 from education.content import shipped_modules
-from education.reach import state_reach
+from reporting.education_reach import state_reach
 from tests.conftest import COORDINATOR_MD, Database, log_in
 from tests.integration.test_education_staff import _completion, _readers
 

@@ -570,7 +570,9 @@ def test_a_significant_new_version_asks_again_and_a_minor_one_does_not(
         maya = user_by_login(session, PATIENT_MD)
         statuses = {
             item.key: item.status
-            for item in offered_modules(session, user=maya, clock=clock, library=significant)
+            for item in offered_modules(
+                session, user=maya, clock=clock, library=significant, language="en"
+            )
         }
     assert statuses == {CORE: ReadingStatus.COMPLETED}
 
@@ -719,15 +721,15 @@ def test_staff_and_a_caregiver_without_a_patient_are_offered_nothing(
 ) -> None:
     with transaction(db.factory) as session:
         rosa = user_by_login(session, CAREGIVER_CO)
-        assert offered_modules(session, user=rosa, clock=clock)
+        assert offered_modules(session, user=rosa, clock=clock, language="en")
         coordinator = user_by_login(session, COORDINATOR_MD)
-        assert offered_modules(session, user=coordinator, clock=clock) == []
+        assert offered_modules(session, user=coordinator, clock=clock, language="en") == []
         for link in session.scalars(
             select(CaregiverLink).where(CaregiverLink.caregiver_id == rosa.caregiver_id)
         ):
             session.delete(link)
         session.flush()
-        assert offered_modules(session, user=rosa, clock=clock) == []
+        assert offered_modules(session, user=rosa, clock=clock, language="en") == []
     login_as(CAREGIVER_CO)
     assert client.get(f"/learn/{CORE}").status_code == 404
     assert client.get("/learn").status_code == 200

@@ -36,7 +36,7 @@ from education.models import (
     ModuleFunding,
     ModuleProgress,
 )
-from education.reach import reach_csv, state_reach
+from reporting.education_reach import reach_csv, state_reach
 from tests.conftest import (
     ADMIN,
     ANALYST,
