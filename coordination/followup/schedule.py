@@ -68,6 +68,15 @@ _REFUSALS = {
 }
 
 
+def allowed_actions(visit: Visit) -> set[str]:
+    """What may be done to the visit from its status (book, confirm, complete, miss, cancel,
+    acknowledge): the same rules the services below apply, for pages to offer."""
+    actions = {action for action, status in TRANSITIONS if status is visit.status}
+    if visit.status is VisitStatus.MISSED and visit.missed_acknowledged_at is None:
+        actions.add("acknowledge")
+    return actions
+
+
 def _transition(
     session: Session,
     *,

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.health_events import REPORT_MEASURES
-from coordination.followup.models import MoveRequest, Visit, VisitStatus
+from coordination.followup.models import MoveRequest, Visit
 from coordination.followup.outcomes import (
     MEASURES,
     MEASURES_BY_KEY,
@@ -35,6 +35,7 @@ from coordination.followup.schedule import (
     AppointmentTimeError,
     VisitTransitionError,
     acknowledge_missed,
+    allowed_actions,
     book_appointment,
     cancel_visit,
     confirm_visit,
@@ -118,14 +119,6 @@ def _protocol_visit(visit: Visit, patient: Patient) -> ProtocolVisit | None:
 def _measures(visit: Visit, patient: Patient) -> list[Measure]:
     protocol_visit = _protocol_visit(visit, patient)
     return measures_for(protocol_visit.assessments if protocol_visit is not None else ())
-
-
-def allowed_actions(visit: Visit) -> set[str]:
-    """What the page offers from the visit's status (the same rules the services apply)."""
-    actions = {action for action, status in TRANSITIONS if status is visit.status}
-    if visit.status is VisitStatus.MISSED and visit.missed_acknowledged_at is None:
-        actions.add("acknowledge")
-    return actions
 
 
 def _appointment_defaults(
