@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, func, or_, select
@@ -107,6 +106,115 @@ class PatientInput:
 
 
 @dataclass(frozen=True)
+class PatientData:
+    """A patient's record as the services take it, typed: read from the enrolment form
+    (`read_patient_input`) or mapped from a treatment center's FHIR Patient. The services
+    check it whole (names, identifiers, places, dates, phone) whatever it came from.
+
+    `time_zone` None means the state's zone; `mobile_phone` is as given (normalized to
+    E.164 by the service); ids name rows of `states`, `treatment_centers`, `therapies`."""
+
+    given_name: str
+    family_name: str
+    birth_date: date
+    medicaid_id: str
+    state_id: int
+    center_id: int
+    therapy_id: int
+    center_mrn: str | None = None
+    preferred_language: Language = Language.EN
+    time_zone: str | None = None
+    mobile_phone: str | None = None
+    infusion_date: date | None = None
+    status: PatientStatus = PatientStatus.ENROLLED
+
+    @classmethod
+    def of(cls, patient: Patient) -> PatientData:
+        """The record as it stands (to change a few fields with `dataclasses.replace`)."""
+        return cls(
+            given_name=patient.given_name,
+            family_name=patient.family_name,
+            birth_date=patient.birth_date,
+            medicaid_id=patient.medicaid_id,
+            center_mrn=patient.center_mrn,
+            state_id=patient.state_id,
+            center_id=patient.center_id,
+            therapy_id=patient.therapy_id,
+            preferred_language=patient.preferred_language,
+            time_zone=patient.time_zone,
+            mobile_phone=patient.mobile_phone,
+            infusion_date=patient.infusion_date,
+            status=patient.status,
+        )
+
+
+def _form_id(text: str) -> int | None:
+    text = text.strip()
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 0 < number < 2**31 else None
+
+
+def read_patient_input(
+    data: PatientInput, *, other_errors: Mapping[str, str] = MappingProxyType({})
+) -> PatientData:
+    """The form's strings as typed values. Raises FieldErrors for what cannot be read (a
+    date that is not YYYY-MM-DD, no state chosen...), with `other_errors` (the caller's
+    own fields of the same form) among them; the services check the rest."""
+    errors: dict[str, str] = {}
+    birth = parse_day_or_none(data.birth_date)
+    if birth is None:
+        errors["birth_date"] = N_("Enter the birth date as YYYY-MM-DD.")
+    ids: dict[str, int | None] = {}
+    for key, message in (
+        ("state_id", N_("Choose a state.")),
+        ("center_id", N_("Choose a treatment center.")),
+        ("therapy_id", N_("Choose a therapy.")),
+    ):
+        ids[key] = _form_id(getattr(data, key))
+        if ids[key] is None:
+            errors[key] = message
+    try:
+        language = Language(data.preferred_language)
+    except ValueError:
+        errors["preferred_language"] = N_("Choose English or Spanish.")
+        language = Language.EN
+    infusion: date | None = None
+    if data.infusion_date.strip():
+        infusion = parse_day_or_none(data.infusion_date)
+        if infusion is None:
+            errors["infusion_date"] = N_("Enter the infusion date as YYYY-MM-DD.")
+    try:
+        status = PatientStatus(data.status)
+    except ValueError:
+        errors["status"] = N_("Choose a status.")
+        status = PatientStatus.ENROLLED
+    errors.update(other_errors)
+    if errors:
+        raise FieldErrors(errors)
+    assert birth is not None
+    state_id, center_id, therapy_id = ids["state_id"], ids["center_id"], ids["therapy_id"]
+    assert state_id is not None and center_id is not None and therapy_id is not None
+    return PatientData(
+        given_name=data.given_name,
+        family_name=data.family_name,
+        birth_date=birth,
+        medicaid_id=data.medicaid_id,
+        center_mrn=data.center_mrn or None,
+        state_id=state_id,
+        center_id=center_id,
+        therapy_id=therapy_id,
+        preferred_language=language,
+        time_zone=data.time_zone.strip() or None,
+        mobile_phone=data.mobile_phone.strip() or None,
+        infusion_date=infusion,
+        status=status,
+    )
+
+
+@dataclass(frozen=True)
 class CleanPatient:
     given_name: str
     family_name: str
@@ -127,7 +235,7 @@ def _clean(
     session: Session,
     *,
     clock: Clock,
-    data: PatientInput,
+    data: PatientData,
     allowed_state_ids: set[int] | None,
     other_errors: Mapping[str, str],
 ) -> CleanPatient:
@@ -139,72 +247,56 @@ def _clean(
             errors[name] = N_("Enter a name.")
         elif len(value) > NAME_MAX:
             errors[name] = N_("Use at most 80 characters.")
-    birth = parse_day_or_none(data.birth_date)
-    if birth is None:
-        errors["birth_date"] = N_("Enter the birth date as YYYY-MM-DD.")
-    elif birth > today or birth.year < today.year - 120:
+    birth = data.birth_date
+    if birth > today or birth.year < today.year - 120:
         errors["birth_date"] = N_("The birth date must be in the past 120 years.")
     medicaid = data.medicaid_id.strip().upper()
-    if not medicaid or len(medicaid) > 32 or not medicaid.replace("-", "").isalnum():
+    if (
+        not medicaid
+        or len(medicaid) > 32
+        or not medicaid.isascii()
+        or not medicaid.replace("-", "").isalnum()
+    ):
         errors["medicaid_id"] = N_(
             "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
         )
-    mrn = data.center_mrn.strip() or None
+    mrn = (data.center_mrn or "").strip() or None
     if mrn is not None and len(mrn) > 32:
         errors["center_mrn"] = N_("Use at most 32 characters.")
-
-    def lookup(model: Any, key: str, message: str) -> Any:
-        try:
-            found = session.get(model, int(getattr(data, key)))
-        except ValueError:
-            found = None
-        if found is None:
-            errors[key] = message
-        return found
-
-    state: State | None = lookup(State, "state_id", N_("Choose a state."))
-    center: TreatmentCenter | None = lookup(
-        TreatmentCenter, "center_id", N_("Choose a treatment center.")
-    )
-    therapy: Therapy | None = lookup(Therapy, "therapy_id", N_("Choose a therapy."))
+    state = session.get(State, data.state_id)
+    if state is None:
+        errors["state_id"] = N_("Choose a state.")
+    center = session.get(TreatmentCenter, data.center_id)
+    if center is None:
+        errors["center_id"] = N_("Choose a treatment center.")
+    therapy = session.get(Therapy, data.therapy_id)
+    if therapy is None:
+        errors["therapy_id"] = N_("Choose a therapy.")
     if state is not None and allowed_state_ids is not None and state.id not in allowed_state_ids:
         errors["state_id"] = N_("You can only enroll patients in the states you work for.")
     if state is not None and center is not None and center.state_id != state.id:
         errors["center_id"] = N_("This treatment center is not in the chosen state.")
-    try:
-        language = Language(data.preferred_language)
-    except ValueError:
-        errors["preferred_language"] = N_("Choose English or Spanish.")
-        language = Language.EN
-    zone = data.time_zone.strip() or (state.time_zone if state else "")
+    zone = (data.time_zone or "").strip() or (state.time_zone if state else "")
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         errors["time_zone"] = N_("Choose a time zone such as America/Chicago.")
     phone: str | None = None
-    if data.mobile_phone.strip():
+    if data.mobile_phone and data.mobile_phone.strip():
         try:
             phone = normalize_phone(data.mobile_phone)
         except InvalidPhoneNumber as problem:
             errors["mobile_phone"] = str(problem)
-    infusion: date | None = None
-    if data.infusion_date.strip():
-        infusion = parse_day_or_none(data.infusion_date)
-        if infusion is None:
-            errors["infusion_date"] = N_("Enter the infusion date as YYYY-MM-DD.")
-        elif birth is not None and infusion < birth:
+    infusion = data.infusion_date
+    if infusion is not None:
+        if infusion < birth:
             errors["infusion_date"] = N_("The infusion date cannot be before the birth date.")
         elif infusion.year > today.year + 1:
             errors["infusion_date"] = N_("The infusion date must be at most a year ahead.")
-    try:
-        status = PatientStatus(data.status)
-    except ValueError:
-        errors["status"] = N_("Choose a status.")
-        status = PatientStatus.ENROLLED
     errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
-    assert state is not None and center is not None and therapy is not None and birth is not None
+    assert state is not None and center is not None and therapy is not None
     return CleanPatient(
         given_name=given,
         family_name=family,
@@ -214,11 +306,11 @@ def _clean(
         state=state,
         center=center,
         therapy=therapy,
-        preferred_language=language,
+        preferred_language=data.preferred_language,
         time_zone=zone,
         mobile_phone=phone,
         infusion_date=infusion,
-        status=status,
+        status=data.status,
     )
 
 
@@ -259,12 +351,15 @@ def enroll_patient(
     *,
     clock: Clock,
     actor: Actor,
-    data: PatientInput,
-    allowed_state_ids: set[int],
+    data: PatientData,
+    allowed_state_ids: set[int] | None,
     other_errors: Mapping[str, str] = MappingProxyType({}),
 ) -> Patient:
-    """Create a patient's record. Raises FieldErrors naming each field to fix, with
-    `other_errors` (problems the caller found in its own fields of the same form)."""
+    """Create a patient's record (audited). Raises FieldErrors naming each field to fix,
+    with `other_errors` (problems the caller found in its own fields of the same form).
+    `allowed_state_ids` None: any state (a treatment center's system, already scoped).
+    Enrolment is a use case: call `coordination.records.enrol_patient`, which also
+    records the consent given and makes the follow-up schedule."""
     clean = _clean(
         session,
         clock=clock,
@@ -329,8 +424,8 @@ def update_patient(
     clock: Clock,
     actor: Actor,
     patient: Patient,
-    data: PatientInput,
-    allowed_state_ids: set[int],
+    data: PatientData,
+    allowed_state_ids: set[int] | None,
     other_errors: Mapping[str, str] = MappingProxyType({}),
 ) -> list[str]:
     """Change a patient's record; returns the names of the fields that changed (audited).

@@ -427,6 +427,25 @@ def record_coordinator_tick(
     )
 
 
+@dataclass(frozen=True)
+class CoordinatorConsent:
+    """The consent box of a coordinator's form as sent: what it showed and whether it was
+    ticked. The enrolment and record use cases check it with the form's other fields and
+    record it once the record is saved."""
+
+    box: ConsentBox
+    tick: ConsentTick
+
+    def problems(self, *, preferred_language: str, phone_typed: str) -> dict[str, str]:
+        """`check_coordinator_tick` for this box."""
+        return check_coordinator_tick(
+            self.box,
+            tick=self.tick,
+            preferred_language=preferred_language,
+            phone_typed=phone_typed,
+        )
+
+
 # --- a person's own number, on their account page --------------------------------------
 
 

@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from coordination.followup.models import OutreachChannel, OutreachOutcome, VisitStatus
 from coordination.followup.notes import add_outreach_note
 from coordination.followup.protocol import shipped_protocols
-from coordination.followup.schedule import follow_record_change, next_visit, visits_for_patient
+from coordination.followup.schedule import next_visit, visits_for_patient
+from coordination.records import change_record, enrol_patient
 from coordination.texting.consent import (
     ConsentBox,
     ConsentTick,
-    check_coordinator_tick,
+    CoordinatorConsent,
     consent_box,
-    record_coordinator_tick,
     tick_kept,
 )
 
@@ -39,10 +39,9 @@ from core.service import (
     PatientCriteria,
     PatientInput,
     caregiver_links,
-    enroll_patient,
     list_patients,
     patient_input_from,
-    update_patient,
+    read_patient_input,
 )
 from core.text import N_
 from portal import i18n
@@ -144,6 +143,14 @@ def consent_context(
         zone=zone,
     )
     return box_context(box, agreed=agreed)
+
+
+def _form_consent_problems(consent: CoordinatorConsent, form: PatientInput) -> dict[str, str]:
+    """The consent box's problems, to show with the fields' own when the form cannot even
+    be read (the use case checks the box again with the typed values)."""
+    return consent.problems(
+        preferred_language=form.preferred_language, phone_typed=form.mobile_phone
+    )
 
 
 class PatientForm(ConsentFields):
@@ -286,54 +293,35 @@ def patient_create(
 ) -> Response:
     form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
     # The wording recorded is the one shown in the patient's language, for the chosen state.
-    tick = data.tick(consent_language(form.preferred_language))
-    box = form_consent_box(
-        session,
-        context,
-        state_id=form.state_id,
-        phone_typed=form.mobile_phone,
-        zone=form.time_zone.strip(),
+    consent = CoordinatorConsent(
+        box=form_consent_box(
+            session,
+            context,
+            state_id=form.state_id,
+            phone_typed=form.mobile_phone,
+            zone=form.time_zone.strip(),
+        ),
+        tick=data.tick(consent_language(form.preferred_language)),
     )
     try:
-        patient = enroll_patient(
+        patient = enrol_patient(
             session,
             clock=context.clock,
             actor=actor_for(request, user),
-            data=form,
+            library=shipped_protocols(),
+            data=read_patient_input(form, other_errors=_form_consent_problems(consent, form)),
             allowed_state_ids=user.state_ids,
-            other_errors=check_coordinator_tick(
-                box,
-                tick=tick,
-                preferred_language=form.preferred_language,
-                phone_typed=form.mobile_phone,
-            ),
-        )
+            consent=consent,
+        ).patient
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
-        consent = box_context(box, agreed=tick_kept(tick, errors=problem.errors))
+        kept = box_context(consent.box, agreed=tick_kept(consent.tick, errors=problem.errors))
         return render(
             request,
             "portal/patient_form.html",
-            {"form": form, "mode": "new", "consent": consent, **_form_choices(session, user)},
+            {"form": form, "mode": "new", "consent": kept, **_form_choices(session, user)},
             status_code=400,
         )
-    record_coordinator_tick(
-        session,
-        clock=context.clock,
-        box=box,
-        tick=tick,
-        preferred_language=form.preferred_language,
-        phone=patient.mobile_phone,
-        by_user_id=user.id,
-    )
-    follow_record_change(
-        session,
-        clock=context.clock,
-        actor=actor_for(request, user),
-        library=shipped_protocols(),
-        patient=patient,
-        changed=None,
-    )
     return redirect(request, f"/patients/{patient.id}?done=enrolled")
 
 
@@ -469,32 +457,31 @@ def patient_update(
 ) -> Response:
     form = PatientInput(**data.model_dump(exclude=CONSENT_FIELDS))
     # A number that opted out is only opted in again by this explicit tick (never pre-ticked).
-    tick = data.tick(consent_language(form.preferred_language))
-    box = form_consent_box(
-        session,
-        context,
-        state_id=form.state_id,
-        phone_typed=form.mobile_phone,
-        phone_on_file=access.patient.mobile_phone,
-        zone=access.patient.time_zone,
+    consent = CoordinatorConsent(
+        box=form_consent_box(
+            session,
+            context,
+            state_id=form.state_id,
+            phone_typed=form.mobile_phone,
+            phone_on_file=access.patient.mobile_phone,
+            zone=access.patient.time_zone,
+        ),
+        tick=data.tick(consent_language(form.preferred_language)),
     )
     try:
-        changed = update_patient(
+        change_record(
             session,
             clock=context.clock,
             actor=access.actor,
+            library=shipped_protocols(),
             patient=access.patient,
-            data=form,
+            data=read_patient_input(form, other_errors=_form_consent_problems(consent, form)),
             allowed_state_ids=access.user.state_ids,
-            other_errors=check_coordinator_tick(
-                box,
-                tick=tick,
-                preferred_language=form.preferred_language,
-                phone_typed=form.mobile_phone,
-            ),
+            consent=consent,
         )
     except FieldErrors as problem:
         form.errors = i18n.translate_errors(problem.errors)
+        kept = box_context(consent.box, agreed=tick_kept(consent.tick, errors=problem.errors))
         return render(
             request,
             "portal/patient_form.html",
@@ -502,26 +489,9 @@ def patient_update(
                 "form": form,
                 "mode": "edit",
                 "patient": access.patient,
-                "consent": box_context(box, agreed=tick_kept(tick, errors=problem.errors)),
+                "consent": kept,
                 **_form_choices(session, access.user),
             },
             status_code=400,
         )
-    record_coordinator_tick(
-        session,
-        clock=context.clock,
-        box=box,
-        tick=tick,
-        preferred_language=form.preferred_language,
-        phone=access.patient.mobile_phone,
-        by_user_id=access.user.id,
-    )
-    follow_record_change(
-        session,
-        clock=context.clock,
-        actor=access.actor,
-        library=shipped_protocols(),
-        patient=access.patient,
-        changed=changed,
-    )
     return redirect(request, f"/patients/{access.patient.id}?done=saved")

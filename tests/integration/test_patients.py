@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from html.parser import HTMLParser
 
 import httpx
@@ -29,7 +29,7 @@ from core.models import (
     TreatmentCenter,
 )
 from core.reference import CenterInput, save_center
-from core.service import PatientInput, enroll_patient
+from core.service import PatientData, enroll_patient
 from portal.app import create_app
 from tests.conftest import (
     CAREGIVER_MD,
@@ -200,15 +200,15 @@ def enroll(
                 session,
                 clock=clock,
                 actor=TEST_ACTOR,
-                data=PatientInput(
+                data=PatientData(
                     given_name=f"Test{number:02d}",
                     family_name=family_name,
-                    birth_date="2001-04-05",
+                    birth_date=date(2001, 4, 5),
                     medicaid_id=f"T{family_name[:4].upper()}{number:05d}",
-                    state_id=str(state.id),
-                    center_id=str(center),
-                    therapy_id=str(therapy.id),
-                    status=status.value,
+                    state_id=state.id,
+                    center_id=center,
+                    therapy_id=therapy.id,
+                    status=status,
                 ),
                 allowed_state_ids={state.id},
             )

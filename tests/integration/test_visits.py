@@ -52,8 +52,16 @@ from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
 from core.errors import FieldErrors
-from core.models import Observation, ObservationSource, Patient, State, Therapy, TreatmentCenter
-from core.service import PatientInput, enroll_patient, patient_input_from
+from core.models import (
+    Observation,
+    ObservationSource,
+    Patient,
+    PatientStatus,
+    State,
+    Therapy,
+    TreatmentCenter,
+)
+from core.service import PatientData, enroll_patient, patient_input_from
 from tests.conftest import (
     CAREGIVER_MD,
     COORDINATOR_CO,
@@ -1058,16 +1066,16 @@ def _patient_with_visits(db: Database, clock: FrozenClock, *, visits: int, numbe
             session,
             clock=clock,
             actor=actor,
-            data=PatientInput(
+            data=PatientData(
                 given_name=f"Count{number}",
                 family_name="Queries",
-                birth_date="2000-01-01",
+                birth_date=date(2000, 1, 1),
                 medicaid_id=f"MDQ{number:07d}",
-                state_id=str(state.id),
-                center_id=str(center.id),
-                therapy_id=str(therapy_id(db, "casgevy")),
-                infusion_date=(T0.date() - timedelta(days=100 * visits // 2)).isoformat(),
-                status="active",
+                state_id=state.id,
+                center_id=center.id,
+                therapy_id=therapy_id(db, "casgevy"),
+                infusion_date=T0.date() - timedelta(days=100 * visits // 2),
+                status=PatientStatus.ACTIVE,
             ),
             allowed_state_ids={state.id},
         )
