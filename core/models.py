@@ -50,6 +50,24 @@ class PatientStatus(enum.StrEnum):
     LOST_TO_FOLLOW_UP = "lost_to_follow_up"
 
 
+class ObservationStatus(enum.StrEnum):
+    """FHIR's Observation.status (required binding), as stored: what counts as a result is
+    final, amended or corrected; entered-in-error is kept but counts nowhere."""
+
+    REGISTERED = "registered"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    ENTERED_IN_ERROR = "entered-in-error"
+    UNKNOWN = "unknown"
+
+
+# The statuses of an observation that stands as a result (reports and pages count these).
+RESULT_STATUSES = (ObservationStatus.FINAL, ObservationStatus.AMENDED, ObservationStatus.CORRECTED)
+
+
 class ObservationSource(enum.StrEnum):
     COORDINATOR = "coordinator"
     PATIENT = "patient"
@@ -218,4 +236,40 @@ class Observation(Base):
     source: Mapped[ObservationSource] = mapped_column(enum_column(ObservationSource, 16))
     recorded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     extra: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    status: Mapped[ObservationStatus] = mapped_column(
+        enum_column(ObservationStatus, 20), default=ObservationStatus.FINAL, server_default="final"
+    )
+    # Raised by every correction: the FHIR versionId (and ETag) of the observation.
+    version_id: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def last_updated(self) -> datetime:
+        return self.updated_at or self.created_at
+
+
+class ObservationRevision(Base):
+    """A version of an observation that a correction replaced: what it said, who recorded
+    it and when, and who replaced it, when and why. The first recorded value is never lost."""
+
+    __tablename__ = "observation_revisions"
+    __table_args__ = (UniqueConstraint("observation_id", "version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    observation_id: Mapped[int] = mapped_column(ForeignKey("observations.id"), index=True)
+    version_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    value_quantity: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    value_unit: Mapped[str | None] = mapped_column(String(32))
+    value_code_system: Mapped[str | None] = mapped_column(String(120))
+    value_code: Mapped[str | None] = mapped_column(String(64))
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_boolean: Mapped[bool | None] = mapped_column(Boolean)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    replaced_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    replaced_by_label: Mapped[str] = mapped_column(String(254))
+    reason: Mapped[str] = mapped_column(String(500))

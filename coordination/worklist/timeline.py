@@ -32,7 +32,7 @@ from coordination.followup.protocol import ProtocolLibrary
 from coordination.texting.models import InboundMessage, MessagePurpose
 from coordination.texting.outbox import messages_for_patient
 from core.identity.models import User
-from core.models import Caregiver, CaregiverLink, Observation, Patient
+from core.models import Caregiver, CaregiverLink, Observation, ObservationRevision, Patient
 
 # Texts that carry a secret (an invitation link, a reset code): the timeline says they
 # were sent, never what they said, so that nobody but the recipient can use them.
@@ -87,7 +87,7 @@ def event_action(event: VisitEvent) -> str:
 
 
 @dataclass(frozen=True)
-class OutcomeValue:
+class ShownValue:
     """One observation, ready to show."""
 
     code_system: str
@@ -98,6 +98,7 @@ class OutcomeValue:
     boolean: bool | None
     text: str | None
     source: str
+    status: str = "final"  # FHIR's Observation.status: corrected, entered-in-error...
 
     @property
     def shown(self) -> str | None:
@@ -143,7 +144,7 @@ class TimelineEntry:
     to_phone: str | None = None
     from_phone: str | None = None
     error: str | None = None
-    values: tuple[OutcomeValue, ...] = ()
+    values: tuple[ShownValue, ...] = ()
 
     def sort_key(self) -> tuple[datetime, int, int]:
         return (self.at, _RANK[self.kind], self.ref_id)
@@ -233,8 +234,8 @@ def visit_history_entries(session: Session, *, visit_id: int) -> list[TimelineEn
     return _visit_entries(session, visit_id=visit_id, newest_first=False)
 
 
-def _value(observation: Observation) -> OutcomeValue:
-    return OutcomeValue(
+def _value(observation: Observation) -> ShownValue:
+    return ShownValue(
         code_system=observation.code_system,
         code=observation.code,
         display=observation.display,
@@ -243,6 +244,7 @@ def _value(observation: Observation) -> OutcomeValue:
         boolean=observation.value_boolean,
         text=observation.value_text,
         source=observation.source.value,
+        status=observation.status.value,
     )
 
 
@@ -454,15 +456,94 @@ def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> l
     return entries[:limit]
 
 
-def observations_for_visit(session: Session, *, visit_id: int) -> list[OutcomeValue]:
-    """The outcomes recorded at one visit (one query), in the order they were recorded."""
-    rows = session.scalars(
-        select(Observation)
+@dataclass(frozen=True)
+class EarlierValue:
+    """What an observation said before a correction, who recorded it and who replaced it."""
+
+    value: ShownValue
+    recorded_at: datetime
+    recorded_by: str | None
+    replaced_at: datetime
+    replaced_by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordedValue:
+    """One value recorded at a visit as it stands, with its earlier versions (oldest
+    first): a correction never hides what was first recorded."""
+
+    observation_id: int
+    value: ShownValue
+    recorded_by: str | None
+    last_updated: datetime
+    earlier: tuple[EarlierValue, ...]
+
+    @property
+    def entered_in_error(self) -> bool:
+        return self.value.status == "entered-in-error"
+
+
+def observations_for_visit(session: Session, *, visit_id: int) -> list[RecordedValue]:
+    """The outcomes recorded at one visit, in the order they were recorded, each with its
+    corrections (a fixed number of queries)."""
+    rows = session.execute(
+        select(Observation, User)
         .join(VisitObservation, VisitObservation.observation_id == Observation.id)
+        .outerjoin(User, User.id == Observation.recorded_by_user_id)
         .where(VisitObservation.visit_id == visit_id)
         .order_by(Observation.id)
     ).all()
-    return [_value(observation) for observation in rows]
+    ids = [observation.id for observation, _user in rows]
+    revisions = (
+        session.scalars(
+            select(ObservationRevision)
+            .where(ObservationRevision.observation_id.in_(ids))
+            .order_by(ObservationRevision.observation_id, ObservationRevision.version_id)
+        ).all()
+        if ids
+        else []
+    )
+    people_ids = {revision.recorded_by_user_id for revision in revisions} - {None}
+    people = (
+        {user.id: user for user in session.scalars(select(User).where(User.id.in_(people_ids)))}
+        if people_ids
+        else {}
+    )
+    earlier: dict[int, list[EarlierValue]] = {id_: [] for id_ in ids}
+    by_id = {observation.id: observation for observation, _user in rows}
+    for revision in revisions:
+        current = by_id[revision.observation_id]
+        earlier[revision.observation_id].append(
+            EarlierValue(
+                value=ShownValue(
+                    code_system=current.code_system,
+                    code=current.code,
+                    display=current.display,
+                    quantity=revision.value_quantity,
+                    unit=revision.value_unit,
+                    boolean=revision.value_boolean,
+                    text=revision.value_text,
+                    source=current.source.value,
+                    status=revision.status,
+                ),
+                recorded_at=revision.recorded_at,
+                recorded_by=_who(people.get(revision.recorded_by_user_id or 0)),
+                replaced_at=revision.replaced_at,
+                replaced_by=revision.replaced_by_label,
+                reason=revision.reason,
+            )
+        )
+    return [
+        RecordedValue(
+            observation_id=observation.id,
+            value=_value(observation),
+            recorded_by=_who(user),
+            last_updated=observation.last_updated,
+            earlier=tuple(earlier[observation.id]),
+        )
+        for observation, user in rows
+    ]
 
 
 def visit_labels(

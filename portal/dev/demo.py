@@ -432,12 +432,12 @@ def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User
                 assessments=protocol_visit.assessments,
                 completed_on=min(visit.target_date + timedelta(days=index % 5), today),
                 values={
-                    "hemoglobin": str(hb),
-                    "fetal_hemoglobin": str(hbf),
-                    "voe_count": "1" if (index + position) % 9 == 0 else "0",
-                    "hospitalizations": "0",
-                    "transfusions": "0",
-                    "pro_done": "on" if position % 4 else "",
+                    "hemoglobin": hb,
+                    "fetal_hemoglobin": hbf,
+                    "voe_count": Decimal(1 if (index + position) % 9 == 0 else 0),
+                    "hospitalizations": Decimal(0),
+                    "transfusions": Decimal(0),
+                    "pro_done": bool(position % 4),
                 },
             )
         # The visit whose window is open now: booked for some, confirmed for a few.

@@ -20,13 +20,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.health_events import REPORT_MEASURES
-from coordination.followup.models import MoveRequest, Visit
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
 from coordination.followup.outcomes import (
     MEASURES,
     MEASURES_BY_KEY,
     Measure,
+    OutcomeChangeError,
+    form_text,
     measures_for,
+    read_outcome_values,
+    read_revision_values,
     record_outcomes,
+    revise_outcomes,
+    standing_values,
 )
 from coordination.followup.protocol import ProtocolVisit, shipped_protocols
 from coordination.followup.requests import open_move_requests
@@ -67,6 +73,7 @@ NOTICES = {
     "cancelled": N_("The visit is cancelled."),
     "acknowledged": N_("The missed visit is marked as followed up."),
     "completed": N_("The visit is completed and its outcomes are saved."),
+    "corrected": N_("The values are saved; what was recorded before is kept."),
 }
 # The longest a typed outcome value may be before it is cut (text fields allow 1000).
 VALUE_MAX = 2000
@@ -161,6 +168,7 @@ def visit_page(
     failed: str | None = None,
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
+    removed: list[str] | None = None,
     status_code: int = 200,
     block: str | None = None,
 ) -> Response:
@@ -185,6 +193,12 @@ def visit_page(
         outcome_form = form
     elif failed == "cancel" and form is not None:
         cancel_form = form
+    standing = standing_values(session, visit_id=visit.id)
+    correction_form = {key: form_text(value) for key, value in standing.items()}
+    correction_removed: list[str] = []
+    if failed == "corrections" and form is not None:
+        correction_form = form
+        correction_removed = removed or []
     values: dict[str, Any] = {
         "patient": patient,
         "visit": visit,
@@ -206,6 +220,10 @@ def visit_page(
         "appointment_form": appointment_form,
         "outcome_form": outcome_form,
         "cancel_form": cancel_form,
+        "can_revise": visit.status is VisitStatus.COMPLETED,
+        "standing": standing,
+        "correction_form": correction_form,
+        "correction_removed": correction_removed,
         "failed": failed,
         "errors": errors or {},
         "zone": patient.state.time_zone,
@@ -429,17 +447,19 @@ def visit_outcomes(
     else:
         completed_on = parse_day_or_none(fields.get("completed_on", ""))
         protocol_visit = _protocol_visit(visit, patient)
+        assessments = protocol_visit.assessments if protocol_visit is not None else ()
         try:
+            values = read_outcome_values(measures_for(assessments), fields)
+            if completed_on is None:
+                raise FieldErrors({})
             record_outcomes(
                 session,
                 clock=context.clock,
                 actor=access.actor,
                 visit=visit,
-                assessments=protocol_visit.assessments if protocol_visit is not None else (),
-                # Without a readable date, a day that can never pass makes the service check
-                # every value and refuse (it changes nothing when any field is wrong).
-                completed_on=completed_on or date.max,
-                values={measure.key: fields.get(measure.key, "") for measure in MEASURES},
+                assessments=assessments,
+                completed_on=completed_on,
+                values=values,
             )
         except FieldErrors as problem:
             errors = i18n.translate_errors(problem.errors)
@@ -461,3 +481,75 @@ def visit_outcomes(
             block="outcome_card",
         )
     return redirect(request, _visit_url(visit, "completed"))
+
+
+async def correction_fields(request: Request) -> tuple[dict[str, str], list[str]]:
+    """The correction form as sent: one value per known measure, the reason, and the
+    measures whose value is to be removed as entered in error."""
+    form = await request.form()
+    wanted = {"reason", *MEASURES_BY_KEY}
+    fields = {
+        name: value.strip()[:VALUE_MAX]
+        for name, value in form.items()
+        if name in wanted and isinstance(value, str)
+    }
+    removed = [
+        value
+        for value in form.getlist("remove")
+        if isinstance(value, str) and value in MEASURES_BY_KEY
+    ]
+    return fields, removed
+
+
+@router.post(
+    "/patients/{patient_id}/visits/{visit_id}/outcomes/corrections", name="visit_corrections"
+)
+def visit_corrections(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: VisitManager,
+    visit_id: VisitId,
+    sent: Annotated[tuple[dict[str, str], list[str]], Depends(correction_fields)],
+) -> Response:
+    """Correct, complete or remove (entered in error) the values of a completed visit, with
+    the reason; what was recorded before is kept."""
+    fields, removed = sent
+    visit = _visit_of(session, access, visit_id)
+    protocol_visit = _protocol_visit(visit, access.patient)
+    assessments = protocol_visit.assessments if protocol_visit is not None else ()
+    errors: dict[str, str] = {}
+    try:
+        revise_outcomes(
+            session,
+            clock=context.clock,
+            actor=access.actor,
+            visit=visit,
+            assessments=assessments,
+            values=read_revision_values(
+                measures_for(assessments),
+                fields,
+                standing=standing_values(session, visit_id=visit.id),
+            ),
+            remove=removed,
+            reason=fields.get("reason", ""),
+        )
+    except FieldErrors as problem:
+        errors = i18n.translate_errors(problem.errors)
+    except OutcomeChangeError as problem:
+        errors[""] = i18n.translate(problem.args[0])
+    if errors:
+        return visit_page(
+            request,
+            session,
+            context,
+            access,
+            visit,
+            failed="corrections",
+            form=fields,
+            removed=removed,
+            errors=errors,
+            status_code=400,
+            block="outcome_card",
+        )
+    return redirect(request, _visit_url(visit, "corrected"))

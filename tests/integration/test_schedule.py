@@ -10,6 +10,7 @@ import itertools
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -921,7 +922,7 @@ def test_a_back_dated_enrolment_records_the_closed_windows_missed_and_followed_u
         visit=month_12,
         assessments=(Assessment.HEMOGLOBIN,),
         completed_on=month_12.target_date,
-        values={"hemoglobin": "11.2"},
+        values={"hemoglobin": Decimal("11.2")},
     )
     session.commit()
     session.expire_all()

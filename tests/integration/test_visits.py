@@ -866,7 +866,7 @@ def _lived_in_history(db: Database, clock: FrozenClock, given_name: str) -> tupl
                 visit=visits["day-30"],
                 assessments=(Assessment.HEMOGLOBIN, Assessment.SAFETY_SCREEN),
                 completed_on=clock.now().date() - timedelta(days=60),
-                values={"hemoglobin": "11.40", "voe_count": "2"},
+                values={"hemoglobin": Decimal("11.40"), "voe_count": Decimal(2)},
             ),
             lambda: book_appointment(
                 session,
@@ -1097,7 +1097,7 @@ def _patient_with_visits(db: Database, clock: FrozenClock, *, visits: int, numbe
                 visit=visit,
                 assessments=(Assessment.HEMOGLOBIN, Assessment.PRO_QUESTIONNAIRE),
                 completed_on=visit.target_date,
-                values={"hemoglobin": "11", "pro_done": "on"},
+                values={"hemoglobin": Decimal(11), "pro_done": True},
             )
         upcoming = next(visit for visit in change.visits if visit.window_end >= today)
         book_appointment(
