@@ -204,6 +204,24 @@ def app(db: Database, settings: Settings, clock: FrozenClock) -> FastAPI:
 
 
 @pytest.fixture
+def empty_app(empty_db: Database, clock: FrozenClock) -> FastAPI:
+    """The application on an empty database: tests build their own data (tests/factories.py)."""
+    return create_app(
+        make_settings(empty_db.url),
+        clock=clock,
+        factory=empty_db.factory,
+        gateway=ConsoleGateway(),
+        run_scheduler=False,
+    )
+
+
+@pytest.fixture
+def empty_client(empty_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(empty_app, raise_server_exceptions=False, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client:
         yield test_client

@@ -5,8 +5,8 @@ visit is saved, and what was first recorded stays readable: who, when, and why i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import date
+from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
@@ -16,14 +16,14 @@ from sqlalchemy import select
 
 from coordination.followup.models import Visit, VisitObservation, VisitStatus
 from coordination.followup.outcomes import record_outcomes
-from coordination.followup.protocol import Assessment, shipped_protocols
-from coordination.followup.schedule import sync_schedule
+from coordination.followup.protocol import Assessment
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
-from core.db import transaction
-from core.models import Observation, ObservationRevision, ObservationStatus, Patient
-from tests.conftest import COORDINATOR_CO, COORDINATOR_MD, HTMX, Database, plain, user_by_login
+from core.identity.models import Role, User
+from core.models import Observation, ObservationRevision, ObservationStatus
+from tests.conftest import HTMX, Database, log_in, plain
+from tests.factories import PASSWORD, building
 
 HEMOGLOBIN = "718-7"
 FETAL_HEMOGLOBIN = "4576-5"
@@ -34,30 +34,46 @@ def htmx(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
-def _completed_visit(db: Database, clock: FrozenClock) -> tuple[int, int]:
-    """Imani's day-100 visit, completed with hemoglobin 11.4 (no fetal hemoglobin yet)."""
-    with transaction(db.factory) as session:
-        patient = session.scalar(select(Patient).where(Patient.given_name == "Imani"))
-        assert patient is not None
-        user = user_by_login(session, COORDINATOR_MD)
-        actor = Actor(user_id=user.id, label=COORDINATOR_MD, role="coordinator")
-        sync_schedule(
-            session, clock=clock, actor=actor, library=shipped_protocols(), patient=patient
+@dataclass
+class World:
+    patient_id: int
+    visit_id: int
+    coordinator: str  # login, Maryland
+    other_coordinator: str  # login, Colorado
+
+
+@pytest.fixture
+def world(empty_db: Database, clock: FrozenClock) -> World:
+    """A Lyfgenia patient infused 104 days ago whose day-100 visit is completed with
+    hemoglobin 11.4 (no fetal hemoglobin yet), and a coordinator of her state and of another."""
+    with building(empty_db.factory, clock) as make:
+        maryland = make.state("MD")
+        patient = make.patient(
+            center=make.center(maryland),
+            therapy="lyfgenia",
+            infusion_date=clock.now().date() - timedelta(days=104),
         )
-        visit = session.scalar(
+        coordinator = make.staff(Role.COORDINATOR, states=[maryland])
+        other = make.staff(Role.COORDINATOR, states=[make.state("CO")])
+        visit = make.session.scalar(
             select(Visit).where(Visit.patient_id == patient.id, Visit.visit_key == "day-100")
         )
         assert visit is not None
         record_outcomes(
-            session,
+            make.session,
             clock=clock,
-            actor=actor,
+            actor=Actor(user_id=coordinator.id, label=coordinator.login or "", role="coordinator"),
             visit=visit,
             assessments=(Assessment.HEMOGLOBIN, Assessment.FETAL_HEMOGLOBIN),
-            completed_on=date(2026, 11, 25),
+            completed_on=clock.now().date() - timedelta(days=2),
             values={"hemoglobin": Decimal("11.4"), "voe_count": Decimal(0)},
         )
-        return patient.id, visit.id
+        assert coordinator.login is not None and other.login is not None
+        return World(patient.id, visit.id, coordinator.login, other.login)
+
+
+def _log_in(client: TestClient, login: str, clock: FrozenClock) -> str:
+    return log_in(client, login, clock, password=PASSWORD)
 
 
 def _url(patient_id: int, visit_id: int, action: str = "") -> str:
@@ -91,14 +107,14 @@ def _succeeded(response: httpx.Response, *, htmx: bool) -> str:
 
 
 def test_a_coordinator_corrects_a_value_and_the_first_one_stays_readable(
-    db: Database,
-    client: TestClient,
-    login_as: Callable[[str], str],
+    empty_db: Database,
+    empty_client: TestClient,
+    world: World,
     clock: FrozenClock,
     htmx: bool,
 ) -> None:
-    patient_id, visit_id = _completed_visit(db, clock)
-    token = login_as(COORDINATOR_MD)
+    db, client, patient_id, visit_id = empty_db, empty_client, world.patient_id, world.visit_id
+    token = _log_in(client, world.coordinator, clock)
     page = client.get(_url(patient_id, visit_id))
     assert "Correct or complete the values" in page.text
     # The form starts from what stands.
@@ -125,14 +141,14 @@ def test_a_coordinator_corrects_a_value_and_the_first_one_stays_readable(
         revisions = session.scalars(
             select(ObservationRevision).where(ObservationRevision.observation_id == hemoglobin.id)
         ).all()
-        coordinator = user_by_login(session, COORDINATOR_MD)
+        coordinator_id = session.scalar(select(User.id).where(User.login == world.coordinator))
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.action == "observation.correct")
         ).all()
     assert [(r.version_id, r.value_quantity, r.status) for r in revisions] == [
         (1, Decimal("11.4"), "final")
     ]
-    assert revisions[0].recorded_by_user_id == coordinator.id
+    assert revisions[0].recorded_by_user_id == coordinator_id
     assert revisions[0].reason == "The lab sent a corrected result"
     assert [(e.patient_id, e.target) for e in events] == [
         (patient_id, f"observation:{hemoglobin.id}")
@@ -146,14 +162,14 @@ def test_a_coordinator_corrects_a_value_and_the_first_one_stays_readable(
 
 
 def test_a_value_that_arrives_later_completes_the_visit_and_one_entered_in_error_is_removed(
-    db: Database,
-    client: TestClient,
-    login_as: Callable[[str], str],
+    empty_db: Database,
+    empty_client: TestClient,
+    world: World,
     clock: FrozenClock,
     htmx: bool,
 ) -> None:
-    patient_id, visit_id = _completed_visit(db, clock)
-    token = login_as(COORDINATOR_MD)
+    db, client, patient_id, visit_id = empty_db, empty_client, world.patient_id, world.visit_id
+    token = _log_in(client, world.coordinator, clock)
     sent = _post(
         client,
         _url(patient_id, visit_id, "outcomes/corrections"),
@@ -169,7 +185,8 @@ def test_a_value_that_arrives_later_completes_the_visit_and_one_entered_in_error
     found = _observations(db, visit_id)
     fetal = found[FETAL_HEMOGLOBIN]
     assert (fetal.value_quantity, fetal.value_unit) == (Decimal("31.5"), "%")
-    assert fetal.effective_at.date() == date(2026, 11, 25)  # the visit's day, not today
+    # The visit's day, not today.
+    assert fetal.effective_at.date() == clock.now().date() - timedelta(days=2)
     assert found["voe-count"].status is ObservationStatus.ENTERED_IN_ERROR
     assert found[HEMOGLOBIN].version_id == 1  # untouched: its field was left empty
     with db.factory() as session:
@@ -183,14 +200,14 @@ def test_a_value_that_arrives_later_completes_the_visit_and_one_entered_in_error
 
 
 def test_a_correction_needs_a_reason_and_a_plausible_value_and_changes_nothing_otherwise(
-    db: Database,
-    client: TestClient,
-    login_as: Callable[[str], str],
+    empty_db: Database,
+    empty_client: TestClient,
+    world: World,
     clock: FrozenClock,
     htmx: bool,
 ) -> None:
-    patient_id, visit_id = _completed_visit(db, clock)
-    token = login_as(COORDINATOR_MD)
+    db, client, patient_id, visit_id = empty_db, empty_client, world.patient_id, world.visit_id
+    token = _log_in(client, world.coordinator, clock)
     url = _url(patient_id, visit_id, "outcomes/corrections")
     no_reason = _post(client, url, {"csrf_token": token, "hemoglobin": "12"}, htmx=htmx)
     assert no_reason.status_code == 400
@@ -215,12 +232,12 @@ def test_a_correction_needs_a_reason_and_a_plausible_value_and_changes_nothing_o
 
 
 def test_only_completed_visits_of_ones_own_patients_can_be_corrected(
-    db: Database,
-    client: TestClient,
-    login_as: Callable[[str], str],
+    empty_db: Database,
+    empty_client: TestClient,
+    world: World,
     clock: FrozenClock,
 ) -> None:
-    patient_id, visit_id = _completed_visit(db, clock)
+    db, client, patient_id, visit_id = empty_db, empty_client, world.patient_id, world.visit_id
     with db.factory() as session:
         open_visit = session.scalar(
             select(Visit.id)
@@ -229,14 +246,14 @@ def test_only_completed_visits_of_ones_own_patients_can_be_corrected(
             .limit(1)
         )
     assert open_visit is not None
-    token = login_as(COORDINATOR_CO)  # Colorado: Imani is in Maryland
+    token = _log_in(client, world.other_coordinator, clock)  # Colorado: she is in Maryland
     other_state = client.post(
         _url(patient_id, visit_id, "outcomes/corrections"),
         data={"csrf_token": token, "hemoglobin": "12", "reason": "x"},
     )
     assert other_state.status_code == 404
     client.cookies.clear()
-    token = login_as(COORDINATOR_MD)
+    token = _log_in(client, world.coordinator, clock)
     not_done = client.post(
         _url(patient_id, open_visit, "outcomes/corrections"),
         data={"csrf_token": token, "hemoglobin": "12", "reason": "x"},
