@@ -37,6 +37,10 @@ def enum_column(enum_type: type[enum.Enum], length: int = 32) -> Enum:
     )
 
 
+# Our own namespace for identifier systems nobody configured yet.
+SID_BASE = "https://cgt-access.org/fhir/sid"
+
+
 class Language(enum.StrEnum):
     EN = "en"
     ES = "es"
@@ -89,9 +93,16 @@ class State(Base):
     # `texts_until_hour`, in the recipient's own zone (default 8:00-21:00).
     texts_from_hour: Mapped[int] = mapped_column(Integer, default=8, server_default="8")
     texts_until_hour: Mapped[int] = mapped_column(Integer, default=21, server_default="21")
+    # The system URI of this state's Medicaid IDs in FHIR identifiers (set by admins; None:
+    # `medicaid_system`'s default), so a center's Patient names its state by its identifier.
+    medicaid_id_system: Mapped[str | None] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     centers: Mapped[list[TreatmentCenter]] = relationship(back_populates="state")
+
+    @property
+    def medicaid_system(self) -> str:
+        return self.medicaid_id_system or f"{SID_BASE}/medicaid/{self.code.lower()}"
 
 
 class Therapy(Base):
@@ -106,6 +117,20 @@ class Therapy(Base):
     manufacturer: Mapped[str] = mapped_column(String(120))
 
 
+class TherapyCode(Base):
+    """A code that names a therapy in data from outside (an NDC, RxNorm or HCPCS code), so a
+    center's infusion Procedure or MedicationAdministration says which therapy it was."""
+
+    __tablename__ = "therapy_codes"
+    __table_args__ = (UniqueConstraint("system", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    therapy_id: Mapped[int] = mapped_column(ForeignKey("therapies.id"), index=True)
+    system: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(64))
+    display: Mapped[str | None] = mapped_column(String(200))
+
+
 class TreatmentCenter(Base):
     """A qualified treatment center that infuses and follows patients."""
 
@@ -118,9 +143,15 @@ class TreatmentCenter(Base):
     city: Mapped[str] = mapped_column(String(80))
     phone: Mapped[str | None] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The system URI of the center's medical record numbers in FHIR identifiers (admins).
+    mrn_system: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     state: Mapped[State] = relationship(back_populates="centers")
+
+    @property
+    def record_number_system(self) -> str:
+        return self.mrn_system or f"{SID_BASE}/mrn/center-{self.id}"
 
 
 class Patient(Base):
@@ -148,6 +179,8 @@ class Patient(Base):
     mobile_phone: Mapped[str | None] = mapped_column(String(16), index=True)
     infusion_date: Mapped[date | None] = mapped_column(Date)
     status: Mapped[PatientStatus] = mapped_column(enum_column(PatientStatus))
+    # Raised by every change of the record: the FHIR versionId (and ETag) of the Patient.
+    version_id: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -273,3 +306,25 @@ class ObservationRevision(Base):
     replaced_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     replaced_by_label: Mapped[str] = mapped_column(String(254))
     reason: Mapped[str] = mapped_column(String(500))
+
+
+class Condition(Base):
+    """A coded diagnosis a treatment center sent (e.g. sickle cell disease, ICD-10-CM D57.*),
+    kept as a fact of the record: what it is, whether it is active and confirmed, since when."""
+
+    __tablename__ = "conditions"
+    __table_args__ = (Index("ix_conditions_patient_code", "patient_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    code_system: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(64))
+    display: Mapped[str | None] = mapped_column(String(200))
+    clinical_status: Mapped[str | None] = mapped_column(String(20))
+    verification_status: Mapped[str | None] = mapped_column(String(20))
+    onset_date: Mapped[date | None] = mapped_column(Date)
+    recorded_date: Mapped[date | None] = mapped_column(Date)
+    source: Mapped[ObservationSource] = mapped_column(enum_column(ObservationSource, 16))
+    version_id: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

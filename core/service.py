@@ -458,6 +458,7 @@ def update_patient(
         setattr(patient, name, new_values[name])
     if changed:
         patient.updated_at = clock.now()
+        patient.version_id += 1
         session.flush()
         record_event(
             session,
@@ -483,17 +484,9 @@ class CaregiverInput:
     )
 
 
-def add_caregiver(
-    session: Session,
-    *,
-    clock: Clock,
-    actor: Actor,
-    patient: Patient,
-    data: CaregiverInput,
-    other_errors: Mapping[str, str] = MappingProxyType({}),
-) -> CaregiverLink:
-    """Link a new caregiver to a patient with the proxy rights given (audited). Raises
-    FieldErrors, with `other_errors` (the caller's own fields) among them."""
+def _clean_caregiver(
+    data: CaregiverInput, other_errors: Mapping[str, str]
+) -> tuple[str, str, str, str | None, Language]:
     errors: dict[str, str] = {}
     given, family = data.given_name.strip(), data.family_name.strip()
     relationship = data.relationship.strip()
@@ -519,6 +512,21 @@ def add_caregiver(
     errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
+    return given, family, relationship, phone, language
+
+
+def add_caregiver(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    patient: Patient,
+    data: CaregiverInput,
+    other_errors: Mapping[str, str] = MappingProxyType({}),
+) -> CaregiverLink:
+    """Link a new caregiver to a patient with the proxy rights given (audited). Raises
+    FieldErrors, with `other_errors` (the caller's own fields) among them."""
+    given, family, relationship, phone, language = _clean_caregiver(data, other_errors)
     now = clock.now()
     caregiver = Caregiver(
         given_name=given[:NAME_MAX],
@@ -550,6 +558,45 @@ def add_caregiver(
         detail={"rights": sorted(right.value for right in data.rights)},
     )
     return link
+
+
+def update_caregiver(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    link: CaregiverLink,
+    data: CaregiverInput,
+) -> list[str]:
+    """Change a linked caregiver's name, number, language and relationship (not their
+    rights: those stay with the patient and staff). Returns the changed field names
+    (audited, without their values); raises FieldErrors."""
+    given, family, relationship, phone, language = _clean_caregiver(data, {})
+    caregiver = link.caregiver
+    wanted: dict[tuple[object, str], object] = {
+        (caregiver, "given_name"): given[:NAME_MAX],
+        (caregiver, "family_name"): family[:NAME_MAX],
+        (caregiver, "mobile_phone"): phone,
+        (caregiver, "preferred_language"): language,
+        (link, "relationship_label"): relationship,
+    }
+    changed = [name for (row, name), value in wanted.items() if getattr(row, name) != value]
+    if not changed:
+        return []
+    for (row, name), value in wanted.items():
+        setattr(row, name, value)
+    link.updated_at = clock.now()
+    session.flush()
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="caregiver.update",
+        patient_id=link.patient_id,
+        target=f"caregiver:{link.caregiver_id}",
+        detail={"fields": changed},
+    )
+    return changed
 
 
 def set_proxy_rights(

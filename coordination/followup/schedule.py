@@ -498,6 +498,40 @@ def complete_visit(
     return event
 
 
+def visit_on(session: Session, *, patient_id: int, day: date) -> Visit | None:
+    """The visit whose window holds `day` (a date in the patient's zone): the open or missed
+    one first, else a completed one; None when no window holds it. Cancelled visits never
+    count (windows do not overlap, so there is at most one of each)."""
+    candidates = session.scalars(
+        select(Visit).where(
+            Visit.patient_id == patient_id,
+            Visit.window_start <= day,
+            Visit.window_end >= day,
+            Visit.status != VisitStatus.CANCELLED,
+        )
+    ).all()
+    return min(
+        candidates,
+        key=lambda visit: (visit.status is VisitStatus.COMPLETED, visit.target_date),
+        default=None,
+    )
+
+
+def complete_visit_on(
+    session: Session, *, clock: Clock, actor: Actor, patient: Patient, day: date
+) -> Visit:
+    """Record that the patient came on `day`: the visit whose window holds it is completed
+    on that day (a visit already completed stays as it is). Raises VisitTransitionError
+    when no visit's window holds the day."""
+    visit = visit_on(session, patient_id=patient.id, day=day)
+    if visit is None:
+        raise VisitTransitionError(N_("No follow-up visit's window holds this date."))
+    if visit.status is not VisitStatus.COMPLETED:
+        complete_visit(session, clock=clock, actor=actor, visit=visit, completed_on=day)
+        session.flush()
+    return visit
+
+
 def acknowledge_missed(session: Session, *, clock: Clock, actor: Actor, visit: Visit) -> None:
     """The coordinator has followed up a missed visit: it leaves the overdue bucket."""
     if visit.status is not VisitStatus.MISSED:
