@@ -4,6 +4,7 @@ from coordination import models as coordination_models
 from core import models as core_models
 from core.audit import models as audit_models
 from core.identity import models as identity_models
+from fhir_adapter import models as fhir_models
 from portal.education import models as education_models
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "coordination_models",
     "core_models",
     "education_models",
+    "fhir_models",
     "identity_models",
 ]
