@@ -92,6 +92,7 @@ def create_app(
     from portal.routes import (
         account,
         admin,
+        admin_fhir_clients,
         admin_places,
         auth,
         caregivers,
@@ -125,6 +126,7 @@ def create_app(
         education_staff,
         admin,
         admin_places,
+        admin_fhir_clients,
         demo,
         sms,
     ):
