@@ -4,6 +4,7 @@ cryptography is written here."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from typing import Any
@@ -48,6 +49,17 @@ class JwksUnavailable(Exception):
     the client) names the cause without any secret."""
 
 
+def _modulus_bits(value: object) -> int:
+    """The size of an RSA modulus given as base64url (0 when it is not one)."""
+    if not isinstance(value, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
+
+
 def _usable_key(member: dict[str, Any]) -> tuple[PublicKey | None, str | None]:
     """The key, or None and why it cannot verify RS384/ES384 assertions."""
     kty, kid = member.get("kty"), member.get("kid")
@@ -61,10 +73,10 @@ def _usable_key(member: dict[str, Any]) -> tuple[PublicKey | None, str | None]:
         )
     try:
         if kty == "RSA":
-            rsa = RSAKey.import_key(member)
-            if rsa.public_key.key_size < MIN_RSA_BITS:
+            # Measured before joserfc reads it (which would only warn about a short key).
+            if _modulus_bits(member.get("n")) < MIN_RSA_BITS:
                 return None, N_("The RSA key %(kid)s is shorter than 2048 bits.", kid=kid)
-            return rsa, None
+            return RSAKey.import_key(member), None
         if kty == "EC":
             if member.get("crv") != "P-384":
                 return None, N_(
