@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from core.web import ClockDep, SessionDep, request_context
@@ -21,6 +22,8 @@ router = APIRouter()
 # RFC 6749 section 5.1: token responses are never cached.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FORM_FIELDS = 20
+# A token request is a few form fields and one assertion (at most 16,000 characters).
+MAX_BODY_BYTES = 32 * 1024
 
 
 def _oauth_error(refusal: TokenRefused) -> Response:
@@ -33,6 +36,9 @@ async def token(request: Request, session: SessionDep, clock: ClockDep) -> Respo
     read here (not by FastAPI's validation, whose errors are HTML pages for people) so
     that every refusal is an RFC 6749 JSON error."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = request.headers.get("content-length", "")
+    if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return _oauth_error(TokenRefused("invalid_request", "the request body is too large"))
     if content_type != "application/x-www-form-urlencoded":
         return _oauth_error(
             TokenRefused(
@@ -51,7 +57,10 @@ async def token(request: Request, session: SessionDep, clock: ClockDep) -> Respo
         values.setdefault(name, []).append(value)
     settings = request_context(request).settings
     try:
-        issued = issue_token(
+        # In a worker thread: the database, and perhaps fetching the center's key set
+        # (up to a few seconds), must not hold up the event loop.
+        issued = await run_in_threadpool(
+            issue_token,
             session,
             clock=clock,
             form=values,

@@ -313,6 +313,10 @@ def test_malformed_token_requests_get_rfc6749_errors_never_500(
     as_json = http.post("/auth/token", json=good)
     assert as_json.status_code == 400
     assert as_json.json()["error"] == "invalid_request"
+    huge = http.post("/auth/token", data={**good, "client_assertion": "x" * 40_000})
+    assert (huge.status_code, huge.json()["error"]) == (400, "invalid_request")
+    long_assertion = http.post("/auth/token", data={**good, "client_assertion": "x" * 20_000})
+    assert long_assertion.json()["error_description"] == "client_assertion is too long"
     assert token_rows(db) == 0
 
 
