@@ -8,12 +8,14 @@ from core import models as core_models
 from core.audit import models as audit_models
 from core.identity import models as identity_models
 from education import models as education_models
+from fhir_adapter import models as fhir_models
 
 __all__ = [
     "audit_models",
     "coordination_models",
     "core_models",
     "education_models",
+    "fhir_models",
     "followup_models",
     "identity_models",
     "texting_models",

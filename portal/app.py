@@ -87,9 +87,12 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)
 
+    from fhir_adapter import auth_routes as fhir_auth_routes
+    from fhir_adapter.bearer import install_fhir_auth
     from portal.routes import (
         account,
         admin,
+        admin_fhir_clients,
         admin_places,
         auth,
         caregivers,
@@ -123,10 +126,14 @@ def create_app(
         education_staff,
         admin,
         admin_places,
+        admin_fhir_clients,
         demo,
         sms,
     ):
         app.include_router(module.router)
+    # The machine-facing side: SMART token endpoint and discovery, FHIR auth refusals.
+    app.include_router(fhir_auth_routes.router)
+    install_fhir_auth(app)
     return app
 
 

@@ -23,6 +23,9 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; object-src 'none'"
 )
 _SECRET_SEGMENTS = re.compile(r"/(invite|calendar)/[^/]+")
+# The treatment centers' systems' endpoints: no browser there, so no CSRF cookie to hand
+# out (CSRF checks apply only to the portal's page routes, see portal.routes.pages).
+_MACHINE_PATHS = ("/auth/", "/fhir", "/.well-known/")
 
 
 def loggable_path(path: str) -> str:
@@ -44,9 +47,10 @@ class SecurityMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         seed = HTTPConnection(scope).cookies.get(CSRF_COOKIE)
         new_seed = None
-        if not seed or len(seed) > 128:
+        machine = scope["path"].startswith(_MACHINE_PATHS)
+        if (not seed or len(seed) > 128) and not machine:
             new_seed = seed = secrets.token_urlsafe(32)
-        state["csrf_seed"] = seed
+        state["csrf_seed"] = seed or ""
         started = time.perf_counter()
         status = 500
 

@@ -27,6 +27,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_patient_at", "patient_id", "at"),
         Index("ix_audit_events_actor_at", "actor_user_id", "at"),
         Index("ix_audit_events_action_at", "action", "at"),
+        Index("ix_audit_events_client_at", "client_id", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -42,6 +43,10 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The OAuth client id of the treatment center's system (a registered FHIR client) that
+    # acted, or that an admin's change was about. A string, not a foreign key: the log
+    # stands on its own and core knows nothing of the FHIR room's tables.
+    client_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditLogIsAppendOnly(Exception):

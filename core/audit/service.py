@@ -12,20 +12,41 @@ from sqlalchemy.orm import Session
 from core.audit.models import AuditEvent, AuditOutcome
 from core.clock import Clock
 
+# The role label of a treatment center's system acting through the FHIR API.
+FHIR_CLIENT_ROLE = "fhir_client"
+
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting and from where; built by the route layer, passed to services."""
+    """Who is acting and from where; built by the route layer, passed to services.
+
+    A person has a `user_id`; a treatment center's system (a registered FHIR client) has a
+    `client_id` instead."""
 
     user_id: int | None
     label: str
     role: str | None
     ip: str | None = None
     user_agent: str | None = None
+    client_id: str | None = None
 
     @classmethod
     def system(cls, job: str) -> Actor:
         return cls(user_id=None, label=f"system:{job}", role=None)
+
+    @classmethod
+    def fhir_client(
+        cls, client_id: str, ip: str | None = None, user_agent: str | None = None
+    ) -> Actor:
+        """A registered FHIR client (a treatment center's system), by its OAuth client id."""
+        return cls(
+            user_id=None,
+            label=client_id,
+            role=FHIR_CLIENT_ROLE,
+            ip=ip,
+            user_agent=user_agent,
+            client_id=client_id,
+        )
 
 
 def record_event(
@@ -38,8 +59,13 @@ def record_event(
     patient_id: int | None = None,
     target: str | None = None,
     detail: dict[str, Any] | None = None,
+    client_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event. `detail` names fields that changed, never their values."""
+    """Append one event. `detail` names fields that changed, never their values.
+
+    `client_id` names the FHIR client an event is about when it is not the actor (an admin
+    registering or disabling it), so that filtering by client shows both what the client
+    did and what was done to it."""
     event = AuditEvent(
         at=clock.now(),
         actor_user_id=actor.user_id,
@@ -52,6 +78,7 @@ def record_event(
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:200] or None,
         detail=detail,
+        client_id=client_id or actor.client_id,
     )
     session.add(event)
     session.flush()
@@ -66,6 +93,7 @@ class AuditFilter:
     outcome: AuditOutcome | None = None
     since: datetime | None = None
     until: datetime | None = None
+    client_id: str | None = None  # a FHIR client: what it did and what was done to it
 
 
 def _filtered(query: Select[Any], criteria: AuditFilter) -> Select[Any]:
@@ -77,6 +105,8 @@ def _filtered(query: Select[Any], criteria: AuditFilter) -> Select[Any]:
         query = query.where(AuditEvent.patient_id == criteria.patient_id)
     if criteria.outcome is not None:
         query = query.where(AuditEvent.outcome == criteria.outcome)
+    if criteria.client_id:
+        query = query.where(AuditEvent.client_id == criteria.client_id)
     if criteria.since is not None:
         query = query.where(AuditEvent.at >= criteria.since)
     if criteria.until is not None:

@@ -40,6 +40,7 @@ class Permission(enum.StrEnum):
     ADMIN_CENTERS = "admin.centers"
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
+    FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
     ACCOUNT = "account"
 
 
@@ -86,6 +87,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_CENTERS,
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
+            Permission.FHIR_CLIENTS_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.ACCOUNT,
         }

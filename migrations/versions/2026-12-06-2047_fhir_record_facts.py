@@ -2,7 +2,7 @@
 that name a therapy, coded conditions, and a version per patient record.
 
 Revision ID: a81dc51c6a83
-Revises: b6edc489ff29
+Revises: 567f9cee232f
 Create Date: 2026-12-06 20:47:44.196512+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import core.db
 
 revision: str = "a81dc51c6a83"
-down_revision: str | None = "b6edc489ff29"
+down_revision: str | None = "567f9cee232f"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

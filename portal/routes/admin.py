@@ -30,6 +30,7 @@ from core.reference import (
     list_states,
 )
 from core.text import N_
+from fhir_adapter.clients import list_clients
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
 from portal.onboarding import invitation_url
@@ -251,6 +252,7 @@ def audit_page(
     outcome: Annotated[str, Query(max_length=8)] = "",
     since: Annotated[str, Query(max_length=10)] = "",
     until: Annotated[str, Query(max_length=10)] = "",
+    client: Annotated[str, Query(max_length=64)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     """Read-only: there is no route that changes or deletes an audit event."""
@@ -262,6 +264,7 @@ def audit_page(
         outcome=AuditOutcome(outcome) if outcome in AuditOutcome.__members__.values() else None,
         since=datetime.combine(since_day, time.min, UTC) if since_day else None,
         until=datetime.combine(until_day, time.min, UTC) + timedelta(days=1) if until_day else None,
+        client_id=client.strip() or None,
     )
     events, total = search_events(session, criteria=criteria, page=page)
     if page > 1 and not events and total:  # past the end: show the last page
@@ -282,8 +285,10 @@ def audit_page(
                 "outcome": outcome,
                 "since": since,
                 "until": until,
+                "client": client,
             },
             "outcomes": list(AuditOutcome),
+            "fhir_clients": list_clients(session),
         },
         block="results",
     )

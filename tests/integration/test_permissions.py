@@ -39,6 +39,8 @@ from core.identity.access import ROLE_PERMISSIONS, Permission
 from core.identity.models import Role, User
 from core.models import CaregiverLink, Patient, ProxyRight, State, TreatmentCenter
 from education.content import shipped_modules
+from fhir_adapter.clients import ClientInput, register_client
+from fhir_adapter.models import FhirClient
 from portal.app import create_app
 from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import (
@@ -76,6 +78,9 @@ PUBLIC = frozenset(
         "calendar_feed",  # a calendar app's fetch: the secret token in the URL is the key
         "sms_inbound",  # Twilio's webhooks: the X-Twilio-Signature is the key
         "sms_status",
+        "fhir_token",  # SMART backend services: the signed client assertion is the key
+        "smart_configuration",  # SMART discovery documents
+        "fhir_smart_configuration",
     }
 )
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).
@@ -98,12 +103,15 @@ class Guard:
     scoped_permission: Permission | None = None
     login_only: bool = False
     readers_only: bool = False  # EDUCATION_VIEW pages that only patients and caregivers read
+    fhir_bearer: bool = False  # the FHIR API: a treatment center's access token, no login
 
     @property
     def exists(self) -> bool:
-        return bool(self.permissions) or self.login_only
+        return bool(self.permissions) or self.login_only or self.fhir_bearer
 
     def describe(self) -> str:
+        if self.fhir_bearer:
+            return "FHIR bearer token"
         if self.scoped_permission is not None:
             return f"patient-scoped {self.scoped_permission.value}"
         if self.permissions:
@@ -125,10 +133,10 @@ class RouteSpec:
 def _find_guard(dependant: Dependant) -> Guard:
     permissions: set[Permission] = set()
     scoped: Permission | None = None
-    login_only = readers_only = False
+    login_only = readers_only = fhir_bearer = False
 
     def walk(node: Dependant) -> None:
-        nonlocal scoped, login_only, readers_only
+        nonlocal scoped, login_only, readers_only, fhir_bearer
         call = node.call
         if call is not None:
             permission = getattr(call, "permission", None)
@@ -140,11 +148,13 @@ def _find_guard(dependant: Dependant) -> Guard:
                 login_only = True
             if getattr(call, "readers_only", False) is True:
                 readers_only = True
+            if getattr(call, "fhir_bearer", False) is True:
+                fhir_bearer = True
         for child in node.dependencies:
             walk(child)
 
     walk(dependant)
-    return Guard(frozenset(permissions), scoped, login_only, readers_only)
+    return Guard(frozenset(permissions), scoped, login_only, readers_only, fhir_bearer)
 
 
 def _route_entries(app: FastAPI) -> Iterator[tuple[Any, APIRoute]]:
@@ -334,6 +344,7 @@ class World:
             "state_id": _first_id(session, State.id),
             "center_id": _first_id(session, TreatmentCenter.id),
             "user_id": user_by_login(session, ANALYST).id,
+            "fhir_client_id": _first_id(session, FhirClient.id),
         }
         return cls(people=people, targets=targets, links=links, ids=ids)
 
@@ -359,6 +370,7 @@ class Outcome(enum.Enum):
     SECOND_FACTOR = "a redirect to the second-factor step (/login/mfa)"
     FORBIDDEN = "403 (role lacks the permission)"
     NOT_FOUND = "404 (patient out of scope or missing)"
+    NO_BEARER = "401 (the FHIR API takes a center's access token, never a login cookie)"
     ALLOWED = "allowed (not 401/403/404/5xx, no redirect to a login step)"
 
 
@@ -396,9 +408,11 @@ def in_scope(world: World, person: Person, permission: Permission, target: Targe
 def expected_outcome(
     world: World, persona: Persona, route: RouteSpec, target: Target | None
 ) -> Outcome:
+    guard = route.guard
+    if guard.fhir_bearer:
+        return Outcome.NO_BEARER
     if persona.login is None:
         return Outcome.LOGIN
-    guard = route.guard
     if guard.login_only and not guard.permissions:
         return Outcome.FORBIDDEN if route.name in DEMO_ONLY else Outcome.ALLOWED
     person = world.people[persona.key]
@@ -437,6 +451,8 @@ def problem_with(expected: Outcome, route: RouteSpec, response: httpx.Response) 
         ok = status == 403
     elif expected is Outcome.NOT_FOUND:
         ok = status == 404
+    elif expected is Outcome.NO_BEARER:
+        ok = status == 401
     else:
         login_steps = (
             {"/login"} if route.guard.login_only else {"/login", "/login/mfa", "/account/mfa"}
@@ -510,9 +526,28 @@ def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> 
             )
 
 
+def _register_a_fhir_client(db: Database, clock: FrozenClock) -> None:
+    """A client for the FHIR client admin pages' paths."""
+    with transaction(db.factory) as session:
+        center_id = _first_id(session, TreatmentCenter.id)
+        register_client(
+            session,
+            clock=clock,
+            actor=Actor.system("test"),
+            data=ClientInput(
+                name="Matrix test system",
+                center_id=str(center_id),
+                jwks_url="https://keys.example.org/jwks.json",
+                scopes=["system/Patient.rs"],
+            ),
+            allow_http_loopback=False,
+        )
+
+
 def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> None:
     routes = [route for route in api_routes(app) if route.guard.exists]
     _give_everyone_a_schedule_and_a_report(db, clock)
+    _register_a_fhir_client(db, clock)
     with db.factory() as session:
         world = World.load(session)
     failures: list[str] = []
@@ -557,7 +592,11 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                                 + f": expected {expected.value}, {problem}"
                             )
     assert checked > 250, checked
-    assert seen_outcomes == set(Outcome), f"the matrix never expects {set(Outcome) - seen_outcomes}"
+    # FHIR routes arrive with the FHIR API; until then no route expects a bearer token.
+    outcomes = set(Outcome) - (
+        set() if any(route.guard.fhir_bearer for route in routes) else {Outcome.NO_BEARER}
+    )
+    assert seen_outcomes == outcomes, f"the matrix never expects {outcomes - seen_outcomes}"
     assert not failures, f"{len(failures)} of {checked} checks failed:\n" + "\n".join(failures)
 
 

@@ -1,0 +1,117 @@
+"""Tables of SMART Backend Services: the treatment centers' registered clients, their key
+sets (with the history of rotations), the client-assertion ids already used, and the
+access tokens issued. Everything a token check needs is a row, so any number of process
+copies agree at once (a disabled client is refused by every copy on its next request)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime
+from core.identity.models import User
+from core.models import TreatmentCenter
+
+
+class FhirClient(Base):
+    """A treatment center's system allowed to use the FHIR API (a SMART backend service).
+
+    It acts for exactly one center, and sees and writes only that center's patients."""
+
+    __tablename__ = "fhir_clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The OAuth client_id: `iss` and `sub` of its assertions. Never changes once registered.
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"), index=True)
+    # What it may be granted: canonical SMART v2 scopes, space-separated
+    # (e.g. "system/Observation.cruds system/Patient.rs").
+    scopes: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    center: Mapped[TreatmentCenter] = relationship()
+    created_by: Mapped[User | None] = relationship()
+    key_sets: Mapped[list[FhirClientKeySet]] = relationship(
+        back_populates="client", order_by="FhirClientKeySet.id"
+    )
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.disabled_at is None
+
+    @property
+    def current_key_set(self) -> FhirClientKeySet | None:
+        """The key set in force (the newest one that was not replaced)."""
+        current = [key_set for key_set in self.key_sets if key_set.replaced_at is None]
+        return current[-1] if current else None
+
+
+class FhirClientKeySet(Base):
+    """The public keys a client signs its assertions with: a JWKS URL (the fetched copy is
+    cached here, with when it was fetched) or a pasted JWK Set. Rotating keys adds a row and
+    marks the old one replaced; the old one keeps verifying until `accepted_until` (a grace
+    period lets a center roll its keys without a gap), then it is only history."""
+
+    __tablename__ = "fhir_client_key_sets"
+    __table_args__ = (Index("ix_fhir_client_key_sets_client", "client_pk", "replaced_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("fhir_clients.id"))
+    jwks_url: Mapped[str | None] = mapped_column(String(500))
+    # The pasted set, or the last copy fetched from `jwks_url` (public keys only).
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    replaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # NULL while in force; after a rotation, the end of the grace period (= replaced_at
+    # when there is none).
+    accepted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    client: Mapped[FhirClient] = relationship(back_populates="key_sets")
+    created_by: Mapped[User | None] = relationship()
+
+    def accepted_at(self, now: datetime) -> bool:
+        return self.accepted_until is None or now < self.accepted_until
+
+
+class FhirAssertionJti(Base):
+    """A client assertion's `jti`, kept until the assertion expires: the unique constraint
+    refuses a replay in any process copy."""
+
+    __tablename__ = "fhir_assertion_jtis"
+    __table_args__ = (
+        UniqueConstraint("client_pk", "jti"),
+        Index("ix_fhir_assertion_jtis_expires", "client_pk", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("fhir_clients.id"))
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FhirAccessToken(Base):
+    """An issued access token: opaque and random; the table keeps only its SHA-256, so a
+    leaked table opens nothing. Disabling the client, changing its scopes or replacing its
+    keys at once deletes its rows."""
+
+    __tablename__ = "fhir_access_tokens"
+    __table_args__ = (Index("ix_fhir_access_tokens_client_expires", "client_pk", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("fhir_clients.id"))
+    # Canonical scopes granted, space-separated.
+    scopes: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    client: Mapped[FhirClient] = relationship()
