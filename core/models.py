@@ -82,6 +82,7 @@ class State(Base):
     """A state (or DC, Puerto Rico) running the model: its program, zone and help line."""
 
     __tablename__ = "states"
+    __table_args__ = (Index("ix_states_medicaid_id_system", "medicaid_id_system", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(2), unique=True)
@@ -95,7 +96,7 @@ class State(Base):
     texts_until_hour: Mapped[int] = mapped_column(Integer, default=21, server_default="21")
     # The system URI of this state's Medicaid IDs in FHIR identifiers (set by admins; None:
     # `medicaid_system`'s default), so a center's Patient names its state by its identifier.
-    medicaid_id_system: Mapped[str | None] = mapped_column(String(200), unique=True)
+    medicaid_id_system: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     centers: Mapped[list[TreatmentCenter]] = relationship(back_populates="state")

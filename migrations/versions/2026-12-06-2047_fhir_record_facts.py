@@ -74,19 +74,17 @@ def upgrade() -> None:
     with op.batch_alter_table("conditions", schema=None) as batch_op:
         batch_op.create_index("ix_conditions_patient_code", ["patient_id", "code"], unique=False)
 
-    with op.batch_alter_table("patients", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("version_id", sa.Integer(), server_default="1", nullable=False)
-        )
+    op.add_column(
+        "patients", sa.Column("version_id", sa.Integer(), server_default="1", nullable=False)
+    )
 
-    with op.batch_alter_table("states", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("medicaid_id_system", sa.String(length=200), nullable=True))
-        batch_op.create_unique_constraint(
-            batch_op.f("uq_states_medicaid_id_system"), ["medicaid_id_system"]
-        )
-
-    with op.batch_alter_table("treatment_centers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("mrn_system", sa.String(length=200), nullable=True))
+    # Plain ADD COLUMN and a unique index: a batch would rebuild these tables on SQLite, which
+    # fails (and is slow) once patients point at them.
+    op.add_column("states", sa.Column("medicaid_id_system", sa.String(length=200), nullable=True))
+    op.create_index("ix_states_medicaid_id_system", "states", ["medicaid_id_system"], unique=True)
+    op.add_column(
+        "treatment_centers", sa.Column("mrn_system", sa.String(length=200), nullable=True)
+    )
 
     # ### end Alembic commands ###
 
@@ -96,8 +94,8 @@ def downgrade() -> None:
     with op.batch_alter_table("treatment_centers", schema=None) as batch_op:
         batch_op.drop_column("mrn_system")
 
+    op.drop_index("ix_states_medicaid_id_system", table_name="states")
     with op.batch_alter_table("states", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("uq_states_medicaid_id_system"), type_="unique")
         batch_op.drop_column("medicaid_id_system")
 
     with op.batch_alter_table("patients", schema=None) as batch_op:
