@@ -1,7 +1,13 @@
-"""Tables of SMART Backend Services: the treatment centers' registered clients, their key
-sets (with the history of rotations), the client-assertion ids already used, and the
-access tokens issued. Everything a token check needs is a row, so any number of process
-copies agree at once (a disabled client is refused by every copy on its next request)."""
+"""Tables of the FHIR adapter.
+
+SMART Backend Services: the treatment centers' registered clients, their key sets (with the
+history of rotations), the client-assertion ids already used, and the access tokens issued.
+Everything a token check needs is a row, so any number of process copies agree at once (a
+disabled client is refused by every copy on its next request).
+
+Resources received: which record each resource a center sent became (`ResourceKey`), under
+which identifiers (`ResourceIdentifier`) and with what content, so that a resent resource
+updates or matches its record instead of duplicating it."""
 
 from __future__ import annotations
 
@@ -115,3 +121,39 @@ class FhirAccessToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     client: Mapped[FhirClient] = relationship()
+
+
+class ResourceKey(Base):
+    """The record a center's FHIR resource became: its type, the local row it maps to (a
+    patient, an observation, a caregiver link, a condition, a visit), and a digest of the
+    resource as last accepted (references resolved, without id and meta), so the same
+    content sent again changes nothing."""
+
+    __tablename__ = "fhir_resource_keys"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "local_id"),
+        Index("ix_fhir_resource_keys_content", "center_id", "resource_type", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"))
+    resource_type: Mapped[str] = mapped_column(String(40))
+    local_id: Mapped[int] = mapped_column()
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ResourceIdentifier(Base):
+    """An identifier (system and value) a center gave a resource: conditional creates and
+    updates find the record by it, and it is unique per center and type."""
+
+    __tablename__ = "fhir_resource_identifiers"
+    __table_args__ = (UniqueConstraint("center_id", "resource_type", "system", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"))
+    resource_type: Mapped[str] = mapped_column(String(40))
+    system: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(String(200))
+    local_id: Mapped[int] = mapped_column(index=True)

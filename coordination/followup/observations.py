@@ -97,6 +97,11 @@ def measure_for(facts: ObservationFacts) -> Measure | None:
     return _MEASURES_BY_CODE.get((facts.code_system, facts.code))
 
 
+def is_known_code(system: str, code: str) -> bool:
+    """Whether the platform checks this code's values: an outcome measure or a vital sign."""
+    return (system, code) in _MEASURES_BY_CODE or (system == LOINC and code in VITAL_SIGNS)
+
+
 def _check_quantity(low: Decimal, high: Decimal, unit: str, value: Decimal) -> None:
     if not low <= value <= high:
         raise FieldErrors(
