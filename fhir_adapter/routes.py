@@ -30,7 +30,7 @@ secured = APIRouter(dependencies=[])
 _VALIDATE_MODES = frozenset({"create", "update"})
 
 
-@public.get("/metadata")
+@public.get("/metadata", name="fhir_metadata")
 def metadata(request: Request, fmt: FormatDep, clock: ClockDep) -> Response:
     """The CapabilityStatement of what this server serves (public, no token needed)."""
     settings = request_context(request).settings
@@ -42,7 +42,7 @@ def metadata(request: Request, fmt: FormatDep, clock: ClockDep) -> Response:
 CAPABILITIES.serve_operation("validate")
 
 
-@secured.post("/{resource_type}/$validate")
+@secured.post("/{resource_type}/$validate", name="fhir_validate")
 def validate(resource_type: str, request: Request, fmt: FormatDep, body: JsonBody) -> Response:
     """`$validate` (R4 Resource-validate): the resource is checked as create or update
     would check it, nothing is stored. The body is the resource itself or a Parameters with
@@ -108,9 +108,12 @@ def _validate_arguments(
     for parameter in parameters if isinstance(parameters, list) else ():
         if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
             named.setdefault(parameter["name"], parameter)
+    wrapped = named.get("resource", {}).get("resource")
+    if resource_type == "Parameters" and not (
+        isinstance(wrapped, dict) and wrapped.get("resourceType") == "Parameters"
+    ):
+        return body, mode, profile  # a Parameters resource to validate, not a wrapper
     if "resource" not in named:
-        if resource_type == "Parameters":
-            return body, mode, profile  # a Parameters resource to validate, not a wrapper
         raise FhirError.single(
             400,
             "required",
@@ -122,7 +125,7 @@ def _validate_arguments(
         "valueCanonical"
     )
     return (
-        named["resource"].get("resource"),
+        wrapped,
         mode_value if isinstance(mode_value, str) else mode,
         profile_value if isinstance(profile_value, str) else profile,
     )

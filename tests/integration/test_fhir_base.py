@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import FastAPI, Query
@@ -176,22 +178,30 @@ def test_every_served_capability_has_its_route(app: FastAPI) -> None:
     assert served, "at least $validate is served"
     missing = [route for route in served if not _fully_matched(app, route)]
     assert missing == []
+    assert not _fully_matched(app, Route("GET", "/fhir/Patient/$validate", "not served"))
+
+
+def _fhir_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path template) of every route under /fhir, included routers flattened."""
+    found: list[tuple[str, str]] = []
+    for context in fastapi.routing.iter_route_contexts(app.routes):
+        if context.path is not None and context.path.startswith("/fhir"):
+            found.extend((method, context.path) for method in context.methods or ())
+    return found
 
 
 def test_every_fhir_route_is_a_served_capability(app: FastAPI) -> None:
     served = CAPABILITIES.served_routes()
+    routes = _fhir_routes(app)
+    assert ("POST", "/fhir/{resource_type}/$validate") in routes  # the walker sees them
+
     undeclared = []
-    for candidate in app.router.routes:
-        path = getattr(candidate, "path", "")
-        if not path.startswith("/fhir") or path == "/fhir/metadata":
-            continue
-        for method in getattr(candidate, "methods", ()):
-            if not any(
-                route.method == method
-                and candidate.matches(_scope(method, route.path))[0] is Match.FULL
-                for route in served
-            ):
-                undeclared.append(f"{method} {path}")
+    for method, template in routes:
+        pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))
+        if template != "/fhir/metadata" and not any(
+            route.method == method and pattern.fullmatch(route.path) for route in served
+        ):
+            undeclared.append(f"{method} {template}")
     assert undeclared == []
 
 
@@ -469,6 +479,10 @@ def test_validate_takes_the_resource_in_parameters(client: TestClient) -> None:
     outcome = outcome_of(validate(client, parameters, "Observation"), 200)
 
     assert errors_by_expression(outcome)["Observation.status"]["code"] == "code-invalid"
+    # At /Parameters/$validate, a Parameters that carries another type is itself the subject
+    # (its nested Observation is still checked, at its own path).
+    nested = errors_by_expression(outcome_of(validate(client, parameters), 200))
+    assert list(nested) == ["Parameters.parameter[0].resource.status"]
 
 
 def test_validate_for_an_update_needs_the_id(client: TestClient) -> None:
