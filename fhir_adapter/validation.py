@@ -128,7 +128,12 @@ def validate_resource(
     issues = list(found.issues)
     model: FHIRAbstractModel | None = None
     if not found.unparseable and not found.truncated:
-        model, parse_issues = _parse(model_class, data, resource_type)
+        model, parse_issues = _parse(
+            model_class,
+            data,
+            resource_type,
+            shape_ok=not any(issue.severity in ERROR_SEVERITIES for issue in found.issues),
+        )
         issues.extend(_without_repeats(parse_issues, found.issues))
         _mark_entries(found.resources, parse_issues)
     for resource in found.resources:
@@ -203,19 +208,23 @@ _STRUCTURE_ERRORS = frozenset(
 
 
 def _parse(
-    model_class: type[FHIRAbstractModel], data: dict[str, Any], root: str
+    model_class: type[FHIRAbstractModel], data: dict[str, Any], root: str, *, shape_ok: bool
 ) -> tuple[FHIRAbstractModel | None, list[Issue]]:
     try:
         return model_class.model_validate(data), []
     except ValidationError as problem:
         return None, [_issue_from(error, root) for error in problem.errors(include_url=False)]
     except Exception:
-        # fhir.resources raising something else is a gap in the walk above, not the
-        # client's fault; the client still gets a 400 that says the content was not read.
-        log.exception("the R4B model parse of a %s failed unexpectedly", root)
-        return None, [
-            Issue(code="structure", diagnostics=f"The {root} could not be read as FHIR R4")
-        ]
+        # fhir.resources raises TypeError or KeyError on some malformed shapes (a list where
+        # a url goes). When the walk has already named the fault, that is expected and its
+        # issues say it all; otherwise it is a gap in the walk, worth a look in the log, and
+        # the client still gets a 400 that says the content was not read.
+        if shape_ok:
+            log.exception("the R4B model parse of a %s failed unexpectedly", root)
+            return None, [
+                Issue(code="structure", diagnostics=f"The {root} could not be read as FHIR R4")
+            ]
+        return None, []
 
 
 def _issue_from(error: Any, root: str) -> Issue:

@@ -4,6 +4,7 @@ input of any shape gives issues, never an exception."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -372,6 +373,20 @@ def test_an_unknown_resource_type_inside_a_bundle_is_an_issue_not_a_crash() -> N
     assert result.status == 400
     assert errors_at(result)["Bundle.entry[0].resource.resourceType"].code == "not-supported"
     assert errors_at(result)["Bundle.entry[1].resource.resourceType"].code == "structure"
+
+
+def test_a_shape_that_crashes_the_model_is_reported_by_the_walk_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # fhir.resources raises a TypeError (not a validation error) on a list where a url goes.
+    caplog.set_level(logging.ERROR, logger="cgt_access.fhir")
+
+    result = validate_resource({"resourceType": "Patient", "photo": [{"url": ["x"]}]})
+
+    assert [(issue.expression, issue.code) for issue in result.issues] == [
+        (("Patient.photo[0].url",), "structure")
+    ]
+    assert caplog.records == []  # expected, so not logged as a fault of ours
 
 
 @pytest.mark.parametrize(
