@@ -19,8 +19,8 @@ from fhir_adapter.structure import FoundResource
 
 _REQUESTS = frozenset({"transaction", "batch"})
 _RESPONSES = frozenset({"transaction-response", "batch-response"})
-_TYPE_URL = re.compile(r"/?(?P<type>[A-Z][A-Za-z]+)")
-_INSTANCE_URL = re.compile(r"/?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
+_TYPE_URL = re.compile(r"/?(?P<type>[A-Z][A-Za-z]{0,63})")
+_INSTANCE_URL = re.compile(r"/?(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[A-Za-z0-9\-.]{1,64})")
 _WITH_RESOURCE = frozenset({"POST", "PUT", "PATCH"})
 _WITHOUT_RESOURCE = frozenset({"GET", "HEAD", "DELETE"})
 

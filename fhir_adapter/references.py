@@ -28,10 +28,12 @@ from fhir_adapter.schema import fhirpath, is_resource_type, resource_types
 from fhir_adapter.structure import FoundReference, FoundResource, Walk
 
 _RELATIVE = re.compile(
-    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+    r"(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
-_CONDITIONAL = re.compile(r"(?P<type>[A-Z][A-Za-z]+)\?\S+")
-_RESTFUL_TAIL = re.compile(r"(?P<base>.*)/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
+_CONDITIONAL = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})\?\S+")
+_RESTFUL_TAIL = re.compile(
+    r"(?P<base>.*)/(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[A-Za-z0-9\-.]{1,64})"
+)
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _UUID = re.compile(
     r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -159,13 +161,14 @@ def _resolve(
 ) -> str | None:
     """The resource type the reference points at, when it can be told; records issues."""
     text = reference.reference
+    shown = text if len(text) <= 100 else text[:99] + "…"
     if text.startswith("#"):
         local_id = text[1:]
         if not local_id:
             return holder.resource_type
         if local_id in holder.contained:
             return holder.contained[local_id]
-        _error(outcome, reference, "not-found", f"No contained resource has the id '{local_id}'")
+        _error(outcome, reference, "not-found", f"No contained resource has the id '{shown[1:]}'")
         return None
     if text.startswith(("urn:uuid:", "urn:oid:")):
         if entries is not None and entries.kind == "batch":
@@ -173,14 +176,14 @@ def _resolve(
                 outcome,
                 reference,
                 "not-found",
-                f"{text}: the entries of a batch are processed independently and cannot "
+                f"{shown}: the entries of a batch are processed independently and cannot "
                 "point at each other; send a transaction instead",
             )
             return None
         if entries is None:
             # Outside a Bundle it points nowhere the server can follow; whoever needs the
             # target (the mapping of Observation.subject) refuses it then.
-            _warning(outcome, reference, f"{text} can only be resolved inside a Bundle")
+            _warning(outcome, reference, f"{shown} can only be resolved inside a Bundle")
             return None
         if text in entries.full_urls:
             return entries.full_urls[text]
@@ -188,7 +191,7 @@ def _resolve(
             outcome,
             reference,
             "not-found",
-            f"{text} is not the fullUrl of any entry in this Bundle",
+            f"{shown} is not the fullUrl of any entry in this Bundle",
         )
         return None
     if _ABSOLUTE.match(text):
@@ -217,7 +220,7 @@ def _resolve(
             outcome,
             reference,
             "invalid",
-            f"'{text[:80]}' is not a reference: use Type/id, an absolute URL, urn:uuid:..., "
+            f"'{shown}' is not a reference: use Type/id, an absolute URL, urn:uuid:..., "
             "or #id for a contained resource",
         )
         return None

@@ -146,7 +146,7 @@ class _Walker:
             self.found.unparseable = True
             self.issue(
                 "not-supported",
-                f"'{resource_type}' is not an R4 resource type",
+                f"'{_clip(resource_type, 64)}' is not an R4 resource type",
                 "resourceType",
             )
             return
@@ -247,7 +247,9 @@ class _Walker:
                 severity="warning",
             )
         else:
-            self.issue("structure", f"Unknown element '{key}' in {spec.name}", key)
+            # Clipped: the name is the client's, and may be anything up to the body's size.
+            shown = _clip(key, 64)
+            self.issue("structure", f"Unknown element '{shown}' in {spec.name}", shown)
 
     def value(self, value: Any, element: ElementSpec, depth: int) -> None:
         kind = element.kind

@@ -202,9 +202,7 @@ def _refused(code: str, diagnostics: str) -> ValidationResult:
 
 _VALUE_PREFIX = "Value error, "
 _SPEC_REGEX = re.compile(r"(\w+) value string does not match spec regex\.?")
-_STRUCTURE_ERRORS = frozenset(
-    {"extra_forbidden", "model_validation_format", "json_invalid", "model_attributes_type"}
-)
+_STRUCTURE_ERRORS = frozenset({"model_validation_format", "json_invalid", "model_attributes_type"})
 
 
 def _parse(
@@ -213,7 +211,12 @@ def _parse(
     try:
         return model_class.model_validate(data), []
     except ValidationError as problem:
-        return None, [_issue_from(error, root) for error in problem.errors(include_url=False)]
+        return None, [
+            _issue_from(error, root)
+            for error in problem.errors(include_url=False)
+            # The walk reports every unknown element itself, from the same models' fields.
+            if error["type"] != "extra_forbidden"
+        ]
     except Exception:
         # fhir.resources raises TypeError or KeyError on some malformed shapes (a list where
         # a url goes). When the walk has already named the fault, that is expected and its

@@ -4,6 +4,7 @@ input of any shape gives issues, never an exception."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -422,6 +423,17 @@ def test_nesting_deeper_than_any_resource_is_refused_without_recursing() -> None
 
     assert result.status == 400
     assert [issue.code for issue in result.errors] == ["too-costly"]
+
+
+def test_the_outcome_does_not_echo_a_huge_input() -> None:
+    huge = "x" * 100_000
+    patient = {"resourceType": "Patient", huge: 1, "gender": huge}
+    patient["managingOrganization"] = {"reference": f"urn:uuid:{huge}"}
+
+    result = validate_resource(patient)
+
+    assert len(result.errors) == 2 and len(result.warnings) == 1
+    assert all(len(json.dumps(issue.as_json())) < 600 for issue in result.issues)
 
 
 def test_a_flood_of_errors_is_cut_short() -> None:
