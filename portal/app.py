@@ -21,6 +21,12 @@ from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from core.text import N_
+from fhir_adapter import routes as fhir_routes
+from fhir_adapter.error_handlers import (
+    fhir_error_response,
+    install_fhir_error_handler,
+    is_fhir_request,
+)
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
@@ -111,6 +117,7 @@ def create_app(
     )
 
     app.include_router(health.router)
+    app.include_router(fhir_routes.router)
     for module in (
         auth,
         home,
@@ -162,6 +169,10 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
 
 
 def _install_error_pages(app: FastAPI) -> None:
+    # FHIR clients get OperationOutcomes, never these pages: the handlers shared with the
+    # pages (validation, HTTP errors, crashes) hand FHIR requests over first.
+    install_fhir_error_handler(app)
+
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
         from urllib.parse import quote
@@ -202,6 +213,8 @@ def _install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_fhir_request(request):
+            return fhir_error_response(request, exc)
         return _error_page(
             request,
             400,
@@ -214,6 +227,8 @@ def _install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_fhir_request(request):
+            return fhir_error_response(request, exc)
         if exc.status_code == 404:
             return await not_found(request, PageNotFound())
         if exc.status_code == 405:
@@ -224,6 +239,8 @@ def _install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
+        if is_fhir_request(request):
+            return fhir_error_response(request, exc)
         # The traceback goes to the log; the person gets a calm page and nothing is half-saved
         # (the request's transaction was rolled back).
         log.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path))
