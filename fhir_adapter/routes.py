@@ -16,6 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from core.web import ClockDep, request_context
+from fhir_adapter import write_routes
+from fhir_adapter.bearer import fhir_caller
 from fhir_adapter.errors import FhirError, Issue, operation_outcome
 from fhir_adapter.http import FhirResponse, FormatDep, JsonBody, fhir_base_url, negotiate
 from fhir_adapter.schema import resource_types
@@ -25,7 +27,7 @@ from fhir_adapter.validation import validate_resource
 public = APIRouter()
 # SMART backend services: the authentication dependency goes here, once, for every route a
 # treatment center calls.
-secured = APIRouter(dependencies=[])
+secured = APIRouter(dependencies=[Depends(fhir_caller)])
 
 _VALIDATE_MODES = frozenset({"create", "update"})
 
@@ -135,8 +137,19 @@ def _base_profile(resource_type: str) -> str:
     return f"http://hl7.org/fhir/StructureDefinition/{resource_type}"
 
 
+# The resource handlers' routes hang on `secured` (before it is included below: FastAPI copies
+# a router's routes when it is included).
+secured.include_router(write_routes.router)
+
 router = APIRouter(
     prefix="/fhir", dependencies=[Depends(negotiate)], default_response_class=FhirResponse
 )
 router.include_router(public)
 router.include_router(secured)
+router.add_api_route(
+    "",
+    write_routes.post_bundle,
+    methods=["POST"],
+    name="fhir_bundle",
+    dependencies=[Depends(fhir_caller)],
+)

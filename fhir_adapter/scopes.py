@@ -39,7 +39,19 @@ _SCOPE = re.compile(r"^system/(\*|[A-Z][A-Za-z]{0,63})\.([a-z*]+)$")
 
 # Resource types offered on the admin page (the wildcard first). A scope may name any
 # resource type; these are the ones the platform exchanges with treatment centers.
-RESOURCE_TYPES = ("*", "Patient", "Procedure", "Encounter", "Appointment", "Observation")
+RESOURCE_TYPES = (
+    "*",
+    "Patient",
+    "RelatedPerson",
+    "Procedure",
+    "MedicationAdministration",
+    "Observation",
+    "Encounter",
+    "Condition",
+    "Appointment",
+    "CarePlan",
+    "Group",
+)
 
 
 def _letters_in_order(text: str) -> bool:

@@ -45,7 +45,7 @@ def _plan(registry: CapabilityRegistry) -> None:
     )
     registry.plan_resource(
         "Observation",
-        [r.READ, r.SEARCH_TYPE, r.CREATE, r.UPDATE],
+        [r.READ, r.SEARCH_TYPE, r.CREATE, r.UPDATE, r.CONDITIONAL_CREATE, r.CONDITIONAL_UPDATE],
         search_params=[
             _patient_param(),
             SearchParam("code", SearchParamType.TOKEN, f"{_SPEC}clinical-code"),
@@ -57,18 +57,30 @@ def _plan(registry: CapabilityRegistry) -> None:
             "4576-5, %), and counts of vaso-occlusive events, hospital stays and transfusions."
         ),
     )
-    registry.plan_resource("RelatedPerson", [r.CREATE, r.UPDATE, r.READ])
+    writes = [r.CREATE, r.UPDATE, r.CONDITIONAL_CREATE, r.CONDITIONAL_UPDATE]
+    registry.plan_resource("RelatedPerson", [*writes, r.READ])
+    registry.plan_resource(
+        "MedicationAdministration",
+        writes,
+        documentation="The infusion as a medication given (instead of a Procedure).",
+    )
     registry.plan_resource(
         "Procedure",
-        [r.CREATE, r.READ, r.SEARCH_TYPE],
+        [*writes, r.READ, r.SEARCH_TYPE],
         search_params=[_patient_param()],
         documentation="The gene-therapy infusion, which anchors the follow-up schedule.",
     )
     registry.plan_resource(
-        "Encounter", [r.CREATE, r.READ, r.SEARCH_TYPE], search_params=[_patient_param()]
+        "Encounter",
+        [*writes, r.READ, r.SEARCH_TYPE],
+        search_params=[_patient_param()],
+        documentation="A finished encounter completes the follow-up visit whose window holds it.",
     )
     registry.plan_resource(
-        "Condition", [r.CREATE, r.READ, r.SEARCH_TYPE], search_params=[_patient_param()]
+        "Condition",
+        [*writes, r.READ, r.SEARCH_TYPE],
+        search_params=[_patient_param()],
+        documentation="Coded diagnoses (sickle cell disease: ICD-10-CM D57.*).",
     )
     registry.plan_resource(
         "Appointment",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from coordination.outcomes import MEASURES, Measure
+from coordination.followup.outcomes import MEASURES, Measure
 from fhir_adapter.errors import Issue
 from fhir_adapter.rules import ResourceAt
 from fhir_adapter.schema import Segment

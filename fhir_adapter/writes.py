@@ -22,8 +22,8 @@ from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping import clinical, patients
 from fhir_adapter.mapping.common import (
     JSON,
-    Written,
     WriteContext,
+    Written,
     content_hash,
     identifiers,
     integer_version,
@@ -61,7 +61,9 @@ def _patient_update(
 
 def _patient_load(context: WriteContext, local_id: int) -> Patient | None:
     patient = context.session.get(Patient, local_id)
-    return patient if patient is not None and patient.center_id == context.caller.center_id else None
+    return (
+        patient if patient is not None and patient.center_id == context.caller.center_id else None
+    )
 
 
 def _patient_find(context: WriteContext, system: str, value: str) -> int | None:
@@ -202,8 +204,7 @@ def parse_identifier_query(query: str, resource_type: str) -> tuple[str, str]:
         raise FhirError.single(
             400,
             "not-supported",
-            f"Conditional writes of {resource_type} take one search here: "
-            "identifier=system|value.",
+            f"Conditional writes of {resource_type} take one search here: identifier=system|value.",
         )
     system, value = pairs[0][1].split("|", 1)
     if not system or not value:

@@ -1,0 +1,425 @@
+"""Transaction and batch Bundles (`POST /fhir`).
+
+A transaction is all or nothing: every entry is checked (structure, bindings, references,
+scopes) before anything is written, entries are written in the order their references need
+(Patients first; a new Patient gets the therapy and infusion date of its Procedure in the
+same Bundle, so its schedule is made once), each reference to an entry (`urn:uuid:`, a
+relative `Type/id` fullUrl) is rewritten to the record it became, and the first refusal
+rolls everything back, answering with the entry's path in `issue.expression`.
+
+A batch writes each entry on its own (a savepoint each): one refused entry answers with its
+OperationOutcome in its `response` and the others stand. Batch entries cannot refer to one
+another (FHIR's rule); they may refer to the client's own records.
+
+Resending the same Bundle changes nothing (see `writes`): the references are rewritten to
+the records before the content is compared, so new `urn:uuid`s in a resend do not matter."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordination.followup.models import Visit
+from coordination.followup.protocol import ProtocolLibrary
+from core.clock import Clock
+from core.models import CaregiverLink, Condition, Observation, Patient
+from fhir_adapter.bearer import FhirCaller, scope_denied
+from fhir_adapter.errors import FhirError, Issue
+from fhir_adapter.mapping.clinical import infusion_facts
+from fhir_adapter.mapping.common import JSON, Caller, WriteContext, Written, reference_of
+from fhir_adapter.references import LocalReference
+from fhir_adapter.scopes import Interaction
+from fhir_adapter.validation import validate_resource
+from fhir_adapter.writes import (
+    HANDLERS,
+    conditional_update,
+    create_resource,
+    find_by_identifier,
+    handler_for,
+    parse_identifier_query,
+    update_resource,
+)
+
+# The order entries are written in: what others refer to comes first.
+WRITE_ORDER = (
+    "Patient",
+    "RelatedPerson",
+    "Procedure",
+    "MedicationAdministration",
+    "Condition",
+    "Encounter",
+    "Observation",
+)
+_RELATIVE = re.compile(r"^(?:.*/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource: JSON
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+    written: Written | None = None
+    refused: FhirError | None = None
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource.get("resourceType") or "")
+
+    @property
+    def path(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+@dataclass
+class _References:
+    """How references of this Bundle resolve: entries' fullUrls to the records they became,
+    the client's own records by `Type/id`, conditional references by identifier."""
+
+    session: Session
+    caller: Caller
+    written: dict[str, tuple[str, int]] = field(default_factory=dict)
+    context: WriteContext | None = None
+
+    def resolve(self, reference: str) -> tuple[str, int] | None:
+        if reference in self.written:
+            return self.written[reference]
+        if "?" in reference:
+            return self._conditional(reference)
+        match = _RELATIVE.match(reference)
+        if match is None or not match["id"].isdigit():
+            return None
+        resource_type, local_id = match["type"], int(match["id"])
+        if resource_type == "Patient":
+            patient = self.session.get(Patient, local_id)
+            if patient is None or patient.center_id != self.caller.center_id:
+                return None
+        return resource_type, local_id
+
+    def _conditional(self, reference: str) -> tuple[str, int] | None:
+        resource_type, _, query = reference.partition("?")
+        handler = HANDLERS.get(resource_type)
+        if handler is None or self.context is None:
+            return None
+        try:
+            system, value = parse_identifier_query(query, resource_type)
+        except FhirError:
+            return None
+        found = find_by_identifier(self.context, handler, system, value)
+        return (resource_type, found) if found is not None else None
+
+
+class BoundContext(WriteContext):
+    """A WriteContext with the references it resolves through (a Bundle's written entries)."""
+
+    references: _References
+
+
+def write_context(
+    session: Session, *, clock: Clock, caller: FhirCaller, library: ProtocolLibrary
+) -> BoundContext:
+    """The context of one write by `caller`: references resolve to the entries a Bundle
+    wrote, the caller's own records by `Type/id`, or by identifier (`Type?identifier=`)."""
+    references = _References(
+        session=session, caller=Caller(caller.center_id, caller.state_id, caller.actor)
+    )
+    context = BoundContext(
+        session=session,
+        clock=clock,
+        caller=references.caller,
+        library=library,
+        resolve=references.resolve,
+    )
+    context.references = references
+    references.context = context
+    return context
+
+
+def _rewrite(value: Any, written: dict[str, tuple[str, int]]) -> Any:
+    """The resource with every reference to a written entry replaced by `Type/id`."""
+    if isinstance(value, dict):
+        copy = {key: _rewrite(item, written) for key, item in value.items()}
+        reference = value.get("reference")
+        if isinstance(reference, str) and reference in written:
+            resource_type, local_id = written[reference]
+            copy["reference"] = f"{resource_type}/{local_id}"
+        return copy
+    if isinstance(value, list):
+        return [_rewrite(item, written) for item in value]
+    return value
+
+
+def _entries(bundle: JSON) -> list[_Entry]:
+    entries = []
+    for index, raw in enumerate(bundle.get("entry") or []):
+        request = raw.get("request") or {}
+        entries.append(
+            _Entry(
+                index=index,
+                method=str(request.get("method") or ""),
+                url=str(request.get("url") or ""),
+                resource=raw.get("resource") or {},
+                full_url=raw.get("fullUrl"),
+                if_none_exist=request.get("ifNoneExist"),
+                if_match=request.get("ifMatch"),
+            )
+        )
+    return entries
+
+
+def _interaction(entry: _Entry) -> Interaction:
+    return Interaction.CREATE if entry.method == "POST" else Interaction.UPDATE
+
+
+def _check_requests(entries: Iterable[_Entry], caller: FhirCaller) -> None:
+    """Refuse, before anything is written, what this server does not do in a Bundle and
+    what the token does not allow."""
+    for entry in entries:
+        if entry.method not in ("POST", "PUT"):
+            raise FhirError.single(
+                422 if entry.method in ("GET", "DELETE", "PATCH", "HEAD") else 400,
+                "not-supported",
+                f"{entry.method or 'An entry without a method'} is not done in a Bundle here: "
+                "entries create (POST) or update (PUT).",
+                expression=(f"{entry.path}.request.method",),
+            )
+        handler_for(entry.resource_type)  # an OperationOutcome naming what is accepted
+        if not caller.allows(entry.resource_type, _interaction(entry)):
+            raise scope_denied(caller, entry.resource_type, _interaction(entry))
+
+
+def _infusion_hints(context: WriteContext, entries: list[_Entry]) -> None:
+    """A new Patient's therapy and infusion date, from its Procedure in the same Bundle."""
+    for entry in entries:
+        if entry.resource_type not in ("Procedure", "MedicationAdministration"):
+            continue
+        reference = reference_of(entry.resource.get("subject"))
+        if reference is None or not reference.startswith("urn:"):
+            continue
+        try:
+            therapy_id, day, in_error = infusion_facts(context, entry.resource, entry.resource_type)
+        except FhirError:
+            continue  # refused with its own path when the entry is written
+        if not in_error:
+            context.infusion_hints[reference] = (therapy_id, day)
+
+
+def _write(context: WriteContext, entry: _Entry, written: dict[str, tuple[str, int]]) -> Written:
+    resource = _rewrite(entry.resource, written)
+    resource_type = entry.resource_type
+    if entry.method == "POST":
+        return create_resource(
+            context, resource, if_none_exist=entry.if_none_exist, full_url=entry.full_url
+        )
+    target, _, query = entry.url.partition("?")
+    if query:
+        return conditional_update(context, resource_type, query, resource, if_match=entry.if_match)
+    match = _RELATIVE.match(target)
+    if match is None or match["type"] != resource_type or not match["id"].isdigit():
+        raise FhirError.single(
+            400,
+            "invalid",
+            f"A PUT entry's url is {resource_type}/[id] or {resource_type}?identifier=...",
+            expression=("request.url",),
+        )
+    return update_resource(
+        context, resource_type, int(match["id"]), resource, if_match=entry.if_match
+    )
+
+
+def _at_entry(error: FhirError, entry: _Entry) -> FhirError:
+    """The error with each expression pointed at the entry (`Bundle.entry[3].resource...`)."""
+    prefix = f"{entry.path}.resource"
+    issues = []
+    for issue in error.issues:
+        expressions = tuple(
+            expression
+            if expression.startswith("Bundle.")
+            else (
+                f"{entry.path}.{expression}"
+                if expression.startswith("request.")
+                else prefix + expression.removeprefix(entry.resource_type)
+            )
+            for expression in (issue.expression or (entry.resource_type,))
+        )
+        issues.append(
+            Issue(
+                code=issue.code,
+                diagnostics=issue.diagnostics,
+                severity=issue.severity,
+                expression=expressions,
+            )
+        )
+    return FhirError(status=error.status, issues=issues, headers=error.headers)
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """What a Bundle did: the response Bundle, and the records written (for the audit)."""
+
+    response: JSON
+    written: list[Written]
+    patient_ids: dict[int, int | None]  # entry index -> the patient it concerns
+
+
+def _response_entry(entry: _Entry, base: str) -> JSON:
+    if entry.refused is not None:
+        return {
+            "response": {
+                "status": str(entry.refused.status),
+                "outcome": entry.refused.outcome(),
+            }
+        }
+    written = entry.written
+    assert written is not None
+    response: JSON = {
+        "status": "201 Created" if written.created else "200 OK",
+        "location": f"{written.resource_type}/{written.local_id}/_history/{written.version_id}",
+        "etag": f'W/"{written.version_id}"',
+        "lastModified": written.last_updated.isoformat(),
+    }
+    if written.warnings:
+        response["outcome"] = {
+            "resourceType": "OperationOutcome",
+            "issue": [issue.as_json() for issue in written.warnings],
+        }
+    return {"fullUrl": f"{base}/{written.resource_type}/{written.local_id}", "response": response}
+
+
+def process_bundle(
+    session: Session,
+    *,
+    clock: Clock,
+    caller: FhirCaller,
+    library: ProtocolLibrary,
+    bundle: Any,
+    base: str,
+) -> BundleResult:
+    """Carry out a transaction or batch Bundle (see the module's docstring). Raises
+    FhirError for a transaction that cannot be carried out whole."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError.single(400, "invalid", "POST to the base takes a Bundle.")
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirError.single(
+            400,
+            "not-supported",
+            "POST to the base takes a Bundle of type transaction or batch.",
+            expression=("Bundle.type",),
+        )
+    context = write_context(session, clock=clock, caller=caller, library=library)
+    references = context.references
+    result = validate_resource(
+        bundle,
+        expected_type="Bundle",
+        resolve=_owned_resolver(references),
+        local_base=base,
+    )
+    # A batch's entries are judged one by one below; its envelope must be sound.
+    if not result.ok and (kind == "transaction" or _envelope_errors(result.errors)):
+        raise FhirError(status=result.status, issues=list(result.issues))
+    entries = _entries(bundle)
+    if kind == "transaction":
+        _check_requests(entries, caller)
+        _infusion_hints(context, entries)
+        for entry in sorted(entries, key=_write_rank):
+            try:
+                entry.written = _write(context, entry, references.written)
+            except FhirError as error:
+                raise _at_entry(error, entry) from None
+            if entry.full_url:
+                references.written[entry.full_url] = (
+                    entry.written.resource_type,
+                    entry.written.local_id,
+                )
+    else:
+        bad = _entry_errors(result.errors)
+        for entry in sorted(entries, key=_write_rank):
+            if entry.index in bad:
+                entry.refused = FhirError(status=400, issues=bad[entry.index])
+                continue
+            try:
+                _check_requests([entry], caller)
+                with session.begin_nested():
+                    entry.written = _write(context, entry, {})
+            except FhirError as error:
+                entry.refused = _at_entry(error, entry)
+    response = {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": [_response_entry(entry, base) for entry in entries],
+    }
+    return BundleResult(
+        response=response,
+        written=[entry.written for entry in entries if entry.written is not None],
+        patient_ids={
+            entry.index: patient_id_of(session, entry.written)
+            for entry in entries
+            if entry.written is not None
+        },
+    )
+
+
+def _write_rank(entry: _Entry) -> tuple[int, int]:
+    try:
+        rank = WRITE_ORDER.index(entry.resource_type)
+    except ValueError:
+        rank = len(WRITE_ORDER)
+    return rank, entry.index
+
+
+def _owned_resolver(
+    references: _References,
+) -> Callable[[frozenset[LocalReference]], list[LocalReference]]:
+    def resolve(asked: frozenset[LocalReference]) -> list[LocalReference]:
+        return [
+            reference
+            for reference in asked
+            if references.resolve(f"{reference.resource_type}/{reference.id}") is not None
+        ]
+
+    return resolve
+
+
+_ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
+
+
+def _entry_errors(issues: Iterable[Issue]) -> dict[int, list[Issue]]:
+    found: dict[int, list[Issue]] = {}
+    for issue in issues:
+        for expression in issue.expression:
+            match = _ENTRY.match(expression)
+            if match:
+                found.setdefault(int(match[1]), []).append(issue)
+                break
+    return found
+
+
+def _envelope_errors(issues: Iterable[Issue]) -> bool:
+    """Errors about the Bundle itself, not one of its entries."""
+    return any(
+        not any(_ENTRY.match(expression) for expression in issue.expression) for issue in issues
+    )
+
+
+def patient_id_of(session: Session, written: Written) -> int | None:
+    """The patient a written record concerns (for the audit log)."""
+    if written.resource_type in ("Patient", "Procedure", "MedicationAdministration"):
+        return written.local_id
+    table: Any = {
+        "Observation": Observation,
+        "Condition": Condition,
+        "RelatedPerson": CaregiverLink,
+        "Encounter": Visit,
+    }.get(written.resource_type)
+    if table is None:
+        return None
+    return session.scalar(select(table.patient_id).where(table.id == written.local_id))
