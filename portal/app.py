@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordination.gateway import SmsGateway, make_gateway
 from coordination.protocol import shipped_protocols
+from core.audit.models import AuditOutcome
+from core.audit.service import record_event
 from core.clock import Clock, SystemClock
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, transaction
 from core.settings import Settings, get_settings
 from core.text import N_
 from portal import i18n
@@ -29,6 +31,7 @@ from portal.deps import (
     Forbidden,
     LoginRequired,
     PageNotFound,
+    RecordRefused,
     SecondFactorRequired,
 )
 from portal.middleware import SecurityMiddleware, loggable_path
@@ -154,6 +157,27 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
     )
 
 
+def _audit_refusal(request: Request, refused: RecordRefused) -> None:
+    """Write the denied attempt in a transaction of its own: the request's transaction was
+    rolled back with the refusal, and the attempt must stay on record anyway."""
+    context: AppContext = request.app.state.context
+    try:
+        with transaction(context.factory) as session:
+            record_event(
+                session,
+                clock=context.clock,
+                actor=refused.actor,
+                action="patient.access",
+                outcome=AuditOutcome.DENIED,
+                patient_id=refused.patient_id,
+                target=refused.route,
+                detail=refused.detail,
+            )
+    except Exception:
+        # The person still gets their 404; the failure (no patient data) goes to the log.
+        log.exception("could not audit a refused record access on %s", request.method)
+
+
 def _install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
@@ -173,7 +197,9 @@ def _install_error_pages(app: FastAPI) -> None:
         )
 
     @app.exception_handler(PageNotFound)
-    async def not_found(request: Request, _exc: PageNotFound) -> Response:
+    async def not_found(request: Request, exc: PageNotFound) -> Response:
+        if isinstance(exc, RecordRefused):
+            _audit_refusal(request, exc)
         return _error_page(
             request,
             404,

@@ -49,6 +49,19 @@ class PageNotFound(Exception):
     pass
 
 
+class RecordRefused(PageNotFound):
+    """A patient's record that exists but is not this person's to see: the person gets the
+    same 404 as for a missing record, and the attempt goes to the audit log with outcome
+    `denied` (written by the error handler, after the request's transaction rolled back)."""
+
+    def __init__(self, *, actor: Actor, patient_id: int, route: str | None, detail: dict[str, str]):
+        super().__init__(patient_id)
+        self.actor = actor
+        self.patient_id = patient_id
+        self.route = route
+        self.detail = detail
+
+
 class CsrfRejected(Exception):
     pass
 
@@ -152,7 +165,8 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
     """`require(permission)` plus: the patient in the path is one this user may act on.
 
     Out-of-scope records answer 404, like records that do not exist, so nobody learns
-    who else is enrolled. A staff member's GET of a record is written to the audit log."""
+    who else is enrolled; asking for one that exists is audited as denied (`RecordRefused`).
+    A staff member's GET of a record is written to the audit log."""
     role_check = require(permission)
 
     def check(
@@ -165,11 +179,16 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
         user: User = Depends(role_check),
     ) -> PatientAccess:
         patient = get_patient(session, patient_id=patient_id)
-        if patient is None or not may_access_patient(
-            session, user=user, patient=patient, permission=permission
-        ):
-            raise PageNotFound()
+        if patient is None:
+            raise PageNotFound()  # nothing to audit: the log points only at real patients
         actor = actor_for(request, user)
+        if not may_access_patient(session, user=user, patient=patient, permission=permission):
+            raise RecordRefused(
+                actor=actor,
+                patient_id=patient.id,
+                route=getattr(request.scope.get("route"), "name", None),
+                detail={"method": request.method, "permission": permission.value},
+            )
         if user.role.is_staff and request.method == "GET":
             record_event(
                 session,
