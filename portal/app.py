@@ -26,6 +26,7 @@ from core.text import N_
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
+    CSRF_COOKIE,
     LANGUAGE_COOKIE,
     CsrfRejected,
     Forbidden,
@@ -33,6 +34,7 @@ from portal.deps import (
     PageNotFound,
     RecordRefused,
     SecondFactorRequired,
+    cookie_name,
 )
 from portal.middleware import SecurityMiddleware, loggable_path
 from portal.web import redirect, render
@@ -86,7 +88,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    app.add_middleware(SecurityMiddleware, hsts=settings.uses_tls, secure_cookies=settings.uses_tls)
+    app.add_middleware(
+        SecurityMiddleware,
+        hsts=settings.uses_tls,
+        secure_cookies=settings.uses_tls,
+        csrf_cookie=cookie_name(settings, CSRF_COOKIE),
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)
 

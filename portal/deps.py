@@ -22,11 +22,13 @@ from core.identity.auth import resume_session
 from core.identity.models import LoginSession, User
 from core.models import Patient
 from core.service import get_patient
+from core.settings import Settings
 from portal.context import AppContext
 
 SESSION_COOKIE = "cgt_session"
 CSRF_COOKIE = "cgt_csrf"
 LANGUAGE_COOKIE = "cgt_lang"
+HOST_ONLY_PREFIX = "__Host-"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -84,6 +86,13 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def cookie_name(settings: Settings, name: str) -> str:
+    """The name of a security cookie. Over https it carries the `__Host-` prefix: browsers
+    then accept it only with Secure, Path=/ and no Domain, so a sibling subdomain or a plain
+    http page cannot plant or overwrite it (and a cookie without the prefix is not read)."""
+    return HOST_ONLY_PREFIX + name if settings.uses_tls else name
+
+
 def session_signer(context: AppContext) -> Signer:
     return Signer(context.settings.secret, salt="cgt-access.session")
 
@@ -92,12 +101,24 @@ def set_session_cookie(response: Response, context: AppContext, token: str) -> N
     """The login cookie: signed, HttpOnly, SameSite=Lax, Secure behind TLS, no Max-Age
     (the browser forgets it when closed; the server enforces idle and absolute timeouts)."""
     response.set_cookie(
-        SESSION_COOKIE,
+        cookie_name(context.settings, SESSION_COOKIE),
         session_signer(context).sign(token).decode(),
         httponly=True,
         samesite="lax",
         secure=context.settings.uses_tls,
         path="/",
+    )
+
+
+def clear_session_cookie(response: Response, context: AppContext) -> None:
+    """Forget the login cookie, with the attributes it was set with (a browser ignores the
+    deletion of a `__Host-` cookie that is not Secure)."""
+    response.delete_cookie(
+        cookie_name(context.settings, SESSION_COOKIE),
+        path="/",
+        secure=context.settings.uses_tls,
+        httponly=True,
+        samesite="lax",
     )
 
 
@@ -107,7 +128,7 @@ def get_login(request: Request, session: SessionDep, context: ContextDep) -> Log
         cached: LoginSession | None = request.state.login
         return cached
     login: LoginSession | None = None
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(cookie_name(context.settings, SESSION_COOKIE))
     if cookie:
         try:
             token = session_signer(context).unsign(cookie).decode()
@@ -205,15 +226,27 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
     return check
 
 
-def csrf_token_for(secret: str, seed: str) -> str:
-    return hmac.new(secret.encode(), f"csrf:{seed}".encode(), hashlib.sha256).hexdigest()
+def csrf_token_for(secret: str, seed: str, session_cookie: str) -> str:
+    """The CSRF token of a browser (its random seed cookie) in its current login session
+    (the session cookie, "" when anonymous). Bound to both: a token handed out before a
+    login, or in another session, does not work in this one."""
+    session_part = hashlib.sha256(session_cookie.encode()).hexdigest() if session_cookie else ""
+    message = f"csrf:{seed}:{session_part}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def csrf_token_of(request: Request, settings: Settings, seed: str) -> str:
+    """The token that this request's pages hand out and its forms must send back."""
+    session_cookie = request.cookies.get(cookie_name(settings, SESSION_COOKIE), "")
+    return csrf_token_for(settings.secret, seed, session_cookie)
 
 
 async def check_csrf(request: Request, context: ContextDep) -> None:
-    """Refuse a state-changing request whose token does not match this browser's cookie."""
+    """Refuse a state-changing request whose token does not match this browser's cookie
+    and login session."""
     if request.method not in UNSAFE_METHODS:
         return
-    seed = request.cookies.get(CSRF_COOKIE)
+    seed = request.cookies.get(cookie_name(context.settings, CSRF_COOKIE))
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
         form = await request.form()
@@ -222,6 +255,6 @@ async def check_csrf(request: Request, context: ContextDep) -> None:
     if (
         not seed
         or not sent
-        or not hmac.compare_digest(sent, csrf_token_for(context.settings.secret, seed))
+        or not hmac.compare_digest(sent, csrf_token_of(request, context.settings, seed))
     ):
         raise CsrfRejected()

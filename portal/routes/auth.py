@@ -29,12 +29,12 @@ from core.identity.passwords import WeakPassword
 from portal import i18n
 from portal.deps import (
     LANGUAGE_COOKIE,
-    SESSION_COOKIE,
     ContextDep,
     LoginDep,
     LoginRequired,
     SessionDep,
     actor_for,
+    clear_session_cookie,
     client_ip,
     set_session_cookie,
 )
@@ -144,7 +144,7 @@ def logout(request: Request, session: SessionDep, context: ContextDep, login: Lo
             session, clock=context.clock, actor=actor_for(request, login.user), login_session=login
         )
     response = redirect(request, "/login?logged_out=1")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(response, context)
     return response
 
 
@@ -171,7 +171,7 @@ def mfa_submit(
     if login_lock_remaining(session, clock=context.clock, login=key) is not None:
         end_session(session, clock=context.clock, login_session=login)
         response = redirect(request, "/login")
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        clear_session_cookie(response, context)
         return response
     if not pass_second_factor(
         session, clock=context.clock, actor=actor_for(request, user), login_session=login, code=code

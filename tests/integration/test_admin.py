@@ -237,6 +237,7 @@ def test_new_coordinator_sets_a_password_by_link_then_must_enrol_totp(
         )
         assert logged_in.status_code == 303
         assert logged_in.headers["location"].startswith("/account/mfa")
+        csrf = csrf_token(newcomer, "/account/mfa")  # the login session's token from now on
         blocked = newcomer.get("/patients")
         assert blocked.status_code == 303
         assert blocked.headers["location"] == "/account/mfa"

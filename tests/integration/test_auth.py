@@ -299,6 +299,50 @@ def test_a_token_from_another_browser_is_refused(
     assert audit_events(db, "login") == []
 
 
+def test_a_token_from_before_the_login_is_refused_after_it(
+    client: TestClient, db: Database
+) -> None:
+    before = csrf_token(client)  # the anonymous login page's token
+    response = client.post(
+        "/login", data={"login": PATIENT_MD, "password": DEMO_PASSWORD, "csrf_token": before}
+    )
+    assert response.status_code == 303  # anonymous forms work with anonymous tokens
+
+    # A page planted before the login (login CSRF, a fixed token) cannot act for her now.
+    refused = client.post("/language", data={"lang": "es", "csrf_token": before})
+    assert refused.status_code == 403
+    assert "This form has expired" in refused.text
+    assert account(db, PATIENT_MD).preferred_language is Language.EN
+
+    # The pages she sees now carry a token that works.
+    fresh = csrf_token(client, "/home")
+    assert fresh != before
+    assert client.post("/language", data={"lang": "es", "csrf_token": fresh}).status_code == 303
+    assert account(db, PATIENT_MD).preferred_language is Language.ES
+
+
+def test_a_token_from_one_login_session_is_refused_in_another(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    maya_token = log_in(client, PATIENT_MD, clock)
+    seed_cookie = next(name for name in client.cookies if "csrf" in name)
+    # Another browser with the same CSRF cookie (planted, or a shared computer's), logged
+    # in as someone else: Maya's token does not work there.
+    other = browser(cookies={seed_cookie: client.cookies[seed_cookie]})
+    andre_token = log_in(other, PATIENT_CO, clock)
+    assert andre_token != maya_token
+    refused = other.post("/language", data={"lang": "es", "csrf_token": maya_token})
+    assert refused.status_code == 403
+    assert account(db, PATIENT_CO).preferred_language is Language.EN
+    # Nor does the token of Maya's session once that session is over.
+    client.post("/logout", data={"csrf_token": maya_token})
+    log_in(client, PATIENT_MD, clock)
+    assert client.post("/language", data={"lang": "es", "csrf_token": maya_token}).status_code == (
+        403
+    )
+    assert account(db, PATIENT_MD).preferred_language is Language.EN
+
+
 def test_htmx_sends_the_token_in_a_header(
     client: TestClient, db: Database, login_as: Callable[[str], str]
 ) -> None:
@@ -600,7 +644,7 @@ def test_an_sms_invitation_lets_the_patient_set_a_username_and_password(
             "login": "someone-else",
             "password": "another fine sentence",
             "password_again": "another fine sentence",
-            "csrf_token": form_token,
+            "csrf_token": csrf_token(patient, f"/invite/{token}"),  # logged in: a new token
         },
     )
     assert reuse.status_code == 410
@@ -877,7 +921,25 @@ def test_pages_carry_the_security_headers_without_hsts_on_plain_http(client: Tes
     assert "style=" not in response.text
 
 
-def test_hsts_and_secure_cookies_when_served_over_https(
+def _set_cookies(response: httpx.Response) -> dict[str, set[str]]:
+    """The cookies a response sets: name -> its attributes, lower-case ("secure", "path=/")."""
+    cookies = {}
+    for header in response.headers.get_list("set-cookie"):
+        name = header.split("=", 1)[0]
+        cookies[name] = {part.strip().lower() for part in header.split(";")[1:]}
+    return cookies
+
+
+def _is_host_cookie(attributes: set[str]) -> bool:
+    """What a browser demands of a `__Host-` cookie: Secure, Path=/, no Domain."""
+    return (
+        "secure" in attributes
+        and "path=/" in attributes
+        and not any(part.startswith("domain") for part in attributes)
+    )
+
+
+def test_hsts_and_host_only_secure_cookies_when_served_over_https(
     client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
 ) -> None:
     secure_app = build_app(db, clock, public_base_url="https://followup.example.org")
@@ -885,19 +947,44 @@ def test_hsts_and_secure_cookies_when_served_over_https(
     page = secure.get("/login")
     assert page.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert "; Secure" in page.headers["set-cookie"]
+    # The CSRF cookie cannot be planted from a sibling subdomain or over plain http.
+    [(csrf_name, csrf_attributes)] = _set_cookies(page).items()
+    assert csrf_name.startswith("__Host-")
+    assert _is_host_cookie(csrf_attributes)
 
     response = secure.post(
         "/login",
         data={"login": PATIENT_MD, "password": DEMO_PASSWORD, "csrf_token": csrf_token(secure)},
     )
     assert response.status_code == 303
-    [session_cookie] = [
-        value
-        for value in response.headers.get_list("set-cookie")
-        if value.startswith(f"{SESSION_COOKIE}=")
-    ]
-    assert "Secure" in session_cookie
+    security_cookies = {
+        name: attributes
+        for name, attributes in _set_cookies(response).items()
+        if name != LANGUAGE_COOKIE
+    }
+    assert security_cookies, "the login set no session cookie"
+    for name, attributes in security_cookies.items():
+        assert name.startswith("__Host-"), name
+        assert _is_host_cookie(attributes), name
+    [session_name] = [name for name in security_cookies if "session" in name]
+    assert secure.get("/home").status_code == 200
+
+    # Only the prefixed cookie counts: the same session under the plain name opens nothing.
+    session_value = secure.cookies[session_name]
+    plain_name = session_name.removeprefix("__Host-")
+    replay = browser(
+        target=secure_app, base_url="https://testserver", cookies={plain_name: session_value}
+    )
+    assert replay.get("/home").headers["location"].startswith("/login")
+
+    # Logging out clears the cookie with the attributes a browser needs to accept it.
+    token = csrf_token(secure, "/home")
+    out = secure.post("/logout", data={"csrf_token": token})
+    assert out.status_code == 303
+    cleared = _set_cookies(out)[session_name]
+    assert _is_host_cookie(cleared)
+    assert "max-age=0" in cleared
+    assert secure.get("/home").headers["location"].startswith("/login")
 
 
 def test_the_session_cookie_is_httponly_and_samesite_lax(client: TestClient) -> None:

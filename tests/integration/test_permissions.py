@@ -481,6 +481,7 @@ def _open_browsers(stack: ExitStack, app: FastAPI, clock: FrozenClock) -> list[B
                 data={"login": persona.login, "password": DEMO_PASSWORD, "csrf_token": token},
             )
             assert response.headers.get("location", "").startswith("/login/mfa"), response.text
+            token = csrf_token(client, "/login/mfa")  # the login session's token
         browsers.append(Browser(persona, client, token))
     return browsers
 
