@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.responses import Response
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadSignature, Signer, TimestampSigner
 
 from core import web
 from core.audit.service import Actor, record_event
+from core.clock import Clock
 from core.identity.access import Permission, may_access_patient, role_allows
-from core.identity.auth import resume_session
+from core.identity.auth import KnownDevice, resume_session
 from core.identity.models import LoginSession, User
 from core.models import Patient
 from core.service import get_patient
@@ -27,8 +29,11 @@ from portal.context import AppContext
 
 SESSION_COOKIE = "cgt_session"
 CSRF_COOKIE = "cgt_csrf"
+DEVICE_COOKIE = "cgt_device"
 LANGUAGE_COOKIE = "cgt_lang"
 HOST_ONLY_PREFIX = "__Host-"
+KNOWN_DEVICE_DAYS = 180
+KNOWN_DEVICE_ACCOUNTS = 5  # a family's shared tablet: each person's login counts
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -119,6 +124,56 @@ def clear_session_cookie(response: Response, context: AppContext) -> None:
         secure=context.settings.uses_tls,
         httponly=True,
         samesite="lax",
+    )
+
+
+class _ClockSigner(TimestampSigner):
+    """A timestamped signature on the application's clock (tests move it)."""
+
+    def __init__(self, secret: str, *, salt: str, clock: Clock) -> None:
+        super().__init__(secret, salt=salt)
+        self.clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self.clock.now().timestamp())
+
+
+def _device_signer(context: AppContext) -> _ClockSigner:
+    return _ClockSigner(context.settings.secret, salt="cgt-access.device", clock=context.clock)
+
+
+def known_device(request: Request, context: AppContext) -> KnownDevice | None:
+    """This browser as a known device (see `core.identity.auth`), from its signed cookie;
+    None when it has none, or one that is forged, malformed or older than 180 days."""
+    cookie = request.cookies.get(cookie_name(context.settings, DEVICE_COOKIE))
+    if not cookie or len(cookie) > 400:
+        return None
+    try:
+        payload = _device_signer(context).unsign(cookie, max_age=KNOWN_DEVICE_DAYS * 86400)
+    except BadSignature:  # also an expired one
+        return None
+    device_id, _, accounts = payload.decode().partition("~")
+    user_ids = tuple(int(part) for part in accounts.split("~") if part.isdigit())
+    return KnownDevice(device_id=device_id, user_ids=user_ids) if device_id else None
+
+
+def remember_device(response: Response, request: Request, context: AppContext, user: User) -> None:
+    """Make this browser a known device of `user`, after a completed login (for staff, after
+    the second factor). The cookie is signed, so nobody can add an account to it; it keeps
+    the device's id and its last few accounts, and lasts 180 days from the last login."""
+    device = known_device(request, context)
+    device_id = device.device_id if device else secrets.token_urlsafe(18)
+    others = [user_id for user_id in (device.user_ids if device else ()) if user_id != user.id]
+    accounts = [user.id, *others][:KNOWN_DEVICE_ACCOUNTS]
+    payload = "~".join([device_id, *(str(user_id) for user_id in accounts)])
+    response.set_cookie(
+        cookie_name(context.settings, DEVICE_COOKIE),
+        _device_signer(context).sign(payload).decode(),
+        max_age=KNOWN_DEVICE_DAYS * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=context.settings.uses_tls,
+        path="/",
     )
 
 

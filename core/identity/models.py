@@ -106,7 +106,8 @@ class LoginSession(Base):
 
 
 class LoginAttempt(Base):
-    """One try at a password, kept so every process copy throttles the same way."""
+    """One try at a password (or a second-factor or reset code), kept so every process copy
+    throttles the same way."""
 
     __tablename__ = "login_attempts"
     __table_args__ = (
@@ -119,6 +120,9 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(String(45))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     succeeded: Mapped[bool] = mapped_column(Boolean)
+    # The digest of the known device the try came from (a browser where this login
+    # succeeded before), or NULL: each known device has its own count of failures.
+    device: Mapped[str | None] = mapped_column(String(64))
 
 
 class InvitationDelivery(enum.StrEnum):

@@ -36,6 +36,8 @@ from portal.deps import (
     actor_for,
     clear_session_cookie,
     client_ip,
+    known_device,
+    remember_device,
     set_session_cookie,
 )
 from portal.onboarding import send_reset_code
@@ -100,6 +102,7 @@ def login_submit(
         password=password,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
+        device=known_device(request, context),
     )
     if not result.ok:
         if result.refusal in (LoginRefusal.LOCKED, LoginRefusal.IP_THROTTLED):
@@ -132,6 +135,8 @@ def login_submit(
         target = safe_next(next, home_for(user.role))
     response = redirect(request, target)
     set_session_cookie(response, context, result.session_token)
+    if not user.needs_mfa:  # staff: once the second factor is passed too
+        remember_device(response, request, context, user)
     language = user.preferred_language
     response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
     return response
@@ -167,14 +172,22 @@ def mfa_submit(
     next: ShortText = "",
 ) -> Response:
     user = login.user
-    key = user.login or ""
-    if login_lock_remaining(session, clock=context.clock, login=key) is not None:
+    device = known_device(request, context)
+    locked = login_lock_remaining(
+        session, clock=context.clock, login=user.login or "", user=user, device=device
+    )
+    if locked is not None:
         end_session(session, clock=context.clock, login_session=login)
         response = redirect(request, "/login")
         clear_session_cookie(response, context)
         return response
     if not pass_second_factor(
-        session, clock=context.clock, actor=actor_for(request, user), login_session=login, code=code
+        session,
+        clock=context.clock,
+        actor=actor_for(request, user),
+        login_session=login,
+        code=code,
+        device=device,
     ):
         return render(
             request,
@@ -185,7 +198,9 @@ def mfa_submit(
             },
             status_code=400,
         )
-    return redirect(request, safe_next(next, home_for(user.role)))
+    response = redirect(request, safe_next(next, home_for(user.role)))
+    remember_device(response, request, context, user)
+    return response
 
 
 def _unusable_link(request: Request, problem: InvitationProblem) -> Response:

@@ -264,6 +264,122 @@ def test_many_failures_from_one_address_throttle_that_address_only(
     assert post_login(client, PATIENT_MD) == "/home"
 
 
+def try_login(client: TestClient, login: str, password: str) -> int:
+    """Submit the login form; the status code (303 in, 400 wrong, 429 locked)."""
+    response = client.post(
+        "/login", data={"login": login, "password": password, "csrf_token": csrf_token(client)}
+    )
+    status: int = response.status_code
+    return status
+
+
+def device_cookie(client: TestClient) -> str | None:
+    return next((name for name in client.cookies if "device" in name), None)
+
+
+def test_guessing_elsewhere_does_not_lock_out_a_device_she_logged_in_on(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    # Maya's phone: she logged in there before (and logged out since).
+    phone = browser(address="198.51.100.20")
+    token = log_in(phone, PATIENT_MD, clock)
+    phone.post("/logout", data={"csrf_token": token})
+    assert device_cookie(phone) is not None
+
+    # Someone elsewhere, logged in on their own account, guesses her password.
+    attacker = browser(address="203.0.113.66")
+    attacker.post("/logout", data={"csrf_token": log_in(attacker, PATIENT_CO, clock)})
+    assert [try_login(attacker, PATIENT_MD, f"guess number {n}") for n in range(5)] == [400] * 5
+    # Guessing stays bounded: even the right password is refused there now, and on any
+    # other device she never used (their own account's device cookie does not help them).
+    assert try_login(attacker, PATIENT_MD, DEMO_PASSWORD) == 429
+    assert try_login(browser(address="192.0.2.44"), PATIENT_MD, DEMO_PASSWORD) == 429
+
+    # On her phone, the right password still works.
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+    assert phone.get("/home").status_code == 200
+    phone.post("/logout", data={"csrf_token": csrf_token(phone, "/home")})
+
+    # Her phone has a count of its own: five wrong passwords there lock it too.
+    assert [try_login(phone, PATIENT_MD, f"typo {n}") for n in range(5)] == [400] * 5
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 429
+
+    with db.factory() as session:
+        failures = session.scalars(
+            select(LoginAttempt).where(
+                LoginAttempt.login == PATIENT_MD, LoginAttempt.succeeded.is_(False)
+            )
+        ).all()
+    assert len(failures) == 13  # every refusal counted and audited
+    assert len([e for e in audit_events(db, "login") if e.outcome is AuditOutcome.FAILURE]) == 13
+
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+
+
+def test_a_forged_or_stale_device_cookie_counts_as_an_unknown_device(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    phone = browser()
+    phone.post("/logout", data={"csrf_token": log_in(phone, PATIENT_MD, clock)})
+    name = device_cookie(phone)
+    assert name is not None
+    genuine = phone.cookies[name]
+    maya_id = account(db, PATIENT_MD).id
+    assert PATIENT_MD not in genuine  # an id and account numbers, nothing about her
+
+    attacker = browser(address="203.0.113.66")
+    assert [try_login(attacker, PATIENT_MD, f"guess {n}") for n in range(5)] == [400] * 5
+    device_id = genuine.split("~", 1)[0]
+    for forged in (f"{device_id}~{maya_id}.AAAAAA.forged", genuine[:-2] + "xx", "rubbish"):
+        assert try_login(browser(cookies={name: forged}), PATIENT_MD, DEMO_PASSWORD) == 429
+
+    # A device not used for 180 days is forgotten (the lock has ended by then as well).
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+    phone.post("/logout", data={"csrf_token": csrf_token(phone, "/home")})
+    clock.advance(timedelta(days=181))
+    assert [try_login(attacker, PATIENT_MD, f"again {n}") for n in range(5)] == [400] * 5
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 429
+
+
+def test_a_known_device_gets_past_an_address_throttled_by_others(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    token = log_in(client, PATIENT_MD, clock)
+    client.post("/logout", data={"csrf_token": token})
+    # Someone behind the same address (a clinic's or a school's network) sprays passwords.
+    with db.factory() as session:
+        session.add_all(
+            LoginAttempt(login=f"user{n}", ip="testclient", at=clock.now(), succeeded=False)
+            for n in range(30)
+        )
+        session.commit()
+    assert try_login(browser(), PATIENT_CO, DEMO_PASSWORD) == 429  # a new device: throttled
+    assert try_login(client, PATIENT_MD, DEMO_PASSWORD) == 303  # Maya's known device: in
+
+
+def test_a_staff_device_is_known_only_after_the_second_factor(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    assert post_login(client, COORDINATOR_MD) == "/login/mfa"
+    assert device_cookie(client) is None  # the password alone does not make it known
+    token = csrf_token(client, "/login/mfa")
+    passed = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
+    assert passed.status_code == 303
+    assert device_cookie(client) is not None
+    client.post("/logout", data={"csrf_token": token})
+    clock.advance(timedelta(seconds=31))
+
+    attacker = browser(address="203.0.113.66")
+    assert [try_login(attacker, COORDINATOR_MD, f"guess {n}") for n in range(5)] == [400] * 5
+    assert try_login(attacker, COORDINATOR_MD, DEMO_PASSWORD) == 429
+    assert post_login(client, COORDINATOR_MD) == "/login/mfa"
+    token = csrf_token(client, "/login/mfa")
+    done = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
+    assert done.status_code == 303
+    assert client.get("/patients").status_code == 200
+
+
 # --- CSRF ------------------------------------------------------------------------------
 
 
