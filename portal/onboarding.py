@@ -21,9 +21,9 @@ from core.identity.invitations import (
     account_for_caregiver,
     account_for_patient,
     issue_invitation,
-    issue_reset_code,
 )
 from core.identity.models import InvitationDelivery, User
+from core.identity.password_reset import issue_reset_code
 from core.models import CaregiverLink, Language, Patient
 from core.settings import Settings
 from core.text import N_

@@ -19,12 +19,11 @@ from core.identity.auth import (
 from core.identity.invitations import (
     InvitationProblem,
     LoginTaken,
-    ResetProblem,
     accept_invitation,
     find_invitation,
-    reset_password,
 )
 from core.identity.models import LoginSession, Role
+from core.identity.password_reset import ResetProblem, reset_password
 from core.identity.passwords import WeakPassword
 from portal import i18n
 from portal.deps import (
