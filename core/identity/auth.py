@@ -1,7 +1,7 @@
 """Logging in: password checks with throttling, login sessions with idle and absolute
 timeouts, and the TOTP second factor for staff.
 
-Throttling: failures (wrong passwords and second-factor codes) are counted per login
+Throttling: failures (wrong passwords, second-factor and reset codes) are counted per login
 in 15-minute windows. A browser where the person completed a login before (a known device,
 told by a signed cookie the portal keeps) has a count of its own; every other device shares
 one. Five failures lock that count for 15 minutes: someone guessing elsewhere cannot lock the

@@ -149,6 +149,22 @@ class Invitation(Base):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_user_id])
 
 
+class PasswordResetRequest(Base):
+    """Someone asked for a reset code for a username (whether or not it exists), kept so
+    that every process copy limits the texts per username and per address the same way."""
+
+    __tablename__ = "password_reset_requests"
+    __table_args__ = (
+        Index("ix_password_reset_requests_login_at", "login", "at"),
+        Index("ix_password_reset_requests_ip_at", "ip", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(254))
+    ip: Mapped[str] = mapped_column(String(45))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class PasswordResetCode(Base):
     """A short code texted to a verified phone to reset a forgotten password."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -23,7 +25,7 @@ from core.identity.invitations import (
     find_invitation,
 )
 from core.identity.models import LoginSession, Role
-from core.identity.password_reset import ResetProblem, reset_password
+from core.identity.password_reset import ResetProblem, ResetThrottled, reset_password
 from core.identity.passwords import WeakPassword
 from portal import i18n
 from portal.deps import (
@@ -58,6 +60,19 @@ def home_for(role: Role) -> str:
         Role.STATE_ANALYST: "/reports",
         Role.ADMIN: "/admin/users",
     }[role]
+
+
+def try_again_in(wait: timedelta) -> str:
+    """ "Try again in 20 minutes." (in hours past an hour and a half), rounded up."""
+    minutes = max(1, math.ceil(wait.total_seconds() / 60))
+    if minutes <= 90:
+        return i18n.ngettext(
+            "Try again in %(num)d minute.", "Try again in %(num)d minutes.", minutes
+        ) % {"num": minutes}
+    hours = math.ceil(minutes / 60)
+    return i18n.ngettext("Try again in %(num)d hour.", "Try again in %(num)d hours.", hours) % {
+        "num": hours
+    }
 
 
 def require_login_session(login: LoginDep) -> LoginSession:
@@ -280,13 +295,24 @@ def forgot_submit(
     request: Request, session: SessionDep, context: ContextDep, login: ShortText = ""
 ) -> Response:
     if login.strip():
-        send_reset_code(
-            session,
-            clock=context.clock,
-            settings=context.settings,
-            wake_dispatcher=context.wake_dispatcher,
-            login=login,
-        )
+        try:
+            send_reset_code(
+                session,
+                clock=context.clock,
+                settings=context.settings,
+                wake_dispatcher=context.wake_dispatcher,
+                login=login,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        except ResetThrottled as refusal:
+            error = f"{i18n.translate(refusal.args[0])} {try_again_in(refusal.retry_after)}"
+            return render(
+                request,
+                "portal/forgot.html",
+                {"step": "ask", "login": login.strip(), "error": error},
+                status_code=429,
+            )
     return render(request, "portal/forgot.html", {"step": "code", "login": login.strip()})
 
 
@@ -313,6 +339,7 @@ def reset_submit(
                 new_password=password,
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent"),
+                device=known_device(request, context),
             )
         except (ResetProblem, WeakPassword) as problem:
             error = i18n.translate(problem.args[0])

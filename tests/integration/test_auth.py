@@ -930,7 +930,8 @@ def test_a_texted_code_resets_the_password_and_ends_other_sessions(
     done = reset(new_code)
     assert done.status_code == 303
     assert done.headers["location"] == "/login?reset=1"
-    assert len(audit_events(db, "password.reset")) == 1
+    outcomes = [event.outcome for event in audit_events(db, "password.reset")]
+    assert outcomes == [AuditOutcome.FAILURE] * 6 + [AuditOutcome.SUCCESS]  # 5 wrong, 1 spent
 
     # The session on her phone is over; the new password works, the old one does not.
     assert client.get("/home").status_code == 303
@@ -970,6 +971,119 @@ def test_asking_for_a_code_looks_the_same_for_every_username(
             )
         ).all()
         assert denise_codes == []
+
+
+def ask_for_code(client: TestClient, login: str) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/password/forgot",
+        data={"login": login, "csrf_token": csrf_token(client, "/password/forgot")},
+    )
+    return response
+
+
+def test_reset_codes_are_limited_per_username_without_telling_who_exists(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    maya = patient_named(db, "Maya")
+    phone = maya.mobile_phone or ""
+
+    def texts() -> int:
+        return len(messages_to(db, phone, MessagePurpose.PASSWORD_RESET))
+
+    for asked in range(3):
+        assert ask_for_code(client, PATIENT_MD).status_code == 200
+        assert texts() == asked + 1
+    pages = {}
+    for login in (PATIENT_MD, "nobody-by-this-name"):
+        if login != PATIENT_MD:
+            for _asked in range(3):
+                assert ask_for_code(client, login).status_code == 200
+        refused = ask_for_code(client, login)
+        assert refused.status_code == 429
+        pages[login] = refused.text.replace(f'value="{login}"', 'value=""')
+    assert "A code was asked for this username several times." in pages[PATIENT_MD]
+    assert "Try again in 60 minutes." in pages[PATIENT_MD]
+    # The same answer whether or not the account exists.
+    assert pages[PATIENT_MD] == pages["nobody-by-this-name"]
+    assert texts() == 3
+
+    # From another address, the limit is the same: it belongs to the username.
+    assert ask_for_code(browser(address="198.51.100.9"), PATIENT_MD).status_code == 429
+    clock.advance(timedelta(minutes=61))
+    for _asked in range(3):
+        assert ask_for_code(client, PATIENT_MD).status_code == 200
+    assert texts() == 6
+    # At most 6 texts a day to one person, whoever asks.
+    clock.advance(timedelta(minutes=61))
+    tomorrow = ask_for_code(client, PATIENT_MD)
+    assert tomorrow.status_code == 429
+    assert "Try again in 22 hours." in tomorrow.text
+    assert texts() == 6
+    refusals = [
+        event
+        for event in audit_events(db, "password.reset_code")
+        if event.outcome is AuditOutcome.FAILURE
+    ]
+    assert [event.detail for event in refusals] == [{"reason": "username_limit"}] * 4
+    assert {event.patient_id for event in refusals} == {maya.id, None}
+
+
+def test_reset_codes_are_limited_per_address(
+    client: TestClient, db: Database, browser: OpenBrowser
+) -> None:
+    for number in range(10):
+        assert ask_for_code(client, f"someone-{number}").status_code == 200
+    refused = ask_for_code(client, PATIENT_MD)
+    assert refused.status_code == 429
+    assert "Too many codes were asked for from this network. Try again in 60 minutes." in (
+        refused.text
+    )
+    assert (
+        messages_to(db, patient_named(db, "Maya").mobile_phone or "", MessagePurpose.PASSWORD_RESET)
+        == []
+    )
+    # Another address is not held back.
+    assert ask_for_code(browser(address="198.51.100.9"), PATIENT_MD).status_code == 200
+
+
+def test_wrong_reset_codes_count_toward_the_lock_and_are_audited(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    phone = browser(address="198.51.100.20")  # Maya's phone, where she logged in before
+    phone.post("/logout", data={"csrf_token": log_in(phone, PATIENT_MD, clock)})
+    maya = patient_named(db, "Maya")
+    laptop = browser(address="203.0.113.66")
+    ask_for_code(laptop, PATIENT_MD)
+    code = reset_code_for(db, maya.mobile_phone or "")
+    wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, 6)]
+    for guess in wrong:
+        response = laptop.post(
+            "/password/reset",
+            data={
+                "login": PATIENT_MD,
+                "code": guess,
+                "password": NEW_PASSWORD,
+                "password_again": NEW_PASSWORD,
+                "csrf_token": csrf_token(laptop, "/password/forgot"),
+            },
+        )
+        assert response.status_code == 400
+    # Five wrong codes are five failures: that device is locked out of her account...
+    assert try_login(laptop, PATIENT_MD, DEMO_PASSWORD) == 429
+    # ...but not her phone.
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+
+    failures = [
+        event
+        for event in audit_events(db, "password.reset")
+        if event.outcome is AuditOutcome.FAILURE
+    ]
+    assert len(failures) == 5
+    assert {event.patient_id for event in failures} == {maya.id}
+    assert {event.ip for event in failures} == {"203.0.113.66"}
+    assert [event.detail for event in failures] == [{"reason": "wrong_code"}] * 4 + [
+        {"reason": "code_spent"}
+    ]
 
 
 # --- language --------------------------------------------------------------------------
