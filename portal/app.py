@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordination.gateway import SmsGateway, make_gateway
@@ -206,7 +207,7 @@ def _install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(PageNotFound)
     async def not_found(request: Request, exc: PageNotFound) -> Response:
         if isinstance(exc, RecordRefused):
-            _audit_refusal(request, exc)
+            await run_in_threadpool(_audit_refusal, request, exc)  # database I/O off the loop
         return _error_page(
             request,
             404,
