@@ -61,7 +61,9 @@ class RecordRefused(PageNotFound):
     same 404 as for a missing record, and the attempt goes to the audit log with outcome
     `denied` (written by the error handler, after the request's transaction rolled back)."""
 
-    def __init__(self, *, actor: Actor, patient_id: int, route: str | None, detail: dict[str, str]):
+    def __init__(
+        self, *, actor: Actor, patient_id: int, route: str | None, detail: dict[str, str]
+    ) -> None:
         super().__init__(patient_id)
         self.actor = actor
         self.patient_id = patient_id

@@ -63,7 +63,8 @@ def home_for(role: Role) -> str:
 
 
 def try_again_in(wait: timedelta) -> str:
-    """ "Try again in 20 minutes." (in hours past an hour and a half), rounded up."""
+    """The sentence that says when to try again ("Try again in 20 minutes."), rounded up,
+    in hours past an hour and a half."""
     minutes = max(1, math.ceil(wait.total_seconds() / 60))
     if minutes <= 90:
         return i18n.ngettext(
