@@ -13,12 +13,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordination.followup.protocol import shipped_protocols
 from coordination.texting.gateway import SmsGateway, make_gateway
+from core.audit.models import AuditOutcome
+from core.audit.service import record_event
 from core.clock import Clock, SystemClock
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, transaction
 from core.settings import Settings, get_settings
 from core.text import N_
 from fhir_adapter import routes as fhir_routes
@@ -30,12 +33,15 @@ from fhir_adapter.error_handlers import (
 from portal import i18n
 from portal.context import AppContext
 from portal.deps import (
+    CSRF_COOKIE,
     LANGUAGE_COOKIE,
     CsrfRejected,
     Forbidden,
     LoginRequired,
     PageNotFound,
+    RecordRefused,
     SecondFactorRequired,
+    cookie_name,
 )
 from portal.middleware import SecurityMiddleware, loggable_path
 from portal.web import redirect, render
@@ -89,7 +95,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    app.add_middleware(SecurityMiddleware, hsts=settings.uses_tls, secure_cookies=settings.uses_tls)
+    app.add_middleware(
+        SecurityMiddleware,
+        hsts=settings.uses_tls,
+        secure_cookies=settings.uses_tls,
+        csrf_cookie=cookie_name(settings, CSRF_COOKIE),
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)
 
@@ -168,6 +179,27 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
     )
 
 
+def _audit_refusal(request: Request, refused: RecordRefused) -> None:
+    """Write the denied attempt in a transaction of its own: the request's transaction was
+    rolled back with the refusal, and the attempt must stay on record anyway."""
+    context: AppContext = request.app.state.context
+    try:
+        with transaction(context.factory) as session:
+            record_event(
+                session,
+                clock=context.clock,
+                actor=refused.actor,
+                action="patient.access",
+                outcome=AuditOutcome.DENIED,
+                patient_id=refused.patient_id,
+                target=refused.route,
+                detail=refused.detail,
+            )
+    except Exception:
+        # The person still gets their 404; the failure (no patient data) goes to the log.
+        log.exception("could not audit a refused record access on %s", request.method)
+
+
 def _install_error_pages(app: FastAPI) -> None:
     # FHIR clients get OperationOutcomes, never these pages: the handlers shared with the
     # pages (validation, HTTP errors, crashes) hand FHIR requests over first.
@@ -191,7 +223,9 @@ def _install_error_pages(app: FastAPI) -> None:
         )
 
     @app.exception_handler(PageNotFound)
-    async def not_found(request: Request, _exc: PageNotFound) -> Response:
+    async def not_found(request: Request, exc: PageNotFound) -> Response:
+        if isinstance(exc, RecordRefused):
+            await run_in_threadpool(_audit_refusal, request, exc)  # database I/O off the loop
         return _error_page(
             request,
             404,

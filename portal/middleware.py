@@ -13,8 +13,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal.deps import CSRF_COOKIE
-
 log = logging.getLogger("cgt_access.access")
 
 CONTENT_SECURITY_POLICY = (
@@ -33,19 +31,21 @@ def loggable_path(path: str) -> str:
 
 
 class SecurityMiddleware:
-    """Adds the security headers to every response and a CSRF seed cookie when missing."""
+    """Adds the security headers to every response and a CSRF seed cookie when missing
+    (named `csrf_cookie`: `__Host-` prefixed behind TLS, see `portal.deps.cookie_name`)."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool, secure_cookies: bool) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool, secure_cookies: bool, csrf_cookie: str) -> None:
         self.app = app
         self.hsts = hsts
         self.secure_cookies = secure_cookies
+        self.csrf_cookie = csrf_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        seed = HTTPConnection(scope).cookies.get(CSRF_COOKIE)
+        seed = HTTPConnection(scope).cookies.get(self.csrf_cookie)
         new_seed = None
         machine = scope["path"].startswith(_MACHINE_PATHS)
         if (not seed or len(seed) > 128) and not machine:
@@ -74,7 +74,7 @@ class SecurityMiddleware:
                 if not scope["path"].startswith("/static/"):
                     headers.setdefault("Cache-Control", "no-store")
                 if new_seed is not None:
-                    cookie = f"{CSRF_COOKIE}={new_seed}; Path=/; HttpOnly; SameSite=Lax"
+                    cookie = f"{self.csrf_cookie}={new_seed}; Path=/; HttpOnly; SameSite=Lax"
                     if self.secure_cookies:
                         cookie += "; Secure"
                     headers.append("Set-Cookie", cookie)

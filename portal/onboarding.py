@@ -21,9 +21,9 @@ from core.identity.invitations import (
     account_for_caregiver,
     account_for_patient,
     issue_invitation,
-    issue_reset_code,
 )
 from core.identity.models import InvitationDelivery, User
+from core.identity.password_reset import issue_reset_code
 from core.models import CaregiverLink, Language, Patient
 from core.settings import Settings
 from core.text import N_
@@ -115,9 +115,12 @@ def send_reset_code(
     settings: Settings,
     wake_dispatcher: Callable[[], None],
     login: str,
+    ip: str,
+    user_agent: str | None,
 ) -> None:
-    """Text a reset code if `login` has a verified phone. Says nothing either way."""
-    issued = issue_reset_code(session, clock=clock, login=login)
+    """Text a reset code if `login` has a verified phone. Says nothing either way; raises
+    ResetThrottled past the limits."""
+    issued = issue_reset_code(session, clock=clock, login=login, ip=ip, user_agent=user_agent)
     if issued is None:
         return
     user = issued.user

@@ -247,12 +247,14 @@ def log_in(
 ) -> str:
     """Log in through the real pages (password, then the TOTP step for staff).
 
-    Returns the CSRF token to use for this client's forms."""
-    token = csrf_token(client)
+    Returns the CSRF token to use for this client's forms (the login session's: the login
+    page's token stops working once logged in)."""
     response = client.post(
-        "/login", data={"login": login, "password": password, "csrf_token": token}
+        "/login", data={"login": login, "password": password, "csrf_token": csrf_token(client)}
     )
     assert response.status_code == 303, response.text
+    # A page anyone may open, with no side effects, hands out the new session's token.
+    token = csrf_token(client, "/password/forgot")
     if response.headers["location"].startswith("/login/mfa"):
         step = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
         assert step.status_code == 303, step.text

@@ -1,5 +1,6 @@
 """The audit log table. Rows are only ever inserted: the application has no code path that
-updates or deletes them, the ORM refuses to, and database triggers refuse to as well."""
+updates or deletes them, the ORM refuses to, and database triggers refuse to as well (also an
+INSERT over an existing id: SQLite's INSERT OR REPLACE, an upsert)."""
 
 from __future__ import annotations
 

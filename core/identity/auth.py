@@ -1,5 +1,14 @@
 """Logging in: password checks with throttling, login sessions with idle and absolute
-timeouts, and the TOTP second factor for staff."""
+timeouts, and the TOTP second factor for staff.
+
+Throttling: failures (wrong passwords, second-factor and reset codes) are counted per login
+in 15-minute windows. A browser where the person completed a login before (a known device,
+told by a signed cookie the portal keeps) has a count of its own; every other device shares
+one. Five failures lock that count for 15 minutes: someone guessing elsewhere cannot lock the
+person out of their own phone, and guessing stays bounded (five tries per window from all
+unknown devices together, five per known device, which only a past login can make). An
+address with 30 failures in the window is refused too, except on a device known to the
+login."""
 
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ from core.identity.passwords import (
 from core.text import N_
 
 THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_LOGIN = 5
+MAX_FAILURES_PER_LOGIN = 5  # per known device, and for all unknown devices together
 MAX_FAILURES_PER_IP = 30
 LAST_SEEN_GRANULARITY = timedelta(seconds=60)
 TOTP_ISSUER = "CGT Access"
@@ -53,6 +62,23 @@ class LoginResult:
         return self.refusal is None
 
 
+@dataclass(frozen=True)
+class KnownDevice:
+    """A browser where people completed a login before (from its signed cookie): its random
+    id and the accounts that logged in on it, most recent first."""
+
+    device_id: str
+    user_ids: tuple[int, ...]
+
+
+def device_count_key(device: KnownDevice | None, user: User | None) -> str | None:
+    """Whose count a try from `device` at `user`'s login goes to: the device's own (a digest
+    of its id) when `user` logged in on it before, else None, the count of unknown devices."""
+    if device is None or user is None or user.id not in device.user_ids:
+        return None
+    return token_digest(f"device:{device.device_id}")
+
+
 def normalize_login(login: str) -> str:
     return login.strip().lower()
 
@@ -70,13 +96,17 @@ def _recent_failures(
     return session.scalar(query) or 0
 
 
-def _lock_remaining(session: Session, *, now: datetime, login: str) -> timedelta | None:
-    """How long this login stays locked, or None: locked while the window holds 5 failures."""
+def _lock_remaining(
+    session: Session, *, now: datetime, login: str, device: str | None
+) -> timedelta | None:
+    """How long this login stays locked for a device's count (see `device_count_key`), or
+    None: locked while the window holds 5 failures of that count."""
     since = now - THROTTLE_WINDOW
     failures = session.scalars(
         select(LoginAttempt.at)
         .where(LoginAttempt.login == login, LoginAttempt.at >= since)
         .where(LoginAttempt.succeeded.is_(False))
+        .where(LoginAttempt.device == device if device else LoginAttempt.device.is_(None))
         .order_by(LoginAttempt.at.desc())
         .limit(MAX_FAILURES_PER_LOGIN)
     ).all()
@@ -85,14 +115,39 @@ def _lock_remaining(session: Session, *, now: datetime, login: str) -> timedelta
     return max(failures[-1] + THROTTLE_WINDOW - now, timedelta(seconds=1))
 
 
-def login_lock_remaining(session: Session, *, clock: Clock, login: str) -> timedelta | None:
-    """How long `login` stays locked after repeated failures (None when it is not)."""
-    return _lock_remaining(session, now=clock.now(), login=normalize_login(login))
+def login_lock_remaining(
+    session: Session, *, clock: Clock, login: str, user: User | None, device: KnownDevice | None
+) -> timedelta | None:
+    """How long `login` stays locked on this device after repeated failures (None when it
+    is not). `user` is the account behind `login`, if there is one."""
+    return _lock_remaining(
+        session,
+        now=clock.now(),
+        login=normalize_login(login),
+        device=device_count_key(device, user),
+    )
 
 
-def record_failed_attempt(session: Session, *, clock: Clock, login: str, ip: str) -> None:
-    """Count a failure (also a wrong second-factor code) toward the account's lockout."""
-    session.add(LoginAttempt(login=normalize_login(login), ip=ip, at=clock.now(), succeeded=False))
+def record_failed_attempt(
+    session: Session,
+    *,
+    clock: Clock,
+    login: str,
+    ip: str,
+    user: User | None,
+    device: KnownDevice | None,
+) -> None:
+    """Count a failure (also a wrong second-factor or reset code) toward the login's lock,
+    in the count of the device it came from."""
+    session.add(
+        LoginAttempt(
+            login=normalize_login(login)[:254],
+            ip=ip,
+            at=clock.now(),
+            succeeded=False,
+            device=device_count_key(device, user),
+        )
+    )
     session.flush()
 
 
@@ -104,16 +159,23 @@ def authenticate(
     password: str,
     ip: str,
     user_agent: str | None,
+    device: KnownDevice | None = None,
 ) -> LoginResult:
-    """Check a password, throttled per login and per address; open a session on success.
+    """Check a password, throttled per login and device and per address (see the module's
+    docstring); open a session on success.
 
     Every outcome is recorded in the audit log and counted for throttling.
     """
     now = clock.now()
     key = normalize_login(login)[:254]
+    user = session.scalar(select(User).where(User.login == key)) if key else None
+    count_key = device_count_key(device, user)
 
     def refuse(refusal: LoginRefusal, user: User | None, retry: timedelta | None) -> LoginResult:
-        session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=False))
+        session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=False, device=count_key))
+        detail: dict[str, object] = {"reason": refusal.value}
+        if count_key is not None:
+            detail["known_device"] = True
         record_event(
             session,
             clock=clock,
@@ -126,16 +188,17 @@ def authenticate(
             ),
             action="login",
             outcome=AuditOutcome.FAILURE,
-            detail={"reason": refusal.value},
+            detail=detail,
         )
         return LoginResult(user=None, session_token=None, refusal=refusal, retry_after=retry)
 
-    if _recent_failures(session, since=now - THROTTLE_WINDOW, login=None, ip=ip) >= (
-        MAX_FAILURES_PER_IP
-    ):
-        return refuse(LoginRefusal.IP_THROTTLED, None, THROTTLE_WINDOW)
-    locked_for = _lock_remaining(session, now=now, login=key)
-    user = session.scalar(select(User).where(User.login == key)) if key else None
+    # A device known to this login gets past its address's throttle: someone else spraying
+    # passwords behind the same address (a clinic's network) must not lock the person out.
+    if count_key is None:
+        from_address = _recent_failures(session, since=now - THROTTLE_WINDOW, login=None, ip=ip)
+        if from_address >= MAX_FAILURES_PER_IP:
+            return refuse(LoginRefusal.IP_THROTTLED, None, THROTTLE_WINDOW)
+    locked_for = _lock_remaining(session, now=now, login=key, device=count_key)
     if locked_for is not None:
         verify_password(password, None)  # same cost as a real check
         return refuse(LoginRefusal.LOCKED, user, locked_for)
@@ -149,7 +212,7 @@ def authenticate(
     assert user.password_hash is not None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=True))
+    session.add(LoginAttempt(login=key, ip=ip, at=now, succeeded=True, device=count_key))
     user.last_login_at = now
     token = open_session(session, clock=clock, user=user, ip=ip, user_agent=user_agent)
     record_event(
@@ -292,13 +355,27 @@ def mark_mfa_passed(session: Session, *, clock: Clock, login_session: LoginSessi
 
 
 def pass_second_factor(
-    session: Session, *, clock: Clock, actor: Actor, login_session: LoginSession, code: str
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    login_session: LoginSession,
+    code: str,
+    device: KnownDevice | None,
 ) -> bool:
     """The second step of a login: True when `code` is right (the session may go on). A
-    wrong code counts as a failed attempt for the login's lock; both are audited."""
+    wrong code counts as a failed attempt for the login's lock on `device`; both are
+    audited."""
     user = login_session.user
     if not verify_totp(session, clock=clock, user=user, code=code):
-        record_failed_attempt(session, clock=clock, login=user.login or "", ip=actor.ip or "")
+        record_failed_attempt(
+            session,
+            clock=clock,
+            login=user.login or "",
+            ip=actor.ip or "",
+            user=user,
+            device=device,
+        )
         record_event(
             session, clock=clock, actor=actor, action="login.mfa", outcome=AuditOutcome.FAILURE
         )

@@ -106,7 +106,8 @@ class LoginSession(Base):
 
 
 class LoginAttempt(Base):
-    """One try at a password, kept so every process copy throttles the same way."""
+    """One try at a password (or a second-factor or reset code), kept so every process copy
+    throttles the same way."""
 
     __tablename__ = "login_attempts"
     __table_args__ = (
@@ -119,6 +120,9 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(String(45))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     succeeded: Mapped[bool] = mapped_column(Boolean)
+    # The digest of the known device the try came from (a browser where this login
+    # succeeded before), or NULL: each known device has its own count of failures.
+    device: Mapped[str | None] = mapped_column(String(64))
 
 
 class InvitationDelivery(enum.StrEnum):
@@ -143,6 +147,22 @@ class Invitation(Base):
 
     user: Mapped[User] = relationship(foreign_keys=[user_id])
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_user_id])
+
+
+class PasswordResetRequest(Base):
+    """Someone asked for a reset code for a username (whether or not it exists), kept so
+    that every process copy limits the texts per username and per address the same way."""
+
+    __tablename__ = "password_reset_requests"
+    __table_args__ = (
+        Index("ix_password_reset_requests_login_at", "login", "at"),
+        Index("ix_password_reset_requests_ip_at", "ip", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(254))
+    ip: Mapped[str] = mapped_column(String(45))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class PasswordResetCode(Base):

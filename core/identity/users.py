@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from core.audit.models import AuditOutcome
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
 from core.identity.auth import end_all_sessions, normalize_login
-from core.identity.models import Role, User, UserStateScope
+from core.identity.invitations import IssuedInvitation, issue_invitation
+from core.identity.models import InvitationDelivery, Role, User, UserStateScope
 from core.models import Language, State, TreatmentCenter
 from core.text import N_
 
 STAFF_ROLES = (Role.COORDINATOR, Role.STATE_ANALYST, Role.ADMIN)
+NOT_STAFF = N_("Patient and caregiver accounts are managed from their record.")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -107,9 +111,7 @@ def save_staff_user(
         )
         session.add(user)
     elif not user.role.is_staff:
-        raise FieldErrors(
-            {"role": N_("Patient and caregiver accounts are managed from their record.")}
-        )
+        raise FieldErrors({"role": NOT_STAFF})
     before = {"role": user.role.value if user.role else None, "states": sorted(user.state_ids)}
     user.login, user.email, user.display_name, user.role = login, login, name, role
     user.center_id = center.id if center else None
@@ -155,4 +157,45 @@ def reset_second_factor(session: Session, *, clock: Clock, actor: Actor, user: U
     session.flush()
     record_event(
         session, clock=clock, actor=actor, action="admin.user.mfa_reset", target=f"user:{user.id}"
+    )
+
+
+def issue_staff_password_link(
+    session: Session, *, clock: Clock, actor: Actor, user: User, valid_for: timedelta
+) -> IssuedInvitation:
+    """A new set-password link for a staff account (earlier links stop working), to be
+    shown once to the admin.
+
+    A patient's or caregiver's account is refused (FieldErrors): a link made here would let
+    whoever holds it take the account over. Their invitations go from the patient's record
+    to their own phone or on paper. The refused attempt is audited, once for each patient
+    whose record the account opens."""
+    if not user.role.is_staff:
+        if user.patient_id is not None:
+            patient_ids: list[int | None] = [user.patient_id]
+        elif user.caregiver is not None and user.caregiver.links:
+            patient_ids = [link.patient_id for link in user.caregiver.links]
+            patient_ids.sort()
+        else:
+            patient_ids = [None]
+        for patient_id in patient_ids:
+            record_event(
+                session,
+                clock=clock,
+                actor=actor,
+                action="admin.user.set_password_link",
+                outcome=AuditOutcome.DENIED,
+                patient_id=patient_id,
+                target=f"user:{user.id}",
+                detail={"role": user.role.value},
+            )
+        raise FieldErrors({"": NOT_STAFF})
+    return issue_invitation(
+        session,
+        clock=clock,
+        actor=actor,
+        user=user,
+        delivery=InvitationDelivery.PRINT,
+        valid_for=valid_for,
+        patient_id=None,
     )

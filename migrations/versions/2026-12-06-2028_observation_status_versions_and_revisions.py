@@ -1,7 +1,7 @@
 """Observations get a FHIR status and a version; replaced versions are kept (corrections).
 
 Revision ID: b6edc489ff29
-Revises: 8ad3f27e0dd6
+Revises: 5b7e2c91d4a0
 Create Date: 2026-12-06 20:28:36.914665+00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import core.db
 
 revision: str = "b6edc489ff29"
-down_revision: str | None = "8ad3f27e0dd6"
+down_revision: str | None = "5b7e2c91d4a0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 resource updates or matches instead of duplicating.
 
 Revision ID: 7cfa7e64aacf
-Revises: a81dc51c6a83
+Revises: d0b22d01c751
 Create Date: 2026-12-06 21:21:03.123591+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import core.db
 
 revision: str = "7cfa7e64aacf"
-down_revision: str | None = "a81dc51c6a83"
+down_revision: str | None = "d0b22d01c751"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

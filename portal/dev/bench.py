@@ -474,6 +474,12 @@ def _log_in(
     if response.status_code != 303:
         raise RuntimeError(f"logging in as {login!r} failed: {response.status_code}")
     if totp_secret is not None:
+        # The login page's token stops working at the login: the next page has the new one.
+        page = client.get("/login/mfa")
+        _is_ok(page)
+        match = _CSRF.search(page.text)
+        if match is None:
+            raise RuntimeError("no CSRF token on /login/mfa")
         response = client.post(
             "/login/mfa",
             data={"code": pyotp.TOTP(totp_secret).now(), "csrf_token": match.group(1)},

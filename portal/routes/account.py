@@ -37,6 +37,7 @@ from portal.deps import (
     LoginDep,
     SessionDep,
     actor_for,
+    remember_device,
     require,
     set_session_cookie,
 )
@@ -236,7 +237,9 @@ def mfa_setup_submit(
             },
             status_code=400,
         )
-    return redirect(request, home_for(user.role))
+    response = redirect(request, home_for(user.role))
+    remember_device(response, request, context, user)
+    return response
 
 
 @router.post("/account/mfa/skip", name="mfa_skip")
@@ -258,4 +261,6 @@ def mfa_skip(
     skip_second_factor(
         session, clock=context.clock, actor=actor_for(request, login.user), login_session=login
     )
-    return redirect(request, home_for(login.user.role))
+    response = redirect(request, home_for(login.user.role))
+    remember_device(response, request, context, login.user)
+    return response

@@ -15,11 +15,11 @@ from core.audit.service import AuditFilter, search_events
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
-from core.identity.invitations import issue_invitation
-from core.identity.models import InvitationDelivery, Role, User
+from core.identity.models import Role, User
 from core.identity.users import (
     STAFF_ROLES,
     StaffInput,
+    issue_staff_password_link,
     list_users,
     reset_second_factor,
     save_staff_user,
@@ -98,14 +98,12 @@ def user_new(request: Request, session: SessionDep, user: UsersAdmin) -> Respons
 def _issue_set_password_link(
     request: Request, session: SessionDep, context: ContextDep, admin: User, account: User
 ) -> Response:
-    issued = issue_invitation(
+    issued = issue_staff_password_link(
         session,
         clock=context.clock,
         actor=actor_for(request, admin),
         user=account,
-        delivery=InvitationDelivery.PRINT,
         valid_for=timedelta(days=context.settings.invitation_valid_days),
-        patient_id=None,
     )
     return render(
         request,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -19,23 +21,24 @@ from core.identity.auth import (
 from core.identity.invitations import (
     InvitationProblem,
     LoginTaken,
-    ResetProblem,
     accept_invitation,
     find_invitation,
-    reset_password,
 )
 from core.identity.models import LoginSession, Role
+from core.identity.password_reset import ResetProblem, ResetThrottled, reset_password
 from core.identity.passwords import WeakPassword
 from portal import i18n
 from portal.deps import (
     LANGUAGE_COOKIE,
-    SESSION_COOKIE,
     ContextDep,
     LoginDep,
     LoginRequired,
     SessionDep,
     actor_for,
+    clear_session_cookie,
     client_ip,
+    known_device,
+    remember_device,
     set_session_cookie,
 )
 from portal.onboarding import send_reset_code
@@ -57,6 +60,20 @@ def home_for(role: Role) -> str:
         Role.STATE_ANALYST: "/reports",
         Role.ADMIN: "/admin/users",
     }[role]
+
+
+def try_again_in(wait: timedelta) -> str:
+    """The sentence that says when to try again ("Try again in 20 minutes."), rounded up,
+    in hours past an hour and a half."""
+    minutes = max(1, math.ceil(wait.total_seconds() / 60))
+    if minutes <= 90:
+        return i18n.ngettext(
+            "Try again in %(num)d minute.", "Try again in %(num)d minutes.", minutes
+        ) % {"num": minutes}
+    hours = math.ceil(minutes / 60)
+    return i18n.ngettext("Try again in %(num)d hour.", "Try again in %(num)d hours.", hours) % {
+        "num": hours
+    }
 
 
 def require_login_session(login: LoginDep) -> LoginSession:
@@ -100,6 +117,7 @@ def login_submit(
         password=password,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
+        device=known_device(request, context),
     )
     if not result.ok:
         if result.refusal in (LoginRefusal.LOCKED, LoginRefusal.IP_THROTTLED):
@@ -132,6 +150,8 @@ def login_submit(
         target = safe_next(next, home_for(user.role))
     response = redirect(request, target)
     set_session_cookie(response, context, result.session_token)
+    if not user.needs_mfa:  # staff: once the second factor is passed too
+        remember_device(response, request, context, user)
     language = user.preferred_language
     response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
     return response
@@ -144,7 +164,7 @@ def logout(request: Request, session: SessionDep, context: ContextDep, login: Lo
             session, clock=context.clock, actor=actor_for(request, login.user), login_session=login
         )
     response = redirect(request, "/login?logged_out=1")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(response, context)
     return response
 
 
@@ -167,14 +187,22 @@ def mfa_submit(
     next: ShortText = "",
 ) -> Response:
     user = login.user
-    key = user.login or ""
-    if login_lock_remaining(session, clock=context.clock, login=key) is not None:
+    device = known_device(request, context)
+    locked = login_lock_remaining(
+        session, clock=context.clock, login=user.login or "", user=user, device=device
+    )
+    if locked is not None:
         end_session(session, clock=context.clock, login_session=login)
         response = redirect(request, "/login")
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        clear_session_cookie(response, context)
         return response
     if not pass_second_factor(
-        session, clock=context.clock, actor=actor_for(request, user), login_session=login, code=code
+        session,
+        clock=context.clock,
+        actor=actor_for(request, user),
+        login_session=login,
+        code=code,
+        device=device,
     ):
         return render(
             request,
@@ -185,7 +213,9 @@ def mfa_submit(
             },
             status_code=400,
         )
-    return redirect(request, safe_next(next, home_for(user.role)))
+    response = redirect(request, safe_next(next, home_for(user.role)))
+    remember_device(response, request, context, user)
+    return response
 
 
 def _unusable_link(request: Request, problem: InvitationProblem) -> Response:
@@ -266,13 +296,24 @@ def forgot_submit(
     request: Request, session: SessionDep, context: ContextDep, login: ShortText = ""
 ) -> Response:
     if login.strip():
-        send_reset_code(
-            session,
-            clock=context.clock,
-            settings=context.settings,
-            wake_dispatcher=context.wake_dispatcher,
-            login=login,
-        )
+        try:
+            send_reset_code(
+                session,
+                clock=context.clock,
+                settings=context.settings,
+                wake_dispatcher=context.wake_dispatcher,
+                login=login,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        except ResetThrottled as refusal:
+            error = f"{i18n.translate(refusal.args[0])} {try_again_in(refusal.retry_after)}"
+            return render(
+                request,
+                "portal/forgot.html",
+                {"step": "ask", "login": login.strip(), "error": error},
+                status_code=429,
+            )
     return render(request, "portal/forgot.html", {"step": "code", "login": login.strip()})
 
 
@@ -299,6 +340,7 @@ def reset_submit(
                 new_password=password,
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent"),
+                device=known_device(request, context),
             )
         except (ResetProblem, WeakPassword) as problem:
             error = i18n.translate(problem.args[0])

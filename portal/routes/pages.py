@@ -16,7 +16,7 @@ from portal.deps import (
     ContextDep,
     LoginDep,
     check_csrf,
-    csrf_token_for,
+    csrf_token_of,
 )
 
 
@@ -54,7 +54,7 @@ def base_page_context(request: Request, user: User | None) -> dict[str, Any]:
     return {
         "user": user,
         "nav": nav_for(user),
-        "csrf_token": csrf_token_for(context.settings.secret, seed),
+        "csrf_token": csrf_token_of(request, context.settings, seed),
         "language": i18n.current_language(),
         "languages": i18n.LANGUAGE_NAMES,
         "demo_mode": context.settings.demo_mode,

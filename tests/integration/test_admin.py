@@ -19,12 +19,15 @@ from sqlalchemy.orm import Session
 from core.audit.models import AuditEvent, AuditOutcome
 from core.audit.service import Actor, record_event
 from core.clock import FrozenClock
+from core.identity.models import Invitation
 from core.models import Patient, State, TreatmentCenter
 from portal.dev.demo import DEMO_PASSWORD
 from tests.conftest import (
     ADMIN,
+    CAREGIVER_MD,
     COORDINATOR_CO,
     COORDINATOR_MD,
+    PATIENT_MD,
     STAFF_TOTP_SECRET,
     Database,
     csrf_token,
@@ -234,6 +237,7 @@ def test_new_coordinator_sets_a_password_by_link_then_must_enrol_totp(
         )
         assert logged_in.status_code == 303
         assert logged_in.headers["location"].startswith("/account/mfa")
+        csrf = csrf_token(newcomer, "/account/mfa")  # the login session's token from now on
         blocked = newcomer.get("/patients")
         assert blocked.status_code == 303
         assert blocked.headers["location"] == "/account/mfa"
@@ -337,6 +341,38 @@ def test_resetting_the_second_factor_makes_the_user_enrol_again(
     assert [event.target for event in audit_events(db, "admin.user.mfa_reset")] == [
         f"user:{coordinator_id}"
     ]
+
+
+def test_an_admin_cannot_make_a_set_password_link_for_a_patient_or_caregiver(
+    db: Database, client: TestClient, login_as: Callable[[str], str]
+) -> None:
+    with db.factory() as session:
+        maya, denise = user_by_login(session, PATIENT_MD), user_by_login(session, CAREGIVER_MD)
+        maya_id, maya_patient = maya.id, maya.patient_id
+        denise_id = denise.id
+        assert denise.caregiver is not None
+        denise_patients = sorted(link.patient_id for link in denise.caregiver.links)
+        assert maya_patient in denise_patients
+    token = login_as(ADMIN)
+    for account_id in (maya_id, denise_id):
+        assert "Make a new set-password link" not in client.get(f"/admin/users/{account_id}").text
+        refused = client.post(
+            f"/admin/users/{account_id}/action",
+            data={"csrf_token": token, "action": "set_password_link"},
+        )
+        assert refused.status_code == 400
+        assert "Patient and caregiver accounts are managed from their record." in refused.text
+        assert "/invite/" not in refused.text
+
+    with db.factory() as session:
+        assert session.scalars(select(Invitation)).all() == []
+    assert audit_events(db, "invitation.issue") == []
+    refusals = audit_events(db, "admin.user.set_password_link")
+    assert [(event.outcome, event.target, event.patient_id) for event in refusals] == [
+        (AuditOutcome.DENIED, f"user:{maya_id}", maya_patient),
+        *[(AuditOutcome.DENIED, f"user:{denise_id}", patient) for patient in denise_patients],
+    ]
+    assert {event.actor_label for event in refusals} == {ADMIN}
 
 
 # --- the audit log ---------------------------------------------------------------------

@@ -264,6 +264,122 @@ def test_many_failures_from_one_address_throttle_that_address_only(
     assert post_login(client, PATIENT_MD) == "/home"
 
 
+def try_login(client: TestClient, login: str, password: str) -> int:
+    """Submit the login form; the status code (303 in, 400 wrong, 429 locked)."""
+    response = client.post(
+        "/login", data={"login": login, "password": password, "csrf_token": csrf_token(client)}
+    )
+    status: int = response.status_code
+    return status
+
+
+def device_cookie(client: TestClient) -> str | None:
+    return next((name for name in client.cookies if "device" in name), None)
+
+
+def test_guessing_elsewhere_does_not_lock_out_a_device_she_logged_in_on(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    # Maya's phone: she logged in there before (and logged out since).
+    phone = browser(address="198.51.100.20")
+    token = log_in(phone, PATIENT_MD, clock)
+    phone.post("/logout", data={"csrf_token": token})
+    assert device_cookie(phone) is not None
+
+    # Someone elsewhere, logged in on their own account, guesses her password.
+    attacker = browser(address="203.0.113.66")
+    attacker.post("/logout", data={"csrf_token": log_in(attacker, PATIENT_CO, clock)})
+    assert [try_login(attacker, PATIENT_MD, f"guess number {n}") for n in range(5)] == [400] * 5
+    # Guessing stays bounded: even the right password is refused there now, and on any
+    # other device she never used (their own account's device cookie does not help them).
+    assert try_login(attacker, PATIENT_MD, DEMO_PASSWORD) == 429
+    assert try_login(browser(address="192.0.2.44"), PATIENT_MD, DEMO_PASSWORD) == 429
+
+    # On her phone, the right password still works.
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+    assert phone.get("/home").status_code == 200
+    phone.post("/logout", data={"csrf_token": csrf_token(phone, "/home")})
+
+    # Her phone has a count of its own: five wrong passwords there lock it too.
+    assert [try_login(phone, PATIENT_MD, f"typo {n}") for n in range(5)] == [400] * 5
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 429
+
+    with db.factory() as session:
+        failures = session.scalars(
+            select(LoginAttempt).where(
+                LoginAttempt.login == PATIENT_MD, LoginAttempt.succeeded.is_(False)
+            )
+        ).all()
+    assert len(failures) == 13  # every refusal counted and audited
+    assert len([e for e in audit_events(db, "login") if e.outcome is AuditOutcome.FAILURE]) == 13
+
+    clock.advance(timedelta(minutes=15, seconds=1))
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+
+
+def test_a_forged_or_stale_device_cookie_counts_as_an_unknown_device(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    phone = browser()
+    phone.post("/logout", data={"csrf_token": log_in(phone, PATIENT_MD, clock)})
+    name = device_cookie(phone)
+    assert name is not None
+    genuine = phone.cookies[name]
+    maya_id = account(db, PATIENT_MD).id
+    assert PATIENT_MD not in genuine  # an id and account numbers, nothing about her
+
+    attacker = browser(address="203.0.113.66")
+    assert [try_login(attacker, PATIENT_MD, f"guess {n}") for n in range(5)] == [400] * 5
+    device_id = genuine.split("~", 1)[0]
+    for forged in (f"{device_id}~{maya_id}.AAAAAA.forged", genuine[:-2] + "xx", "rubbish"):
+        assert try_login(browser(cookies={name: forged}), PATIENT_MD, DEMO_PASSWORD) == 429
+
+    # A device not used for 180 days is forgotten (the lock has ended by then as well).
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+    phone.post("/logout", data={"csrf_token": csrf_token(phone, "/home")})
+    clock.advance(timedelta(days=181))
+    assert [try_login(attacker, PATIENT_MD, f"again {n}") for n in range(5)] == [400] * 5
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 429
+
+
+def test_a_known_device_gets_past_an_address_throttled_by_others(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    token = log_in(client, PATIENT_MD, clock)
+    client.post("/logout", data={"csrf_token": token})
+    # Someone behind the same address (a clinic's or a school's network) sprays passwords.
+    with db.factory() as session:
+        session.add_all(
+            LoginAttempt(login=f"user{n}", ip="testclient", at=clock.now(), succeeded=False)
+            for n in range(30)
+        )
+        session.commit()
+    assert try_login(browser(), PATIENT_CO, DEMO_PASSWORD) == 429  # a new device: throttled
+    assert try_login(client, PATIENT_MD, DEMO_PASSWORD) == 303  # Maya's known device: in
+
+
+def test_a_staff_device_is_known_only_after_the_second_factor(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    assert post_login(client, COORDINATOR_MD) == "/login/mfa"
+    assert device_cookie(client) is None  # the password alone does not make it known
+    token = csrf_token(client, "/login/mfa")
+    passed = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
+    assert passed.status_code == 303
+    assert device_cookie(client) is not None
+    client.post("/logout", data={"csrf_token": token})
+    clock.advance(timedelta(seconds=31))
+
+    attacker = browser(address="203.0.113.66")
+    assert [try_login(attacker, COORDINATOR_MD, f"guess {n}") for n in range(5)] == [400] * 5
+    assert try_login(attacker, COORDINATOR_MD, DEMO_PASSWORD) == 429
+    assert post_login(client, COORDINATOR_MD) == "/login/mfa"
+    token = csrf_token(client, "/login/mfa")
+    done = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
+    assert done.status_code == 303
+    assert client.get("/patients").status_code == 200
+
+
 # --- CSRF ------------------------------------------------------------------------------
 
 
@@ -297,6 +413,50 @@ def test_a_token_from_another_browser_is_refused(
         == 403
     )
     assert audit_events(db, "login") == []
+
+
+def test_a_token_from_before_the_login_is_refused_after_it(
+    client: TestClient, db: Database
+) -> None:
+    before = csrf_token(client)  # the anonymous login page's token
+    response = client.post(
+        "/login", data={"login": PATIENT_MD, "password": DEMO_PASSWORD, "csrf_token": before}
+    )
+    assert response.status_code == 303  # anonymous forms work with anonymous tokens
+
+    # A page planted before the login (login CSRF, a fixed token) cannot act for her now.
+    refused = client.post("/language", data={"lang": "es", "csrf_token": before})
+    assert refused.status_code == 403
+    assert "This form has expired" in refused.text
+    assert account(db, PATIENT_MD).preferred_language is Language.EN
+
+    # The pages she sees now carry a token that works.
+    fresh = csrf_token(client, "/home")
+    assert fresh != before
+    assert client.post("/language", data={"lang": "es", "csrf_token": fresh}).status_code == 303
+    assert account(db, PATIENT_MD).preferred_language is Language.ES
+
+
+def test_a_token_from_one_login_session_is_refused_in_another(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    maya_token = log_in(client, PATIENT_MD, clock)
+    seed_cookie = next(name for name in client.cookies if "csrf" in name)
+    # Another browser with the same CSRF cookie (planted, or a shared computer's), logged
+    # in as someone else: Maya's token does not work there.
+    other = browser(cookies={seed_cookie: client.cookies[seed_cookie]})
+    andre_token = log_in(other, PATIENT_CO, clock)
+    assert andre_token != maya_token
+    refused = other.post("/language", data={"lang": "es", "csrf_token": maya_token})
+    assert refused.status_code == 403
+    assert account(db, PATIENT_CO).preferred_language is Language.EN
+    # Nor does the token of Maya's session once that session is over.
+    client.post("/logout", data={"csrf_token": maya_token})
+    log_in(client, PATIENT_MD, clock)
+    assert client.post("/language", data={"lang": "es", "csrf_token": maya_token}).status_code == (
+        403
+    )
+    assert account(db, PATIENT_MD).preferred_language is Language.EN
 
 
 def test_htmx_sends_the_token_in_a_header(
@@ -600,7 +760,7 @@ def test_an_sms_invitation_lets_the_patient_set_a_username_and_password(
             "login": "someone-else",
             "password": "another fine sentence",
             "password_again": "another fine sentence",
-            "csrf_token": form_token,
+            "csrf_token": csrf_token(patient, f"/invite/{token}"),  # logged in: a new token
         },
     )
     assert reuse.status_code == 410
@@ -770,7 +930,8 @@ def test_a_texted_code_resets_the_password_and_ends_other_sessions(
     done = reset(new_code)
     assert done.status_code == 303
     assert done.headers["location"] == "/login?reset=1"
-    assert len(audit_events(db, "password.reset")) == 1
+    outcomes = [event.outcome for event in audit_events(db, "password.reset")]
+    assert outcomes == [AuditOutcome.FAILURE] * 6 + [AuditOutcome.SUCCESS]  # 5 wrong, 1 spent
 
     # The session on her phone is over; the new password works, the old one does not.
     assert client.get("/home").status_code == 303
@@ -810,6 +971,119 @@ def test_asking_for_a_code_looks_the_same_for_every_username(
             )
         ).all()
         assert denise_codes == []
+
+
+def ask_for_code(client: TestClient, login: str) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/password/forgot",
+        data={"login": login, "csrf_token": csrf_token(client, "/password/forgot")},
+    )
+    return response
+
+
+def test_reset_codes_are_limited_per_username_without_telling_who_exists(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    maya = patient_named(db, "Maya")
+    phone = maya.mobile_phone or ""
+
+    def texts() -> int:
+        return len(messages_to(db, phone, MessagePurpose.PASSWORD_RESET))
+
+    for asked in range(3):
+        assert ask_for_code(client, PATIENT_MD).status_code == 200
+        assert texts() == asked + 1
+    pages = {}
+    for login in (PATIENT_MD, "nobody-by-this-name"):
+        if login != PATIENT_MD:
+            for _asked in range(3):
+                assert ask_for_code(client, login).status_code == 200
+        refused = ask_for_code(client, login)
+        assert refused.status_code == 429
+        pages[login] = refused.text.replace(f'value="{login}"', 'value=""')
+    assert "A code was asked for this username several times." in pages[PATIENT_MD]
+    assert "Try again in 60 minutes." in pages[PATIENT_MD]
+    # The same answer whether or not the account exists.
+    assert pages[PATIENT_MD] == pages["nobody-by-this-name"]
+    assert texts() == 3
+
+    # From another address, the limit is the same: it belongs to the username.
+    assert ask_for_code(browser(address="198.51.100.9"), PATIENT_MD).status_code == 429
+    clock.advance(timedelta(minutes=61))
+    for _asked in range(3):
+        assert ask_for_code(client, PATIENT_MD).status_code == 200
+    assert texts() == 6
+    # At most 6 texts a day to one person, whoever asks.
+    clock.advance(timedelta(minutes=61))
+    tomorrow = ask_for_code(client, PATIENT_MD)
+    assert tomorrow.status_code == 429
+    assert "Try again in 22 hours." in tomorrow.text
+    assert texts() == 6
+    refusals = [
+        event
+        for event in audit_events(db, "password.reset_code")
+        if event.outcome is AuditOutcome.FAILURE
+    ]
+    assert [event.detail for event in refusals] == [{"reason": "username_limit"}] * 4
+    assert {event.patient_id for event in refusals} == {maya.id, None}
+
+
+def test_reset_codes_are_limited_per_address(
+    client: TestClient, db: Database, browser: OpenBrowser
+) -> None:
+    for number in range(10):
+        assert ask_for_code(client, f"someone-{number}").status_code == 200
+    refused = ask_for_code(client, PATIENT_MD)
+    assert refused.status_code == 429
+    assert "Too many codes were asked for from this network. Try again in 60 minutes." in (
+        refused.text
+    )
+    assert (
+        messages_to(db, patient_named(db, "Maya").mobile_phone or "", MessagePurpose.PASSWORD_RESET)
+        == []
+    )
+    # Another address is not held back.
+    assert ask_for_code(browser(address="198.51.100.9"), PATIENT_MD).status_code == 200
+
+
+def test_wrong_reset_codes_count_toward_the_lock_and_are_audited(
+    client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
+) -> None:
+    phone = browser(address="198.51.100.20")  # Maya's phone, where she logged in before
+    phone.post("/logout", data={"csrf_token": log_in(phone, PATIENT_MD, clock)})
+    maya = patient_named(db, "Maya")
+    laptop = browser(address="203.0.113.66")
+    ask_for_code(laptop, PATIENT_MD)
+    code = reset_code_for(db, maya.mobile_phone or "")
+    wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, 6)]
+    for guess in wrong:
+        response = laptop.post(
+            "/password/reset",
+            data={
+                "login": PATIENT_MD,
+                "code": guess,
+                "password": NEW_PASSWORD,
+                "password_again": NEW_PASSWORD,
+                "csrf_token": csrf_token(laptop, "/password/forgot"),
+            },
+        )
+        assert response.status_code == 400
+    # Five wrong codes are five failures: that device is locked out of her account...
+    assert try_login(laptop, PATIENT_MD, DEMO_PASSWORD) == 429
+    # ...but not her phone.
+    assert try_login(phone, PATIENT_MD, DEMO_PASSWORD) == 303
+
+    failures = [
+        event
+        for event in audit_events(db, "password.reset")
+        if event.outcome is AuditOutcome.FAILURE
+    ]
+    assert len(failures) == 5
+    assert {event.patient_id for event in failures} == {maya.id}
+    assert {event.ip for event in failures} == {"203.0.113.66"}
+    assert [event.detail for event in failures] == [{"reason": "wrong_code"}] * 4 + [
+        {"reason": "code_spent"}
+    ]
 
 
 # --- language --------------------------------------------------------------------------
@@ -877,7 +1151,25 @@ def test_pages_carry_the_security_headers_without_hsts_on_plain_http(client: Tes
     assert "style=" not in response.text
 
 
-def test_hsts_and_secure_cookies_when_served_over_https(
+def _set_cookies(response: httpx.Response) -> dict[str, set[str]]:
+    """The cookies a response sets: name -> its attributes, lower-case ("secure", "path=/")."""
+    cookies = {}
+    for header in response.headers.get_list("set-cookie"):
+        name = header.split("=", 1)[0]
+        cookies[name] = {part.strip().lower() for part in header.split(";")[1:]}
+    return cookies
+
+
+def _is_host_cookie(attributes: set[str]) -> bool:
+    """What a browser demands of a `__Host-` cookie: Secure, Path=/, no Domain."""
+    return (
+        "secure" in attributes
+        and "path=/" in attributes
+        and not any(part.startswith("domain") for part in attributes)
+    )
+
+
+def test_hsts_and_host_only_secure_cookies_when_served_over_https(
     client: TestClient, db: Database, clock: FrozenClock, browser: OpenBrowser
 ) -> None:
     secure_app = build_app(db, clock, public_base_url="https://followup.example.org")
@@ -885,19 +1177,44 @@ def test_hsts_and_secure_cookies_when_served_over_https(
     page = secure.get("/login")
     assert page.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert "; Secure" in page.headers["set-cookie"]
+    # The CSRF cookie cannot be planted from a sibling subdomain or over plain http.
+    [(csrf_name, csrf_attributes)] = _set_cookies(page).items()
+    assert csrf_name.startswith("__Host-")
+    assert _is_host_cookie(csrf_attributes)
 
     response = secure.post(
         "/login",
         data={"login": PATIENT_MD, "password": DEMO_PASSWORD, "csrf_token": csrf_token(secure)},
     )
     assert response.status_code == 303
-    [session_cookie] = [
-        value
-        for value in response.headers.get_list("set-cookie")
-        if value.startswith(f"{SESSION_COOKIE}=")
-    ]
-    assert "Secure" in session_cookie
+    security_cookies = {
+        name: attributes
+        for name, attributes in _set_cookies(response).items()
+        if name != LANGUAGE_COOKIE
+    }
+    assert security_cookies, "the login set no session cookie"
+    for name, attributes in security_cookies.items():
+        assert name.startswith("__Host-"), name
+        assert _is_host_cookie(attributes), name
+    [session_name] = [name for name in security_cookies if "session" in name]
+    assert secure.get("/home").status_code == 200
+
+    # Only the prefixed cookie counts: the same session under the plain name opens nothing.
+    session_value = secure.cookies[session_name]
+    plain_name = session_name.removeprefix("__Host-")
+    replay = browser(
+        target=secure_app, base_url="https://testserver", cookies={plain_name: session_value}
+    )
+    assert replay.get("/home").headers["location"].startswith("/login")
+
+    # Logging out clears the cookie with the attributes a browser needs to accept it.
+    token = csrf_token(secure, "/home")
+    out = secure.post("/logout", data={"csrf_token": token})
+    assert out.status_code == 303
+    cleared = _set_cookies(out)[session_name]
+    assert _is_host_cookie(cleared)
+    assert "max-age=0" in cleared
+    assert secure.get("/home").headers["location"].startswith("/login")
 
 
 def test_the_session_cookie_is_httponly_and_samesite_lax(client: TestClient) -> None:

@@ -177,6 +177,41 @@ def test_the_database_refuses_to_change_the_audit_log(db: Database, statement: s
         assert event.ip == "192.0.2.1"
 
 
+# Writing another row over an existing id: SQLite's REPLACE deletes the old row without
+# firing the DELETE trigger; an upsert turns the INSERT into an UPDATE.
+_REWRITE_BY_INSERT = (
+    "INSERT INTO audit_events (id, at, actor_label, action, outcome) "
+    "SELECT id, at, 'someone else', 'nothing happened', outcome FROM audit_events WHERE id = :id"
+)
+_UPSERT = " ON CONFLICT (id) DO UPDATE SET action = excluded.action, actor_label = 'someone else'"
+
+
+@pytest.mark.parametrize(
+    ("only_on", "statement"),
+    [
+        ("sqlite", _REWRITE_BY_INSERT.replace("INSERT INTO", "INSERT OR REPLACE INTO")),
+        ("sqlite", _REWRITE_BY_INSERT.replace("INSERT INTO", "REPLACE INTO")),
+        (None, _REWRITE_BY_INSERT + _UPSERT),
+    ],
+    ids=["insert-or-replace", "replace", "upsert"],
+)
+def test_the_database_refuses_to_write_over_an_audit_event(
+    db: Database, only_on: str | None, statement: str
+) -> None:
+    if only_on is not None and db.backend != only_on:
+        pytest.skip(f"{only_on} syntax")
+    event_id = _one_event(db)
+    with db.engine.connect() as connection:
+        with pytest.raises(DBAPIError, match="append-only"):
+            connection.execute(text(statement), {"id": event_id})
+        connection.rollback()
+
+    with db.factory() as session:
+        event = session.get(AuditEvent, event_id)
+        assert event is not None
+        assert (event.action, event.actor_label) == ("login", "auditor-test")
+
+
 def test_the_database_refuses_to_truncate_the_audit_log(db: Database) -> None:
     if db.backend != "postgresql":
         pytest.skip("SQLite has no TRUNCATE (DELETE is covered above)")

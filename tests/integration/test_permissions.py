@@ -31,7 +31,7 @@ from coordination.followup.models import PatientReport, ReportKind, ReportStatus
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
 from coordination.texting.gateway import ConsoleGateway
-from core.audit.models import AuditEvent
+from core.audit.models import AuditEvent, AuditOutcome
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
@@ -502,6 +502,7 @@ def _open_browsers(stack: ExitStack, app: FastAPI, clock: FrozenClock) -> list[B
                 data={"login": persona.login, "password": DEMO_PASSWORD, "csrf_token": token},
             )
             assert response.headers.get("location", "").startswith("/login/mfa"), response.text
+            token = csrf_token(client, "/login/mfa")  # the login session's token
         browsers.append(Browser(persona, client, token))
     return browsers
 
@@ -689,3 +690,65 @@ def test_staff_reading_a_record_is_audited(
     assert event.ip == "testclient"
     assert event.target == "patient_record"
     assert event.at is not None
+
+
+def _asked(method: str, permission: Permission) -> dict[str, str]:
+    return {"method": method, "permission": permission.value}
+
+
+def test_asking_for_a_record_outside_ones_scope_is_audited_as_denied(
+    db: Database, app: FastAPI, clock: FrozenClock
+) -> None:
+    with db.factory() as session:
+        coordinator_id = user_by_login(session, COORDINATOR_MD).id
+        caregiver_id = user_by_login(session, CAREGIVER_MD).id
+        andre = _patients_of_state(session, "CO")[0]
+        andre_id = andre.id
+        nobody_id = andre_id + 10_000  # no patient has this id
+        assert session.get(Patient, nobody_id) is None
+
+    with ExitStack() as stack:
+        coordinator, caregiver = (
+            stack.enter_context(
+                TestClient(app, raise_server_exceptions=False, follow_redirects=False)
+            )
+            for _ in range(2)
+        )
+        token = log_in(coordinator, COORDINATOR_MD, clock)
+        log_in(caregiver, CAREGIVER_MD, clock)
+        answers = [
+            coordinator.get(f"/patients/{andre_id}"),
+            coordinator.post(
+                f"/patients/{andre_id}/notes", data={"csrf_token": token, "text": "hello"}
+            ),
+            coordinator.get(f"/patients/{nobody_id}"),
+            caregiver.get(f"/care/{andre_id}/schedule"),
+        ]
+    # The person sees the same "not found" whether the record is out of scope or missing.
+    for answer in answers:
+        assert answer.status_code == 404
+        assert "This page does not exist, or it is not yours to see." in answer.text
+
+    with db.factory() as session:
+        denied = list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.outcome == AuditOutcome.DENIED)
+                .order_by(AuditEvent.id)
+            )
+        )
+        assert [
+            (event.actor_user_id, event.patient_id, event.target, event.detail) for event in denied
+        ] == [
+            (coordinator_id, andre_id, "patient_record", _asked("GET", Permission.RECORD_VIEW)),
+            (coordinator_id, andre_id, "patient_note", _asked("POST", Permission.NOTES_WRITE)),
+            (caregiver_id, andre_id, "care_schedule", _asked("GET", Permission.SCHEDULE_VIEW)),
+        ]
+        assert {event.action for event in denied} == {"patient.access"}
+        assert {event.ip for event in denied} == {"testclient"}
+        # Nothing was read or written for Andre.
+        assert not session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.patient_id == andre_id, AuditEvent.outcome != AuditOutcome.DENIED
+            )
+        ).all()
