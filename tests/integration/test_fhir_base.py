@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from starlette.routing import Match
 
+from core.clock import FrozenClock
 from core.models import Observation, Patient
 from fhir_adapter import http as fhir_http
 from fhir_adapter.capability import Route
@@ -31,10 +32,23 @@ from fhir_adapter.validation import validate_resource
 from tests.conftest import Database
 from tests.support.fhir_examples import all_examples, example
 from tests.support.fhir_strategies import JSON_VALUES, broken_bundles, broken_examples
+from tests.support.smart import CenterSystem, register
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 FHIR_CONTENT_TYPE = "application/fhir+json; charset=utf-8"
 HEMOGLOBIN = "Observation/uscore-lab-cbc-hemoglobin.json"
+
+
+@pytest.fixture
+def client(app: FastAPI, db: Database, clock: FrozenClock) -> Iterator[TestClient]:
+    """A treatment center's system with a token for every type: `$validate` and the other
+    routes a center calls need one (metadata does not)."""
+    center = CenterSystem.generate("RS384")
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as http:
+        register(db, clock, center=center, scopes="system/*.cruds")
+        token = center.token(http, clock, scope="system/*.cruds")
+        http.headers["Authorization"] = f"Bearer {token}"
+        yield http
 
 
 def outcome_of(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -198,7 +212,9 @@ def test_every_fhir_route_is_a_served_capability(app: FastAPI) -> None:
     undeclared = []
     for method, template in routes:
         pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))
-        if template != "/fhir/metadata" and not any(
+        # metadata and SMART's discovery document are no FHIR capabilities of their own.
+        discovery = template in ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+        if not discovery and not any(
             route.method == method and pattern.fullmatch(route.path) for route in served
         ):
             undeclared.append(f"{method} {template}")
