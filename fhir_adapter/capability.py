@@ -342,12 +342,12 @@ class CapabilityRegistry:
 _FLAGS = frozenset({Interaction.CONDITIONAL_CREATE, Interaction.CONDITIONAL_UPDATE})
 # The request of each interaction (R4 http.html); {type} is the resource type.
 _INTERACTION_ROUTES: dict[Interaction, tuple[str, str]] = {
-    Interaction.READ: ("GET", "/fhir/{type}/example-id"),
-    Interaction.VREAD: ("GET", "/fhir/{type}/example-id/_history/1"),
-    Interaction.UPDATE: ("PUT", "/fhir/{type}/example-id"),
-    Interaction.PATCH: ("PATCH", "/fhir/{type}/example-id"),
-    Interaction.DELETE: ("DELETE", "/fhir/{type}/example-id"),
-    Interaction.HISTORY_INSTANCE: ("GET", "/fhir/{type}/example-id/_history"),
+    Interaction.READ: ("GET", "/fhir/{type}/12345"),
+    Interaction.VREAD: ("GET", "/fhir/{type}/12345/_history/1"),
+    Interaction.UPDATE: ("PUT", "/fhir/{type}/12345"),
+    Interaction.PATCH: ("PATCH", "/fhir/{type}/12345"),
+    Interaction.DELETE: ("DELETE", "/fhir/{type}/12345"),
+    Interaction.HISTORY_INSTANCE: ("GET", "/fhir/{type}/12345/_history"),
     Interaction.HISTORY_TYPE: ("GET", "/fhir/{type}/_history"),
     Interaction.CREATE: ("POST", "/fhir/{type}"),
     Interaction.SEARCH_TYPE: ("GET", "/fhir/{type}"),
@@ -368,7 +368,7 @@ def _operation_route(operation: Operation, resource_type: str | None) -> Route:
     elif operation.level is OperationLevel.TYPE:
         path = f"/fhir/{resource_type}/${operation.name}"
     else:
-        path = f"/fhir/{resource_type}/example-id/${operation.name}"
+        path = f"/fhir/{resource_type}/12345/${operation.name}"
     return Route(operation.method, path, f"${operation.name}")
 
 

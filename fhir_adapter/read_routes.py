@@ -23,16 +23,14 @@ from fhir_adapter.supported import CAPABILITIES
 router = APIRouter()
 
 
-def _not_found(resource_type: str, resource_id: str) -> FhirError:
-    return FhirError.single(
-        404, "not-found", f"{resource_type}/{resource_id[:64]} is not known here."
-    )
+def _not_found(resource_type: str, resource_id: int) -> FhirError:
+    return FhirError.single(404, "not-found", f"{resource_type}/{resource_id} is not known here.")
 
 
-@router.get("/{resource_type}/{resource_id}", name="fhir_read")
+@router.get("/{resource_type}/{resource_id:int}", name="fhir_read")
 def read(
     resource_type: str,
-    resource_id: str,
+    resource_id: int,
     request: Request,
     session: SessionDep,
     clock: ClockDep,
@@ -54,13 +52,13 @@ def read(
         )
     if not caller.allows(resource_type, Interaction.READ):
         raise scope_denied(caller, resource_type, Interaction.READ)
-    if not resource_id.isascii() or not resource_id.isdigit() or len(resource_id) > 10:
+    if not 0 < resource_id < 2**31:  # larger ids overflow the database's integers
         raise _not_found(resource_type, resource_id)
     resource = read_resource(
         session,
         center_id=caller.center_id,
         resource_type=resource_type,
-        local_id=int(resource_id),
+        local_id=resource_id,
         library=shipped_protocols(),
     )
     if resource is None:
@@ -71,7 +69,7 @@ def read(
         caller=caller,
         interaction=Interaction.READ,
         resource_type=resource_type,
-        resource_id=resource_id,
+        resource_id=str(resource_id),
         patient_id=patient_id_of_resource(resource),
     )
     version = resource["meta"]["versionId"]

@@ -186,10 +186,10 @@ def conditional_put(
     return _answer(request, fmt, written, body)
 
 
-@router.put("/{resource_type}/{resource_id}", name="fhir_update")
+@router.put("/{resource_type}/{resource_id:int}", name="fhir_update")
 def update(
     resource_type: str,
-    resource_id: str,
+    resource_id: int,
     request: Request,
     session: SessionDep,
     clock: ClockDep,
@@ -199,16 +199,14 @@ def update(
 ) -> Response:
     """Update by id (no update-as-create); `If-Match: W/"n"` must name the current version."""
     _require(caller, resource_type, Interaction.UPDATE)
-    if not resource_id.isascii() or not resource_id.isdigit() or len(resource_id) > 10:
-        raise FhirError.single(
-            404, "not-found", f"{resource_type}/{resource_id[:64]} is not known."
-        )
+    if not 0 < resource_id < 2**31:  # larger ids overflow the database's integers
+        raise FhirError.single(404, "not-found", f"{resource_type}/{resource_id} is not known.")
     context = _context(session, clock, caller)
     _checked(body, resource_type, request, context)
     written = update_resource(
         context,
         resource_type,
-        int(resource_id),
+        resource_id,
         body,
         if_match=request.headers.get("if-match"),
     )

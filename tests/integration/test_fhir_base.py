@@ -211,7 +211,7 @@ def test_every_fhir_route_is_a_served_capability(app: FastAPI) -> None:
 
     undeclared = []
     for method, template in routes:
-        pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))
+        pattern = re.compile(re.sub(r"\\\{[\w:]+\\\}", "[^/]+", re.escape(template)))
         # metadata and SMART's discovery document are no FHIR capabilities of their own.
         discovery = template in ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
         if not discovery and not any(

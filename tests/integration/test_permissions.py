@@ -82,10 +82,6 @@ PUBLIC = frozenset(
         "smart_configuration",  # SMART discovery documents
         "fhir_smart_configuration",
         "fhir_metadata",  # FHIR: the CapabilityStatement is public
-        # FHIR routes for treatment centers are guarded by SMART backend-services tokens (the
-        # dependency on fhir_adapter.routes.secured), not by portal permissions; until that
-        # dependency lands they are listed here, and this test fails once they are guarded.
-        "fhir_validate",
     }
 )
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).
@@ -350,6 +346,8 @@ class World:
             "center_id": _first_id(session, TreatmentCenter.id),
             "user_id": user_by_login(session, ANALYST).id,
             "fhir_client_id": _first_id(session, FhirClient.id),
+            # FHIR routes: an id (every portal login gets 401 there anyway).
+            "resource_id": 1,
         }
         return cls(people=people, targets=targets, links=links, ids=ids)
 
@@ -568,7 +566,11 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         list(world.targets) if route.guard.scoped_permission else [None]
                     )
                     for target in targets:
-                        values = {"token": "x", **{k: str(v) for k, v in world.ids.items()}}
+                        values = {
+                            "token": "x",
+                            "resource_type": "Patient",
+                            **{k: str(v) for k, v in world.ids.items()},
+                        }
                         chosen = target or world.targets[0]
                         values["patient_id"] = str(chosen.patient_id)
                         values["link_id"] = str(chosen.link_id)

@@ -89,7 +89,7 @@ def test_a_type_level_operation_is_listed_on_every_planned_type() -> None:
     listed = resources(body)
     assert set(listed) == {
         "Patient", "Observation", "RelatedPerson", "Procedure", "Encounter", "Condition",
-        "Appointment", "CarePlan", "Group",
+        "Appointment", "CarePlan", "Group", "MedicationAdministration",
     }  # fmt: skip
     assert [op["name"] for op in listed["Group"]["operation"]] == ["export", "validate"]
     assert listed["Group"]["operation"][0]["definition"] == (
@@ -104,7 +104,7 @@ def test_a_type_level_operation_is_listed_on_every_planned_type() -> None:
     ]
     routes = {(route.method, route.path) for route in registry.served_routes()}
     assert ("POST", "/fhir/Patient/$validate") in routes
-    assert ("GET", "/fhir/Group/example-id/$export") in routes
+    assert ("GET", "/fhir/Group/12345/$export") in routes
     assert ("GET", "/fhir/$export") in routes
 
 
@@ -125,7 +125,7 @@ def test_the_whole_plan_served_is_a_valid_statement() -> None:
     body = statement(registry)
 
     assert registry.planned_not_served() == []
-    assert len(resources(body)) == 9
+    assert len(resources(body)) == 10
     assert {item["code"] for item in body["rest"][0]["interaction"]} == {"transaction", "batch"}
 
 
