@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +72,10 @@ def serve(
     The scheduler (SMS dispatcher and other jobs) runs inside when RUN_SCHEDULER is true."""
     import uvicorn
 
+    if port is not None:
+        # The app uvicorn builds reads its settings from the environment: PORT tells it the
+        # port it is served on (in demo mode its links follow it, see core.settings).
+        os.environ["PORT"] = str(port)
     settings = _settings_or_exit()
     _protocols_or_exit()
     get_settings.cache_clear()
