@@ -9,7 +9,12 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from coordination.texting.consent import CONSENT_FIELD, check_tick, record_tick
+from coordination.texting.consent import (
+    CONSENT_FIELD,
+    check_tick,
+    record_tick,
+    shared_number_problem,
+)
 from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
@@ -126,7 +131,11 @@ def caregiver_new(
             "errors": {},
             "all_rights": list(ProxyRight),
             "consent": consent_context(
-                session, context, state_id=patient.state_id, zone=patient.time_zone
+                session,
+                context,
+                viewer=access.user,
+                state_id=patient.state_id,
+                zone=patient.time_zone,
             ),
         },
     )
@@ -155,6 +164,7 @@ def caregiver_create(
     consent = consent_context(
         session,
         context,
+        viewer=access.user,
         state_id=patient.state_id,
         phone_typed=form.mobile_phone,
         zone=patient.time_zone,
@@ -170,7 +180,8 @@ def caregiver_create(
             data=form,
             other_errors=check_tick(
                 tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
-            ),
+            )
+            or shared_number_problem(consent["number"], tick=tick),
         )
     except FieldErrors as problem:
         consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors

@@ -106,12 +106,14 @@ def form_consent_box(
     session: Session,
     app: AppContext,
     *,
+    viewer: User,
     state_id: int | str | None,
     phone_typed: str = "",
     phone_on_file: str | None = None,
     zone: str = "",
 ) -> ConsentBox:
-    """The consent box of a form (see `consent_box`); `state_id` may be the form's text."""
+    """The consent box of `viewer`'s form (see `consent_box`); `state_id` may be the form's
+    text."""
     if isinstance(state_id, str):
         state_id = int(state_id) if state_id.isdigit() else None
     return consent_box(
@@ -121,6 +123,7 @@ def form_consent_box(
         phone_typed=phone_typed,
         phone_on_file=phone_on_file,
         zone=zone,
+        viewer=viewer,
     )
 
 
@@ -128,6 +131,7 @@ def consent_context(
     session: Session,
     app: AppContext,
     *,
+    viewer: User,
     state_id: int | str | None,
     phone_typed: str = "",
     phone_on_file: str | None = None,
@@ -138,6 +142,7 @@ def consent_context(
     box = form_consent_box(
         session,
         app,
+        viewer=viewer,
         state_id=state_id,
         phone_typed=phone_typed,
         phone_on_file=phone_on_file,
@@ -270,7 +275,7 @@ def patient_new(
         {
             "form": form,
             "mode": "new",
-            "consent": consent_context(session, context, state_id=form.state_id),
+            "consent": consent_context(session, context, viewer=user, state_id=form.state_id),
             **_form_choices(session, user),
         },
     )
@@ -290,6 +295,7 @@ def patient_create(
     box = form_consent_box(
         session,
         context,
+        viewer=user,
         state_id=form.state_id,
         phone_typed=form.mobile_phone,
         zone=form.time_zone.strip(),
@@ -450,6 +456,7 @@ def patient_edit(
             "consent": consent_context(
                 session,
                 context,
+                viewer=access.user,
                 state_id=patient.state_id,
                 phone_on_file=patient.mobile_phone,
                 zone=patient.time_zone,
@@ -473,6 +480,7 @@ def patient_update(
     box = form_consent_box(
         session,
         context,
+        viewer=access.user,
         state_id=form.state_id,
         phone_typed=form.mobile_phone,
         phone_on_file=access.patient.mobile_phone,
