@@ -20,6 +20,7 @@ from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import scope_patients
 from core.identity.models import User
+from core.ids import parse_id
 from core.models import (
     Caregiver,
     CaregiverLink,
@@ -154,10 +155,8 @@ def _clean(
         errors["center_mrn"] = N_("Use at most 32 characters.")
 
     def lookup(model: Any, key: str, message: str) -> Any:
-        try:
-            found = session.get(model, int(getattr(data, key)))
-        except ValueError:
-            found = None
+        record_id = parse_id(getattr(data, key))
+        found = session.get(model, record_id) if record_id is not None else None
         if found is None:
             errors[key] = message
         return found

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, Signer
 
@@ -20,6 +20,7 @@ from core.audit.service import Actor, record_event
 from core.identity.access import Permission, may_access_patient, role_allows
 from core.identity.auth import resume_session
 from core.identity.models import LoginSession, User
+from core.ids import PathId
 from core.models import Patient
 from core.service import get_patient
 from portal.context import AppContext
@@ -159,7 +160,7 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
         request: Request,
         session: SessionDep,
         context: ContextDep,
-        patient_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+        patient_id: PathId,
         # A default, not Annotated: the closure's `role_check` is not a module global, so a
         # string annotation (from __future__ annotations) could not be resolved.
         user: User = Depends(role_check),

@@ -19,6 +19,7 @@ from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
+from core.ids import PathId, parse_id
 from core.models import ProxyRight
 from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
@@ -47,9 +48,10 @@ def patient_invite(
     """Invite the patient, or one of their caregivers, by text or on paper."""
     link = None
     if caregiver_link:
+        link_id = parse_id(caregiver_link)
         link = (
-            get_caregiver_link(session, patient_id=access.patient.id, link_id=int(caregiver_link))
-            if caregiver_link.isdigit()
+            get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)
+            if link_id is not None
             else None
         )
         if link is None:
@@ -215,7 +217,7 @@ def caregiver_rights(
     session: SessionDep,
     context: ContextDep,
     access: ProxyManager,
-    link_id: int,
+    link_id: PathId,
     rights: Annotated[list[str], Form(max_length=10)] = [],  # noqa: B006
 ) -> Response:
     link = get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)

@@ -33,6 +33,7 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
+from core.ids import parse_id
 from core.models import Language, Patient, PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
@@ -115,7 +116,7 @@ def form_consent_box(
     """The consent box of `viewer`'s form (see `consent_box`); `state_id` may be the form's
     text."""
     if isinstance(state_id, str):
-        state_id = int(state_id) if state_id.isdigit() else None
+        state_id = parse_id(state_id)
     return consent_box(
         session,
         default_program=app.settings.program_name,
@@ -174,8 +175,8 @@ def _criteria(state_id: str, center_id: str, status: str, text: str = "") -> Pat
         chosen_status = None
     return PatientCriteria(
         text=text or None,
-        state_id=int(state_id) if state_id.isdigit() else None,
-        center_id=int(center_id) if center_id.isdigit() else None,
+        state_id=parse_id(state_id),
+        center_id=parse_id(center_id),
         status=chosen_status,
     )
 
