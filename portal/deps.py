@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from itsdangerous import BadSignature, Signer
 
@@ -189,6 +190,20 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
 
 def csrf_token_for(secret: str, seed: str) -> str:
     return hmac.new(secret.encode(), f"csrf:{seed}".encode(), hashlib.sha256).hexdigest()
+
+
+async def refuse_nul(request: Request) -> None:
+    """No text a page takes holds a NUL character: nobody types one, and PostgreSQL cannot
+    store one (the request would end in a 500). Such a request answers 400 like any other
+    value that cannot be read."""
+    values = [*request.path_params.values(), *request.query_params.values()]
+    if request.method in UNSAFE_METHODS:
+        form = await request.form()  # read once: the route's own fields reuse it
+        values += [value for value in form.values() if isinstance(value, str)]
+    if any("\x00" in str(value) for value in values):
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("request",), "msg": "a NUL character"}]
+        )
 
 
 async def check_csrf(request: Request, context: ContextDep) -> None:

@@ -12,9 +12,10 @@ is a digit `int()` reads, a number past SQLite's integers, negative, empty, very
 NUL, other scripts, "%"), and more drawn by hypothesis (derandomized, bounded: the same
 values on every run, in well under a minute on SQLite).
 
-On SQLite only: what breaks here is reading the input, the same on both databases, and the
-one overflow (a huge id reaching SQLite) is SQLite's own; PostgreSQL would only double the
-time."""
+The classic values run on both databases, each with what it refuses: SQLite overflows on
+huge integers; PostgreSQL cannot store NUL and its integers end at 2**31-1. The drawn
+values run on SQLite only: what they break is reading the input, the same on both, and
+PostgreSQL would only double the time."""
 
 from __future__ import annotations
 
@@ -70,10 +71,18 @@ from tests.conftest import (
 from tests.integration.test_permissions import MODULE_KEY, PUBLIC, Guard, api_routes
 
 ON_SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+# The classic values run on both: PostgreSQL refuses what SQLite takes (NUL, big integers).
+ON_BOTH = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 
 # What broke routes before: "²" passes `str.isdigit()` and `int()` refuses it; a number
-# past any database integer overflows SQLite. Every parameter gets both, every request.
-CLASSIC_ODD_VALUES = ("²", "99999999999999999999")
+# past any database integer overflows SQLite. On PostgreSQL: NUL, which it cannot store,
+# and one past its integer. Every parameter gets each, every request.
+CLASSIC_ODD_VALUES = {
+    "sqlite": ("²", "99999999999999999999"),
+    "postgresql": ("\x00", "2147483648"),
+}
 # More odd text, drawn by hypothesis for one parameter at a time: other scripts' digits
 # ("٣" is a digit `int()` reads), signs, spaces, controls, NUL, "%", long runs.
 # Routes that read (part of) their form by hand: the fields the route table cannot show.
@@ -361,8 +370,8 @@ def test_the_fuzzer_sees_every_route_and_its_parameters(tmp_path: Path) -> None:
     assert {"login", "patient_record", "visit_outcomes", "admin_center"} <= names
 
 
-@ON_SQLITE
-def test_no_route_answers_a_5xx_to_the_classic_odd_values(fuzzer: Fuzzer) -> None:
+@ON_BOTH
+def test_no_route_answers_a_5xx_to_the_classic_odd_values(fuzzer: Fuzzer, backend: str) -> None:
     """Each odd value in every text field of a route at once (clipped to what the field
     takes: longer text is refused before the route reads it), and in each other parameter
     (an id in the path, a number FastAPI reads) alone, since it would mask the rest."""
@@ -372,7 +381,7 @@ def test_no_route_answers_a_5xx_to_the_classic_odd_values(fuzzer: Fuzzer) -> Non
             p for p in target.params if p.text and p.name not in CONTEXT.get(target.name, {})
         ]
         alone = [p for p in target.params if p not in together]
-        for value in CLASSIC_ODD_VALUES:
+        for value in CLASSIC_ODD_VALUES[backend]:
             if together:
                 fuzzer.send(target, {param: param.clip(value) for param in together})
             for param in alone:
