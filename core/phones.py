@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from core.text import N_
@@ -37,6 +39,17 @@ def normalize_phone(text: str, *, region: str = "US", mobile_only: bool = True) 
             N_("This is not a mobile number; text messages need a mobile phone.")
         )
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+# E.164 as providers write it: "+", a country code, at most 15 ASCII digits in all.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def is_e164(text: str) -> bool:
+    """True when `text` is a phone number written in E.164 ("+12025550123"), as Twilio
+    writes senders and recipients. Only the form is checked, not whether the range exists:
+    a real sender's STOP must never be refused because our number metadata is older."""
+    return _E164.fullmatch(text) is not None
 
 
 def mask_phone(e164: str | None) -> str:

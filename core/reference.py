@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, joinedload
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
+from core.ids import parse_id, parse_int
 from core.models import State, Therapy, TreatmentCenter
 from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
@@ -51,8 +52,7 @@ PROGRAM_NAME_MAX = 40
 
 
 def _hour(value: str) -> int | None:
-    text = value.strip().removesuffix(":00")
-    return int(text) if text.isdigit() and 0 <= int(text) <= 24 else None
+    return parse_int(value.strip().removesuffix(":00"), low=0, high=24)
 
 
 def _clean_state(data: StateInput) -> dict[str, object]:
@@ -149,7 +149,8 @@ def save_center(
         errors["name"] = N_("Enter the center's name (at most 160 characters).")
     if not city or len(city) > 80:
         errors["city"] = N_("Enter the city.")
-    state = session.get(State, int(data.state_id)) if data.state_id.isdigit() else None
+    state_id = parse_id(data.state_id)
+    state = session.get(State, state_id) if state_id is not None else None
     if state is None:
         errors["state_id"] = N_("Choose a state.")
     phone: str | None = None

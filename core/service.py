@@ -19,6 +19,7 @@ from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import scope_patients
 from core.identity.models import User
+from core.ids import parse_id
 from core.models import (
     Caregiver,
     CaregiverLink,
@@ -148,15 +149,6 @@ class PatientData:
         )
 
 
-def _form_id(text: str) -> int | None:
-    text = text.strip()
-    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not text.isascii() or not text.isdigit() or len(text) > 10:
-        return None
-    number = int(text)
-    return number if 0 < number < 2**31 else None
-
-
 def read_patient_input(
     data: PatientInput, *, other_errors: Mapping[str, str] = MappingProxyType({})
 ) -> PatientData:
@@ -173,7 +165,7 @@ def read_patient_input(
         ("center_id", N_("Choose a treatment center.")),
         ("therapy_id", N_("Choose a therapy.")),
     ):
-        ids[key] = _form_id(getattr(data, key))
+        ids[key] = parse_id(getattr(data, key))
         if ids[key] is None:
             errors[key] = message
     try:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     secret_key: SecretStr | None = None
     demo_mode: bool = False
+    # Where people and Twilio reach the platform: the links in texts, calendars and letters.
+    # In demo mode, when not set, the served address (http://localhost:PORT).
     public_base_url: str = "http://localhost:8000"
     run_scheduler: bool = True
     sms_backend: Literal["console", "twilio"] = "console"
@@ -74,6 +76,15 @@ class Settings(BaseSettings):
                 f"{value!r} is not an IANA time zone such as America/Chicago"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _demo_links_follow_the_port(self) -> Settings:
+        """`make demo PORT=9000`: the demo's links (an invitation texted to the demo's
+        message page) must open the demo being served, not the default port. A deployment
+        names its address itself: behind a proxy the port it listens on says nothing."""
+        if self.demo_mode and "public_base_url" not in self.model_fields_set:
+            self.public_base_url = f"http://localhost:{self.port}"
+        return self
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:

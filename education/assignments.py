@@ -25,10 +25,11 @@ from core.clock import Clock, local_today
 from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.models import Role, User
+from core.ids import parse_id
 from core.models import Caregiver, CaregiverLink, Patient, State
 from core.text import N_
 from education.content import ModuleLibrary, shipped_modules
-from education.funding import MAX_YEAR, parse_id
+from education.funding import MAX_YEAR
 from education.models import ModuleAssignment
 from education.offer import offered_modules_by_user
 

@@ -20,6 +20,7 @@ from core.clock import Clock, local_today
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.models import User
+from core.ids import parse_id
 from core.models import State
 from core.text import N_
 from education.content import ModuleLibrary
@@ -71,14 +72,6 @@ def funding_windows(session: Session, *, clock: Clock) -> list[FundingWindow]:
         )
         for row, state, name in rows
     ]
-
-
-def parse_id(value: str) -> int | None:
-    """A row id as typed in a form, or None (never an integer the database would refuse)."""
-    value = value.strip()
-    if not value.isdigit() or len(value) > 10 or not 0 < int(value) < 2**31:
-        return None
-    return int(value)
 
 
 def _window_day(value: str) -> date | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import typer
@@ -24,6 +26,9 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(protocols_app, name="protocols")
 sms_app = typer.Typer(help="Text messages: reminder planning and the outbox.", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
+# `sms dispatch` holds this job lease (job_locks) while it sends.
+SMS_DISPATCH_LOCK = "sms-dispatch"
+SMS_DISPATCH_LEASE = timedelta(minutes=10)
 content_app = typer.Typer(help="Education modules (education/modules).", no_args_is_help=True)
 app.add_typer(content_app, name="content")
 
@@ -67,6 +72,10 @@ def serve(
     The scheduler (SMS dispatcher and other jobs) runs inside when RUN_SCHEDULER is true."""
     import uvicorn
 
+    if port is not None:
+        # The app uvicorn builds reads its settings from the environment: PORT tells it the
+        # port it is served on (in demo mode its links follow it, see core.settings).
+        os.environ["PORT"] = str(port)
     settings = _settings_or_exit()
     _protocols_or_exit()
     get_settings.cache_clear()
@@ -236,7 +245,8 @@ def sms_plan(
 @sms_app.command("dispatch")
 def sms_dispatch() -> None:
     """Send the due messages now, once (what the worker's dispatcher does every few
-    seconds), and print what happened."""
+    seconds), and print what happened. Two of these at once: the second does nothing."""
+    from coordination.locks import acquire_lock, release_lock
     from coordination.texting.dispatcher import DispatchReport, dispatch_due
     from coordination.texting.gateway import make_gateway
     from core.clock import SystemClock
@@ -245,14 +255,24 @@ def sms_dispatch() -> None:
     settings = _settings_or_exit()
     _configure_logging()
     factory = make_session_factory(make_engine(settings.database_url))
+    clock = SystemClock()
+    # The lease keeps two runs of this command from sharing one outbox; a dispatcher in
+    # `serve` or `worker` running meanwhile is harmless (each row is claimed by one sender),
+    # and a run that died leaves the lease to run out by itself.
+    if not acquire_lock(factory, name=SMS_DISPATCH_LOCK, clock=clock, lease=SMS_DISPATCH_LEASE):
+        typer.echo("another `cgt-access sms dispatch` is sending right now; nothing done", err=True)
+        raise typer.Exit(code=1)
     report = DispatchReport()
-    dispatch_due(
-        factory,
-        gateway=make_gateway(settings),
-        clock=SystemClock(),
-        concurrency=settings.dispatch_concurrency,
-        report=report,
-    )
+    try:
+        dispatch_due(
+            factory,
+            gateway=make_gateway(settings),
+            clock=clock,
+            concurrency=settings.dispatch_concurrency,
+            report=report,
+        )
+    finally:
+        release_lock(factory, name=SMS_DISPATCH_LOCK, clock=clock)
     typer.echo(
         f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}, "
         f"dropped {report.dropped}, deferred {report.deferred}, "

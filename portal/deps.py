@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from itsdangerous import BadSignature, Signer, TimestampSigner
 
@@ -22,6 +23,7 @@ from core.clock import Clock
 from core.identity.access import Permission, may_access_patient, role_allows
 from core.identity.auth import KnownDevice, resume_session
 from core.identity.models import LoginSession, User
+from core.ids import PathId
 from core.models import Patient
 from core.service import get_patient
 from core.settings import Settings
@@ -251,7 +253,7 @@ def require_patient(permission: Permission) -> Callable[..., PatientAccess]:
         request: Request,
         session: SessionDep,
         context: ContextDep,
-        patient_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+        patient_id: PathId,
         # A default, not Annotated: the closure's `role_check` is not a module global, so a
         # string annotation (from __future__ annotations) could not be resolved.
         user: User = Depends(role_check),
@@ -296,6 +298,20 @@ def csrf_token_of(request: Request, settings: Settings, seed: str) -> str:
     """The token that this request's pages hand out and its forms must send back."""
     session_cookie = request.cookies.get(cookie_name(settings, SESSION_COOKIE), "")
     return csrf_token_for(settings.secret, seed, session_cookie)
+
+
+async def refuse_nul(request: Request) -> None:
+    """No text a page takes holds a NUL character: nobody types one, and PostgreSQL cannot
+    store one (the request would end in a 500). Such a request answers 400 like any other
+    value that cannot be read."""
+    values = [*request.path_params.values(), *request.query_params.values()]
+    if request.method in UNSAFE_METHODS:
+        form = await request.form()  # read once: the route's own fields reuse it
+        values += [value for value in form.values() if isinstance(value, str)]
+    if any("\x00" in str(value) for value in values):
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("request",), "msg": "a NUL character"}]
+        )
 
 
 async def check_csrf(request: Request, context: ContextDep) -> None:

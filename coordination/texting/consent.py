@@ -14,6 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.texting.consent_scope import (
+    SHARED_NUMBER_REFUSAL,
+    numbers_used_outside,
+    visible_recorders,
+)
 from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
@@ -251,9 +256,11 @@ class NumberConsent:
 
     phone: str
     status: ConsentStatus | None
-    changed_at: datetime | None
+    changed_at: datetime | None  # None too when the change is not the reader's to see
     how: ConsentHow | None
     problem_code: str | None
+    # Someone outside the reading coordinator's scope uses the number (`consent_scope`).
+    used_outside: bool = False
 
     @property
     def agreed(self) -> bool:
@@ -269,8 +276,12 @@ class NumberConsent:
         return self.status is ConsentStatus.OPTED_OUT
 
 
-def number_consent(session: Session, *, phone: str) -> NumberConsent:
-    """The number's consent with the event that set it (the latest opt-in or opt-out)."""
+def number_consent(session: Session, *, phone: str, viewer: User | None = None) -> NumberConsent:
+    """The number's consent with the event that set it (the latest opt-in or opt-out).
+
+    For a coordinator `viewer`: whether someone outside their scope uses the number, and the
+    event only when it is theirs to see (`consent_scope`); without a viewer (the person's
+    own number, on their account page), everything."""
     consent = consent_of(session, phone=phone)
     last = session.scalar(
         select(SmsConsentEvent)
@@ -281,12 +292,21 @@ def number_consent(session: Session, *, phone: str) -> NumberConsent:
         .order_by(SmsConsentEvent.at.desc(), SmsConsentEvent.id.desc())
         .limit(1)
     )
+    used_outside = False
+    if viewer is not None:
+        used_outside = bool(numbers_used_outside(session, user=viewer, phones=[phone]))
+        recorder = session.get(User, last.by_user_id) if last and last.by_user_id else None
+        if recorder is not None and not visible_recorders(
+            session, viewer=viewer, recorders=[recorder]
+        ):
+            last = None
     return NumberConsent(
         phone=phone,
         status=consent.status if consent is not None else None,
         changed_at=last.at if last is not None else None,
         how=last.how if last is not None else None,
         problem_code=consent.problem_code if consent is not None else None,
+        used_outside=used_outside,
     )
 
 
@@ -362,10 +382,13 @@ def consent_box(
     phone_typed: str = "",
     phone_on_file: str | None = None,
     zone: str = "",
+    viewer: User | None = None,
 ) -> ConsentBox:
     """The consent box for a person of state `state_id` (`default_program` until a state is
     chosen): what the number as typed says, else the number on file, with dates in `zone`
-    when it is a time zone, else in the state's (UTC without a state)."""
+    when it is a time zone, else in the state's (UTC without a state). A coordinator's form
+    passes the coordinator as `viewer`: the box then says only what is theirs to see, and a
+    tick is refused for a number someone outside their scope uses (`consent_scope`)."""
     program = program_of_state(session, state_id=state_id, default=default_program)
     if not _is_zone(zone):  # as typed on a form: maybe not a zone at all
         state = session.get(State, state_id) if state_id is not None else None
@@ -379,7 +402,7 @@ def consent_box(
             language.value: opt_in_wording(language=language.value, program=program)
             for language in Language
         },
-        number=number_consent(session, phone=phone) if phone else None,
+        number=number_consent(session, phone=phone, viewer=viewer) if phone else None,
         zone=zone,
     )
 
@@ -388,13 +411,22 @@ def check_coordinator_tick(
     box: ConsentBox, *, tick: ConsentTick, preferred_language: str, phone_typed: str
 ) -> dict[str, str]:
     """Problems with the tick on a coordinator's form, by field (empty when fine or not
-    ticked), to refuse together with the form's own: a tick needs a number, and the wording
-    the page showed in the person's language must still be the one it shows now."""
+    ticked), to refuse together with the form's own: a tick needs a number, the wording
+    the page showed in the person's language must still be the one it shows now, and the
+    number may not be one that someone outside the coordinator's scope uses."""
     return check_tick(
         tick,
         wording=box.wording_for(preferred_language),
         phone_given=bool(phone_typed.strip()),
-    )
+    ) or shared_number_problem(box.number, tick=tick)
+
+
+def shared_number_problem(number: NumberConsent | None, *, tick: ConsentTick) -> dict[str, str]:
+    """The refusal of a tick that would opt in a number someone outside the coordinator's
+    scope uses (a number that gets texts already keeps its agreement: nothing to refuse)."""
+    if tick.agreed and number is not None and number.used_outside and not number.agreed:
+        return {CONSENT_FIELD: SHARED_NUMBER_REFUSAL}
+    return {}
 
 
 def tick_kept(tick: ConsentTick, *, errors: Mapping[str, str]) -> bool:

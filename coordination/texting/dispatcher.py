@@ -1,9 +1,12 @@
 """The dispatcher: sends the outbox's due messages through the gateway, exactly once.
 
-1. Claim: due rows are taken in a transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
-   several workers share the work; one dispatcher at a time on SQLite), checked again
-   (consent, the visit, texting hours, caps: `send_check.check_before_sending`), and marked
-   SENDING with the attempt number before anything leaves.
+1. Claim: due rows are read in a transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+   several workers share the work), checked again (consent, the visit, texting hours,
+   caps: `send_check.check_before_sending`), and marked SENDING with the attempt number
+   before anything leaves, by an UPDATE guarded by `status = 'queued'`: only the rows it
+   took are sent. On SQLite nothing locks a row that was read, and another process may
+   dispatch too (`sms dispatch` next to `serve`): the guard is what keeps a text from
+   leaving twice.
 2. Send: with bounded concurrency, outside any transaction.
 3. Record: the results, each only if the row is still in the attempt that sent it.
 
@@ -30,8 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordination.texting.consent import flag_number, opt_out
@@ -57,6 +61,8 @@ BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
 # One tick never runs longer than this many batches (the next tick goes on).
 MAX_BATCHES = 200
+# On SQLite the threads of one process take turns (their claims would only collide);
+# other processes are kept from sending twice by the guarded claim.
 _sqlite_dispatch_lock = threading.Lock()
 
 
@@ -106,7 +112,12 @@ def backoff(attempt: int, *, retry_after: float | None, rng: random.Random) -> t
 def _claim_batch(
     factory: sessionmaker[Session], *, clock: Clock, limit: int, report: DispatchReport
 ) -> tuple[bool, list[_Claim]]:
-    """(rows were due, the claims to send now)."""
+    """(rows were due, the claims to send now).
+
+    Another dispatcher may read the same due rows at the same moment (on SQLite, where
+    nothing locks a row that was read; `sms dispatch` next to `serve`): every change here is
+    therefore an UPDATE guarded by the state the row was read in, and only the rows that
+    the UPDATE took (RETURNING) are sent. What another dispatcher took first is left to it."""
     now = clock.now()
     with transaction(factory) as session:
         query = (
@@ -124,24 +135,72 @@ def _claim_batch(
         if not rows:
             return False, []
         verdicts = check_before_sending(session, clock=clock, messages=rows)
-        claims = []
+        to_send: list[int] = []
         for message in rows:
             verdict = verdicts[message.id]
             if verdict.drop_reason is not None:
-                message.status = MessageStatus.DROPPED
-                message.drop_reason = verdict.drop_reason[:200]
-                report.dropped += 1
+                if _update_if_still_due(
+                    session,
+                    message.id,
+                    now=now,
+                    status=MessageStatus.DROPPED,
+                    drop_reason=verdict.drop_reason[:200],
+                ):
+                    report.dropped += 1
             elif verdict.defer_until is not None:
-                message.send_after = verdict.defer_until
-                message.last_error = (verdict.note or "")[:300] or None
-                report.deferred += 1
+                if _update_if_still_due(
+                    session,
+                    message.id,
+                    now=now,
+                    send_after=verdict.defer_until,
+                    last_error=(verdict.note or "")[:300] or None,
+                ):
+                    report.deferred += 1
             else:
-                message.status = MessageStatus.SENDING
-                message.claimed_at = now
-                message.attempts += 1
-                claims.append(_Claim(message.id, message.to_phone, message.body, message.attempts))
-        session.flush()
-    return True, claims
+                to_send.append(message.id)
+        if not to_send:
+            return True, []
+        taken = session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.id.in_(to_send), *_still_due(now))
+            .values(
+                status=MessageStatus.SENDING,
+                claimed_at=now,
+                attempts=OutboundMessage.attempts + 1,
+            )
+            .returning(
+                OutboundMessage.id,
+                OutboundMessage.to_phone,
+                OutboundMessage.body,
+                OutboundMessage.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        ).all()
+    by_id = {row.id: _Claim(row.id, row.to_phone, row.body, row.attempts) for row in taken}
+    # In the order they fell due (RETURNING promises no order).
+    return True, [by_id[message_id] for message_id in to_send if message_id in by_id]
+
+
+def _still_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The row is as the claim read it: queued and due (not taken, sent, dropped or put off
+    by another dispatcher meanwhile)."""
+    return (OutboundMessage.status == MessageStatus.QUEUED, OutboundMessage.send_after <= now)
+
+
+def _update_if_still_due(
+    session: Session, message_id: int, *, now: datetime, **values: object
+) -> bool:
+    """Change one row only if it is still queued and due; True if it was changed."""
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.id == message_id, *_still_due(now))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    return result.rowcount == 1
 
 
 def _send(gateway: SmsGateway, claim: _Claim, *, start_by: float) -> _Outcome:
@@ -373,32 +432,61 @@ def _reconcile_page(
         # Two rows with the same text to one number may both be in doubt: each takes the
         # oldest message no other row owns.
         sid = next((candidate for candidate in sids if _sid_is_free(session, candidate)), None)
+        # Each change only while the row is still in the attempt that was in doubt: another
+        # dispatcher (on SQLite nothing locked the row) may have settled it meanwhile.
         if sid is not None:
-            found.append(sid)
-            message.status = MessageStatus.SENT
-            message.sent_at = message.claimed_at
-            message.provider = gateway.name
-            message.provider_message_id = sid
-            message.last_error = None
-            report.reconciled += 1
+            if _update_if_still_in_doubt(
+                session,
+                message,
+                status=MessageStatus.SENT,
+                sent_at=message.claimed_at,
+                provider=gateway.name,
+                provider_message_id=sid,
+                last_error=None,
+            ):
+                found.append(sid)
+                report.reconciled += 1
         elif message.attempts >= MAX_ATTEMPTS:
-            message.status = MessageStatus.FAILED
-            message.last_error = "in doubt (a crash or no answer) and no attempts left"
-            report.failed += 1
-        else:
-            message.status = MessageStatus.QUEUED
-            message.send_after = now
-            message.last_error = (
-                "in doubt (a crash or no answer); not at the provider, sending again"
-            )
+            if _update_if_still_in_doubt(
+                session,
+                message,
+                status=MessageStatus.FAILED,
+                last_error="in doubt (a crash or no answer) and no attempts left",
+            ):
+                report.failed += 1
+        elif _update_if_still_in_doubt(
+            session,
+            message,
+            status=MessageStatus.QUEUED,
+            send_after=now,
+            last_error="in doubt (a crash or no answer); not at the provider, sending again",
+        ):
             report.requeued += 1
-    session.flush()
     apply_early_callbacks(session, sids=found)
     if len(messages) < limit:
         return None
     last = messages[-1]
     assert last.claimed_at is not None
     return last.claimed_at, last.id
+
+
+def _update_if_still_in_doubt(session: Session, message: OutboundMessage, **values: object) -> bool:
+    """Settle one in-doubt row only if it is still SENDING in the attempt that was read."""
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.id == message.id,
+                OutboundMessage.status == MessageStatus.SENDING,
+                OutboundMessage.attempts == message.attempts,
+            )
+            .values(**values)
+            # The loaded row takes the new values: delivery callbacks are applied to it next.
+            .execution_options(synchronize_session="fetch")
+        ),
+    )
+    return result.rowcount == 1
 
 
 def _sid_is_free(session: Session, sid: str) -> bool:
@@ -426,7 +514,7 @@ def dispatch_due(
     rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
     is_sqlite = factory.kw["bind"].dialect.name == "sqlite"
     if is_sqlite and not _sqlite_dispatch_lock.acquire(blocking=False):
-        return 0  # SQLite runs a single dispatcher at a time
+        return 0  # this process is dispatching already
     try:
         reconcile_in_doubt(
             factory, gateway=gateway, clock=clock, in_doubt_after=in_doubt_after, report=report

@@ -36,11 +36,20 @@ from core.audit.service import Actor
 from core.clock import Clock
 from core.identity.models import User
 from core.models import Patient, State
-from core.phones import display_phone, mask_phone
+from core.phones import display_phone, is_e164, mask_phone
 
 DEFAULT_PROGRAM_NAME = "CGT Access follow-up"
 OPT_OUT_ERROR = "21610"
 FAILED_STATUSES = frozenset({"undelivered", "failed"})
+
+
+class NotAPhoneNumber(ValueError):
+    """A webhook named a sender or recipient that is not a phone number; `field` says which
+    ("From", "To")."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is not a phone number")
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -198,8 +207,12 @@ def handle_inbound(
     language of the number's owner (see `_language`). The patients a text acts on are the
     number's, by `coordination.texting.contacts`' rule.
 
-    A MessageSid seen before returns "" and changes nothing."""
+    A MessageSid seen before returns "" and changes nothing. A sender that is not a phone
+    number (E.164) raises NotAPhoneNumber before anything is stored: consent is kept per
+    number, and a made-up "number" must neither opt out nor fill the inbox."""
     phone = from_phone.strip()
+    if not is_e164(phone):
+        raise NotAPhoneNumber("From")
     record = InboundMessage(
         message_sid=message_sid,
         from_phone=phone[:32],
@@ -351,7 +364,10 @@ def record_delivery(
     """Record a delivery-status callback; returns False for a replay (nothing changed).
 
     Undelivered and failed mark the outbox row FAILED ("twilio <code>"); error 21610 (the
-    number opted out with the carrier) also opts the number out."""
+    number opted out with the carrier) also opts the number out. A `to_phone` that is given
+    but not a phone number (E.164) raises NotAPhoneNumber before anything is stored."""
+    if to_phone is not None and to_phone.strip() and not is_e164(to_phone.strip()):
+        raise NotAPhoneNumber("To")
     status = status.strip().lower()
     code = (error_code or "").strip() or None
     seen = select(DeliveryEvent.id).where(

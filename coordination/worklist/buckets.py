@@ -58,6 +58,7 @@ from core.clock import Clock, local_today
 from core.db import UTCDateTime
 from core.identity.access import scope_patients
 from core.identity.models import Role, User
+from core.ids import parse_id
 from core.models import Patient, PatientStatus, State, Therapy, TreatmentCenter
 
 PER_PAGE = 25
@@ -611,8 +612,8 @@ def _filters(user: User, criteria: WorklistCriteria) -> list[ColumnElement[bool]
         clauses.append(CareAssignment.coordinator_user_id == user.id)
     elif criteria.assigned == ASSIGNED_NOBODY:
         clauses.append(CareAssignment.patient_id.is_(None))
-    elif criteria.assigned.isdigit():
-        clauses.append(CareAssignment.coordinator_user_id == int(criteria.assigned))
+    elif (coordinator_id := parse_id(criteria.assigned)) is not None:
+        clauses.append(CareAssignment.coordinator_user_id == coordinator_id)
     return clauses
 
 

@@ -19,6 +19,11 @@ from sqlalchemy.orm import Session, aliased
 from coordination.texting.by_hand import ManualOutcome, send_reminders_now
 from coordination.texting.consent import clear_flag, consents_of, opt_in, opt_out
 from coordination.texting.consent import opt_in_wording as consent_wording
+from coordination.texting.consent_scope import (
+    SHARED_NUMBER_REFUSAL,
+    numbers_used_outside,
+    visible_recorders,
+)
 from coordination.texting.models import (
     ConsentHow,
     ConsentStatus,
@@ -102,6 +107,10 @@ class NumberView:
     problem_at: datetime | None
     history: tuple[ConsentEventView, ...]
     wording: str  # the standard opt-in wording, in the language of the number's first holder
+    # Someone outside the coordinator's scope uses the number: its consent is not theirs to
+    # change, and changes recorded outside their scope are left out of `history`.
+    used_outside: bool = False
+    hidden_history: int = 0  # how many changes were left out
 
     @property
     def language(self) -> str:
@@ -143,26 +152,41 @@ def _who(user: User | None) -> str | None:
 
 
 def numbers_of_patient(
-    session: Session, *, patient: Patient, with_history: bool = True
+    session: Session, *, patient: Patient, viewer: User | None = None, with_history: bool = True
 ) -> list[NumberView]:
     """The patient's number, then each linked caregiver's (a shared number once), with
-    consent, flag and (unless `with_history` is False) the history, oldest first.
-    Three queries whatever the history."""
+    consent and flag. For a coordinator `viewer`, also whether someone outside their scope
+    uses each number and (unless `with_history` is False) the history, oldest first, as far
+    as it is theirs to see (`consent_scope`); without a viewer, no history.
+    A fixed number of queries whatever the history."""
     holders = _holders(patient, caregiver_links(session, patient_id=patient.id))
     if not holders:
         return []
     phones = list(holders)
     consents = consents_of(session, phones=phones)
     history: dict[str, list[ConsentEventView]] = {phone: [] for phone in phones}
-    if with_history:
+    hidden: dict[str, int] = dict.fromkeys(phones, 0)
+    used_outside: set[str] = set()
+    if viewer is not None:
+        used_outside = numbers_used_outside(session, user=viewer, phones=phones)
+    if viewer is not None and with_history:
         recorder = aliased(User)
-        rows = session.execute(
-            select(SmsConsentEvent, recorder)
-            .outerjoin(recorder, recorder.id == SmsConsentEvent.by_user_id)
-            .where(SmsConsentEvent.phone.in_(phones))
-            .order_by(SmsConsentEvent.at, SmsConsentEvent.id)
+        rows: list[tuple[SmsConsentEvent, User | None]] = [
+            (event, user)
+            for event, user in session.execute(
+                select(SmsConsentEvent, recorder)
+                .outerjoin(recorder, recorder.id == SmsConsentEvent.by_user_id)
+                .where(SmsConsentEvent.phone.in_(phones))
+                .order_by(SmsConsentEvent.at, SmsConsentEvent.id)
+            )
+        ]
+        shown = visible_recorders(
+            session, viewer=viewer, recorders={user for _, user in rows if user is not None}
         )
         for event, user in rows:
+            if user is not None and user.id not in shown:
+                hidden[event.phone] += 1
+                continue
             history[event.phone].append(
                 ConsentEventView(
                     at=event.at,
@@ -190,14 +214,23 @@ def numbers_of_patient(
                 problem_at=consent.problem_at if consent is not None else None,
                 history=tuple(history[phone]),
                 wording=opt_in_wording(patient.state, people[0].language),
+                used_outside=phone in used_outside,
+                hidden_history=hidden[phone],
             )
         )
     return views
 
 
-def _number_of(session: Session, *, patient: Patient, phone: str) -> NumberView:
-    for view in numbers_of_patient(session, patient=patient, with_history=False):
+def _number_to_change(
+    session: Session, *, patient: Patient, phone: str, viewer: User
+) -> NumberView:
+    """The number on the patient's record whose consent `viewer` is about to change;
+    TextsError when it is not on the record, or someone outside the viewer's scope uses it
+    (consent is per number: the change would change their texts too)."""
+    for view in numbers_of_patient(session, patient=patient, viewer=viewer, with_history=False):
         if view.phone == phone.strip():
+            if view.used_outside:
+                raise TextsError(SHARED_NUMBER_REFUSAL)
             return view
     raise TextsError(N_("This number is not on the patient's record any more. Reload the page."))
 
@@ -214,11 +247,13 @@ def record_consent(
     patient: Patient,
     phone: str,
     agreed: bool,
+    viewer: User,
 ) -> SmsConsentEvent:
-    """A coordinator records the answer a person gave by phone or on paper: agreed to the
-    standard opt-in wording (recorded with it, in their language) or asked to stop.
-    TextsError when `phone` is not a number on the patient's record."""
-    view = _number_of(session, patient=patient, phone=phone)
+    """A coordinator (`viewer`) records the answer a person gave by phone or on paper:
+    agreed to the standard opt-in wording (recorded with it, in their language) or asked to
+    stop. TextsError when `phone` is not a number on the patient's record, or someone
+    outside the coordinator's scope uses it."""
+    view = _number_to_change(session, patient=patient, phone=phone, viewer=viewer)
     if agreed:
         event = opt_in(
             session,
@@ -248,11 +283,12 @@ def record_consent(
 
 
 def clear_number_flag(
-    session: Session, *, clock: Clock, actor: Actor, patient: Patient, phone: str
+    session: Session, *, clock: Clock, actor: Actor, patient: Patient, phone: str, viewer: User
 ) -> None:
-    """A coordinator checked a number the provider refused for good: texts may go to it
-    again. TextsError when the number is not on the record or carries no flag."""
-    view = _number_of(session, patient=patient, phone=phone)
+    """A coordinator (`viewer`) checked a number the provider refused for good: texts may
+    go to it again. TextsError when the number is not on the record, carries no flag, or
+    someone outside the coordinator's scope uses it."""
+    view = _number_to_change(session, patient=patient, phone=phone, viewer=viewer)
     if view.problem_code is None:
         raise TextsError(N_("This number has no flag to clear."))
     clear_flag(session, phone=view.phone)

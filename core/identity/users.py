@@ -16,6 +16,7 @@ from core.errors import FieldErrors
 from core.identity.auth import end_all_sessions, normalize_login
 from core.identity.invitations import IssuedInvitation, issue_invitation
 from core.identity.models import InvitationDelivery, Role, User, UserStateScope
+from core.ids import parse_id
 from core.models import Language, State, TreatmentCenter
 from core.text import N_
 
@@ -76,15 +77,14 @@ def _clean_staff(
     except ValueError:
         errors["role"] = N_("Choose coordinator, state analyst or admin.")
         role = Role.COORDINATOR
-    ids = {int(value) for value in data.state_ids if value.isdigit()}
+    ids = {state_id for value in data.state_ids if (state_id := parse_id(value)) is not None}
     states = list(session.scalars(select(State).where(State.id.in_(ids)))) if ids else []
     if role in (Role.COORDINATOR, Role.STATE_ANALYST) and not states:
         errors["state_ids"] = N_("Choose at least one state this person works for.")
     center: TreatmentCenter | None = None
     if data.center_id.strip():
-        center = (
-            session.get(TreatmentCenter, int(data.center_id)) if data.center_id.isdigit() else None
-        )
+        center_id = parse_id(data.center_id)
+        center = session.get(TreatmentCenter, center_id) if center_id is not None else None
         if center is None or role is not Role.COORDINATOR:
             errors["center_id"] = N_("Only a coordinator can be limited to one center.")
         elif center.state_id not in {state.id for state in states}:

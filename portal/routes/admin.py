@@ -25,6 +25,7 @@ from core.identity.users import (
     save_staff_user,
     set_user_active,
 )
+from core.ids import PathId, parse_id
 from core.reference import (
     list_centers,
     list_states,
@@ -152,7 +153,7 @@ def _account(session: SessionDep, user_id: int) -> User:
 
 
 @router.get("/admin/users/{user_id}", name="admin_user")
-def user_page(request: Request, session: SessionDep, user: UsersAdmin, user_id: int) -> Response:
+def user_page(request: Request, session: SessionDep, user: UsersAdmin, user_id: PathId) -> Response:
     account = _account(session, user_id)
     form = StaffInput(
         login=account.login or "",
@@ -174,7 +175,7 @@ def user_update(
     session: SessionDep,
     context: ContextDep,
     user: UsersAdmin,
-    user_id: int,
+    user_id: PathId,
     data: Annotated[StaffForm, Form()],
 ) -> Response:
     account = _account(session, user_id)
@@ -204,7 +205,7 @@ def user_action(
     session: SessionDep,
     context: ContextDep,
     user: UsersAdmin,
-    user_id: int,
+    user_id: PathId,
     action: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Deactivate, reactivate, forget the authenticator, or make a new set-password link."""
@@ -258,7 +259,7 @@ def audit_page(
     criteria = AuditFilter(
         actor=actor or None,
         action=action or None,
-        patient_id=int(patient) if patient.isdigit() else None,
+        patient_id=parse_id(patient),
         outcome=AuditOutcome(outcome) if outcome in AuditOutcome.__members__.values() else None,
         since=datetime.combine(since_day, time.min, UTC) if since_day else None,
         until=datetime.combine(until_day, time.min, UTC) + timedelta(days=1) if until_day else None,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
+from core.ids import PathId
 from core.models import State, TreatmentCenter
 from core.reference import (
     CenterInput,
@@ -81,7 +82,9 @@ def state_create(
 
 
 @router.get("/admin/states/{state_id}", name="admin_state")
-def state_page(request: Request, session: SessionDep, user: StatesAdmin, state_id: int) -> Response:
+def state_page(
+    request: Request, session: SessionDep, user: StatesAdmin, state_id: PathId
+) -> Response:
     state = session.get(State, state_id)
     if state is None:
         raise PageNotFound()
@@ -103,7 +106,7 @@ def state_update(
     session: SessionDep,
     context: ContextDep,
     user: StatesAdmin,
-    state_id: int,
+    state_id: PathId,
     data: Annotated[StateForm, Form()],
 ) -> Response:
     state = session.get(State, state_id)
@@ -185,7 +188,7 @@ def center_create(
 
 @router.get("/admin/centers/{center_id}", name="admin_center")
 def center_page(
-    request: Request, session: SessionDep, user: CentersAdmin, center_id: int
+    request: Request, session: SessionDep, user: CentersAdmin, center_id: PathId
 ) -> Response:
     center = session.get(TreatmentCenter, center_id)
     if center is None:
@@ -210,7 +213,7 @@ def center_update(
     session: SessionDep,
     context: ContextDep,
     user: CentersAdmin,
-    center_id: int,
+    center_id: PathId,
     data: Annotated[CenterForm, Form()],
 ) -> Response:
     center = session.get(TreatmentCenter, center_id)

@@ -9,11 +9,17 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from coordination.texting.consent import CONSENT_FIELD, check_tick, record_tick
+from coordination.texting.consent import (
+    CONSENT_FIELD,
+    check_tick,
+    record_tick,
+    shared_number_problem,
+)
 from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
+from core.ids import PathId, parse_id
 from core.models import ProxyRight
 from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
@@ -42,9 +48,10 @@ def patient_invite(
     """Invite the patient, or one of their caregivers, by text or on paper."""
     link = None
     if caregiver_link:
+        link_id = parse_id(caregiver_link)
         link = (
-            get_caregiver_link(session, patient_id=access.patient.id, link_id=int(caregiver_link))
-            if caregiver_link.isdigit()
+            get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)
+            if link_id is not None
             else None
         )
         if link is None:
@@ -126,7 +133,11 @@ def caregiver_new(
             "errors": {},
             "all_rights": list(ProxyRight),
             "consent": consent_context(
-                session, context, state_id=patient.state_id, zone=patient.time_zone
+                session,
+                context,
+                viewer=access.user,
+                state_id=patient.state_id,
+                zone=patient.time_zone,
             ),
         },
     )
@@ -155,6 +166,7 @@ def caregiver_create(
     consent = consent_context(
         session,
         context,
+        viewer=access.user,
         state_id=patient.state_id,
         phone_typed=form.mobile_phone,
         zone=patient.time_zone,
@@ -170,7 +182,8 @@ def caregiver_create(
             data=form,
             other_errors=check_tick(
                 tick, wording=wording, phone_given=bool(form.mobile_phone.strip())
-            ),
+            )
+            or shared_number_problem(consent["number"], tick=tick),
         )
     except FieldErrors as problem:
         consent["agreed"] = tick.agreed and CONSENT_FIELD not in problem.errors
@@ -204,7 +217,7 @@ def caregiver_rights(
     session: SessionDep,
     context: ContextDep,
     access: ProxyManager,
-    link_id: int,
+    link_id: PathId,
     rights: Annotated[list[str], Form(max_length=10)] = [],  # noqa: B006
 ) -> Response:
     link = get_caregiver_link(session, patient_id=access.patient.id, link_id=link_id)

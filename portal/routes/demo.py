@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Form, Query, Request
+from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.ids import QueryId
 from core.models import State
 from portal import i18n
 from portal.context import AppContext
@@ -83,7 +84,7 @@ def console_messages(
     request: Request,
     session: SessionDep,
     context: ContextDep,
-    answered: Annotated[int | None, Query(ge=1)] = None,
+    answered: QueryId = None,
 ) -> Response:
     """The outbox and the replies; polled by htmx (the `messages` block)."""
     answer = None

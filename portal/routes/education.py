@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.identity.access import Permission
 from core.identity.models import User
+from core.ids import parse_int
 from education.assignments import readers_of_patient
 from education.content import ModuleLibrary, shipped_modules
 from education.offer import (
@@ -222,9 +223,10 @@ async def learn_check_answer(
     )
     chosen: dict[str, int] = {}
     for question in module.en.questions:
-        value = _text(form.get(ANSWER_PREFIX + question.id))
-        if value is not None and value.isdigit() and len(value) < 3:
-            chosen[question.id] = int(value)
+        # A choice's index; anything else counts as no answer.
+        choice = parse_int(_text(form.get(ANSWER_PREFIX + question.id)), low=0, high=99)
+        if choice is not None:
+            chosen[question.id] = choice
     only = _text(form.get("check"))
     if offered.status is ReadingStatus.COMPLETED and not state.first:
         # Completed already (another tab): show the record, do not re-score.

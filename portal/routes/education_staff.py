@@ -18,6 +18,7 @@ from core.db import after_commit
 from core.errors import FieldErrors
 from core.identity.access import Permission, role_allows
 from core.identity.models import User
+from core.ids import parse_id, parse_int
 from core.models import Patient, State
 from core.reference import list_states
 from core.service import caregiver_links
@@ -30,12 +31,7 @@ from education.assignments import (
     readers_of_patient,
 )
 from education.content import shipped_modules
-from education.funding import (
-    add_funding,
-    end_funding,
-    funding_windows,
-    parse_id,
-)
+from education.funding import add_funding, end_funding, funding_windows
 from education.readings import patient_education
 from portal import i18n
 from portal.context import AppContext
@@ -341,7 +337,7 @@ def _reach_of(
         session,
         clock=app.clock,
         state=chosen,
-        year=int(year) if year.isdigit() and len(year) == 4 else None,
+        year=parse_int(year, low=1000, high=9999),
         library=shipped_modules(),
         language=i18n.current_language().value,
     )

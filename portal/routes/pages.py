@@ -17,6 +17,7 @@ from portal.deps import (
     LoginDep,
     check_csrf,
     csrf_token_of,
+    refuse_nul,
 )
 
 
@@ -78,5 +79,6 @@ async def page_setup(request: Request, login: LoginDep, context: ContextDep) -> 
 
 
 def page_router() -> APIRouter:
-    """A router whose pages get the layout's values and whose forms are CSRF-checked."""
-    return APIRouter(dependencies=[Depends(page_setup), Depends(check_csrf)])
+    """A router whose pages get the layout's values, refuse NUL characters and whose forms
+    are CSRF-checked."""
+    return APIRouter(dependencies=[Depends(page_setup), Depends(refuse_nul), Depends(check_csrf)])

@@ -33,6 +33,7 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
+from core.ids import parse_id
 from core.models import Language, Patient, PatientStatus, ProxyRight
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
@@ -105,14 +106,16 @@ def form_consent_box(
     session: Session,
     app: AppContext,
     *,
+    viewer: User,
     state_id: int | str | None,
     phone_typed: str = "",
     phone_on_file: str | None = None,
     zone: str = "",
 ) -> ConsentBox:
-    """The consent box of a form (see `consent_box`); `state_id` may be the form's text."""
+    """The consent box of `viewer`'s form (see `consent_box`); `state_id` may be the form's
+    text."""
     if isinstance(state_id, str):
-        state_id = int(state_id) if state_id.isdigit() else None
+        state_id = parse_id(state_id)
     return consent_box(
         session,
         default_program=app.settings.program_name,
@@ -120,6 +123,7 @@ def form_consent_box(
         phone_typed=phone_typed,
         phone_on_file=phone_on_file,
         zone=zone,
+        viewer=viewer,
     )
 
 
@@ -127,6 +131,7 @@ def consent_context(
     session: Session,
     app: AppContext,
     *,
+    viewer: User,
     state_id: int | str | None,
     phone_typed: str = "",
     phone_on_file: str | None = None,
@@ -137,6 +142,7 @@ def consent_context(
     box = form_consent_box(
         session,
         app,
+        viewer=viewer,
         state_id=state_id,
         phone_typed=phone_typed,
         phone_on_file=phone_on_file,
@@ -176,8 +182,8 @@ def _criteria(state_id: str, center_id: str, status: str, text: str = "") -> Pat
         chosen_status = None
     return PatientCriteria(
         text=text or None,
-        state_id=int(state_id) if state_id.isdigit() else None,
-        center_id=int(center_id) if center_id.isdigit() else None,
+        state_id=parse_id(state_id),
+        center_id=parse_id(center_id),
         status=chosen_status,
     )
 
@@ -277,7 +283,7 @@ def patient_new(
         {
             "form": form,
             "mode": "new",
-            "consent": consent_context(session, context, state_id=form.state_id),
+            "consent": consent_context(session, context, viewer=user, state_id=form.state_id),
             **_form_choices(session, user),
         },
     )
@@ -297,6 +303,7 @@ def patient_create(
         box=form_consent_box(
             session,
             context,
+            viewer=user,
             state_id=form.state_id,
             phone_typed=form.mobile_phone,
             zone=form.time_zone.strip(),
@@ -438,6 +445,7 @@ def patient_edit(
             "consent": consent_context(
                 session,
                 context,
+                viewer=access.user,
                 state_id=patient.state_id,
                 phone_on_file=patient.mobile_phone,
                 zone=patient.time_zone,
@@ -461,6 +469,7 @@ def patient_update(
         box=form_consent_box(
             session,
             context,
+            viewer=access.user,
             state_id=form.state_id,
             phone_typed=form.mobile_phone,
             phone_on_file=access.patient.mobile_phone,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Form, Path, Query, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import Role
+from core.ids import PathId, QueryId
 from core.text import N_
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, PatientAccess, SessionDep, require_patient
@@ -35,7 +36,7 @@ router = page_router()
 
 ReportAccess = Annotated[PatientAccess, Depends(require_patient(Permission.EVENTS_REPORT))]
 ReviewAccess = Annotated[PatientAccess, Depends(require_patient(Permission.REPORT_REVIEW))]
-ReportId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ReportId = PathId
 
 # Shown after a redirect; keys in the URL, never names.
 NOTICES = {
@@ -84,7 +85,7 @@ def care_report(
     session: SessionDep,
     context: ContextDep,
     access: ReportAccess,
-    sent: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    sent: QueryId = None,
 ) -> Response:
     """The form; after sending (`?sent=<id>`, from the redirect), the thank-you page."""
     if sent is not None:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_time
-from fastapi import Depends, Form, Path, Query, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
+from core.ids import PathId
 from core.models import CaregiverLink, Language, Patient, ProxyRight
 from core.text import N_
 from portal import i18n
@@ -64,7 +65,7 @@ _ = i18n.gettext
 
 ScheduleViewer = Annotated[PatientAccess, Depends(require_patient(Permission.SCHEDULE_VIEW))]
 ScheduleResponder = Annotated[PatientAccess, Depends(require_patient(Permission.SCHEDULE_RESPOND))]
-VisitId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+VisitId = PathId
 
 # Shown after a redirect; keys in the URL, never names.
 NOTICES = {

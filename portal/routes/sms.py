@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from twilio.request_validator import RequestValidator
 
-from coordination.texting.inbound import handle_inbound, record_delivery
+from coordination.texting.inbound import NotAPhoneNumber, handle_inbound, record_delivery
 from portal.deps import ContextDep, SessionDep
 
 router = APIRouter()
@@ -63,15 +63,18 @@ def sms_inbound(form: SignedForm, session: SessionDep, context: ContextDep) -> R
         return form
     if (problem := _missing(form, "MessageSid", "From")) is not None:
         return problem
-    reply = handle_inbound(
-        session,
-        clock=context.clock,
-        message_sid=form["MessageSid"].strip(),
-        from_phone=form["From"],
-        to_phone=form.get("To", ""),
-        body=form.get("Body", ""),
-        default_program_name=context.settings.program_name,
-    )
+    try:
+        reply = handle_inbound(
+            session,
+            clock=context.clock,
+            message_sid=form["MessageSid"].strip(),
+            from_phone=form["From"],
+            to_phone=form.get("To", ""),
+            body=form.get("Body", ""),
+            default_program_name=context.settings.program_name,
+        )
+    except NotAPhoneNumber as problem:
+        return PlainTextResponse(str(problem), status_code=400)
     return twiml(reply)
 
 
@@ -82,12 +85,15 @@ def sms_status(form: SignedForm, session: SessionDep, context: ContextDep) -> Re
         return form
     if (problem := _missing(form, "MessageSid", "MessageStatus")) is not None:
         return problem
-    record_delivery(
-        session,
-        clock=context.clock,
-        message_sid=form["MessageSid"].strip(),
-        status=form["MessageStatus"],
-        error_code=form.get("ErrorCode"),
-        to_phone=form.get("To"),
-    )
+    try:
+        record_delivery(
+            session,
+            clock=context.clock,
+            message_sid=form["MessageSid"].strip(),
+            status=form["MessageStatus"],
+            error_code=form.get("ErrorCode"),
+            to_phone=form.get("To"),
+        )
+    except NotAPhoneNumber as problem:
+        return PlainTextResponse(str(problem), status_code=400)
     return twiml()

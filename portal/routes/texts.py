@@ -25,6 +25,7 @@ from coordination.worklist.texts_page import (
 )
 from core.db import after_commit
 from core.identity.access import Permission
+from core.identity.models import User
 from core.models import Patient
 from core.text import N_
 from portal import i18n
@@ -67,6 +68,7 @@ def texts_page(
     session: Session,
     patient: Patient,
     *,
+    viewer: User,
     notice: str | None = None,
     errors: list[str] | None = None,
     outcomes: list[ManualOutcome] | None = None,
@@ -74,7 +76,7 @@ def texts_page(
     chosen: str = "",
     status_code: int = 200,
 ) -> Response:
-    numbers = numbers_of_patient(session, patient=patient)
+    numbers = numbers_of_patient(session, patient=patient, viewer=viewer)
     context: dict[str, Any] = {
         "patient": patient,
         "numbers": numbers,
@@ -101,7 +103,11 @@ def patient_texts(
 ) -> Response:
     """The page; reading it is audited like reading the record (by `require_patient`)."""
     return texts_page(
-        request, session, access.patient, notice=_(NOTICES[done]) if done in NOTICES else None
+        request,
+        session,
+        access.patient,
+        viewer=access.user,
+        notice=_(NOTICES[done]) if done in NOTICES else None,
     )
 
 
@@ -120,6 +126,7 @@ def patient_texts_consent(
             request,
             session,
             access.patient,
+            viewer=access.user,
             errors=[_("Choose whether the person agreed to get texts or asked to stop.")],
             status_code=400,
         )
@@ -131,10 +138,16 @@ def patient_texts_consent(
             patient=access.patient,
             phone=phone,
             agreed=decision == "opt_in",
+            viewer=access.user,
         )
     except TextsError as problem:
         return texts_page(
-            request, session, access.patient, errors=[i18n.translate(str(problem))], status_code=400
+            request,
+            session,
+            access.patient,
+            viewer=access.user,
+            errors=[i18n.translate(str(problem))],
+            status_code=400,
         )
     done = "opted_in" if decision == "opt_in" else "opted_out"
     return redirect(request, f"/patients/{access.patient.id}/texts?done={done}")
@@ -151,11 +164,21 @@ def patient_texts_clear_flag(
     """A coordinator checked a number the provider refused for good: clear its flag."""
     try:
         clear_number_flag(
-            session, clock=context.clock, actor=access.actor, patient=access.patient, phone=phone
+            session,
+            clock=context.clock,
+            actor=access.actor,
+            patient=access.patient,
+            phone=phone,
+            viewer=access.user,
         )
     except TextsError as problem:
         return texts_page(
-            request, session, access.patient, errors=[i18n.translate(str(problem))], status_code=400
+            request,
+            session,
+            access.patient,
+            viewer=access.user,
+            errors=[i18n.translate(str(problem))],
+            status_code=400,
         )
     return redirect(request, f"/patients/{access.patient.id}/texts?done=flag_cleared")
 
@@ -164,7 +187,7 @@ def _after_sending(
     request: Request,
     session: Session,
     context: ContextDep,
-    patient: Patient,
+    access: PatientAccess,
     outcomes: list[ManualOutcome],
     title: str,
     *,
@@ -176,7 +199,8 @@ def _after_sending(
     return texts_page(
         request,
         session,
-        patient,
+        access.patient,
+        viewer=access.user,
         outcomes=outcomes,
         outcome_title=title,
         errors=[_(NO_VISIT)] if not outcomes else None,
@@ -195,7 +219,12 @@ def patient_texts_send(
     """Send an approved one-off text to the patient and the caregivers who get reminders."""
     if template not in ONE_OFF:
         return texts_page(
-            request, session, access.patient, errors=[_(CHOOSE_TEMPLATE)], status_code=400
+            request,
+            session,
+            access.patient,
+            viewer=access.user,
+            errors=[_(CHOOSE_TEMPLATE)],
+            status_code=400,
         )
     outcomes = send_one_off(
         session,
@@ -208,7 +237,7 @@ def patient_texts_send(
         request,
         session,
         context,
-        access.patient,
+        access,
         outcomes,
         _("Message: %(title)s") % {"title": _(ONE_OFF[template].title)},
         chosen=template,
@@ -224,5 +253,5 @@ def patient_texts_remind(
         session, clock=context.clock, actor=access.actor, patient=access.patient
     )
     return _after_sending(
-        request, session, context, access.patient, outcomes, _("Reminder of the next visit")
+        request, session, context, access, outcomes, _("Reminder of the next visit")
     )

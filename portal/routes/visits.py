@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_time
-from fastapi import Depends, Form, Path, Query, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -52,6 +52,7 @@ from core.dates import parse_day_or_none
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
+from core.ids import PathId
 from core.models import Patient
 from core.text import N_
 from portal import i18n
@@ -63,7 +64,7 @@ router = page_router()
 _ = i18n.gettext
 
 VisitManager = Annotated[PatientAccess, Depends(require_patient(Permission.VISIT_MANAGE))]
-VisitId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+VisitId = PathId
 
 # Shown after a redirect; keys in the URL.
 NOTICES = {

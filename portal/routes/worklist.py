@@ -42,6 +42,7 @@ from core.audit.service import record_event
 from core.db import after_commit
 from core.identity.access import Permission
 from core.identity.models import User
+from core.ids import parse_id
 from core.phones import display_phone
 from core.reference import list_centers, list_states
 from core.text import N_
@@ -125,13 +126,13 @@ def _criteria(
     except ValueError:
         chosen_sort = None
     assigned = assigned.strip()
-    if assigned not in (ASSIGNED_MINE, ASSIGNED_NOBODY) and not assigned.isdigit():
+    if assigned not in (ASSIGNED_MINE, ASSIGNED_NOBODY) and parse_id(assigned) is None:
         assigned = ASSIGNED_ANY
     return WorklistCriteria(
         bucket=chosen_bucket,
         text=text.strip() or None,
-        state_id=int(state) if state.isdigit() else None,
-        center_id=int(center) if center.isdigit() else None,
+        state_id=parse_id(state),
+        center_id=parse_id(center),
         assigned=assigned,
         sort=chosen_sort,
         page=page,
@@ -358,7 +359,7 @@ def worklist_bulk(
             errors=[_("Choose what to do with the chosen patients.")],
             status_code=refused,
         )
-    patient_ids = sorted({int(value) for value in patient if value.isdigit() and len(value) < 10})
+    patient_ids = sorted({id_ for value in patient if (id_ := parse_id(value)) is not None})
     actor = actor_for(request, user)
     try:
         if coordinator == "none":
@@ -368,15 +369,15 @@ def worklist_bulk(
                 "%(num)d patients have no assigned coordinator now.",
                 len(patient_ids),
             ) % {"num": len(patient_ids)}
-        elif coordinator.isdigit() and len(coordinator) < 10:
+        elif (coordinator_id := parse_id(coordinator)) is not None:
             assign_patients(
                 session,
                 clock=context.clock,
                 actor=actor,
                 patient_ids=patient_ids,
-                coordinator_user_id=int(coordinator),
+                coordinator_user_id=coordinator_id,
             )
-            chosen = session.get(User, int(coordinator))
+            chosen = session.get(User, coordinator_id)
             notice = i18n.ngettext(
                 "%(num)d patient is now followed by %(name)s.",
                 "%(num)d patients are now followed by %(name)s.",
@@ -407,7 +408,7 @@ def _remind(
     refused: int,
 ) -> Response:
     """ "Send reminder now" for each chosen patient; a summary with each refusal's reason."""
-    patient_ids = [int(value) for value in chosen if value.isdigit() and len(value) < 10]
+    patient_ids = [id_ for value in chosen if (id_ := parse_id(value)) is not None]
     try:
         reminded = remind_patients(
             session,

@@ -32,6 +32,8 @@ from coordination.texting.models import (
     MessagePurpose,
     MessageStatus,
     OutboundMessage,
+    SmsConsent,
+    SmsConsentEvent,
 )
 from coordination.texting.outbox import enqueue_message
 from core.audit.service import Actor
@@ -174,6 +176,46 @@ def test_a_malformed_post_is_answered_400(
     response = signed_post(client, path, params)
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/plain")
+
+
+NOT_PHONE_NUMBERS = ["hello", "STOP", "+1 (202) 555-0123 ext", "+1٢٠٢5550123", "+12²", "+", "1202"]
+
+
+def consent_rows_about(session: Session, phone: str) -> int:
+    """Consent rows and history events stored for `phone`."""
+    rows = select(func.count()).select_from(SmsConsent).where(SmsConsent.phone == phone)
+    events = select(func.count()).select_from(SmsConsentEvent)
+    return (session.scalar(rows) or 0) + (
+        session.scalar(events.where(SmsConsentEvent.phone == phone)) or 0
+    )
+
+
+@pytest.mark.parametrize("sender", NOT_PHONE_NUMBERS)
+def test_a_signed_inbound_text_from_something_not_a_phone_number_is_refused_and_stores_nothing(
+    client: TestClient, db: Database, sender: str
+) -> None:
+    """Twilio writes senders in E.164; anything else (a forged or broken post that still
+    carries a good signature) must not opt a made-up "number" out, nor be kept."""
+    params = {"MessageSid": new_sid(), "From": sender, "To": "+12025550100", "Body": "STOP"}
+    response = signed_post(client, "/sms/inbound", params)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "From is not a phone number" in response.text
+    with db.factory() as session:
+        assert count(session, InboundMessage) == 0
+        assert consent_rows_about(session, sender) == 0
+
+
+def test_a_delivery_callback_opting_out_something_not_a_phone_number_is_refused(
+    client: TestClient, db: Database
+) -> None:
+    params = {"MessageSid": new_sid(), "MessageStatus": "failed", "ErrorCode": "21610"}
+    response = signed_post(client, "/sms/status", params | {"To": "not-a-number"})
+    assert response.status_code == 400
+    assert "To is not a phone number" in response.text
+    with db.factory() as session:
+        assert count(session, DeliveryEvent) == 0
+        assert consent_rows_about(session, "not-a-number") == 0
 
 
 def test_a_replayed_inbound_message_changes_nothing(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -21,10 +21,12 @@ from typing import IO
 import pytest
 from sqlalchemy import select
 
+from coordination.locks import acquire_lock, release_lock
 from coordination.texting.dispatcher import IN_DOUBT_AFTER, DispatchReport, dispatch_due
 from coordination.texting.models import MessageStatus, OutboundMessage
 from coordination.texting.twilio_gateway import TwilioGateway
 from core.clock import FrozenClock
+from portal.cli import SMS_DISPATCH_LEASE, SMS_DISPATCH_LOCK
 from tests.conftest import Database
 from tests.doubles.twilio_api import TwilioApiDouble
 from tests.support.sms import (
@@ -101,17 +103,18 @@ class Forker:
             self.process.stdout.close()
 
 
-@pytest.fixture
-def forker(empty_db: Database, tmp_path: Path) -> Iterator[tuple[Forker, TwilioApiDouble]]:
+@contextmanager
+def _forker(db: Database, tmp_path: Path, **extra: str) -> Iterator[tuple[Forker, TwilioApiDouble]]:
     log = (tmp_path / "workers.log").open("w")
     # A Twilio that takes 20 ms a request: kills land mid-send more often, and twenty short
     # lives cannot send everything before the last kill.
     with TwilioApiDouble(ACCOUNT_SID, AUTH_TOKEN, lifetime=120, latency=0.02) as double:
         env = worker_env(
-            empty_db.url,
+            db.url,
             double.url,
             DISPATCH_BATCH_SIZE="10",
             DISPATCH_CONCURRENCY="4",
+            **extra,
         )
         forker = Forker(env, log)
         try:
@@ -119,6 +122,12 @@ def forker(empty_db: Database, tmp_path: Path) -> Iterator[tuple[Forker, TwilioA
         finally:
             forker.close()
             log.close()
+
+
+@pytest.fixture
+def forker(empty_db: Database, tmp_path: Path) -> Iterator[tuple[Forker, TwilioApiDouble]]:
+    with _forker(empty_db, tmp_path) as forker_and_double:
+        yield forker_and_double
 
 
 def test_a_dispatcher_killed_while_sending_never_sends_twice(
@@ -155,6 +164,120 @@ def test_a_dispatcher_killed_while_sending_never_sends_twice(
     _all_went_once(empty_db, double, CRASH_MESSAGES)
     with empty_db.factory() as session:
         assert max(session.scalars(select(OutboundMessage.attempts))) <= 2
+
+
+# --- two dispatchers on one database, SQLite too ------------------------------------------
+
+TWIN_MESSAGES = 100
+
+
+@pytest.fixture
+def twin_forker(empty_db: Database, tmp_path: Path) -> Iterator[tuple[Forker, TwilioApiDouble]]:
+    """Dispatchers whose check before sending takes 0.2 s (as the real one does with a
+    hundred reminders to weigh): two of them read the same due rows before either claims."""
+    with _forker(empty_db, tmp_path, DISPATCH_CHECK_SECONDS="0.2") as forker_and_double:
+        yield forker_and_double
+
+
+def test_two_dispatchers_at_once_send_each_text_once(
+    empty_db: Database, twin_forker: tuple[Forker, TwilioApiDouble]
+) -> None:
+    """`cgt-access sms dispatch` next to `serve`, or two of them: two processes take due
+    rows from one outbox at the same moment. On SQLite each used to send every row it had
+    read, whoever marked it first: every text left twice."""
+    workers, double = twin_forker
+    queue_invitations(
+        empty_db.factory, count=TWIN_MESSAGES, send_after=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    pids = [int(workers.ask("fork")) for _ in range(2)]
+    try:
+        _wait_for(
+            lambda: statuses(empty_db.factory) == {MessageStatus.SENT: TWIN_MESSAGES},
+            60,
+            "the dispatchers to send everything",
+        )
+        time.sleep(0.3)  # a second copy still on the wire would arrive now
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            workers.ask(f"reap {pid}")
+    _all_went_once(empty_db, double, TWIN_MESSAGES)
+
+
+CLI = Path(sys.executable).parent / "cgt-access"
+
+
+def _sms_dispatch(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), "sms", "dispatch"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_sms_dispatch_next_to_a_running_dispatcher_sends_each_text_once(
+    empty_db: Database, twin_forker: tuple[Forker, TwilioApiDouble], tmp_path: Path
+) -> None:
+    """The README's `cgt-access sms dispatch` while `serve` dispatches too."""
+    workers, double = twin_forker
+    count = 3 * TWIN_MESSAGES
+    queue_invitations(
+        empty_db.factory, count=count, send_after=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    pid = int(workers.ask("fork"))
+    try:
+        result = _sms_dispatch(worker_env(empty_db.url, double.url), tmp_path)
+        _wait_for(
+            lambda: statuses(empty_db.factory) == {MessageStatus.SENT: count},
+            60,
+            "the dispatchers to send everything",
+        )
+        time.sleep(0.3)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        workers.ask(f"reap {pid}")
+    assert result.returncode == 0, result.stderr
+    by_command = int(re.findall(r"sent (\d+),", result.stdout)[0])
+    assert 0 < by_command < count, result.stdout  # both sent part of the outbox
+    _all_went_once(empty_db, double, count)
+
+
+def test_a_second_sms_dispatch_at_once_sends_nothing_and_says_why(
+    empty_db: Database, tmp_path: Path
+) -> None:
+    queue_invitations(
+        empty_db.factory, count=3, send_after=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    clock = FrozenClock(datetime.now(UTC))
+    # Another run holds the lease.
+    assert acquire_lock(
+        empty_db.factory,
+        name=SMS_DISPATCH_LOCK,
+        clock=clock,
+        lease=SMS_DISPATCH_LEASE,
+        owner="elsewhere:1",
+    )
+    with TwilioApiDouble(ACCOUNT_SID, AUTH_TOKEN, lifetime=120) as double:
+        env = worker_env(empty_db.url, double.url)
+        refused = _sms_dispatch(env, tmp_path)
+        assert refused.returncode == 1
+        assert "another `cgt-access sms dispatch` is sending right now" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert double.request_count == 0
+        assert statuses(empty_db.factory) == {MessageStatus.QUEUED: 3}
+
+        release_lock(empty_db.factory, name=SMS_DISPATCH_LOCK, clock=clock, owner="elsewhere:1")
+        done = _sms_dispatch(env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "sent 3," in done.stdout
+        # Its own lease is given back: the next run goes ahead.
+        assert _sms_dispatch(env, tmp_path).returncode == 0
+        _all_went_once(empty_db, double, 3)
 
 
 # --- two `cgt-access worker`s on PostgreSQL ---------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import DEMO_SECRET_KEY, Settings, SettingsError, load_settings
+from core.settings import DEMO_SECRET_KEY, Settings, SettingsError, get_settings, load_settings
+from portal.onboarding import invitation_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / ".venv" / "bin" / "cgt-access"
@@ -178,3 +179,62 @@ def test_the_cli_refuses_to_start_without_secret_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     # Nothing was migrated.
     assert not database.exists()
+
+
+# --- links in demo mode follow the served port -------------------------------------------
+
+
+def test_demo_mode_links_use_the_served_port_when_public_base_url_is_not_set() -> None:
+    settings = load_settings(demo_mode=True, port=9000)
+    assert settings.public_base_url == "http://localhost:9000"
+    assert invitation_url(settings, "tok").startswith("http://localhost:9000/invite/")
+
+
+def test_demo_mode_keeps_an_explicit_public_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://demo.example.org")
+    monkeypatch.setenv("PORT", "9000")
+    settings = load_settings(demo_mode=True)
+    assert settings.public_base_url == "https://demo.example.org"
+
+
+def test_outside_demo_mode_the_port_does_not_change_public_base_url() -> None:
+    """A real deployment's links are the configured address, whatever port the process
+    listens on behind its proxy."""
+    settings = load_settings(secret_key=GOOD_SECRET, port=9000)
+    assert settings.public_base_url == "http://localhost:8000"
+    configured = load_settings(
+        secret_key=GOOD_SECRET, port=9000, public_base_url="https://followup.example.org"
+    )
+    assert configured.public_base_url == "https://followup.example.org"
+
+
+def test_serve_on_another_port_in_demo_mode_sends_invitation_links_to_that_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`make demo PORT=9000` (`cgt-access serve --port 9000`): the README's invitation
+    journey opens the link the demo texted, which must point at the port being served."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from portal.app import create_app
+    from portal.cli import app as cli
+
+    served: dict[str, str] = {}
+
+    def fake_run(target: str, *, factory: bool, port: int, **_options: object) -> None:
+        # What uvicorn would do: build the app from the environment, in this process.
+        assert target == "portal.app:create_app" and factory
+        settings = create_app().state.context.settings
+        served["port"] = str(port)
+        served["link"] = invitation_url(settings, "tok")
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setitem(os.environ, "DEMO_MODE", "true")
+    monkeypatch.setitem(os.environ, "DATABASE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setitem(os.environ, "PORT", "8000")  # restored afterwards
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", "9000"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert served == {"port": "9000", "link": "http://localhost:9000/invite/tok"}
