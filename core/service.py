@@ -149,6 +149,42 @@ class PatientData:
         )
 
 
+def _text_problems(
+    *,
+    given_name: str,
+    family_name: str,
+    medicaid_id: str,
+    center_mrn: str | None,
+    mobile_phone: str | None,
+) -> dict[str, str]:
+    """What is wrong with the record's text fields, read alone (no database needed): the
+    form shows these with its other problems, and the services check them again."""
+    errors: dict[str, str] = {}
+    for name, value in (("given_name", given_name), ("family_name", family_name)):
+        if not value.strip():
+            errors[name] = N_("Enter a name.")
+        elif len(value.strip()) > NAME_MAX:
+            errors[name] = N_("Use at most 80 characters.")
+    medicaid = medicaid_id.strip().upper()
+    if (
+        not medicaid
+        or len(medicaid) > 32
+        or not medicaid.isascii()
+        or not medicaid.replace("-", "").isalnum()
+    ):
+        errors["medicaid_id"] = N_(
+            "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
+        )
+    if center_mrn is not None and len(center_mrn.strip()) > 32:
+        errors["center_mrn"] = N_("Use at most 32 characters.")
+    if mobile_phone and mobile_phone.strip():
+        try:
+            normalize_phone(mobile_phone)
+        except InvalidPhoneNumber as problem:
+            errors["mobile_phone"] = str(problem)
+    return errors
+
+
 def read_patient_input(
     data: PatientInput, *, other_errors: Mapping[str, str] = MappingProxyType({})
 ) -> PatientData:
@@ -183,6 +219,18 @@ def read_patient_input(
     except ValueError:
         errors["status"] = N_("Choose a status.")
         status = PatientStatus.ENROLLED
+    if errors:
+        # Read alone, the text fields' problems show with these (one round trip, not two).
+        errors = {
+            **_text_problems(
+                given_name=data.given_name,
+                family_name=data.family_name,
+                medicaid_id=data.medicaid_id,
+                center_mrn=data.center_mrn,
+                mobile_phone=data.mobile_phone,
+            ),
+            **errors,
+        }
     errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
@@ -231,30 +279,20 @@ def _clean(
     allowed_state_ids: set[int] | None,
     other_errors: Mapping[str, str],
 ) -> CleanPatient:
-    errors: dict[str, str] = {}
+    errors = _text_problems(
+        given_name=data.given_name,
+        family_name=data.family_name,
+        medicaid_id=data.medicaid_id,
+        center_mrn=data.center_mrn,
+        mobile_phone=data.mobile_phone,
+    )
     today = clock.now().date()
     given, family = data.given_name.strip(), data.family_name.strip()
-    for name, value in (("given_name", given), ("family_name", family)):
-        if not value:
-            errors[name] = N_("Enter a name.")
-        elif len(value) > NAME_MAX:
-            errors[name] = N_("Use at most 80 characters.")
     birth = data.birth_date
     if birth > today or birth.year < today.year - 120:
         errors["birth_date"] = N_("The birth date must be in the past 120 years.")
     medicaid = data.medicaid_id.strip().upper()
-    if (
-        not medicaid
-        or len(medicaid) > 32
-        or not medicaid.isascii()
-        or not medicaid.replace("-", "").isalnum()
-    ):
-        errors["medicaid_id"] = N_(
-            "Enter the Medicaid ID (letters, digits and dashes, at most 32)."
-        )
     mrn = (data.center_mrn or "").strip() or None
-    if mrn is not None and len(mrn) > 32:
-        errors["center_mrn"] = N_("Use at most 32 characters.")
     state = session.get(State, data.state_id)
     if state is None:
         errors["state_id"] = N_("Choose a state.")
@@ -274,11 +312,8 @@ def _clean(
     except (ZoneInfoNotFoundError, ValueError):
         errors["time_zone"] = N_("Choose a time zone such as America/Chicago.")
     phone: str | None = None
-    if data.mobile_phone and data.mobile_phone.strip():
-        try:
-            phone = normalize_phone(data.mobile_phone)
-        except InvalidPhoneNumber as problem:
-            errors["mobile_phone"] = str(problem)
+    if "mobile_phone" not in errors and data.mobile_phone and data.mobile_phone.strip():
+        phone = normalize_phone(data.mobile_phone)  # checked readable by _text_problems
     infusion = data.infusion_date
     if infusion is not None:
         if infusion < birth:

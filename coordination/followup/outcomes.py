@@ -254,7 +254,8 @@ def _checked(
     for key, value in values.items():
         measure = by_key.get(key)
         if measure is None:
-            errors[key] = N_("This visit does not assess this.")
+            # Not asked at this visit (its protocol does not assess it): left out, as the
+            # form would not have shown the field.
             continue
         try:
             checked.append((measure, check_value(measure, value)))
