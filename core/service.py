@@ -82,6 +82,46 @@ def list_patients(
     return list(rows), total
 
 
+@dataclass(frozen=True)
+class PatientPage:
+    patients: list[Patient]
+    total: int
+    page: int
+    pages: int
+
+
+def patient_list_page(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    user: User,
+    criteria: PatientCriteria,
+    page: int,
+    per_page: int = 25,
+) -> PatientPage:
+    """One page of the patient list for `user` (past the end, the last page: the list may
+    have shrunk), audited with how many were shown and whether it was a search (never the
+    search's words)."""
+    patients, total = list_patients(
+        session, user=user, criteria=criteria, page=page, per_page=per_page
+    )
+    pages = max(1, (total + per_page - 1) // per_page)
+    if page > pages:
+        page = pages
+        patients, total = list_patients(
+            session, user=user, criteria=criteria, page=page, per_page=per_page
+        )
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="patient.list",
+        detail={"page": page, "shown": len(patients), "searched": criteria.text is not None},
+    )
+    return PatientPage(patients=patients, total=total, page=page, pages=pages)
+
+
 def get_patient(session: Session, *, patient_id: int) -> Patient | None:
     return session.get(Patient, patient_id)
 

@@ -28,7 +28,6 @@ from coordination.texting.consent import (
 from coordination.texting.consent import consent_language as consent_language
 from coordination.worklist.texts_page import numbers_of_patient
 from coordination.worklist.timeline import patient_timeline, visit_labels
-from core.audit.service import record_event
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
@@ -40,8 +39,8 @@ from core.service import (
     PatientCriteria,
     PatientInput,
     caregiver_links,
-    list_patients,
     patient_input_from,
+    patient_list_page,
     read_patient_input,
 )
 from core.text import N_
@@ -196,22 +195,16 @@ def _list_page(
     criteria: PatientCriteria,
     page: int,
 ) -> Response:
-    patients, total = list_patients(
-        session, user=user, criteria=criteria, page=page, per_page=PER_PAGE
-    )
-    pages = max(1, (total + PER_PAGE - 1) // PER_PAGE)
-    if page > pages:  # past the end (the list shrank): show the last page
-        page = pages
-        patients, total = list_patients(
-            session, user=user, criteria=criteria, page=page, per_page=PER_PAGE
-        )
-    record_event(
+    listed = patient_list_page(
         session,
         clock=context.clock,
         actor=actor_for(request, user),
-        action="patient.list",
-        detail={"page": page, "shown": len(patients), "searched": criteria.text is not None},
+        user=user,
+        criteria=criteria,
+        page=page,
+        per_page=PER_PAGE,
     )
+    patients, total, page, pages = listed.patients, listed.total, listed.page, listed.pages
     return render(
         request,
         "portal/patients.html",
