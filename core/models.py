@@ -195,6 +195,30 @@ class Patient(Base):
         return f"{self.given_name} {self.family_name}"
 
 
+class PatientHistory(Base):
+    """The facts of a patient's record that reports look back on (state, center, therapy,
+    Medicaid ID, infusion date, status), one row per version from when it held: a report
+    run as of a past date reads the version that held then (a patient who moved state, an
+    infusion date corrected later, a death recorded after the quarter)."""
+
+    __tablename__ = "patient_history"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "version_id"),
+        Index("ix_patient_history_patient_valid_from", "patient_id", "valid_from"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    version_id: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    state_id: Mapped[int] = mapped_column(ForeignKey("states.id"))
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"))
+    therapy_id: Mapped[int] = mapped_column(ForeignKey("therapies.id"))
+    medicaid_id: Mapped[str] = mapped_column(String(32))
+    infusion_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[PatientStatus] = mapped_column(enum_column(PatientStatus))
+
+
 class Caregiver(Base):
     """A parent, partner or other person who helps one or more patients."""
 

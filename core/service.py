@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +25,7 @@ from core.models import (
     CaregiverLink,
     Language,
     Patient,
+    PatientHistory,
     PatientStatus,
     ProxyRight,
     State,
@@ -35,6 +36,10 @@ from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
 
 NAME_MAX = 80
+# The record's fields whose change makes a new version of its history (what reports read).
+HISTORY_FIELDS = frozenset(
+    {"state_id", "center_id", "therapy_id", "medicaid_id", "infusion_date", "status"}
+)
 
 
 @dataclass(frozen=True)
@@ -413,6 +418,24 @@ def _check_identifiers_free(
         raise FieldErrors(errors)
 
 
+def record_history(session: Session, *, patient: Patient, at: datetime) -> None:
+    """Keep the version of the record's reported facts that holds from `at` (see
+    `PatientHistory`); the enrolment and every change call it."""
+    session.add(
+        PatientHistory(
+            patient_id=patient.id,
+            version_id=patient.version_id,
+            valid_from=at,
+            state_id=patient.state_id,
+            center_id=patient.center_id,
+            therapy_id=patient.therapy_id,
+            medicaid_id=patient.medicaid_id,
+            infusion_date=patient.infusion_date,
+            status=patient.status,
+        )
+    )
+
+
 def enroll_patient(
     session: Session,
     *,
@@ -455,6 +478,7 @@ def enroll_patient(
     )
     session.add(patient)
     session.flush()
+    record_history(session, patient=patient, at=now)
     record_event(
         session,
         clock=clock,
@@ -527,6 +551,8 @@ def update_patient(
         patient.updated_at = clock.now()
         patient.version_id += 1
         session.flush()
+        if HISTORY_FIELDS.intersection(changed):
+            record_history(session, patient=patient, at=patient.updated_at)
         record_event(
             session,
             clock=clock,

@@ -9,6 +9,7 @@ from core.audit import models as audit_models
 from core.identity import models as identity_models
 from education import models as education_models
 from fhir_adapter import models as fhir_models
+from reporting import models as reporting_models
 
 __all__ = [
     "audit_models",
@@ -18,6 +19,7 @@ __all__ = [
     "fhir_models",
     "followup_models",
     "identity_models",
+    "reporting_models",
     "texting_models",
     "worklist_models",
 ]

@@ -23,6 +23,7 @@ from core.models import (
     Therapy,
     TreatmentCenter,
 )
+from core.service import record_history
 from core.settings import Settings
 
 DEMO_PASSWORD = "followup-demo-2026"
@@ -250,6 +251,8 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         patients.append(patient)
     session.add_all(patients)
     session.flush()
+    for patient in patients:
+        record_history(session, patient=patient, at=patient.created_at)
 
     def caregiver(given: str, family: str, phone: str, language: Language, zone: str) -> Caregiver:
         person = Caregiver(
