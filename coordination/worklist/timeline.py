@@ -112,8 +112,9 @@ class TimelineEntry:
     """One line of the timeline. Which fields are set depends on `kind`:
 
     - visit: `action` (booked, rescheduled, confirmed, completed, missed, cancelled,
-      window_moved, acknowledged), `reason`, `appointment_at` (booked/rescheduled),
-      `on` (completed: the visit's date; window_moved: the new target day);
+      window_moved, acknowledged), `reason`, `appointment_at` and `outside_window`
+      (booked/rescheduled), `on` (completed: the visit's date; window_moved: the new
+      target day);
     - outcome: `values`, `on` (the day they are effective), `visit_id` when recorded at a visit;
     - report: `action` (the kind of event), `on` (when it happened), `text`, `status`;
     - move_request: `on` (the preferred date), `text`, `status`;
@@ -144,6 +145,8 @@ class TimelineEntry:
     from_phone: str | None = None
     error: str | None = None
     values: tuple[OutcomeValue, ...] = ()
+    # booked/rescheduled: the coordinator confirmed a day outside the visit's window.
+    outside_window: bool = False
 
     def sort_key(self) -> tuple[datetime, int, int]:
         return (self.at, _RANK[self.kind], self.ref_id)
@@ -222,6 +225,7 @@ def _visit_entries(
                 appointment_at=appointment,
                 appointment_zone=zone,
                 reason=event.reason,
+                outside_window=bool(detail.get("outside_window")),
             )
         )
     return entries

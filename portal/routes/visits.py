@@ -33,6 +33,7 @@ from coordination.followup.requests import open_move_requests
 from coordination.followup.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
+    OutsideWindowError,
     VisitTransitionError,
     acknowledge_missed,
     allowed_actions,
@@ -237,6 +238,8 @@ class AppointmentForm(BaseModel):
     time: str = Field("", max_length=10)
     location: str = Field("", max_length=400)
     reason: str = Field("", max_length=1000)
+    # Ticked on the second submit, once the page warned that the day is outside the window.
+    outside_window: str = Field("", max_length=8)
 
 
 def _parse_time(text: str) -> time | None:
@@ -286,11 +289,26 @@ def visit_book(
                 at=at,
                 location=location,
                 reason=data.reason.strip() or None,
+                outside_window_confirmed=bool(data.outside_window),
             )
         except AppointmentTimeError as problem:
             errors["time"] = i18n.translate(problem.args[0])
         except VisitTransitionError as problem:
             errors[""] = i18n.translate(problem.args[0])
+        except OutsideWindowError as problem:
+            # Nothing is booked: the card asks to confirm, keeping what was typed.
+            form["outside_window_asked"] = "yes"
+            if problem.needs_reason:
+                errors["reason"] = i18n.translate(problem.args[0])
+            else:
+                errors["outside_window"] = _(
+                    "%(day)s is outside the visit's window (%(start)s to %(end)s). "
+                    "To book it anyway, tick the box and say why."
+                ) % {
+                    "day": i18n.format_day(day, "medium"),
+                    "start": i18n.format_day(problem.window_start, "medium"),
+                    "end": i18n.format_day(problem.window_end, "medium"),
+                }
     if errors:
         return visit_page(
             request,

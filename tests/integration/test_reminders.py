@@ -30,6 +30,7 @@ from coordination.followup.schedule import (
     book_appointment,
     cancel_visit,
     complete_visit,
+    outside_window,
     sync_schedule,
 )
 from coordination.texting import planning as reminders
@@ -276,6 +277,9 @@ class World:
             day=day,
             at=time(hour, minute),
             location="Harborview Medical Center",
+            # The day the test needs, wherever the window is (the visit page warns first).
+            reason="the day the test needs" if outside_window(visit, day) else None,
+            outside_window_confirmed=True,
         )
         self.session.flush()
         return visit
