@@ -30,6 +30,7 @@ from coordination.followup.schedule import (
     book_appointment,
     cancel_visit,
     complete_visit,
+    confirm_visit,
     outside_window,
     sync_schedule,
 )
@@ -788,6 +789,60 @@ def test_a_window_that_moved_gets_a_new_time_to_book_notice(world: World) -> Non
     assert world.gateway.sent == [(patient.mobile_phone, new[0].body)]
     world.session.refresh(old)
     assert (old.status, old.drop_reason) == (MessageStatus.DROPPED, "the visit moved")
+
+
+# --- a confirmed appointment --------------------------------------------------------------
+
+
+def _confirm(world: World, visit: Visit) -> None:
+    confirm_visit(world.session, clock=world.clock, actor=world.coordinator, visit=visit)
+
+
+def test_a_confirmed_appointment_is_reminded_without_asking_to_confirm_it_again(
+    world: World,
+) -> None:
+    patient = world.patient()
+    mother, _ = world.caregiver(patient)  # Spanish
+    visit = world.appointment(patient, days(10))  # Monday Dec 7, 9:30
+    _confirm(world, visit)
+    world.plan()
+    mine = world.queued(patient.mobile_phone)
+    hers = world.queued(mother.mobile_phone)
+    assert [local(row.send_after).date() for row in mine] == [days(7), days(9)]
+    assert {row.body for row in mine} == {
+        f"{PROGRAM}: your follow-up visit on Mon Dec 7 at 9:30 AM is confirmed. See you then! "
+        f"Reply R to change it. Questions: {PROGRAM_PHONE}. Reply STOP to opt out."
+    }
+    assert {row.body for row in hers} == {
+        f"{PROGRAM}: la visita de seguimiento de la persona que usted cuida el lun 7 dic a las "
+        f"9:30 esta confirmada. ¡Les esperamos! Responda R para cambiarla. Dudas: "
+        f"{PROGRAM_PHONE}. PARAR para salir."
+    }
+
+
+def test_a_reminder_planned_before_the_confirmation_does_not_ask_again_when_it_leaves(
+    world: World,
+) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(5))  # Wednesday Dec 2: reminders on days 2 and 4
+    world.plan()
+    first, second = world.queued()
+    assert "Reply C to confirm or R to change it" in first.body
+
+    _confirm(world, visit)  # the patient confirms in the portal, after planning
+    world.dispatch(first.send_after)
+    [(to, body)] = world.gateway.sent
+    assert to == patient.mobile_phone
+    assert body.startswith(f"{PROGRAM}: your follow-up visit on Wed Dec 2 at 9:30 AM is confirmed.")
+    assert "C to confirm" not in body
+    world.session.refresh(first)
+    assert (first.status, first.body) == (MessageStatus.SENT, body)  # the row says what left
+
+    # Booked again at the same time, it is to be confirmed again: the next one asks.
+    world.book(patient, visit, days(5))
+    assert visit.status is VisitStatus.RESCHEDULED
+    world.dispatch(second.send_after)
+    assert "Reply C to confirm or R to change it" in world.gateway.sent[-1][1]
 
 
 # --- the check right before sending ----------------------------------------------------------
