@@ -27,6 +27,7 @@ from coordination.followup.protocol import (
     ReminderRule,
     shipped_protocols,
 )
+from coordination.texting.changes import plan_change_notices
 from coordination.texting.models import (
     ConsentStatus,
     MessagePurpose,
@@ -122,6 +123,7 @@ class PlanReport:
     planned: int = 0  # new rows waiting to be sent
     capped: int = 0  # new rows recorded as dropped because of the caps
     considered_visits: int = 0
+    notices: int = 0  # texts telling of a moved appointment, waiting to be sent
 
 
 class _PatientRow(PatientFacts, Protocol):
@@ -176,14 +178,22 @@ def plan_reminders(
     """Plan the reminders due within the horizon into the outbox. Idempotent: a reminder
     already planned (whatever became of it) is never planned again. Reminders whose moment
     passed unseen (a visit booked two days ahead) go at the next texting hour if they still
-    help, the latest rule only."""
+    help, the latest rule only.
+
+    The texts that tell of an appointment moved lately come first
+    (`changes.plan_change_notices`): they are the more urgent, and the reminders planned
+    after them count them in the caps."""
     with collector_paused():
-        return _plan(
+        notices = plan_change_notices(session, clock=clock)
+        report = _plan(
             session,
             clock=clock,
             horizon_days=horizon_days,
             library=library or shipped_protocols(),
         )
+    report.notices = notices.planned
+    report.capped += notices.capped
+    return report
 
 
 def _plan(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.health_events import REPORT_MEASURES
-from coordination.followup.models import MoveRequest, Visit
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
 from coordination.followup.outcomes import (
     MEASURES,
     MEASURES_BY_KEY,
@@ -41,9 +41,11 @@ from coordination.followup.schedule import (
     cancel_visit,
     confirm_visit,
 )
+from coordination.texting.changes import plan_change_notices
 from coordination.worklist.timeline import observations_for_visit, visit_history_entries
 from core.clock import local_today
 from core.dates import parse_day_or_none
+from core.db import after_commit
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
@@ -64,6 +66,14 @@ VisitId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 NOTICES = {
     "scheduled": N_("The appointment is booked."),
     "rescheduled": N_("The appointment is moved. The patient is asked to confirm it again."),
+    "rescheduled_texted": N_(
+        "The appointment is moved. A text tells the patient (and the caregivers who get "
+        "reminders) the new day and time and asks to confirm it."
+    ),
+    "rescheduled_untexted": N_(
+        "The appointment is moved, but no text can tell of it (no number agreed to texts, "
+        "the texting limits are reached, or it is too soon). Call the patient."
+    ),
     "confirmed": N_("The appointment is confirmed."),
     "cancelled": N_("The visit is cancelled."),
     "acknowledged": N_("The missed visit is marked as followed up."),
@@ -322,7 +332,15 @@ def visit_book(
             status_code=400,
             block="appointment_card",
         )
-    return redirect(request, _visit_url(visit, event.to_status))
+    done = event.to_status
+    if event.from_status != VisitStatus.DUE.value:
+        # A move: the text that tells of it is planned now (the planner would within
+        # minutes), so that the coordinator learns whether one goes.
+        notices = plan_change_notices(session, clock=context.clock, visit_ids=[visit.id])
+        if notices.planned:
+            after_commit(session, context.wake_dispatcher)
+        done = "rescheduled_texted" if notices.planned else "rescheduled_untexted"
+    return redirect(request, _visit_url(visit, done))
 
 
 @router.post("/patients/{patient_id}/visits/{visit_id}/confirm", name="visit_confirm")

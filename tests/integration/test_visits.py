@@ -45,8 +45,10 @@ from coordination.followup.protocol import (
 )
 from coordination.followup.requests import request_move
 from coordination.followup.schedule import OutsideWindowError, book_appointment, sync_schedule
-from coordination.texting.models import MessagePurpose
+from coordination.texting.consent import opt_in
+from coordination.texting.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
 from coordination.texting.outbox import enqueue_message
+from coordination.texting.rules import MOVED_RULE
 from coordination.worklist.timeline import TimelineKind, patient_timeline
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
@@ -428,7 +430,10 @@ def test_booking_then_moving_an_appointment_keeps_its_history_and_closes_the_req
         },
         headers=_headers(htmx),
     )
-    assert redirect_target(moved, htmx=htmx) == f"{visit_url(maya, visit_id)}?done=rescheduled"
+    # Nobody on Maya's record agreed to texts: the coordinator is told to call.
+    target = redirect_target(moved, htmx=htmx)
+    assert target == f"{visit_url(maya, visit_id)}?done=rescheduled_untexted"
+    assert "no text can tell of it" in client.get(target).text
     visit = load_visit(db, visit_id)
     assert visit.status is VisitStatus.RESCHEDULED
     assert visit.appointment_at == datetime(2027, 1, 20, 15, 0, tzinfo=UTC)
@@ -518,8 +523,53 @@ def test_booking_outside_the_window_asks_to_confirm_and_records_why(
         data={**typed, "day": "2027-01-20"},
         headers=_headers(htmx),
     )
-    assert redirect_target(moved, htmx=htmx).endswith("?done=rescheduled")
+    assert redirect_target(moved, htmx=htmx).endswith("?done=rescheduled_untexted")
     assert "outside_window" not in (events_of(db, visit_id)[-1].detail or {})
+
+
+def test_moving_an_appointment_texts_the_new_time_and_tells_the_coordinator(
+    db: Database,
+    client: TestClient,
+    login_as: Callable[[str], str],
+    clock: FrozenClock,
+    htmx: bool,
+) -> None:
+    maya = build_schedule(db, clock, "Maya")
+    visit_id = visit_id_of(db, maya, "day-30")  # January 9 to 23, 2027
+    with transaction(db.factory) as session:
+        phone = patient_named(session, "Maya").mobile_phone
+        assert phone is not None
+        opt_in(
+            session,
+            clock=clock,
+            phone=phone,
+            how=ConsentHow.COORDINATOR,
+            by_user_id=None,
+            wording="Texts about your follow-up visits. Reply STOP to opt out.",
+        )
+    token = login_as(COORDINATOR_MD)
+
+    def book(day: str, at: str) -> httpx.Response:
+        response: httpx.Response = client.post(
+            visit_url(maya, visit_id, "appointment"),
+            data={"csrf_token": token, "day": day, "time": at, "location": "Harborview"},
+            headers=_headers(htmx),
+        )
+        return response
+
+    assert redirect_target(book("2027-01-15", "09:30"), htmx=htmx).endswith("?done=scheduled")
+    target = redirect_target(book("2027-01-20", "10:00"), htmx=htmx)
+    assert target == f"{visit_url(maya, visit_id)}?done=rescheduled_texted"
+    assert "A text tells the patient" in html.unescape(client.get(target).text)
+    with db.factory() as session:
+        texts = list(
+            session.scalars(select(OutboundMessage).where(OutboundMessage.patient_id == maya))
+        )
+    [notice] = texts  # the first booking sent nothing
+    assert (notice.to_phone, notice.rule) == (phone, MOVED_RULE)
+    # The route woke the dispatcher: it may have left already.
+    assert notice.status in (MessageStatus.QUEUED, MessageStatus.SENT)
+    assert "your follow-up visit has moved to Wed Jan 20 at 10:00 AM" in notice.body
 
 
 def test_the_schedule_refuses_a_day_outside_the_window_unless_confirmed_with_a_reason(
