@@ -99,9 +99,9 @@ APPOINTMENT_CUTOFF = timedelta(hours=2)
 FOLLOWED = (PatientStatus.ENROLLED, PatientStatus.ACTIVE)
 # Booked appointments; a confirmed one still gets reminders and still answers "C".
 BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
-# Purposes bound by consent, texting hours and the caps (invitations and reset codes are
-# asked for by the person, at that moment).
-CAPPED_PURPOSES = (MessagePurpose.REMINDER, MessagePurpose.ONE_OFF)
+# Purposes bound by consent, texting hours and the caps: a coordinator's reply to a text
+# too (invitations and reset codes are not: the person asks for them, at that moment).
+CAPPED_PURPOSES = (MessagePurpose.REMINDER, MessagePurpose.ONE_OFF, MessagePurpose.REPLY)
 MANUAL_RULE = "manual"
 # The text that tells of a moved appointment: an appointment reminder of its own (the check
 # before sending treats it as one), planned from the move (`coordination.texting.changes`).

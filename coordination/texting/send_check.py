@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from coordination.followup.models import Visit
 from coordination.followup.protocol import ReminderKind
 from coordination.texting.consent import consents_of
-from coordination.texting.models import ConsentStatus, OutboundMessage
+from coordination.texting.models import ConsentStatus, MessagePurpose, OutboundMessage
 from coordination.texting.rules import (
     CAPPED_PURPOSES,
     FOLLOWED,
@@ -109,13 +109,19 @@ def check_before_sending(
             verdicts[message.id] = Verdict.drop(f"the number is flagged ({consent.problem_code})")
             continue
         patient = patients.get(message.patient_id or -1)
-        if patient is None or patient.status not in FOLLOWED:
+        # A coordinator's reply answers someone who wrote: it goes whatever the patient's
+        # follow-up status or the caregiver's rights (consent, hours and caps still hold).
+        reply = message.purpose is MessagePurpose.REPLY
+        if patient is None or (patient.status not in FOLLOWED and not reply):
             verdicts[message.id] = Verdict.drop("the patient is no longer followed")
             continue
         zone = patient.time_zone
         if message.caregiver_id is not None:
             pair = reminder_links.get((message.caregiver_id, patient.id))
-            if pair is None or not pair[0].can_receive_reminders:
+            if pair is None and reply:
+                verdicts[message.id] = Verdict.drop("the caregiver is no longer linked")
+                continue
+            if pair is None or not (pair[0].can_receive_reminders or reply):
                 verdicts[message.id] = Verdict.drop("the caregiver no longer gets reminders")
                 continue
             if pair[1].mobile_phone != message.to_phone:
