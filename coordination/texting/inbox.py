@@ -42,6 +42,10 @@ class InboxError(ValueError):
     """A coordinator's action on an inbox item is refused; the message (a msgid) says why."""
 
 
+class ReplyWordsError(InboxError):
+    """The reply's words may not go as typed (`by_hand.reply_problem`)."""
+
+
 @dataclass(frozen=True)
 class Sender:
     """Who the number that wrote is on the patient's record (never anyone else's)."""
@@ -215,8 +219,8 @@ def reply_to_item(
     """Answer the text by text, to the number that wrote only, as a coordinator's reply
     (`by_hand.send_reply`: consent, texting hours, caps, the words' checks); once it is
     queued the item is handled (with the note). A refused reply changes nothing and says
-    why (the outcome's reason). InboxError (a msgid) when the item is handled, the number
-    is no longer on the patient's record, or the words may not go."""
+    why (the outcome's reason). InboxError (a msgid) when the item is handled or the number
+    is no longer on the patient's record; ReplyWordsError when the words may not go."""
     if item.handled_at is not None:
         raise InboxError(N_("This message is already handled."))
     if len(note.strip()) > NOTE_MAX:
@@ -239,7 +243,7 @@ def reply_to_item(
             names=[part for sender in senders for part in sender.name.split()],
         )
     except ValueError as problem:
-        raise InboxError(problem.args[0]) from problem
+        raise ReplyWordsError(problem.args[0]) from problem
     if outcome.queued:
         mark_handled(
             session,

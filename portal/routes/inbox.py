@@ -18,6 +18,7 @@ from coordination.texting.inbox import (
     NOTE_MAX,
     REPLY_MAX,
     InboxError,
+    ReplyWordsError,
     item_of,
     item_view,
     mark_handled,
@@ -174,8 +175,10 @@ def inbox_reply(
                 text=reply,
                 note=note,
             )
+        except ReplyWordsError as problem:
+            errors["reply"] = i18n.translate(problem.args[0])
         except InboxError as problem:
-            errors["reply" if item.handled_at is None else ""] = i18n.translate(problem.args[0])
+            errors[""] = i18n.translate(problem.args[0])
         else:
             if not outcome.queued:
                 errors[""] = _("The reply was not sent: %(reason)s") % {
