@@ -445,7 +445,7 @@ def test_a_one_off_is_queued_for_each_opted_in_number_and_leaves_after_the_commi
     assert [(m.status, m.provider) for m in messages] == [(MessageStatus.SENT, "console")] * 2
     assert {m.requested_by_user_id for m in messages} == {world.coordinator_id}
     listed = section(browser.get(f"/patients/{world.maya_id}/texts").text, "messages-title")
-    assert listed.count("Sent: Message (Please call us)") == 2
+    assert listed.count("Sent: One-off message (Please call us)") == 2
     assert body in listed
 
 
