@@ -23,6 +23,7 @@ from coordination.texting.consent import opt_in, opt_out
 from coordination.texting.dispatcher import dispatch_due
 from coordination.texting.gateway import ConsoleGateway
 from coordination.texting.inbound import PERSON_WILL_CALL, PERSON_WILL_READ, handle_inbound
+from coordination.texting.inbox import mark_handled
 from coordination.texting.models import (
     ConsentHow,
     InboxItem,
@@ -31,8 +32,10 @@ from coordination.texting.models import (
     OutboundMessage,
 )
 from core.audit.models import AuditEvent
+from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
+from core.identity.models import Role, User, UserStateScope
 from core.models import Caregiver, CaregiverLink, Language, Patient
 from tests.conftest import (
     COORDINATOR_CO,
@@ -513,3 +516,39 @@ def test_a_reply_to_a_number_no_longer_on_the_record_is_refused(
     refused = browser.post(f"{url}/reply", {"reply": "Hello"})
     assert refused.status_code == 400
     assert "no longer on the patient's record" in html.unescape(refused.text)
+
+
+def test_a_coordinator_of_both_states_handles_the_shared_text_once_for_both(
+    db: Database, clock: FrozenClock
+) -> None:
+    maya_id, andre_id = _shared_number(db, clock)
+    with transaction(db.factory) as session:
+        model = user_by_login(session, COORDINATOR_MD)
+        both = User(
+            login="coordinator.both@test.cgt-access.test",
+            email="coordinator.both@test.cgt-access.test",
+            display_name="Riley Both",
+            role=Role.COORDINATOR,
+            password_hash=model.password_hash,
+            preferred_language=Language.EN,
+            is_active=True,
+            created_at=clock.now(),
+        )
+        helped = [session.get(Patient, patient_id) for patient_id in (maya_id, andre_id)]
+        both.state_scopes = [UserStateScope(state_id=p.state_id) for p in helped if p is not None]
+        session.add(both)
+        session.flush()
+        first = items(db)[0]
+        item = session.get(InboxItem, first.id)
+        assert item is not None
+        handled = mark_handled(
+            session,
+            clock=clock,
+            actor=Actor(user_id=both.id, label=both.login or "", role="coordinator"),
+            user=both,
+            item=item,
+            note="Answered by phone",
+        )
+        assert sorted(one.patient_id for one in handled) == sorted([maya_id, andre_id])
+    assert all(one.handled_at is not None for one in items(db))
+    assert len(audit(db, "inbox.handled")) == 2  # one per patient's record
