@@ -64,9 +64,13 @@ def add_jobs(
         except Exception:
             log.exception("reminder planning failed; it runs again at the next interval")
             return
-        if ran and report is not None and (report.planned or report.capped):
+        if ran and report is not None and (report.planned or report.capped or report.notices):
             log.info(
-                "planned %d reminder(s), %d held back by the caps", report.planned, report.capped
+                "planned %d reminder(s) and %d moved-appointment notice(s), %d held back by "
+                "the caps",
+                report.planned,
+                report.notices,
+                report.capped,
             )
 
     # Every few minutes, so that an appointment booked for tomorrow still gets its reminder;

@@ -239,7 +239,10 @@ def sms_plan(
     if not ran or report is None:
         typer.echo("another worker is planning right now; nothing done", err=True)
         raise typer.Exit(code=1)
-    typer.echo(f"{report.planned} reminder(s) planned, {report.capped} held back by the caps")
+    typer.echo(
+        f"{report.planned} reminder(s) and {report.notices} moved-appointment notice(s) "
+        f"planned, {report.capped} held back by the caps"
+    )
 
 
 @sms_app.command("dispatch")

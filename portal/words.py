@@ -71,6 +71,7 @@ MESSAGE_PURPOSE = {
     "password_reset": N_("Password reset code"),
     "reminder": N_("Reminder"),
     "one_off": N_("One-off message"),
+    "reply": N_("Reply from the care team"),
 }
 REPORT_KIND = {
     "pain_crisis": N_("Pain crisis"),
@@ -133,6 +134,12 @@ REPLY_INTENT = {
     "reschedule": N_("Asks to move the visit"),
     "other": N_("A message for the care team"),
 }
+# Why a text received waits in the worklist's inbox (the intent the platform read).
+INBOX_REASON = {
+    "other": N_("A message for the care team"),
+    "confirm": N_("Asked to confirm; a person is to call"),
+    "reschedule": N_("Asked to move the visit; a person is to call"),
+}
 RECIPIENT_ROLE = {"patient": N_("patient"), "caregiver": N_("caregiver")}
 
 WORDS: Mapping[str, Mapping[str, str]] = {
@@ -154,6 +161,7 @@ WORDS: Mapping[str, Mapping[str, str]] = {
     "consent_action": CONSENT_ACTION,
     "consent_how": CONSENT_HOW,
     "reply_intent": REPLY_INTENT,
+    "inbox_reason": INBOX_REASON,
     "recipient_role": RECIPIENT_ROLE,
 }
 

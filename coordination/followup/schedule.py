@@ -412,6 +412,22 @@ class AppointmentTimeError(ValueError):
     pass
 
 
+class OutsideWindowError(ValueError):
+    """The appointment's day is outside the visit's window: booking it there needs the
+    coordinator's explicit confirmation and a reason (`needs_reason`: confirmed, but the
+    reason is missing)."""
+
+    def __init__(self, message: str, *, window_start: date, window_end: date, needs_reason: bool):
+        super().__init__(message)
+        self.window_start, self.window_end = window_start, window_end
+        self.needs_reason = needs_reason
+
+
+def outside_window(visit: Visit, day: date) -> bool:
+    """Whether `day` (in the patient's zone) falls outside the visit's window."""
+    return not visit.window_start <= day <= visit.window_end
+
+
 def appointment_instant(day: date, clock_time: time, zone: str) -> datetime:
     """The instant of a local wall-clock time; refuses times that do not exist that day
     (the hour skipped when clocks spring forward)."""
@@ -436,13 +452,34 @@ def book_appointment(
     at: time,
     location: str,
     reason: str | None = None,
+    outside_window_confirmed: bool = False,
 ) -> VisitEvent:
     """Give the visit an appointment (or move it: the visit becomes 'rescheduled'); the
-    visit's open move requests are answered by it."""
+    visit's open move requests are answered by it.
+
+    A day outside the visit's window is refused (OutsideWindowError) unless the coordinator
+    confirmed it (`outside_window_confirmed`) and said why (`reason`): a visit outside its
+    window may not count for the protocol, so it is never booked there by mistake. The
+    history then records that it was booked outside the window, with the reason."""
+    if ("book", visit.status) not in TRANSITIONS:
+        raise VisitTransitionError(_REFUSALS["book"])
     instant = appointment_instant(day, at, patient.time_zone)
     if instant <= clock.now():
         raise AppointmentTimeError(N_("The appointment must be in the future."))
+    outside = outside_window(visit, day)
+    if outside and not (outside_window_confirmed and reason and reason.strip()):
+        raise OutsideWindowError(
+            N_("Say why the appointment is outside the visit's window.")
+            if outside_window_confirmed
+            else N_("This day is outside the visit's window."),
+            window_start=visit.window_start,
+            window_end=visit.window_end,
+            needs_reason=outside_window_confirmed,
+        )
     previous = visit.appointment_at.isoformat() if visit.appointment_at else None
+    detail: dict[str, Any] = {"from": previous, "to": instant.isoformat()}
+    if outside:
+        detail["outside_window"] = True
     event = _transition(
         session,
         clock=clock,
@@ -450,7 +487,7 @@ def book_appointment(
         visit=visit,
         action="book",
         reason=reason,
-        detail={"from": previous, "to": instant.isoformat()},
+        detail=detail,
     )
     visit.appointment_at = instant
     visit.appointment_zone = patient.time_zone

@@ -1,6 +1,6 @@
 """Texts a coordinator sends by hand: "send reminder now" (for one patient or a page of
-them) and the approved one-off messages, within consent, texting hours and the caps, with
-the reason when refused."""
+them), the approved one-off messages, and a free reply to a text from the inbox, within
+consent, texting hours and the caps, with the reason when refused."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from coordination.texting.models import (
     OutboundMessage,
     SmsConsent,
 )
+from coordination.texting.replies import MAX_TEMPLATE_SEGMENTS, forbidden_in, sms_segments
 from coordination.texting.rules import (
     BOOKED,
     MANUAL_RULE,
@@ -36,8 +37,10 @@ from coordination.texting.rules import (
     texts_so_far,
 )
 from coordination.texting.words import (
+    FORBIDDEN_WORDS,
     ONE_OFF,
     Template,
+    fit_for_sms,
     render,
 )
 from core.audit.service import Actor, record_event
@@ -54,6 +57,7 @@ class ManualOutcome:
     is_caregiver: bool
     queued: bool
     reason: str | None  # msgid with params, when refused
+    message_id: int | None = None  # the outbox row, when queued one at a time (a reply)
 
 
 def texting_refusal(
@@ -280,3 +284,111 @@ def send_one_off(
         session, clock=clock, actor=actor, asked=[(patient, None)], one_off=template
     )
     return outcomes
+
+
+# --- a coordinator's free reply to a text ------------------------------------------------------
+
+# What every reply ends with, in the recipient's language: how to stop.
+REPLY_ENDING = {"en": "Reply STOP to opt out.", "es": "Responda PARAR para salir."}
+# The room two segments give (GSM-7 septets, or UCS-2 code units when a character needs it).
+_TWO_SEGMENTS = {"GSM-7": 2 * 153, "UCS-2": 2 * 67}
+
+
+def reply_body(text: str, *, language: str, program: str) -> str:
+    """The text a coordinator's reply goes as: the program's name, the words typed (spaces
+    and lines folded into single spaces), how to stop; folded for GSM-7."""
+    words = " ".join(text.split())
+    ending = REPLY_ENDING["es" if language == "es" else "en"]
+    return fit_for_sms(f"{program}: {words} {ending}")
+
+
+def reply_problem(text: str, *, language: str, program: str, names: Collection[str]) -> str | None:
+    """Why a coordinator's reply may not go as typed (a msgid with params), None when it
+    may: empty; a diagnosis, therapy, result or a person's name in it (a text never
+    carries them: a shared phone's lock screen shows it); longer than two segments once
+    the program's name and how to stop are added."""
+    if not text.strip():
+        return N_("Write the reply.")
+    found = forbidden_in(text, [*FORBIDDEN_WORDS, *names])
+    if found:
+        return N_(
+            "A text may not carry a diagnosis, a therapy, a result or a name (%(word)s). "
+            "Say it by phone instead.",
+            word=found[0],
+        )
+    info = sms_segments(reply_body(text, language=language, program=program))
+    if info.segments > MAX_TEMPLATE_SEGMENTS:
+        over = info.characters - _TWO_SEGMENTS[info.encoding]
+        if info.encoding == "UCS-2":
+            return N_(
+                "The reply is too long for two text messages by %(over)d characters, with "
+                "the program's name and how to stop. An emoji or a special character leaves "
+                "less room: take it out or shorten the reply.",
+                over=over,
+            )
+        return N_(
+            "The reply is too long for two text messages by %(over)d characters, with the "
+            "program's name and how to stop. Shorten it.",
+            over=over,
+        )
+    return None
+
+
+def send_reply(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    patient: Patient,
+    recipient: Recipient,
+    text: str,
+    names: Collection[str] = (),
+) -> ManualOutcome:
+    """Queue a coordinator's reply to the one number that wrote (`recipient`), within
+    consent (only to a number that opted in), texting hours and the caps, with the reason
+    when refused; audited. ValueError (a msgid) when the words may not go
+    (`reply_problem`, with the patient's names and `names`, those of the number's people)."""
+    state = patient.state
+    program = state.program_name
+    problem = reply_problem(
+        text,
+        language=recipient.language,
+        program=program,
+        names=[patient.given_name, patient.family_name, *names],
+    )
+    if problem is not None:
+        raise ValueError(problem)
+    now = clock.now()
+    refusal = texting_refusal(
+        session, clock=clock, recipient=recipient, hours=TextingHours.of(state)
+    )
+    message_id: int | None = None
+    if refusal is None:
+        message = OutboundMessage(
+            to_phone=recipient.phone,
+            body=reply_body(text, language=recipient.language, program=program),
+            purpose=MessagePurpose.REPLY,
+            patient_id=patient.id,
+            caregiver_id=recipient.caregiver_id,
+            language=recipient.language,
+            status=MessageStatus.QUEUED,
+            created_at=now,
+            send_after=now,
+            attempts=0,
+            requested_by_user_id=actor.user_id,
+        )
+        session.add(message)
+        session.flush()
+        message_id = message.id
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="sms.reply",
+        patient_id=patient.id,
+        target=f"patient:{patient.id}",
+        detail={"queued": int(refusal is None), "refused": int(refusal is not None)},
+    )
+    return ManualOutcome(
+        recipient.phone, recipient.is_caregiver, refusal is None, refusal, message_id
+    )

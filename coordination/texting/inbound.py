@@ -26,6 +26,7 @@ from coordination.texting.models import (
     ConsentStatus,
     DeliveryEvent,
     InboundMessage,
+    InboxItem,
     MessageStatus,
     OutboundMessage,
 )
@@ -238,7 +239,7 @@ def handle_inbound(
     if len(candidates) == 1:
         record.patient_id = candidates[0].id
 
-    reply, note = _act(
+    answer = _act(
         session,
         clock=clock,
         intent=intent,
@@ -250,9 +251,42 @@ def handle_inbound(
         record=record,
         language=_language(owners, body),
     )
-    record.handled_note = note[:300]
+    record.handled_note = answer.note[:300]
     session.flush()
-    return reply
+    if answer.for_care_team:
+        _file_for_care_team(session, record=record, owners=owners)
+    return answer.reply
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the platform made of a text: the automatic reply ("" for none), the note for
+    the coordinator, and whether a person of the care team must read it (it is a message
+    for them, or the reply promised that a person will call)."""
+
+    reply: str
+    note: str
+    for_care_team: bool = False
+
+
+def _file_for_care_team(session: Session, *, record: InboundMessage, owners: PhoneOwners) -> None:
+    """Put the text in the worklist's inbox: one item for the patient it was tied to, else
+    one for each patient the number may be about (each patient's coordinators see theirs).
+    A number nobody on a record has reaches no one's inbox: no coordinator may see it."""
+    patient_ids = (
+        [record.patient_id]
+        if record.patient_id is not None
+        else [patient.id for patient in owners.candidates]
+    )
+    for patient_id in patient_ids:
+        session.add(
+            InboxItem(
+                inbound_message_id=record.id,
+                patient_id=patient_id,
+                received_at=record.received_at,
+            )
+        )
+    session.flush()
 
 
 def _act(
@@ -267,11 +301,12 @@ def _act(
     default_program_name: str,
     record: InboundMessage,
     language: str,
-) -> tuple[str, str]:
-    """Do what the text asks; return (reply in `language`, note for the coordinator)."""
+) -> _Answer:
+    """Do what the text asks; return the reply in `language` and the note for the
+    coordinator, and whether a person must read it."""
     if intent is ReplyIntent.STOP:
         opt_out(session, clock=clock, phone=phone, how=ConsentHow.SMS_KEYWORD, inbound_sid=sid)
-        return "", "opted out"  # the carrier / Twilio confirms STOP itself
+        return _Answer("", "opted out")  # the carrier / Twilio confirms STOP itself
     program, program_phone = _program(session, owners, default_program_name)
     if intent is ReplyIntent.START:
         reply = START_REPLY.text(language, program=program)
@@ -284,23 +319,25 @@ def _act(
             wording=reply,
             inbound_sid=sid,
         )
-        return reply, "opted in again"
+        return _Answer(reply, "opted in again")
     if intent is ReplyIntent.HELP:
         record_help(session, clock=clock, phone=phone, inbound_sid=sid)
         if program_phone:
             phone_text = display_phone(program_phone)
-            return HELP_REPLY.text(language, program=program, phone=phone_text), "help"
-        return HELP_REPLY_NO_PHONE.text(language, program=program), "help"
+            return _Answer(HELP_REPLY.text(language, program=program, phone=phone_text), "help")
+        return _Answer(HELP_REPLY_NO_PHONE.text(language, program=program), "help")
     if status is ConsentStatus.OPTED_OUT:
-        return "", "stored; the number is opted out, no answer sent"
+        # No answer goes to a number that opted out, but what it says is still for a person
+        # to read (the care team can call).
+        return _Answer("", "stored; the number is opted out, no answer sent", for_care_team=True)
     if intent is ReplyIntent.CONFIRM:
         return _confirm(
             session, clock=clock, phone=phone, owners=owners, record=record, language=language
         )
     if intent is ReplyIntent.RESCHEDULE:
         answer, note = _move(session, clock=clock, phone=phone, owners=owners, record=record)
-        return answer.text(language), note
-    return PERSON_WILL_READ.text(language), "stored for the care team"
+        return _Answer(answer.text(language), note, for_care_team=answer is PERSON_WILL_CALL)
+    return _Answer(PERSON_WILL_READ.text(language), "stored for the care team", for_care_team=True)
 
 
 def _confirm(
@@ -311,7 +348,7 @@ def _confirm(
     owners: PhoneOwners,
     record: InboundMessage,
     language: str,
-) -> tuple[str, str]:
+) -> _Answer:
     booked = [
         (patient, visit)
         for patient in owners.candidates
@@ -319,14 +356,17 @@ def _confirm(
     ]
     if len(booked) != 1:
         why = "no booked appointment" if not booked else "several patients with appointments"
-        return PERSON_WILL_CALL.text(language), f"confirm not done: {why}"
+        # A person promised to call: the text goes to the care team's inbox.
+        return _Answer(
+            PERSON_WILL_CALL.text(language), f"confirm not done: {why}", for_care_team=True
+        )
     patient, visit = booked[0]
     record.patient_id = patient.id
     if visit.status is not VisitStatus.CONFIRMED:
         actor = _sms_actor(session, patient=patient, phone=phone, owners=owners)
         confirm_visit(session, clock=clock, actor=actor, visit=visit)
     when = _when(visit, patient, language)
-    return CONFIRMED_REPLY.text(language, when=when), f"confirmed visit {visit.id}"
+    return _Answer(CONFIRMED_REPLY.text(language, when=when), f"confirmed visit {visit.id}")
 
 
 def _move(

@@ -31,6 +31,7 @@ class MessagePurpose(enum.StrEnum):
     PASSWORD_RESET = "password_reset"
     REMINDER = "reminder"
     ONE_OFF = "one_off"
+    REPLY = "reply"  # a coordinator's answer to a text from the inbox
 
 
 class OutboundMessage(Base):
@@ -141,6 +142,32 @@ class InboundMessage(Base):
     intent: Mapped[str] = mapped_column(String(16))
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     handled_note: Mapped[str | None] = mapped_column(String(300))
+
+
+class InboxItem(Base):
+    """A text that a person of the care team must read: a message for the care team, or a
+    reply the platform could not act on and answered "a person from the care team will
+    call you". One item per patient it may be about (a number shared by several patients
+    makes one each, so that each patient's coordinators see their own and nothing of the
+    others'), until a coordinator marks it handled (who, when, an optional note) or
+    answers it by text (`reply_message_id`)."""
+
+    __tablename__ = "inbox_items"
+    __table_args__ = (
+        UniqueConstraint("inbound_message_id", "patient_id"),
+        # The worklist's bucket: the items nobody handled yet, newest first.
+        Index("ix_inbox_items_handled_received", "handled_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inbound_message_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # The text's arrival, kept here so that the bucket sorts without reading the texts.
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    handled_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    handled_note: Mapped[str | None] = mapped_column(String(500))
+    reply_message_id: Mapped[int | None] = mapped_column(ForeignKey("outbound_messages.id"))
 
 
 class DeliveryEvent(Base):

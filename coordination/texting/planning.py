@@ -27,8 +27,8 @@ from coordination.followup.protocol import (
     ReminderRule,
     shipped_protocols,
 )
+from coordination.texting.changes import plan_change_notices
 from coordination.texting.models import (
-    LEFT_STATUSES,
     ConsentStatus,
     MessagePurpose,
     MessageStatus,
@@ -37,7 +37,6 @@ from coordination.texting.models import (
 )
 from coordination.texting.rules import (
     BOOKED,
-    CAPPED_PURPOSES,
     FOLLOWED,
     OVERDUE_NOTICE_DAYS,
     SEND_HOUR,
@@ -52,9 +51,8 @@ from coordination.texting.rules import (
     planned_on,
     recipients_of,
     reminder_body,
-    rule_kind,
     rule_label,
-    stale_reason,
+    taken_times,
     useful_on,
 )
 from core.batch import collector_paused
@@ -125,6 +123,7 @@ class PlanReport:
     planned: int = 0  # new rows waiting to be sent
     capped: int = 0  # new rows recorded as dropped because of the caps
     considered_visits: int = 0
+    notices: int = 0  # texts telling of a moved appointment, waiting to be sent
 
 
 class _PatientRow(PatientFacts, Protocol):
@@ -179,14 +178,22 @@ def plan_reminders(
     """Plan the reminders due within the horizon into the outbox. Idempotent: a reminder
     already planned (whatever became of it) is never planned again. Reminders whose moment
     passed unseen (a visit booked two days ahead) go at the next texting hour if they still
-    help, the latest rule only."""
+    help, the latest rule only.
+
+    The texts that tell of an appointment moved lately come first
+    (`changes.plan_change_notices`): they are the more urgent, and the reminders planned
+    after them count them in the caps."""
     with collector_paused():
-        return _plan(
+        notices = plan_change_notices(session, clock=clock)
+        report = _plan(
             session,
             clock=clock,
             horizon_days=horizon_days,
             library=library or shipped_protocols(),
         )
+    report.notices = notices.planned
+    report.capped += notices.capped
+    return report
 
 
 def _plan(
@@ -320,47 +327,6 @@ def _add_candidates(
                 )
 
 
-def _taken_times(session: Session, *, lo: datetime, hi: datetime) -> dict[str, list[datetime]]:
-    """The (sorted) times of the texts each number has between `lo` and `hi`: planned or
-    gone, leaving out queued reminders that the check before sending will drop (planned on
-    an appointment that moved since, a visit completed...), so that they do not crowd out
-    the reminders planned in their place.
-
-    Queued texts count, future ones too (unlike `texting.texts_so_far`, which the check
-    before sending and texts by hand use): planning looks ahead, and a queued text will go
-    unless that check drops it. Failed and dropped texts never count."""
-    taken: dict[str, list[datetime]] = defaultdict(list)
-    query = (
-        select(
-            OutboundMessage.to_phone,
-            OutboundMessage.send_after,
-            OutboundMessage.sent_at,
-            # Labelled: the row also carries the visit's own `status` (as a VisitFacts).
-            OutboundMessage.status.label("message_status"),
-            OutboundMessage.rule,
-            OutboundMessage.planned_on,
-            *_VISIT_COLUMNS,
-        )
-        .outerjoin(Visit, Visit.id == OutboundMessage.visit_id)
-        .where(
-            OutboundMessage.purpose.in_(CAPPED_PURPOSES),
-            OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
-            OutboundMessage.send_after >= lo,
-            OutboundMessage.send_after <= hi,
-        )
-    )
-    for row in session.execute(query):
-        kind = rule_kind(row.rule)
-        if row.message_status is MessageStatus.QUEUED and kind is not None and row.id is not None:
-            if stale_reason(kind, row.planned_on, cast(VisitFacts, row)) is None:
-                taken[row.to_phone].append(row.send_after)
-        else:
-            taken[row.to_phone].append(row.sent_at or row.send_after)
-    for times in taken.values():
-        times.sort()
-    return taken
-
-
 def _insert_within_caps(
     session: Session,
     *,
@@ -386,7 +352,7 @@ def _insert_within_caps(
     # What each number already has around the new ones: planned or gone, not dropped.
     lo = min(c.send_at for c in fresh) - timedelta(days=7)
     hi = max(c.send_at for c in fresh) + timedelta(days=7)
-    taken = _taken_times(session, lo=lo, hi=hi)
+    taken = taken_times(session, lo=lo, hi=hi)
     fresh.sort(key=attrgetter("send_at", "rank"))
     bodies: dict[tuple[object, ...], str] = {}
     rows: list[dict[str, object]] = []
@@ -445,7 +411,7 @@ def _insert_within_caps(
 def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int, State]) -> str:
     """The reminder's words, made once per distinct text: the words depend on the kind,
     the recipient's role and language, the state, and the window's days or the
-    appointment's local time (as `texting.reminder_body` uses them)."""
+    appointment's local time and confirmation (as `rules.reminder_body` uses them)."""
     visit = c.visit
     key: tuple[object, ...] = (
         c.rank,
@@ -456,7 +422,12 @@ def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int
     if c.kind is ReminderKind.WINDOW_OPENS:
         key += (visit.window_start, visit.window_end)
     elif c.kind is ReminderKind.APPOINTMENT:
-        key += (visit.appointment_at, visit.appointment_zone or c.patient.time_zone)
+        # A confirmed appointment has words of its own (it is not asked to confirm again).
+        key += (
+            visit.appointment_at,
+            visit.appointment_zone or c.patient.time_zone,
+            visit.status is VisitStatus.CONFIRMED,
+        )
     body = bodies.get(key)
     if body is None:
         state = states[c.patient.state_id]

@@ -22,6 +22,7 @@ __all__ = [
     "SegmentInfo",
     "check_template",
     "classify_reply",
+    "forbidden_in",
     "normalize_for_matching",
     "sms_segments",
 ]
@@ -313,6 +314,13 @@ def _whole_phrase(phrase: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)")
 
 
+def forbidden_in(text: str, forbidden: Iterable[str]) -> list[str]:
+    """The words and phrases of `forbidden` that `text` holds, as whole words, ignoring
+    case and accents ("Drepanocítica" holds "drepanocitica"), in the order given."""
+    normalized = normalize_for_matching(text)
+    return [word for word in forbidden if word.strip() and _whole_phrase(word).search(normalized)]
+
+
 def check_template(
     text: str,
     *,
@@ -328,11 +336,8 @@ def check_template(
     placeholder. Length is measured on the text as written, or after replacing each
     `{name}` in `fill` with its value when given (so a long program name is counted).
     """
-    problems: list[str] = []
+    problems = [f"contains a forbidden word: {word!r}" for word in forbidden_in(text, forbidden)]
     normalized = normalize_for_matching(text)
-    for word in forbidden:
-        if word.strip() and _whole_phrase(word).search(normalized):
-            problems.append(f"contains a forbidden word: {word!r}")
     sendable = text
     for name, value in (fill or {}).items():
         sendable = sendable.replace("{" + name + "}", value)

@@ -12,13 +12,13 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.models import VisitStatus
+from coordination.followup.models import Visit, VisitStatus
 from coordination.followup.protocol import ReminderKind
 from coordination.texting.models import (
     LEFT_STATUSES,
@@ -27,7 +27,10 @@ from coordination.texting.models import (
     OutboundMessage,
 )
 from coordination.texting.words import (
+    CONFIRMED_REMINDERS,
+    MOVED_NOTICES,
     REMINDERS,
+    Template,
     format_day,
     format_time,
     render,
@@ -96,10 +99,13 @@ APPOINTMENT_CUTOFF = timedelta(hours=2)
 FOLLOWED = (PatientStatus.ENROLLED, PatientStatus.ACTIVE)
 # Booked appointments; a confirmed one still gets reminders and still answers "C".
 BOOKED = (VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED, VisitStatus.CONFIRMED)
-# Purposes bound by consent, texting hours and the caps (invitations and reset codes are
-# asked for by the person, at that moment).
-CAPPED_PURPOSES = (MessagePurpose.REMINDER, MessagePurpose.ONE_OFF)
+# Purposes bound by consent, texting hours and the caps: a coordinator's reply to a text
+# too (invitations and reset codes are not: the person asks for them, at that moment).
+CAPPED_PURPOSES = (MessagePurpose.REMINDER, MessagePurpose.ONE_OFF, MessagePurpose.REPLY)
 MANUAL_RULE = "manual"
+# The text that tells of a moved appointment: an appointment reminder of its own (the check
+# before sending treats it as one), planned from the move (`coordination.texting.changes`).
+MOVED_RULE = f"{ReminderKind.APPOINTMENT.value}:moved"
 
 
 # --- texting hours -----------------------------------------------------------------------
@@ -190,7 +196,7 @@ def texts_so_far(
     coordinator's, or the same one asked twice), and nothing planned for later is counted.
     The check before sending does not: the queued texts are the ones it is judging (it
     counts each one it lets go), and one not judged yet may still be dropped or wait.
-    (Planning reads its own, `reminders._taken_times`: it looks ahead as well.)"""
+    (Planning reads `taken_times`: it looks ahead as well.)"""
     statuses = (MessageStatus.QUEUED, *LEFT_STATUSES) if queued_count else LEFT_STATUSES
     taken: defaultdict[str, list[datetime]] = defaultdict(list)
     if not phones:
@@ -212,6 +218,65 @@ def texts_so_far(
     # Each counts when it left (sent, else claimed by a dispatcher), else when it is due.
     for phone, sent_at, claimed_at, send_after in rows:
         taken[phone].append(sent_at or claimed_at or send_after)
+    for times in taken.values():
+        times.sort()
+    return taken
+
+
+# What `taken_times` reads of a queued reminder's visit, to see whether it is stale.
+_STALE_CHECK_COLUMNS = (
+    Visit.id,
+    Visit.patient_id,
+    Visit.visit_key,
+    Visit.status,
+    Visit.window_start,
+    Visit.window_end,
+    Visit.appointment_at,
+    Visit.appointment_zone,
+    Visit.missed_acknowledged_at,
+)
+
+
+def taken_times(
+    session: Session, *, lo: datetime, hi: datetime, phones: Collection[str] | None = None
+) -> defaultdict[str, list[datetime]]:
+    """The (sorted) times of the texts each number (of `phones`, or every number) has
+    between `lo` and `hi`: planned or gone, leaving out queued reminders that the check
+    before sending will drop (planned on an appointment that moved since, a visit
+    completed...), so that they do not crowd out the texts planned in their place.
+
+    Queued texts count, future ones too (unlike `texts_so_far`, which the check before
+    sending and texts by hand use): planning looks ahead, and a queued text will go unless
+    that check drops it. Failed and dropped texts never count."""
+    taken: defaultdict[str, list[datetime]] = defaultdict(list)
+    query = (
+        select(
+            OutboundMessage.to_phone,
+            OutboundMessage.send_after,
+            OutboundMessage.sent_at,
+            # Labelled: the row also carries the visit's own `status` (as a VisitFacts).
+            OutboundMessage.status.label("message_status"),
+            OutboundMessage.rule,
+            OutboundMessage.planned_on,
+            *_STALE_CHECK_COLUMNS,
+        )
+        .outerjoin(Visit, Visit.id == OutboundMessage.visit_id)
+        .where(
+            OutboundMessage.purpose.in_(CAPPED_PURPOSES),
+            OutboundMessage.status.in_((MessageStatus.QUEUED, *LEFT_STATUSES)),
+            OutboundMessage.send_after >= lo,
+            OutboundMessage.send_after <= hi,
+        )
+    )
+    if phones is not None:
+        query = query.where(OutboundMessage.to_phone.in_(phones))
+    for row in session.execute(query):
+        kind = rule_kind(row.rule)
+        if row.message_status is MessageStatus.QUEUED and kind is not None and row.id is not None:
+            if stale_reason(kind, row.planned_on, cast(VisitFacts, row)) is None:
+                taken[row.to_phone].append(row.send_after)
+        else:
+            taken[row.to_phone].append(row.sent_at or row.send_after)
     for times in taken.values():
         times.sort()
     return taken
@@ -340,10 +405,33 @@ def program_values(state: State) -> dict[str, str]:
     return {"program": state.program_name, "phone": program_phone_text(state.program_phone)}
 
 
+def reminder_template(
+    kind: ReminderKind, visit: VisitFacts, *, caregiver: bool, moved: bool = False
+) -> Template:
+    """The words of a reminder of `kind` about `visit` as it stands now: a confirmed
+    appointment is never asked to be confirmed again ("is confirmed, see you then"); `moved`
+    is the text that tells of a moved appointment."""
+    if kind is ReminderKind.APPOINTMENT:
+        confirmed = visit.status is VisitStatus.CONFIRMED
+        if moved:
+            return MOVED_NOTICES[caregiver, confirmed]
+        if confirmed:
+            return CONFIRMED_REMINDERS[caregiver]
+    return REMINDERS[kind, caregiver]
+
+
 def reminder_body(
-    kind: ReminderKind, visit: VisitFacts, recipient: Recipient, state: State, patient_zone: str
+    kind: ReminderKind,
+    visit: VisitFacts,
+    recipient: Recipient,
+    state: State,
+    patient_zone: str,
+    *,
+    moved: bool = False,
 ) -> str:
-    template = REMINDERS[kind, recipient.is_caregiver]
+    """The reminder's words for `recipient`, filled and folded for GSM-7 (see
+    `reminder_template`)."""
+    template = reminder_template(kind, visit, caregiver=recipient.is_caregiver, moved=moved)
     language = recipient.language
     values = program_values(state)
     if kind is ReminderKind.WINDOW_OPENS:

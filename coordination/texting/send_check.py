@@ -1,6 +1,7 @@
 """The check right before a text leaves: consent, the patient, the visit (completed,
 cancelled, moved), a caregiver's right, texting hours and the caps. The dispatcher drops
-what no longer fits, with the reason, and lets what must wait wait."""
+what no longer fits, with the reason, and lets what must wait wait. An appointment's text
+that goes leaves in the words its visit calls for then (confirmed or not)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit
+from coordination.followup.protocol import ReminderKind
 from coordination.texting.consent import consents_of
-from coordination.texting.models import ConsentStatus, OutboundMessage
+from coordination.texting.models import ConsentStatus, MessagePurpose, OutboundMessage
 from coordination.texting.rules import (
     CAPPED_PURPOSES,
     FOLLOWED,
+    MOVED_RULE,
     SEND_HOUR,
+    Recipient,
     TextingHours,
     cap_problem,
+    reminder_body,
     rule_kind,
     stale_reason,
     still_useful,
@@ -58,6 +63,8 @@ def check_before_sending(
 ) -> dict[int, Verdict]:
     """Look at due messages again, right before they leave: consent, the patient, the
     visit (completed, cancelled, moved), a caregiver's right, texting hours and the caps.
+    An appointment reminder (or change notice) that may go gets the words of its visit as
+    it is now: its `body` is rewritten when the appointment was confirmed since planning.
 
     Loads what it needs in a few queries whatever the number of messages."""
     now = clock.now()
@@ -102,13 +109,19 @@ def check_before_sending(
             verdicts[message.id] = Verdict.drop(f"the number is flagged ({consent.problem_code})")
             continue
         patient = patients.get(message.patient_id or -1)
-        if patient is None or patient.status not in FOLLOWED:
+        # A coordinator's reply answers someone who wrote: it goes whatever the patient's
+        # follow-up status or the caregiver's rights (consent, hours and caps still hold).
+        reply = message.purpose is MessagePurpose.REPLY
+        if patient is None or (patient.status not in FOLLOWED and not reply):
             verdicts[message.id] = Verdict.drop("the patient is no longer followed")
             continue
         zone = patient.time_zone
         if message.caregiver_id is not None:
             pair = reminder_links.get((message.caregiver_id, patient.id))
-            if pair is None or not pair[0].can_receive_reminders:
+            if pair is None and reply:
+                verdicts[message.id] = Verdict.drop("the caregiver is no longer linked")
+                continue
+            if pair is None or not (pair[0].can_receive_reminders or reply):
                 verdicts[message.id] = Verdict.drop("the caregiver no longer gets reminders")
                 continue
             if pair[1].mobile_phone != message.to_phone:
@@ -119,8 +132,8 @@ def check_before_sending(
             verdicts[message.id] = Verdict.drop("the patient's number changed")
             continue
         kind = rule_kind(message.rule)
+        visit = visits.get(message.visit_id) if message.visit_id is not None else None
         if kind is not None and message.visit_id is not None:
-            visit = visits.get(message.visit_id)
             reason = (
                 "the visit is gone"
                 if visit is None
@@ -144,5 +157,33 @@ def check_before_sending(
             verdicts[message.id] = Verdict.wait(hours.at(tomorrow, zone, SEND_HOUR), problem)
             continue
         bisect.insort(times, now)
+        if kind is ReminderKind.APPOINTMENT and visit is not None:
+            state = states[patient.state_id]
+            _reword(message, visit=visit, patient=patient, zone=zone, state=state)
         verdicts[message.id] = Verdict.ok()
     return verdicts
+
+
+def _reword(
+    message: OutboundMessage, *, visit: Visit, patient: Patient, zone: str, state: State
+) -> None:
+    """An appointment's text leaves in the words its visit calls for now: a reminder or a
+    change notice planned before the appointment was confirmed no longer asks to confirm
+    it (and one planned while it was confirmed asks again if it was booked again at the
+    same time). The row keeps the words that left: it stays the truth about the text."""
+    recipient = Recipient(
+        phone=message.to_phone,
+        language=message.language or patient.preferred_language.value,
+        zone=zone,
+        caregiver_id=message.caregiver_id,
+    )
+    words = reminder_body(
+        ReminderKind.APPOINTMENT,
+        visit,
+        recipient,
+        state,
+        patient.time_zone,
+        moved=message.rule == MOVED_RULE,
+    )
+    if words != message.body:
+        message.body = words

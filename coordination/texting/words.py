@@ -126,6 +126,66 @@ REMINDERS: dict[tuple[ReminderKind, bool], Template] = {
     ),
 }
 
+# An appointment reminder once the appointment is confirmed: it never asks to confirm again.
+CONFIRMED_REMINDERS: dict[bool, Template] = {
+    False: Template(
+        key="appointment_confirmed",
+        title=N_("Appointment reminder (confirmed)"),
+        en="{program}: your follow-up visit on {date} at {time} is confirmed. See you then! "
+        "Reply R to change it. Questions: {phone}. Reply STOP to opt out.",
+        es="{program}: su visita de seguimiento del {date} a las {time} está confirmada. "
+        "¡Le esperamos! Responda R para cambiarla. Dudas: {phone}. Responda PARAR para salir.",
+    ),
+    True: Template(
+        key="appointment_confirmed_caregiver",
+        title=N_("Appointment reminder, confirmed (caregiver)"),
+        en="{program}: the follow-up visit of the person you care for on {date} at {time} is "
+        "confirmed. See you then! Reply R to change it. Questions: {phone}. STOP to opt out.",
+        es="{program}: la visita de seguimiento de la persona que usted cuida el {date} a las "
+        "{time} está confirmada. ¡Les esperamos! Responda R para cambiarla. Dudas: {phone}. "
+        "PARAR para salir.",
+    ),
+}
+
+# The text that tells of an appointment moved to another day or time, by (to a caregiver,
+# already confirmed): it gives the new day and time, never the old one or the place.
+MOVED_NOTICES: dict[tuple[bool, bool], Template] = {
+    (False, False): Template(
+        key="appointment_moved",
+        title=N_("Appointment moved"),
+        en="{program}: your follow-up visit has moved to {date} at {time}. Reply C to confirm "
+        "or R to change it. Questions: {phone}. Reply STOP to opt out.",
+        es="{program}: su visita de seguimiento cambió al {date} a las {time}. Responda C para "
+        "confirmar o R para cambiarla. Dudas: {phone}. Responda PARAR para salir.",
+    ),
+    (True, False): Template(
+        key="appointment_moved_caregiver",
+        title=N_("Appointment moved (caregiver)"),
+        en="{program}: the follow-up visit of the person you care for has moved to {date} at "
+        "{time}. Reply C to confirm or R to change it. Questions: {phone}. STOP to opt out.",
+        es="{program}: la visita de seguimiento de la persona que usted cuida cambió al {date} "
+        "a las {time}. Responda C para confirmar o R para cambiarla. Dudas: {phone}. "
+        "PARAR para salir.",
+    ),
+    (False, True): Template(
+        key="appointment_moved_confirmed",
+        title=N_("Appointment moved (confirmed)"),
+        en="{program}: your follow-up visit has moved to {date} at {time} and is confirmed. "
+        "Reply R to change it. Questions: {phone}. Reply STOP to opt out.",
+        es="{program}: su visita de seguimiento cambió al {date} a las {time} y está "
+        "confirmada. Responda R para cambiarla. Dudas: {phone}. Responda PARAR para salir.",
+    ),
+    (True, True): Template(
+        key="appointment_moved_confirmed_caregiver",
+        title=N_("Appointment moved, confirmed (caregiver)"),
+        en="{program}: the follow-up visit of the person you care for has moved to {date} at "
+        "{time} and is confirmed. Reply R to change it. Questions: {phone}. STOP to opt out.",
+        es="{program}: la visita de seguimiento de la persona que usted cuida cambió al {date} "
+        "a las {time} y está confirmada. Responda R para cambiarla. Dudas: {phone}. "
+        "PARAR para salir.",
+    ),
+}
+
 # --- what a coordinator may send by hand ---------------------------------------------------
 
 ONE_OFF: dict[str, Template] = {

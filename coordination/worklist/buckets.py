@@ -1,11 +1,11 @@
 """The coordinator worklist: what needs doing today, for the coordinator's states, in buckets.
 
 A read model: each bucket is one SQL query that yields "items" (a visit, a move request, a
-report, a failed text, a patient's action) in a common shape, already cut to the
-coordinator's scope and filters. Counting a bucket counts its items; a page sorts the items,
-takes 25, and joins only those to what they display (patient, state, center, therapy,
-visit, assigned coordinator, who acted). A page therefore costs the same number of
-statements whatever the number of rows: one COUNT per bucket, one for the rows.
+report, a failed text, a patient's action, a text for the care team) in a common shape,
+already cut to the coordinator's scope and filters. Counting a bucket counts its items; a
+page sorts the items, takes 25, and joins only those to what they display (patient, state,
+center, therapy, visit, assigned coordinator, who acted). A page therefore costs the same
+number of statements whatever the number of rows: one COUNT per bucket, one for the rows.
 
 "Today" is the date in each patient's state's time zone (``State.time_zone``): the states
 in scope are grouped by their local date, so a page builds one condition per distinct date
@@ -52,7 +52,7 @@ from coordination.followup.models import (
     VisitStatus,
 )
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
-from coordination.texting.models import MessageStatus, OutboundMessage
+from coordination.texting.models import InboundMessage, InboxItem, MessageStatus, OutboundMessage
 from coordination.worklist.models import CareAssignment
 from core.clock import Clock, local_today
 from core.db import UTCDateTime
@@ -90,6 +90,7 @@ class Bucket(enum.StrEnum):
     UNCONFIRMED = "unconfirmed"  # an appointment within 7 days, not confirmed
     MOVE_REQUESTS = "move_requests"  # a patient or caregiver asked to move a visit
     REPORTS = "reports"  # a patient or caregiver reported an event, not reviewed yet
+    INBOX = "inbox"  # a text for a person of the care team, not handled yet
     UNREACHABLE = "unreachable"  # the latest text to the patient failed
     LTFU_RISK = "ltfu_risk"  # the two latest visits were both missed
     ACTIVITY = "activity"  # what patients and caregivers did in the last 14 days
@@ -109,6 +110,7 @@ class ItemKind(enum.StrEnum):
     REPORT = "report"
     MESSAGE = "message"
     CONFIRMATION = "confirmation"
+    INBOX = "inbox"  # an inbox item: a text received for the care team
 
 
 ASSIGNED_ANY = ""
@@ -117,8 +119,9 @@ ASSIGNED_NOBODY = "unassigned"
 
 
 def default_sort(bucket: Bucket) -> SortOrder:
-    """The most urgent first: oldest for work to do, newest for the activity feed."""
-    return SortOrder.DATE_DESC if bucket is Bucket.ACTIVITY else SortOrder.DATE_ASC
+    """The most urgent first: oldest for work to do, newest for the activity feed and the
+    inbox (a text just received is the one its sender waits on)."""
+    return SortOrder.DATE_DESC if bucket in (Bucket.ACTIVITY, Bucket.INBOX) else SortOrder.DATE_ASC
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class WorklistRow:
 
     bucket: Bucket
     kind: ItemKind
-    item_id: int  # the visit, move request, report, message or visit event
+    item_id: int  # the visit, move request, report, message, visit event or inbox item
     patient_id: int
     given_name: str
     family_name: str
@@ -157,7 +160,7 @@ class WorklistRow:
     status: str  # the visit's, request's, report's or message's status value
     visit_id: int | None = None
     label: str | None = None  # the protocol's name of the visit, in the reader's language
-    detail: str | None = None  # the report kind, or the failed text's purpose
+    detail: str | None = None  # the report kind, the failed text's purpose, a text received
     on_date: date | None = None  # the row's date: window end, target date, ...
     at: datetime | None = None  # the row's instant: appointment, request, report, ...
     window_start: date | None = None
@@ -167,6 +170,7 @@ class WorklistRow:
     actor_role: str | None = None
     assigned_user_id: int | None = None
     assigned_to: str | None = None
+    phone: str | None = None  # the number a text came from (inbox)
 
     @property
     def patient_name(self) -> str:
@@ -268,6 +272,7 @@ def _item(
     other_date: Any = None,
     detail: Any = None,
     actor_user_id: Any = None,
+    phone: Any = None,
 ) -> list[ColumnElement[Any]]:
     """The columns every bucket's items have, in one order (so that UNION works). The
     item's select joins Patient: the names to sort by come from there."""
@@ -289,6 +294,7 @@ def _item(
         given(status, String).label("status"),
         given(detail, String).label("detail"),
         given(actor_user_id, Integer).label("actor_user_id"),
+        given(phone, String).label("phone"),
     ]
 
 
@@ -425,6 +431,30 @@ def _move_requests(ask: _Ask) -> Select[Any]:
 
 def _reports(ask: _Ask) -> Select[Any]:
     return ask.scoped(_report_items().where(PatientReport.status == ReportStatus.NEW))
+
+
+def _inbox(ask: _Ask) -> Select[Any]:
+    """Texts for a person of the care team that nobody handled yet, one row per patient the
+    text may be about (a number shared by two states' patients shows each state its own).
+    Patients whose follow-up ended still show: a person reads what they wrote."""
+    query = (
+        select(
+            *_item(
+                kind=ItemKind.INBOX,
+                item_id=InboxItem.id,
+                sort_key=InboxItem.received_at,
+                at=InboxItem.received_at,
+                status=InboundMessage.intent,
+                detail=InboundMessage.body,
+                phone=InboundMessage.from_phone,
+            )
+        )
+        .select_from(InboxItem)
+        .join(Patient, Patient.id == InboxItem.patient_id)
+        .join(InboundMessage, InboundMessage.id == InboxItem.inbound_message_id)
+        .where(InboxItem.handled_at.is_(None))
+    )
+    return ask.scoped(query)
 
 
 def _unreachable(ask: _Ask) -> Select[Any]:
@@ -566,6 +596,7 @@ _BUCKET_ITEMS: dict[Bucket, Callable[[_Ask], Select[Any]]] = {
     Bucket.UNCONFIRMED: _unconfirmed,
     Bucket.MOVE_REQUESTS: _move_requests,
     Bucket.REPORTS: _reports,
+    Bucket.INBOX: _inbox,
     Bucket.UNREACHABLE: _unreachable,
     Bucket.LTFU_RISK: _ltfu_risk,
     Bucket.ACTIVITY: _activity,
@@ -650,6 +681,7 @@ def _rows_query(
         chosen.c.other_date,
         chosen.c.status,
         chosen.c.detail,
+        chosen.c.phone,
         Patient.given_name,
         Patient.family_name,
         Patient.medicaid_id,
@@ -731,6 +763,7 @@ def _to_row(bucket: Bucket, record: Any, labels: _Labels) -> WorklistRow:
         actor_role=_value(record.actor_role),
         assigned_user_id=record.assigned_user_id,
         assigned_to=record.assigned_to,
+        phone=record.phone,
     )
 
 

@@ -1,6 +1,7 @@
 """One timeline of a patient's follow-up, newest first: what happened to their visits, the
 outcomes recorded, what they reported, their requests to move a visit, the coordinators'
-outreach notes, the texts sent to them and the texts received from their numbers.
+outreach notes, the texts sent to them, the texts received from their numbers and how the
+care team handled those that waited for a person.
 
 Read with a fixed number of queries (one per source, whatever the number of rows), so the
 record page costs the same for a patient with five visits and one with thirty. Every entry
@@ -29,7 +30,8 @@ from coordination.followup.models import (
     VisitObservation,
 )
 from coordination.followup.protocol import ProtocolLibrary
-from coordination.texting.models import InboundMessage, MessagePurpose
+from coordination.texting.inbox import handled_for_patient
+from coordination.texting.models import InboundMessage, InboxItem, MessagePurpose
 from coordination.texting.outbox import messages_for_patient
 from core.identity.models import User
 from core.models import Caregiver, CaregiverLink, Observation, ObservationRevision, Patient
@@ -51,6 +53,7 @@ class TimelineKind(enum.StrEnum):
     NOTE = "note"  # a coordinator's outreach note
     MESSAGE = "message"  # a text sent to the patient or a caregiver
     REPLY = "reply"  # a text received from the patient's or a caregiver's number
+    HANDLED = "handled"  # a coordinator handled a text of the inbox (or answered it)
 
 
 # Entries at the same instant are shown in this order (newest first means: the last of
@@ -64,6 +67,7 @@ _RANK = {
     TimelineKind.NOTE: 4,
     TimelineKind.OUTCOME: 5,
     TimelineKind.VISIT: 6,
+    TimelineKind.HANDLED: 7,
 }
 
 # VisitEvent.action -> what the timeline and the visit history call it.
@@ -113,8 +117,9 @@ class TimelineEntry:
     """One line of the timeline. Which fields are set depends on `kind`:
 
     - visit: `action` (booked, rescheduled, confirmed, completed, missed, cancelled,
-      window_moved, acknowledged), `reason`, `appointment_at` (booked/rescheduled),
-      `on` (completed: the visit's date; window_moved: the new target day);
+      window_moved, acknowledged), `reason`, `appointment_at` and `outside_window`
+      (booked/rescheduled), `on` (completed: the visit's date; window_moved: the new
+      target day);
     - outcome: `values`, `on` (the day they are effective), `visit_id` when recorded at a visit;
     - report: `action` (the kind of event), `on` (when it happened), `text`, `status`;
     - move_request: `on` (the preferred date), `text`, `status`;
@@ -122,7 +127,11 @@ class TimelineEntry:
     - message: `action` (the purpose), `status`, `text` (None when private), `error`,
       `reason` (why it was dropped), `to_phone`;
     - reply: `action` (the intent the platform read: stop, start, help, confirm,
-      reschedule, other), `text` (the body), `reason` (what the platform did), `from_phone`.
+      reschedule, other), `text` (the body), `reason` (what the platform did), `from_phone`,
+      `status` ("waiting" while it waits in the inbox for a person, "handled" after) and
+      `inbox_id` (the inbox item, for a link);
+    - handled: `actor` (the coordinator), `reason` (their note), `text` (the text handled),
+      `next_step` (the words of the reply sent, if any), `inbox_id`.
     """
 
     at: datetime
@@ -145,6 +154,9 @@ class TimelineEntry:
     from_phone: str | None = None
     error: str | None = None
     values: tuple[ShownValue, ...] = ()
+    # booked/rescheduled: the coordinator confirmed a day outside the visit's window.
+    outside_window: bool = False
+    inbox_id: int | None = None
 
     def sort_key(self) -> tuple[datetime, int, int]:
         return (self.at, _RANK[self.kind], self.ref_id)
@@ -223,6 +235,7 @@ def _visit_entries(
                 appointment_at=appointment,
                 appointment_zone=zone,
                 reason=event.reason,
+                outside_window=bool(detail.get("outside_window")),
             )
         )
     return entries
@@ -420,25 +433,60 @@ def replies_for_patient(
 
 
 def _reply_entries(session: Session, *, patient_id: int, limit: int) -> list[TimelineEntry]:
+    replies = replies_for_patient(session, patient_id=patient_id, limit=limit)
+    # This patient's inbox items of those texts (never another patient's).
+    items = {
+        message_id: (item_id, handled_at)
+        for message_id, item_id, handled_at in session.execute(
+            select(InboxItem.inbound_message_id, InboxItem.id, InboxItem.handled_at).where(
+                InboxItem.patient_id == patient_id,
+                InboxItem.inbound_message_id.in_([reply.id for reply in replies]),
+            )
+        )
+    }
+    entries = []
+    for reply in replies:
+        item_id, handled_at = items.get(reply.id, (None, None))
+        status = None if item_id is None else ("handled" if handled_at else "waiting")
+        entries.append(
+            TimelineEntry(
+                at=reply.received_at,
+                kind=TimelineKind.REPLY,
+                ref_id=reply.id,
+                action=reply.intent,
+                text=reply.body,
+                reason=reply.handled_note,
+                from_phone=reply.from_phone,
+                status=status,
+                inbox_id=item_id,
+            )
+        )
+    return entries
+
+
+def _handled_entries(session: Session, *, patient_id: int, limit: int) -> list[TimelineEntry]:
     return [
         TimelineEntry(
-            at=reply.received_at,
-            kind=TimelineKind.REPLY,
-            ref_id=reply.id,
-            action=reply.intent,
-            text=reply.body,
-            reason=reply.handled_note,
-            from_phone=reply.from_phone,
+            at=handled.at,
+            kind=TimelineKind.HANDLED,
+            ref_id=handled.item_id,
+            action="handled",
+            actor=handled.by,
+            reason=handled.note,
+            text=handled.body,
+            next_step=handled.reply,
+            inbox_id=handled.item_id,
         )
-        for reply in replies_for_patient(session, patient_id=patient_id, limit=limit)
+        for handled in handled_for_patient(session, patient_id=patient_id, limit=limit)
     ]
 
 
 def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> list[TimelineEntry]:
     """The newest `limit` entries of the patient's timeline, newest first.
 
-    Seven queries whatever the patient's history (one per source); each source reads at most
-    what could make the cut, then the sources are merged."""
+    Nine queries whatever the patient's history (one per source, and the inbox items of
+    the texts received); each source reads at most what could make the cut, then the
+    sources are merged."""
     if limit <= 0:
         return []
     entries: list[TimelineEntry] = []
@@ -450,6 +498,7 @@ def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> l
         _note_entries,
         _message_entries,
         _reply_entries,
+        _handled_entries,
     ):
         entries.extend(source(session, patient_id=patient_id, limit=limit))
     entries.sort(key=TimelineEntry.sort_key, reverse=True)

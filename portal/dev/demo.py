@@ -455,6 +455,9 @@ def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User
         )
         if upcoming is not None and index % 3 != 2:
             day = max(today + timedelta(days=1 + index % 6), upcoming.window_start)
+            # A window closing within the week leaves no day inside it: the demo books
+            # the first free day anyway, as a coordinator would, with the reason.
+            late = day > upcoming.window_end
             book_appointment(
                 session,
                 clock=clock,
@@ -464,6 +467,8 @@ def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User
                 day=day,
                 at=time(9 + index % 7, 30),
                 location=patient.center.name,
+                reason="The first free day is after the window." if late else None,
+                outside_window_confirmed=late,
             )
             if index % 3 == 1:
                 confirm_visit(session, clock=clock, actor=actor, visit=upcoming)

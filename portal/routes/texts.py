@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from coordination.texting.by_hand import ManualOutcome, send_one_off, send_reminder_now
-from coordination.texting.rules import TextingHours
+from coordination.texting.rules import MOVED_RULE, TextingHours
 from coordination.texting.words import ONE_OFF
 from coordination.worklist.texts_page import (
     TextsError,
@@ -84,6 +84,7 @@ def texts_page(
         "texts": texts_about_patient(session, patient_id=patient.id),
         "choices": one_off_choices(patient),
         "one_off_titles": {key: template.title for key, template in ONE_OFF.items()},
+        "moved_rule": MOVED_RULE,
         "hours": TextingHours.of(patient.state),
         "notice": notice,
         "errors": errors or [],

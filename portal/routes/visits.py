@@ -39,6 +39,7 @@ from coordination.followup.requests import open_move_requests
 from coordination.followup.schedule import (
     TRANSITIONS,
     AppointmentTimeError,
+    OutsideWindowError,
     VisitTransitionError,
     acknowledge_missed,
     allowed_actions,
@@ -46,9 +47,11 @@ from coordination.followup.schedule import (
     cancel_visit,
     confirm_visit,
 )
+from coordination.texting.changes import plan_change_notices
 from coordination.worklist.timeline import observations_for_visit, visit_history_entries
 from core.clock import local_today
 from core.dates import parse_day_or_none
+from core.db import after_commit
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
@@ -70,6 +73,14 @@ VisitId = PathId
 NOTICES = {
     "scheduled": N_("The appointment is booked."),
     "rescheduled": N_("The appointment is moved. The patient is asked to confirm it again."),
+    "rescheduled_texted": N_(
+        "The appointment is moved. A text tells the patient (and the caregivers who get "
+        "reminders) the new day and time and asks to confirm it."
+    ),
+    "rescheduled_untexted": N_(
+        "The appointment is moved, but no text can tell of it (no number agreed to texts, "
+        "the texting limits are reached, or it is too soon). Call the patient."
+    ),
     "confirmed": N_("The appointment is confirmed."),
     "cancelled": N_("The visit is cancelled."),
     "acknowledged": N_("The missed visit is marked as followed up."),
@@ -256,6 +267,8 @@ class AppointmentForm(BaseModel):
     time: str = Field("", max_length=10)
     location: str = Field("", max_length=400)
     reason: str = Field("", max_length=1000)
+    # Ticked on the second submit, once the page warned that the day is outside the window.
+    outside_window: str = Field("", max_length=8)
 
 
 def _parse_time(text: str) -> time | None:
@@ -305,11 +318,26 @@ def visit_book(
                 at=at,
                 location=location,
                 reason=data.reason.strip() or None,
+                outside_window_confirmed=bool(data.outside_window),
             )
         except AppointmentTimeError as problem:
             errors["time"] = i18n.translate(problem.args[0])
         except VisitTransitionError as problem:
             errors[""] = i18n.translate(problem.args[0])
+        except OutsideWindowError as problem:
+            # Nothing is booked: the card asks to confirm, keeping what was typed.
+            form["outside_window_asked"] = "yes"
+            if problem.needs_reason:
+                errors["reason"] = i18n.translate(problem.args[0])
+            else:
+                errors["outside_window"] = _(
+                    "%(day)s is outside the visit's window (%(start)s to %(end)s). "
+                    "To book it anyway, tick the box and say why."
+                ) % {
+                    "day": i18n.format_day(day, "medium"),
+                    "start": i18n.format_day(problem.window_start, "medium"),
+                    "end": i18n.format_day(problem.window_end, "medium"),
+                }
     if errors:
         return visit_page(
             request,
@@ -323,7 +351,15 @@ def visit_book(
             status_code=400,
             block="appointment_card",
         )
-    return redirect(request, _visit_url(visit, event.to_status))
+    done = event.to_status
+    if event.from_status != VisitStatus.DUE.value:
+        # A move: the text that tells of it is planned now (the planner would within
+        # minutes), so that the coordinator learns whether one goes.
+        notices = plan_change_notices(session, clock=context.clock, visit_ids=[visit.id])
+        if notices.planned:
+            after_commit(session, context.wake_dispatcher)
+        done = "rescheduled_texted" if notices.planned else "rescheduled_untexted"
+    return redirect(request, _visit_url(visit, done))
 
 
 @router.post("/patients/{patient_id}/visits/{visit_id}/confirm", name="visit_confirm")

@@ -64,6 +64,7 @@ BUCKET_TITLES = {
     Bucket.UNCONFIRMED: N_("Unconfirmed"),
     Bucket.MOVE_REQUESTS: N_("Move requests"),
     Bucket.REPORTS: N_("Reported events"),
+    Bucket.INBOX: N_("Inbox"),
     Bucket.UNREACHABLE: N_("Unreachable"),
     Bucket.LTFU_RISK: N_("Loss-to-follow-up risk"),
     Bucket.ACTIVITY: N_("Recent activity"),
@@ -74,6 +75,10 @@ BUCKET_HINTS = {
     Bucket.UNCONFIRMED: N_("An appointment in the next 7 days that nobody confirmed."),
     Bucket.MOVE_REQUESTS: N_("A patient or caregiver asked to move a visit."),
     Bucket.REPORTS: N_("Events that patients or caregivers reported, not reviewed yet."),
+    Bucket.INBOX: N_(
+        "Texts from patients and caregivers that a person of the care team was promised to "
+        "read, not handled yet. Open one to reply or mark it handled."
+    ),
     Bucket.UNREACHABLE: N_("The latest text to the patient could not be delivered."),
     Bucket.LTFU_RISK: N_("The last two visits were both missed."),
     Bucket.ACTIVITY: N_("What patients and caregivers did in the last 14 days."),
@@ -84,6 +89,7 @@ DATE_HEADINGS = {
     Bucket.UNCONFIRMED: N_("Appointment"),
     Bucket.MOVE_REQUESTS: N_("Asked on"),
     Bucket.REPORTS: N_("Reported on"),
+    Bucket.INBOX: N_("Received"),
     Bucket.UNREACHABLE: N_("Last attempt"),
     Bucket.LTFU_RISK: N_("Missed visits"),
     Bucket.ACTIVITY: N_("When"),
@@ -100,6 +106,7 @@ STATUS_WORDS = {
     ItemKind.MOVE_REQUEST: "request_status",
     ItemKind.REPORT: "report_status",
     ItemKind.MESSAGE: "message_status",
+    ItemKind.INBOX: "inbox_reason",
 }
 NO_VISIT = N_("no open visit to remind of")
 
@@ -167,6 +174,7 @@ class Words:
         self.confirmed = _("Confirmed: %(visit)s")
         self.move = _("Asked to move: %(visit)s")
         self.failed = _("Text not delivered: %(purpose)s")
+        self.received = _("Text from %(phone)s: %(body)s")
         self.visit = _("Visit")
 
     def status_of(self, row: WorklistRow) -> str:
@@ -179,6 +187,9 @@ class Words:
             return self.report_kinds.get(row.detail or "", row.detail or "")
         if row.kind is ItemKind.MESSAGE:
             return self.failed % {"purpose": self.purposes.get(row.detail or "", row.detail)}
+        if row.kind is ItemKind.INBOX:
+            phone = display_phone(row.phone) if row.phone else ""
+            return self.received % {"phone": phone, "body": row.detail or ""}
         if row.kind is ItemKind.CONFIRMATION:
             return self.confirmed % {"visit": visit}
         if row.kind is ItemKind.MOVE_REQUEST and row.bucket is Bucket.ACTIVITY:

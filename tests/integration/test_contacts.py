@@ -250,6 +250,9 @@ def test_the_demo_answer_shows_what_a_caregivers_c_really_does(
             day=clock.now().date() + timedelta(days=2),
             at=time(9, 30),
             location="Harbor clinic",
+            # An appointment in two days, wherever the next visit's window is.
+            reason="an appointment in two days",
+            outside_window_confirmed=True,
         )
         opt_in(
             session,

@@ -107,6 +107,9 @@ def _book(session: Session, clock: FrozenClock, patient: Patient, days: int) -> 
         day=clock.now().date() + timedelta(days=days),
         at=time(9, 30),
         location="Harbor clinic",
+        # An appointment in `days` days, wherever the next visit's window is.
+        reason="an appointment soon",
+        outside_window_confirmed=True,
     )
     return visit
 

@@ -453,3 +453,73 @@ def test_upgrading_a_foundation_database_with_data_keeps_it_and_adds_the_new_tab
                 {"id": audit_ids[0]},
             )
         connection.rollback()
+
+
+def test_texts_received_before_the_inbox_existed_wait_in_it_after_the_upgrade(
+    blank_url: str, engine: Engine
+) -> None:
+    """The inbox's migration files the texts already received that promised a person, by
+    the rule of coordination.texting.inbound: the patient a text was tied to, else the
+    number's own patients, else the patients its caregivers help (schedule or reminders)."""
+    from datetime import timedelta
+
+    from coordination.texting.models import InboundMessage, InboxItem
+    from core.db import transaction
+    from core.models import Caregiver, Patient
+    from portal.dev.demo import seed_demo_data
+
+    inbox_migration = ScriptDirectory.from_config(alembic_config()).get_revision("d3fde89f1099")
+    assert inbox_migration is not None
+    command.upgrade(alembic_config(blank_url), str(inbox_migration.down_revision))
+    assert "inbox_items" not in tables(engine)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        seed_demo_data(session, clock=FrozenClock(T0))
+
+        def patient(name: str) -> Patient:
+            found = session.scalar(select(Patient).where(Patient.given_name == name))
+            assert found is not None and found.mobile_phone is not None
+            return found
+
+        maya, imani, andre = patient("Maya"), patient("Imani"), patient("Andre")
+        # Denise: Maya's mother (all rights), Imani's aunt (schedule only).
+        denise = session.scalar(select(Caregiver).where(Caregiver.given_name == "Denise"))
+        assert denise is not None and denise.mobile_phone is not None
+        texts = {
+            "tied": (maya.mobile_phone, maya.id, "other", "stored for the care team"),
+            "shared": (denise.mobile_phone, None, "other", "stored for the care team"),
+            "c not done": (andre.mobile_phone, andre.id, "confirm", "confirm not done: x"),
+            "help": (maya.mobile_phone, maya.id, "help", "help"),
+            "confirmed": (maya.mobile_phone, maya.id, "confirm", "confirmed visit 1"),
+            "unknown number": ("+12025550199", None, "other", "stored for the care team"),
+        }
+        for number, (sid, (phone, patient_id, intent, note)) in enumerate(texts.items()):
+            session.add(
+                InboundMessage(
+                    message_sid=sid,
+                    from_phone=phone,
+                    to_phone="+14105550100",
+                    body="A text",
+                    received_at=T0 - timedelta(days=number),
+                    intent=intent,
+                    patient_id=patient_id,
+                    handled_note=note,
+                )
+            )
+
+    upgrade_database(blank_url)
+    assert schema_differences(engine) == []
+    with factory() as session:
+        filed = session.execute(
+            select(InboundMessage.message_sid, InboxItem.patient_id, InboxItem.handled_at)
+            .join(InboundMessage, InboundMessage.id == InboxItem.inbound_message_id)
+            .order_by(InboundMessage.message_sid, InboxItem.patient_id)
+        ).all()
+    assert sorted(filed) == sorted(
+        [
+            ("c not done", andre.id, None),
+            ("shared", maya.id, None),
+            ("shared", imani.id, None),
+            ("tied", maya.id, None),
+        ]
+    )

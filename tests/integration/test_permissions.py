@@ -31,6 +31,7 @@ from coordination.followup.models import PatientReport, ReportKind, ReportStatus
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
 from coordination.texting.gateway import ConsoleGateway
+from coordination.texting.models import InboundMessage, InboxItem
 from core.audit.models import AuditEvent, AuditOutcome
 from core.audit.service import Actor
 from core.clock import FrozenClock
@@ -268,6 +269,7 @@ class Target:
     link_id: int = MISSING_ID
     visit_id: int = MISSING_ID
     report_id: int = MISSING_ID
+    inbox_item_id: int = MISSING_ID
 
 
 @dataclass
@@ -302,6 +304,9 @@ class World:
         first_report: dict[int, int] = {}
         for report in session.scalars(select(PatientReport).order_by(PatientReport.id)):
             first_report.setdefault(report.patient_id, report.id)
+        first_inbox_item: dict[int, int] = {}
+        for item in session.scalars(select(InboxItem).order_by(InboxItem.id)):
+            first_inbox_item.setdefault(item.patient_id, item.id)
         caregiver = people["caregiver"]
         patient_md = session.get(Patient, people["patient"].patient_id)
         assert patient_md is not None
@@ -338,6 +343,7 @@ class World:
                     link_id=first_link.get(patient.id, MISSING_ID),
                     visit_id=first_visit.get(patient.id, MISSING_ID),
                     report_id=first_report.get(patient.id, MISSING_ID),
+                    inbox_item_id=first_inbox_item.get(patient.id, MISSING_ID),
                 )
             )
         targets.append(Target(label="a patient id that does not exist", patient_id=MISSING_ID))
@@ -506,7 +512,7 @@ def _open_browsers(stack: ExitStack, app: FastAPI, clock: FrozenClock) -> list[B
 
 
 def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> None:
-    """Visits and reports to put in the visit and report routes' paths."""
+    """Visits, reports and a text in the inbox to put in the routes' paths."""
     with transaction(db.factory) as session:
         for patient in session.scalars(select(Patient)):
             sync_schedule(
@@ -526,6 +532,24 @@ def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> 
                     reported_by_user_id=reporter,
                     reported_at=clock.now(),
                     status=ReportStatus.NEW,
+                )
+            )
+            message = InboundMessage(
+                message_sid=f"SMperm{patient.id}",
+                from_phone=patient.mobile_phone or "+14105550197",
+                to_phone="+14105550100",
+                body="A question for the care team.",
+                received_at=clock.now(),
+                intent="other",
+                patient_id=patient.id,
+            )
+            session.add(message)
+            session.flush()
+            session.add(
+                InboxItem(
+                    inbound_message_id=message.id,
+                    patient_id=patient.id,
+                    received_at=clock.now(),
                 )
             )
 
@@ -576,6 +600,7 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         values["link_id"] = str(chosen.link_id)
                         values["visit_id"] = str(chosen.visit_id)
                         values["report_id"] = str(chosen.report_id)
+                        values["item_id"] = str(chosen.inbox_item_id)
                         values["module_key"] = MODULE_KEY
                         values["section_id"] = shipped_modules().modules[MODULE_KEY].section_ids[0]
                         url = _fill_path(route, values)

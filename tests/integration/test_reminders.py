@@ -30,6 +30,8 @@ from coordination.followup.schedule import (
     book_appointment,
     cancel_visit,
     complete_visit,
+    confirm_visit,
+    outside_window,
     sync_schedule,
 )
 from coordination.texting import planning as reminders
@@ -51,6 +53,7 @@ from coordination.texting.models import (
     OutboundMessage,
 )
 from coordination.texting.planning import PlanReport, plan_reminders
+from coordination.texting.rules import MOVED_RULE
 from coordination.texting.words import ONE_OFF
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
@@ -276,6 +279,9 @@ class World:
             day=day,
             at=time(hour, minute),
             location="Harborview Medical Center",
+            # The day the test needs, wherever the window is (the visit page warns first).
+            reason="the day the test needs" if outside_window(visit, day) else None,
+            outside_window_confirmed=True,
         )
         self.session.flush()
         return visit
@@ -742,15 +748,146 @@ def test_a_moved_appointment_gets_new_reminders_and_the_old_ones_are_dropped(
     world.book(patient, visit, days(11))  # moved to Tuesday Dec 8
     world.plan()
     new = [row for row in world.queued() if row.id not in {o.id for o in old}]
-    assert [local(row.send_after).date() for row in new] == [days(8), days(10)]
+    notice, *reminders = new  # the text that tells of the move goes first, now
+    assert notice.rule == MOVED_RULE and notice.send_after == T0
+    assert [local(row.send_after).date() for row in reminders] == [days(8), days(10)]
     assert not {row.dedupe_key for row in new} & {row.dedupe_key for row in old}
     assert all("Tue Dec 8" in row.body for row in new)
 
     world.dispatch_everything(until=at(days(11), 8))
-    assert world.gateway.sent == [(patient.mobile_phone, new[0].body)] * 2
+    assert world.gateway.sent == [(patient.mobile_phone, row.body) for row in new]
     for row in old:
         world.session.refresh(row)
         assert (row.status, row.drop_reason) == (MessageStatus.DROPPED, "the appointment moved")
+
+
+def notices(world: World) -> list[OutboundMessage]:
+    """The texts that tell of a moved appointment, in the order they go."""
+    return [row for row in world.rows() if row.rule == MOVED_RULE]
+
+
+def test_a_moved_appointment_texts_the_new_time_once_to_each_number_in_its_language(
+    world: World,
+) -> None:
+    patient = world.patient()
+    mother, _ = world.caregiver(patient)  # Spanish, gets reminders
+    world.caregiver(patient, reminders=False, language=Language.EN)  # no right: nothing
+    world.caregiver(patient, consent=False)  # never agreed to texts: nothing
+    visit = world.appointment(patient, days(10))  # Monday Dec 7, 9:30
+    world.plan()
+    assert notices(world) == []  # the first booking is a booking, not a change
+
+    world.book(patient, visit, days(12), hour=14, minute=0)  # Wednesday Dec 9, 2:00 PM
+    world.plan()
+    world.plan()  # planning twice makes no second text
+    sent = notices(world)
+    assert [(row.to_phone, row.language, row.status, row.send_after) for row in sent] == [
+        (patient.mobile_phone, "en", MessageStatus.QUEUED, T0),
+        (mother.mobile_phone, "es", MessageStatus.QUEUED, T0),
+    ]
+    assert sent[0].body == (
+        f"{PROGRAM}: your follow-up visit has moved to Wed Dec 9 at 2:00 PM. Reply C to "
+        f"confirm or R to change it. Questions: {PROGRAM_PHONE}. Reply STOP to opt out."
+    )
+    assert sent[1].body == (
+        f"{PROGRAM}: la visita de seguimiento de la persona que usted cuida cambio al mié 9 "
+        f"dic a las 14:00. Responda C para confirmar o R para cambiarla. Dudas: "
+        f"{PROGRAM_PHONE}. PARAR para salir."
+    )
+    assert all(patient.family_name not in row.body for row in sent)  # no name
+
+    world.dispatch(T0)
+    assert world.gateway.sent == [(row.to_phone, row.body) for row in sent]
+    # Only the place changes: no text.
+    assert visit.appointment_at is not None
+    book_appointment(
+        world.session,
+        clock=world.clock,
+        actor=world.coordinator,
+        visit=visit,
+        patient=patient,
+        day=days(12),
+        at=time(14),
+        location="Another clinic",
+    )
+    world.plan()
+    assert len(notices(world)) == 2
+
+
+def test_moved_twice_before_the_text_leaves_texts_once_with_the_latest_time(
+    world: World,
+) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(10))
+    world.plan()
+    world.clock.set(at(TODAY, 21, minute=30))  # after texting hours: it waits for 8:00
+    world.book(patient, visit, days(12))
+    world.plan()
+    [first] = notices(world)
+    assert first.send_after == at(days(1), 8)
+
+    world.clock.advance(timedelta(minutes=5))
+    world.book(patient, visit, days(13), hour=11)  # moved again (11:30) before it left
+    world.plan()
+    first, second = notices(world)
+    assert (first.status, first.drop_reason) == (
+        MessageStatus.DROPPED,
+        "a later move superseded it",
+    )
+    assert second.status is MessageStatus.QUEUED and "Thu Dec 10 at 11:30 AM" in second.body
+
+    # Moved twice between two planning runs: only the latest move is told.
+    world.book(patient, visit, days(14))
+    world.book(patient, visit, days(15), hour=15)
+    world.plan()
+    queued = [row for row in notices(world) if row.status is MessageStatus.QUEUED]
+    assert len(queued) == 1 and "Sat Dec 12 at 3:30 PM" in queued[0].body
+
+    world.dispatch_everything(until=at(days(1), 9))
+    assert world.gateway.sent == [(patient.mobile_phone, queued[0].body)]
+
+
+def test_a_move_notice_waits_for_room_in_the_caps_and_counts_in_them(world: World) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(10))
+    _sent_earlier(world, patient, at(TODAY, 8, minute=30))  # a text this morning
+    world.book(patient, visit, days(6))  # Thursday Dec 3
+    world.plan()
+    [notice] = notices(world)
+    assert (notice.status, notice.send_after) == (MessageStatus.QUEUED, at(days(1), 10))
+    # It counts in the caps: the new appointment's 3-day reminder goes (the third text in
+    # seven days), the 1-day one would be a fourth.
+    reminders_left = [row for row in world.rows() if row.rule != MOVED_RULE][1:]
+    assert [(local(row.send_after).date(), row.drop_reason) for row in reminders_left] == [
+        (days(3), None),
+        (days(5), WEEK_CAP),
+    ]
+
+    # Moved to tomorrow morning: no day with room before it, recorded as not sent.
+    other = world.patient()
+    soon = world.appointment(other, days(10))
+    _sent_earlier(world, other, at(TODAY, 8, minute=30))
+    world.book(other, soon, days(1), hour=9)
+    world.plan()
+    [capped] = [row for row in notices(world) if row.patient_id == other.id]
+    assert (capped.status, capped.drop_reason) == (MessageStatus.DROPPED, DAY_CAP)
+
+
+def test_a_move_notice_planned_before_the_confirmation_says_it_is_confirmed(
+    world: World,
+) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(10))
+    world.clock.set(at(TODAY, 22))  # it waits for the morning
+    world.book(patient, visit, days(12))
+    world.plan()
+    [notice] = notices(world)
+    assert "Reply C to confirm" in notice.body
+    _confirm(world, visit)  # the patient confirms the new time in the portal overnight
+    world.dispatch(notice.send_after)
+    [(_to, body)] = world.gateway.sent
+    assert body.startswith(f"{PROGRAM}: your follow-up visit has moved to Wed Dec 9 at 9:30 AM")
+    assert "and is confirmed. Reply R to change it." in body
 
 
 def test_a_window_that_moved_gets_a_new_time_to_book_notice(world: World) -> None:
@@ -784,6 +921,60 @@ def test_a_window_that_moved_gets_a_new_time_to_book_notice(world: World) -> Non
     assert world.gateway.sent == [(patient.mobile_phone, new[0].body)]
     world.session.refresh(old)
     assert (old.status, old.drop_reason) == (MessageStatus.DROPPED, "the visit moved")
+
+
+# --- a confirmed appointment --------------------------------------------------------------
+
+
+def _confirm(world: World, visit: Visit) -> None:
+    confirm_visit(world.session, clock=world.clock, actor=world.coordinator, visit=visit)
+
+
+def test_a_confirmed_appointment_is_reminded_without_asking_to_confirm_it_again(
+    world: World,
+) -> None:
+    patient = world.patient()
+    mother, _ = world.caregiver(patient)  # Spanish
+    visit = world.appointment(patient, days(10))  # Monday Dec 7, 9:30
+    _confirm(world, visit)
+    world.plan()
+    mine = world.queued(patient.mobile_phone)
+    hers = world.queued(mother.mobile_phone)
+    assert [local(row.send_after).date() for row in mine] == [days(7), days(9)]
+    assert {row.body for row in mine} == {
+        f"{PROGRAM}: your follow-up visit on Mon Dec 7 at 9:30 AM is confirmed. See you then! "
+        f"Reply R to change it. Questions: {PROGRAM_PHONE}. Reply STOP to opt out."
+    }
+    assert {row.body for row in hers} == {
+        f"{PROGRAM}: la visita de seguimiento de la persona que usted cuida el lun 7 dic a las "
+        f"9:30 esta confirmada. ¡Les esperamos! Responda R para cambiarla. Dudas: "
+        f"{PROGRAM_PHONE}. PARAR para salir."
+    }
+
+
+def test_a_reminder_planned_before_the_confirmation_does_not_ask_again_when_it_leaves(
+    world: World,
+) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(5))  # Wednesday Dec 2: reminders on days 2 and 4
+    world.plan()
+    first, second = world.queued()
+    assert "Reply C to confirm or R to change it" in first.body
+
+    _confirm(world, visit)  # the patient confirms in the portal, after planning
+    world.dispatch(first.send_after)
+    [(to, body)] = world.gateway.sent
+    assert to == patient.mobile_phone
+    assert body.startswith(f"{PROGRAM}: your follow-up visit on Wed Dec 2 at 9:30 AM is confirmed.")
+    assert "C to confirm" not in body
+    world.session.refresh(first)
+    assert (first.status, first.body) == (MessageStatus.SENT, body)  # the row says what left
+
+    # Booked again at the same time, it is to be confirmed again: the next one asks.
+    world.book(patient, visit, days(5))
+    assert visit.status is VisitStatus.RESCHEDULED
+    world.dispatch(second.send_after)
+    assert "Reply C to confirm or R to change it" in world.gateway.sent[-1][1]
 
 
 # --- the check right before sending ----------------------------------------------------------

@@ -624,6 +624,9 @@ def test_an_appointment_keeps_its_wall_clock_time_across_the_change(
             day=day,
             at=time(9, 0),
             location="Harborview",
+            # The days around the clock change, wherever the windows are.
+            reason="the days around the clock change",
+            outside_window_confirmed=True,
         )
     assert before.appointment_at == datetime(2027, 3, 13, 14, 0, tzinfo=UTC)
     assert after.appointment_at == datetime(2027, 3, 15, 13, 0, tzinfo=UTC)

@@ -34,6 +34,7 @@ from coordination.followup.schedule import (
     book_appointment,
     complete_visit,
     mark_missed_visits,
+    outside_window,
     sync_schedule,
 )
 from core.audit.models import AuditEvent
@@ -131,6 +132,9 @@ def book(
             day=day,
             at=at,
             location=place,
+            # The day each test needs, wherever the visit's window is.
+            reason="the day the test needs" if outside_window(found, day) else None,
+            outside_window_confirmed=True,
         )
         session.commit()
 

@@ -329,6 +329,9 @@ def _book_next(db: Database, clock: FrozenClock) -> None:
             day=clock.now().date() + timedelta(days=2),
             at=time(9, 30),
             location="Harbor clinic",
+            # An appointment in two days, wherever the next visit's window is.
+            reason="an appointment in two days",
+            outside_window_confirmed=True,
         )
 
 

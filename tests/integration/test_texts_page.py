@@ -779,8 +779,10 @@ def test_a_reply_shows_on_the_page_and_in_the_timeline_with_what_the_platform_ma
 
     record = browser.get(f"/patients/{world.maya_id}").text
     timeline = plain(record[record.index('id="timeline-title"') :])
+    # It waits in the worklist's inbox for a person, and says so with a link to it.
     assert (
-        "Text received: A message for the care team Can you call me after 5? "
+        "Text received: A message for the care team · Waiting for the care team "
+        "Can you call me after 5? "
         f"From {display_phone(world.maya_phone)} · Done: stored for the care team" in timeline
     )
     assert "Why: the visit was completed" in timeline

@@ -7,6 +7,7 @@ Forms with an htmx variant are checked both ways: a plain post answers with the 
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,9 +44,11 @@ from coordination.followup.protocol import (
     shipped_protocols,
 )
 from coordination.followup.requests import request_move
-from coordination.followup.schedule import book_appointment, sync_schedule
-from coordination.texting.models import MessagePurpose
+from coordination.followup.schedule import OutsideWindowError, book_appointment, sync_schedule
+from coordination.texting.consent import opt_in
+from coordination.texting.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
 from coordination.texting.outbox import enqueue_message
+from coordination.texting.rules import MOVED_RULE
 from coordination.worklist.timeline import TimelineKind, patient_timeline
 from core.audit.models import AuditEvent
 from core.audit.service import Actor
@@ -435,7 +438,10 @@ def test_booking_then_moving_an_appointment_keeps_its_history_and_closes_the_req
         },
         headers=_headers(htmx),
     )
-    assert redirect_target(moved, htmx=htmx) == f"{visit_url(maya, visit_id)}?done=rescheduled"
+    # Nobody on Maya's record agreed to texts: the coordinator is told to call.
+    target = redirect_target(moved, htmx=htmx)
+    assert target == f"{visit_url(maya, visit_id)}?done=rescheduled_untexted"
+    assert "no text can tell of it" in client.get(target).text
     visit = load_visit(db, visit_id)
     assert visit.status is VisitStatus.RESCHEDULED
     assert visit.appointment_at == datetime(2027, 1, 20, 15, 0, tzinfo=UTC)
@@ -462,6 +468,157 @@ def test_booking_then_moving_an_appointment_keeps_its_history_and_closes_the_req
     assert "The patient asked" in history_table
     assert "Morgan Reyes" in history_table  # who: the coordinator, by name
     assert "Moved, to confirm" in page.text
+
+
+def test_booking_outside_the_window_asks_to_confirm_and_records_why(
+    db: Database,
+    client: TestClient,
+    login_as: Callable[[str], str],
+    clock: FrozenClock,
+    htmx: bool,
+) -> None:
+    maya = build_schedule(db, clock, "Maya")
+    visit_id = visit_id_of(db, maya, "day-30")  # January 9 to 23, 2027
+    token = login_as(COORDINATOR_MD)
+    typed = {"csrf_token": token, "day": "2027-02-01", "time": "10:15", "location": "Harborview"}
+
+    def book(**more: str) -> httpx.Response:
+        response: httpx.Response = client.post(
+            visit_url(maya, visit_id, "appointment"),
+            data={**typed, **more},
+            headers=_headers(htmx),
+        )
+        return response
+
+    # The first submit books nothing: it warns, asks for a tick and a reason, keeps the values.
+    warned = html.unescape(card_or_page(book(), htmx=htmx, card="appointment-card"))
+    assert (
+        "Feb 1, 2027 is outside the visit's window (Jan 9, 2027 to Jan 23, 2027). "
+        "To book it anyway, tick the box and say why."
+    ) in warned
+    assert 'name="outside_window" value="yes"' in warned
+    assert "Book it outside the visit's window anyway" in warned
+    assert 'value="2027-02-01"' in warned and 'value="10:15"' in warned
+    assert 'value="Harborview"' in warned
+    assert "Why outside the window" in warned
+    assert load_visit(db, visit_id).status is VisitStatus.DUE
+    assert events_of(db, visit_id) == []
+
+    # Ticked without a reason: still nothing booked.
+    no_reason = html.unescape(
+        card_or_page(book(outside_window="yes"), htmx=htmx, card="appointment-card")
+    )
+    assert "Say why the appointment is outside the visit's window." in no_reason
+    assert 'name="outside_window" value="yes" checked' in no_reason
+    assert events_of(db, visit_id) == []
+
+    booked = book(outside_window="yes", reason="She is abroad all January")
+    assert redirect_target(booked, htmx=htmx) == f"{visit_url(maya, visit_id)}?done=scheduled"
+    visit = load_visit(db, visit_id)
+    assert visit.status is VisitStatus.SCHEDULED
+    assert visit.appointment_at == datetime(2027, 2, 1, 15, 15, tzinfo=UTC)
+    [event] = events_of(db, visit_id)
+    assert event.reason == "She is abroad all January"
+    assert event.detail is not None and event.detail["outside_window"] is True
+    history = client.get(visit_url(maya, visit_id)).text
+    history = history[history.index('id="history-title"') :]
+    assert "Outside the window" in history
+    assert "She is abroad all January" in history
+
+    # Moving it back inside the window asks nothing and is not marked.
+    moved = client.post(
+        visit_url(maya, visit_id, "appointment"),
+        data={**typed, "day": "2027-01-20"},
+        headers=_headers(htmx),
+    )
+    assert redirect_target(moved, htmx=htmx).endswith("?done=rescheduled_untexted")
+    assert "outside_window" not in (events_of(db, visit_id)[-1].detail or {})
+
+
+def test_moving_an_appointment_texts_the_new_time_and_tells_the_coordinator(
+    db: Database,
+    client: TestClient,
+    login_as: Callable[[str], str],
+    clock: FrozenClock,
+    htmx: bool,
+) -> None:
+    maya = build_schedule(db, clock, "Maya")
+    visit_id = visit_id_of(db, maya, "day-30")  # January 9 to 23, 2027
+    with transaction(db.factory) as session:
+        phone = patient_named(session, "Maya").mobile_phone
+        assert phone is not None
+        opt_in(
+            session,
+            clock=clock,
+            phone=phone,
+            how=ConsentHow.COORDINATOR,
+            by_user_id=None,
+            wording="Texts about your follow-up visits. Reply STOP to opt out.",
+        )
+    token = login_as(COORDINATOR_MD)
+
+    def book(day: str, at: str) -> httpx.Response:
+        response: httpx.Response = client.post(
+            visit_url(maya, visit_id, "appointment"),
+            data={"csrf_token": token, "day": day, "time": at, "location": "Harborview"},
+            headers=_headers(htmx),
+        )
+        return response
+
+    assert redirect_target(book("2027-01-15", "09:30"), htmx=htmx).endswith("?done=scheduled")
+    target = redirect_target(book("2027-01-20", "10:00"), htmx=htmx)
+    assert target == f"{visit_url(maya, visit_id)}?done=rescheduled_texted"
+    assert "A text tells the patient" in html.unescape(client.get(target).text)
+    with db.factory() as session:
+        texts = list(
+            session.scalars(select(OutboundMessage).where(OutboundMessage.patient_id == maya))
+        )
+    [notice] = texts  # the first booking sent nothing
+    assert (notice.to_phone, notice.rule) == (phone, MOVED_RULE)
+    # The route woke the dispatcher: it may have left already.
+    assert notice.status in (MessageStatus.QUEUED, MessageStatus.SENT)
+    assert "your follow-up visit has moved to Wed Jan 20 at 10:00 AM" in notice.body
+
+
+def test_the_schedule_refuses_a_day_outside_the_window_unless_confirmed_with_a_reason(
+    db: Database, clock: FrozenClock
+) -> None:
+    maya = build_schedule(db, clock, "Maya")
+    visit_id = visit_id_of(db, maya, "day-30")  # January 9 to 23, 2027
+    with db.factory() as session:
+        visit, patient = session.get(Visit, visit_id), session.get(Patient, maya)
+        assert visit is not None and patient is not None
+        actor = coordinator_actor(session)
+
+        def book(day: date, **more: Any) -> VisitEvent:
+            return book_appointment(
+                session,
+                clock=clock,
+                actor=actor,
+                visit=visit,
+                patient=patient,
+                day=day,
+                at=time(9, 0),
+                location="Harborview",
+                **more,
+            )
+
+        for day in (date(2027, 1, 8), date(2027, 1, 24)):
+            with pytest.raises(OutsideWindowError) as refused:
+                book(day)
+            assert not refused.value.needs_reason
+            with pytest.raises(OutsideWindowError) as refused:
+                book(day, outside_window_confirmed=True, reason="  ")
+            assert refused.value.needs_reason
+        assert visit.status is VisitStatus.DUE
+        # The window's own first and last days are inside it.
+        assert book(date(2027, 1, 9)).detail == {
+            "from": None,
+            "to": "2027-01-09T14:00:00+00:00",
+        }
+        late = book(date(2027, 1, 24), outside_window_confirmed=True, reason="Exams")
+        assert late.detail is not None and late.detail["outside_window"] is True
+        assert late.reason == "Exams"
 
 
 def test_confirming_and_cancelling_a_visit(

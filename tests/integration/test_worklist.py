@@ -31,7 +31,13 @@ from coordination.followup.models import (
     VisitEvent,
     VisitStatus,
 )
-from coordination.texting.models import MessagePurpose, MessageStatus, OutboundMessage
+from coordination.texting.models import (
+    InboundMessage,
+    InboxItem,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+)
 from coordination.worklist.assignments import AssignmentError, assign_patients
 from coordination.worklist.buckets import Bucket, WorklistCriteria, bucket_counts
 from coordination.worklist.models import CareAssignment
@@ -194,6 +200,36 @@ def _move_request(
     session.add(request)
     session.flush()
     return request
+
+
+_inbound_sids = iter(range(1, 10**6))
+
+
+def _inbox_item(
+    session: Session, patient: Patient, *, at: datetime, handled: bool = False
+) -> InboxItem:
+    """A text from the patient's number that waits for a person (or waited: handled)."""
+    message = InboundMessage(
+        message_sid=f"SMwl{next(_inbound_sids)}",
+        from_phone=patient.mobile_phone or "+14105550198",
+        to_phone="+14105550100",
+        body="Can I bring my sister?",
+        received_at=at,
+        intent="other",
+        patient_id=patient.id,
+        handled_note="stored for the care team",
+    )
+    session.add(message)
+    session.flush()
+    item = InboxItem(
+        inbound_message_id=message.id,
+        patient_id=patient.id,
+        received_at=at,
+        handled_at=at + timedelta(hours=1) if handled else None,
+    )
+    session.add(item)
+    session.flush()
+    return item
 
 
 def _confirmation(session: Session, visit: Visit, by: User, *, at: datetime) -> VisitEvent:
@@ -380,12 +416,18 @@ def build_scenario(session: Session) -> Scenario:
     soon = _visit(session, co[6], "day-100", start=CO_TODAY + 30 * DAY, end=CO_TODAY + 44 * DAY)
     _move_request(session, soon, users[CAREGIVER_CO], at=EDGE - 2 * DAY)
     _move_request(session, soon, users[CAREGIVER_CO], at=EDGE - 3 * DAY, status=RequestStatus.DONE)
-    # co[13] is lost to follow-up (still chased): overdue. co[14] withdrew: never shown.
+    # md[3] and co[3] wrote a text for the care team; md[4]'s was handled already.
+    _inbox_item(session, md[3], at=EDGE - 2 * DAY)
+    _inbox_item(session, md[4], at=EDGE - DAY, handled=True)
+    _inbox_item(session, co[3], at=EDGE - 3 * DAY)
+    # co[13] is lost to follow-up (still chased): overdue. co[14] withdrew: shown only for
+    # the text they wrote (a person reads it, as their reports).
     assert co[13].status is PatientStatus.LOST_TO_FOLLOW_UP
     assert co[14].status is PatientStatus.WITHDRAWN
     _visit(session, co[13], "day-30", start=CO_TODAY - 20 * DAY, end=CO_TODAY - 2 * DAY)
     _visit(session, co[14], "day-30", start=CO_TODAY - 20 * DAY, end=CO_TODAY - 2 * DAY)
     _message(session, co[14], MessageStatus.FAILED, send_after=EDGE - DAY)
+    _inbox_item(session, co[14], at=EDGE - DAY)
     session.flush()
 
     scenario = Scenario(
@@ -401,6 +443,7 @@ def build_scenario(session: Session) -> Scenario:
         Bucket.UNCONFIRMED: [m[6], m[7]],
         Bucket.MOVE_REQUESTS: [m[14]],
         Bucket.REPORTS: [m[0]],
+        Bucket.INBOX: [m[3]],
         Bucket.UNREACHABLE: [m[12]],
         Bucket.LTFU_RISK: [m[9], m[11]],
         Bucket.ACTIVITY: [m[0], m[0], m[14]],
@@ -411,6 +454,7 @@ def build_scenario(session: Session) -> Scenario:
         Bucket.UNCONFIRMED: [],
         Bucket.MOVE_REQUESTS: [c[6]],
         Bucket.REPORTS: [c[5]],
+        Bucket.INBOX: [c[3], c[14]],
         Bucket.UNREACHABLE: [c[0]],
         Bucket.LTFU_RISK: [c[4]],
         Bucket.ACTIVITY: [c[5], c[6], c[6]],
@@ -1076,6 +1120,8 @@ def _rows_for(session: Session, bucket: Bucket, patients: list[Patient]) -> None
                 _move_request(session, visit, denise, at=EDGE - timedelta(hours=number + 1))
             case Bucket.REPORTS:
                 _report(session, patient, maya, at=EDGE - timedelta(hours=number + 1))
+            case Bucket.INBOX:
+                _inbox_item(session, patient, at=EDGE - timedelta(hours=number + 1))
             case Bucket.UNREACHABLE:
                 _message(
                     session, patient, MessageStatus.FAILED, send_after=EDGE - timedelta(hours=1)

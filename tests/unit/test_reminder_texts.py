@@ -1,7 +1,8 @@
-"""The words of every text: each reminder and one-off template, in English and Spanish,
-filled with the longest values it can get (a 40-character program name, the longest day
-and time), fits in two GSM-7 segments, names the program and its phone, says how to stop
-(and, for appointments, how to reply) and carries no diagnosis, therapy or lab value."""
+"""The words of every text: each reminder, change notice and one-off template, in English
+and Spanish, filled with the longest values it can get (a 40-character program name, the
+longest day and time), fits in two GSM-7 segments, names the program and its phone, says
+how to stop (and, for appointments, how to reply: C to confirm and R to change, or only R
+once the appointment is confirmed) and carries no diagnosis, therapy or lab value."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from coordination.followup.protocol import ReminderKind, shipped_protocols
 from coordination.texting.replies import check_template, sms_segments
 from coordination.texting.words import (
+    CONFIRMED_REMINDERS,
     FORBIDDEN_WORDS,
+    MOVED_NOTICES,
     ONE_OFF,
     REMINDERS,
     Template,
@@ -67,17 +70,42 @@ def therapy_names() -> list[str]:
     return sorted(names)
 
 
-# (name, template, is an appointment reminder)
-TEMPLATES: list[tuple[str, Template, bool]] = [
+# What an appointment's text asks: to confirm or change it, only to change it (it is
+# confirmed already), or nothing (not about an appointment).
+ASKS_C_OR_R, ASKS_R, ASKS_NOTHING = "C or R", "R only", ""
+
+
+def _who(caregiver: bool) -> str:
+    return "caregiver" if caregiver else "patient"
+
+
+# (name, template, what it asks)
+TEMPLATES: list[tuple[str, Template, str]] = [
     *(
-        (f"{kind.value}-{'caregiver' if care else 'patient'}", t, kind is ReminderKind.APPOINTMENT)
+        (
+            f"{kind.value}-{_who(care)}",
+            t,
+            ASKS_C_OR_R if kind is ReminderKind.APPOINTMENT else ASKS_NOTHING,
+        )
         for (kind, care), t in REMINDERS.items()
     ),
-    *((f"one_off-{key}", t, False) for key, t in ONE_OFF.items()),
+    *(
+        (f"appointment-confirmed-{_who(care)}", t, ASKS_R)
+        for care, t in CONFIRMED_REMINDERS.items()
+    ),
+    *(
+        (
+            f"moved-{'confirmed-' if confirmed else ''}{_who(care)}",
+            t,
+            ASKS_R if confirmed else ASKS_C_OR_R,
+        )
+        for (care, confirmed), t in MOVED_NOTICES.items()
+    ),
+    *((f"one_off-{key}", t, ASKS_NOTHING) for key, t in ONE_OFF.items()),
 ]
 CASES = [
-    pytest.param(template, language, appointment, id=f"{name}-{language}")
-    for name, template, appointment in TEMPLATES
+    pytest.param(template, language, asks, id=f"{name}-{language}")
+    for name, template, asks in TEMPLATES
     for language in LANGUAGES
 ]
 
@@ -109,19 +137,17 @@ def test_every_kind_has_a_patient_and_a_caregiver_text() -> None:
     assert all(key == template.key for key, template in ONE_OFF.items())
 
 
-@pytest.mark.parametrize(("template", "language", "appointment"), CASES)
-def test_a_filled_text_fits_two_gsm7_segments(
-    template: Template, language: str, appointment: bool
-) -> None:
+@pytest.mark.parametrize(("template", "language", "asks"), CASES)
+def test_a_filled_text_fits_two_gsm7_segments(template: Template, language: str, asks: str) -> None:
     text = _filled(template, language)
     info = sms_segments(text)
     assert info.encoding == "GSM-7", text
     assert info.segments <= 2, (info, text)
 
 
-@pytest.mark.parametrize(("template", "language", "appointment"), CASES)
+@pytest.mark.parametrize(("template", "language", "asks"), CASES)
 def test_a_template_passes_the_check_with_every_forbidden_word_and_therapy_name(
-    template: Template, language: str, appointment: bool
+    template: Template, language: str, asks: str
 ) -> None:
     forbidden = [*FORBIDDEN_WORDS, *therapy_names()]
     problems = check_template(
@@ -130,9 +156,9 @@ def test_a_template_passes_the_check_with_every_forbidden_word_and_therapy_name(
     assert problems == []
 
 
-@pytest.mark.parametrize(("template", "language", "appointment"), CASES)
+@pytest.mark.parametrize(("template", "language", "asks"), CASES)
 def test_a_text_names_the_program_and_its_phone_and_says_how_to_stop(
-    template: Template, language: str, appointment: bool
+    template: Template, language: str, asks: str
 ) -> None:
     text = _filled(template, language)
     assert text.startswith(f"{PROGRAM}: ")
@@ -141,18 +167,29 @@ def test_a_text_names_the_program_and_its_phone_and_says_how_to_stop(
     assert re.search(rf"\b{stop}\b", text), text
 
 
-@pytest.mark.parametrize(("template", "language", "appointment"), CASES)
+@pytest.mark.parametrize(("template", "language", "asks"), CASES)
 def test_an_appointment_text_says_how_to_confirm_or_move_it(
-    template: Template, language: str, appointment: bool
+    template: Template, language: str, asks: str
 ) -> None:
     text = _filled(template, language)
-    says_how = re.search(r"\bC\b.*\bR\b", text) is not None
-    assert says_how is appointment, text
+    asks_to_confirm = re.search(r"\bC\b.*\bR\b", text) is not None
+    asks_to_change = re.search(r"\bR\b", text) is not None
+    assert asks_to_confirm is (asks == ASKS_C_OR_R), text
+    assert asks_to_change is (asks != ASKS_NOTHING), text
 
 
-@pytest.mark.parametrize(("template", "language", "appointment"), CASES)
+@pytest.mark.parametrize("caregiver", [False, True])
+def test_a_confirmed_appointment_is_never_asked_to_be_confirmed_again(caregiver: bool) -> None:
+    for template in (CONFIRMED_REMINDERS[caregiver], MOVED_NOTICES[caregiver, True]):
+        english, spanish = _filled(template, "en"), _filled(template, "es")
+        assert "is confirmed" in english and "confirm or" not in english
+        assert "confirmada" in spanish and "C para confirmar" not in spanish
+    assert "See you then!" in _filled(CONFIRMED_REMINDERS[caregiver], "en")
+
+
+@pytest.mark.parametrize(("template", "language", "asks"), CASES)
 def test_a_template_holds_only_the_values_it_needs_in_both_languages(
-    template: Template, language: str, appointment: bool
+    template: Template, language: str, asks: str
 ) -> None:
     names = _placeholders(template.text(language))
     assert names == _placeholders(template.text("en"))  # the same values in both languages
@@ -160,8 +197,13 @@ def test_a_template_holds_only_the_values_it_needs_in_both_languages(
     assert names <= {"program", "phone", "start", "end", "date", "time"}
 
 
+def test_every_kind_of_moved_notice_and_confirmed_reminder_has_its_words() -> None:
+    assert set(CONFIRMED_REMINDERS) == {False, True}
+    assert set(MOVED_NOTICES) == {(care, done) for care in (False, True) for done in (False, True)}
+
+
 def test_the_spanish_texts_are_spanish() -> None:
-    for _name, template, _appointment in TEMPLATES:
+    for _name, template, _asks in TEMPLATES:
         assert template.es != template.en
         assert "PARAR" in template.es and "STOP" not in template.es
 
