@@ -20,6 +20,7 @@ import pyotp
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -317,3 +318,9 @@ def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Brows
             return Browser(client, log_in(client, login, clock))
 
         yield open_browser
+
+
+# Property tests check what holds, not how fast: on a busy machine (CI, parallel workers) a
+# slow example must not fail a test by Hypothesis's deadline.
+hypothesis_settings.register_profile("cgt-access", deadline=None)
+hypothesis_settings.load_profile("cgt-access")

@@ -1,7 +1,7 @@
 """password resets: each request for a code, to limit the texts per username and address
 
 Revision ID: d0b22d01c751
-Revises: d3fde89f1099
+Revises: 0c4f9a7d2e13
 Create Date: 2026-12-06 21:10:00+00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import core.db
 
 revision: str = "d0b22d01c751"
-down_revision: str | None = "d3fde89f1099"
+down_revision: str | None = "0c4f9a7d2e13"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,7 +6,7 @@ promised a person (a message for the care team, a C or R the platform could not 
 get their items now, not handled: nobody had a place to see them before.
 
 Revision ID: d3fde89f1099
-Revises: 0c4f9a7d2e13
+Revises: 62024d2fd4c9
 Create Date: 2026-12-06 21:05:57.923662+00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import core.db
 
 revision: str = "d3fde89f1099"
-down_revision: str | None = "0c4f9a7d2e13"
+down_revision: str | None = "62024d2fd4c9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
