@@ -54,6 +54,7 @@ from coordination.followup.models import (
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
 from coordination.texting.models import InboundMessage, InboxItem, MessageStatus, OutboundMessage
 from coordination.worklist.models import CareAssignment
+from core.audit.service import Actor, record_event
 from core.clock import Clock, local_today
 from core.db import UTCDateTime
 from core.identity.access import scope_patients
@@ -798,11 +799,13 @@ def worklist_page(
     user: User,
     criteria: WorklistCriteria,
     language: str,
+    actor: Actor,
     per_page: int = PER_PAGE,
 ) -> WorklistPage:
     """One page of one bucket for `user` (a coordinator: their states, and center if set),
     with the count of every bucket under the same filters. A page past the end shows the
-    last page. Visit labels are in `language`."""
+    last page. Visit labels are in `language`. Audited (which bucket and page, how many rows
+    shown, whether it was a search; never the search's words)."""
     ask = _ask(session, clock=clock, user=user, criteria=criteria)
     counts = _counts(session, ask, tuple(Bucket))
     total = counts[criteria.bucket]
@@ -813,6 +816,18 @@ def worklist_page(
     )
     labels = _Labels(shipped_protocols(), language)
     rows = [_to_row(criteria.bucket, record, labels) for record in session.execute(query)]
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="worklist.view",
+        detail={
+            "bucket": criteria.bucket.value,
+            "page": page,
+            "shown": len(rows),
+            "searched": criteria.text is not None,
+        },
+    )
     return WorklistPage(
         criteria=criteria, rows=rows, total=total, page=page, pages=pages, counts=counts
     )
@@ -823,6 +838,26 @@ def count_rows(session: Session, *, clock: Clock, user: User, criteria: Worklist
     return bucket_counts(
         session, clock=clock, user=user, criteria=criteria, buckets=(criteria.bucket,)
     )[criteria.bucket]
+
+
+def start_export(
+    session: Session, *, clock: Clock, actor: Actor, user: User, criteria: WorklistCriteria
+) -> int:
+    """Before a bucket's CSV export streams: how many rows it will hold, audited (the
+    caller commits the event before a byte leaves)."""
+    total = count_rows(session, clock=clock, user=user, criteria=criteria)
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="worklist.export",
+        detail={
+            "bucket": criteria.bucket.value,
+            "rows": total,
+            "searched": criteria.text is not None,
+        },
+    )
+    return total
 
 
 def iter_rows(

@@ -33,12 +33,11 @@ from coordination.worklist.buckets import (
     SortOrder,
     WorklistCriteria,
     WorklistRow,
-    count_rows,
     iter_rows,
+    start_export,
     worklist_page,
 )
 from coordination.worklist.texts_page import PatientReminder, TextsError, remind_patients
-from core.audit.service import record_event
 from core.db import after_commit
 from core.identity.access import Permission
 from core.identity.models import User
@@ -224,20 +223,9 @@ def _page(
         user=user,
         criteria=criteria,
         language=i18n.current_language().value,
+        actor=actor_for(request, user),
     )
     criteria = replace(criteria, page=result.page)
-    record_event(
-        session,
-        clock=context.clock,
-        actor=actor_for(request, user),
-        action="worklist.view",
-        detail={
-            "bucket": criteria.bucket.value,
-            "page": result.page,
-            "shown": len(result.rows),
-            "searched": criteria.text is not None,
-        },
-    )
     tabs = [
         {
             "bucket": bucket.value,
@@ -503,17 +491,8 @@ def _export(
 
     The audit event (with the row count) is written and committed before a byte leaves;
     the rows are then read in batches in a session of the stream's own."""
-    total = count_rows(session, clock=context.clock, user=user, criteria=criteria)
-    record_event(
-        session,
-        clock=context.clock,
-        actor=actor_for(request, user),
-        action="worklist.export",
-        detail={
-            "bucket": criteria.bucket.value,
-            "rows": total,
-            "searched": criteria.text is not None,
-        },
+    start_export(
+        session, clock=context.clock, actor=actor_for(request, user), user=user, criteria=criteria
     )
     words = Words()
     language = i18n.current_language().value

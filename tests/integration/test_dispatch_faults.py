@@ -38,6 +38,7 @@ from coordination.texting.models import (
 )
 from coordination.texting.twilio_gateway import TwilioGateway
 from coordination.worklist.buckets import Bucket, WorklistCriteria, worklist_page
+from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Patient
@@ -261,6 +262,7 @@ def test_after_the_last_attempt_the_message_fails_and_the_patient_is_unreachable
                 user=coordinator,
                 criteria=WorklistCriteria(bucket=Bucket.UNREACHABLE),
                 language="en",
+                actor=Actor.system("test"),
             )
             return {row.patient_id for row in page.rows}
 
