@@ -19,20 +19,22 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.followup.corrections import (
+    OutcomeChangeError,
+    form_text,
+    read_revision_values,
+    revise_outcomes,
+    standing_values,
+)
 from coordination.followup.health_events import REPORT_MEASURES
 from coordination.followup.models import MoveRequest, Visit, VisitStatus
 from coordination.followup.outcomes import (
     MEASURES,
     MEASURES_BY_KEY,
     Measure,
-    OutcomeChangeError,
-    form_text,
     measures_for,
     read_outcome_values,
-    read_revision_values,
     record_outcomes,
-    revise_outcomes,
-    standing_values,
 )
 from coordination.followup.protocol import ProtocolVisit, shipped_protocols
 from coordination.followup.requests import open_move_requests
