@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from coordination.texting.models import MessagePurpose
 from coordination.texting.outbox import enqueue_message
+from coordination.texting.words import fit_for_sms
 from core.audit.service import Actor
 from core.clock import Clock
 from core.db import after_commit
@@ -28,6 +29,8 @@ from core.models import CaregiverLink, Language, Patient
 from core.settings import Settings
 from core.text import N_
 
+# Written as people read them; sent folded for GSM-7 (aquí → aqui, días → dias), as reminders
+# are, so that a Spanish text stays two segments instead of four in UCS-2.
 INVITATION_SMS = {
     Language.EN: "{program}: you are invited to your follow-up portal. Set your password "
     "here within {days} days: {url}",
@@ -40,6 +43,16 @@ RESET_SMS = {
     Language.ES: "{program}: su código para cambiar la contraseña es {code}. Vence en 15 "
     "minutos. Si no lo pidió, ignore este mensaje.",
 }
+
+
+def invitation_text(language: Language, *, program: str, days: int, url: str) -> str:
+    """The invitation text as it is sent (accents GSM-7 lacks written plainly)."""
+    return fit_for_sms(INVITATION_SMS[language].format(program=program, days=days, url=url))
+
+
+def reset_text(language: Language, *, program: str, code: str) -> str:
+    """The password-reset text as it is sent (accents GSM-7 lacks written plainly)."""
+    return fit_for_sms(RESET_SMS[language].format(program=program, code=code))
 
 
 def invitation_url(settings: Settings, token: str) -> str:
@@ -97,9 +110,7 @@ def invite(
             session,
             clock=clock,
             to_phone=phone,
-            body=INVITATION_SMS[language].format(
-                program=patient.state.program_name, days=days, url=url
-            ),
+            body=invitation_text(language, program=patient.state.program_name, days=days, url=url),
             purpose=MessagePurpose.INVITATION,
             patient_id=patient.id,
             user_id=user.id,
@@ -130,7 +141,7 @@ def send_reset_code(
         session,
         clock=clock,
         to_phone=issued.phone,
-        body=RESET_SMS[user.preferred_language].format(program=state_program, code=issued.code),
+        body=reset_text(user.preferred_language, program=state_program, code=issued.code),
         purpose=MessagePurpose.PASSWORD_RESET,
         patient_id=user.patient_id,
         user_id=user.id,
