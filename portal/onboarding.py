@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import segno
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from coordination.texting.models import MessagePurpose
@@ -55,9 +57,35 @@ def reset_text(language: Language, *, program: str, code: str) -> str:
     return fit_for_sms(RESET_SMS[language].format(program=program, code=code))
 
 
+def record_language(user: User) -> Language:
+    """The language of the person behind an account as their record says it (the patient's
+    or the caregiver's, which a coordinator keeps right); a staff account's own.
+
+    The account copies it when it is made, but the record may change before the person
+    first logs in: the record is the truth until they choose for themselves."""
+    if user.patient is not None:
+        return user.patient.preferred_language
+    if user.caregiver is not None:
+        return user.caregiver.preferred_language
+    return user.preferred_language
+
+
 def invitation_url(settings: Settings, token: str) -> str:
     """The link that opens an invitation (the token is its only secret)."""
     return f"{settings.public_base_url}/invite/{token}"
+
+
+def invitation_qr_code(url: str, *, title: str) -> Markup:
+    """The invitation link as a QR code, an SVG drawn in the page itself: a phone's camera
+    opens the link without typing 60 characters, and no other host learns of the letter.
+
+    Error correction M (segno raises it when the size allows): a letter folded or smudged
+    across a few modules still scans."""
+    svg = segno.make(url, error="m").svg_inline(
+        scale=4, border=4, title=title, svgclass="qr-code", lineclass=None
+    )
+    # An image with a name for screen readers (the <title> segno writes, escaped).
+    return Markup(svg.replace("<svg ", '<svg role="img" ', 1))  # noqa: S704
 
 
 @dataclass(frozen=True)

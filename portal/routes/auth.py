@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from core.identity.auth import (
@@ -24,8 +24,9 @@ from core.identity.invitations import (
     find_invitation,
     reset_password,
 )
-from core.identity.models import LoginSession, Role
+from core.identity.models import Invitation, LoginSession, Role
 from core.identity.passwords import WeakPassword
+from core.models import Language
 from portal import i18n
 from portal.deps import (
     LANGUAGE_COOKIE,
@@ -38,8 +39,8 @@ from portal.deps import (
     client_ip,
     set_session_cookie,
 )
-from portal.onboarding import send_reset_code
-from portal.routes.pages import page_router
+from portal.onboarding import record_language, send_reset_code
+from portal.routes.pages import base_page_context, page_router
 from portal.web import redirect, render, safe_next
 
 router = page_router()
@@ -198,16 +199,34 @@ def _unusable_link(request: Request, problem: InvitationProblem) -> Response:
     )
 
 
+def _speak_invitees_language(request: Request, invitation: Invitation, chosen: str) -> Language:
+    """An invitation speaks the invited person's language, the one their record says (not
+    the browser's: a shared or borrowed phone, a clinic tablet), unless they chose another
+    with the language switch (`chosen`, from the page's address or its form)."""
+    language = i18n.parse_language(chosen) or record_language(invitation.user)
+    i18n.set_language(language)
+    request.state.language = language
+    request.state.page_context = base_page_context(request, None)
+    return language
+
+
 @router.get("/invite/{token}", name="invitation")
 def invitation_page(
-    request: Request, session: SessionDep, context: ContextDep, token: str
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    token: str,
+    lang: Annotated[str, Query(max_length=5)] = "",
 ) -> Response:
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:
         return _unusable_link(request, problem)
+    language = _speak_invitees_language(request, invitation, lang)
     return render(
-        request, "portal/invitation.html", {"token": token, "name": invitation.user.display_name}
+        request,
+        "portal/invitation.html",
+        {"token": token, "name": invitation.user.display_name, "lang": language.value},
     )
 
 
@@ -220,8 +239,16 @@ def invitation_submit(
     login: ShortText = "",
     password: Password = "",
     password_again: Password = "",
+    lang: ShortText = "",
 ) -> Response:
     errors: dict[str, str] = {}
+    try:
+        # The account keeps the language the person read the page in (their record's).
+        language = _speak_invitees_language(
+            request, find_invitation(session, clock=context.clock, token=token[:100]), lang
+        )
+    except InvitationProblem as problem:
+        return _unusable_link(request, problem)
     if password != password_again:
         errors["password_again"] = _("The two passwords are not the same.")
     else:
@@ -232,7 +259,7 @@ def invitation_submit(
                 token=token[:100],
                 login=login,
                 password=password,
-                language=i18n.current_language(),
+                language=language,
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent"),
             )
@@ -243,7 +270,12 @@ def invitation_submit(
         except WeakPassword as problem:
             errors["password"] = i18n.translate(problem.args[0])
         else:
-            return redirect(request, "/login?welcome=1")
+            # The login page that follows speaks it too.
+            response = redirect(request, "/login?welcome=1")
+            response.set_cookie(
+                LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax"
+            )
+            return response
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:  # e.g. already used or expired, and a typo as well
@@ -251,7 +283,13 @@ def invitation_submit(
     return render(
         request,
         "portal/invitation.html",
-        {"token": token, "name": invitation.user.display_name, "errors": errors, "login": login},
+        {
+            "token": token,
+            "name": invitation.user.display_name,
+            "errors": errors,
+            "login": login,
+            "lang": language.value,
+        },
         status_code=400,
     )
 
@@ -324,6 +362,10 @@ def switch_language(
     if login is not None:
         login.user.preferred_language = language
         session.flush()
-    response = redirect(request, safe_next(next, "/"))
+    target = safe_next(next, "/")
+    if target.startswith("/invite/") and "?" not in target:
+        # An invitation otherwise speaks its invitee's language: say which one was chosen.
+        target += f"?lang={language.value}"
+    response = redirect(request, target)
     response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
     return response

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
+from jinja2_fragments import render_block
+from markupsafe import Markup
 from pydantic import Field
 
 from coordination.texting.consent import CONSENT_FIELD, check_tick, record_tick
@@ -18,16 +20,17 @@ from core.models import ProxyRight
 from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
-from portal.onboarding import invite
+from portal.onboarding import invitation_qr_code, invite, record_language
 from portal.routes.pages import page_router
 from portal.routes.patients import ConsentFields, consent_context, consent_language
-from portal.web import redirect, render
+from portal.web import environment, redirect, render
 
 router = page_router()
 _ = i18n.gettext
 
 Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
 ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
+LETTER = "portal/invitation_letter.html"
 
 
 @router.post("/patients/{patient_id}/invitations", name="patient_invite")
@@ -87,16 +90,22 @@ def patient_invite(
         )
     if chosen is InvitationDelivery.SMS:
         return redirect(request, f"/patients/{access.patient.id}?done=invited_sms")
-    return render(
-        request,
-        "portal/invitation_letter.html",
-        {
-            "patient": access.patient,
-            "invitee": sent.user,
-            "url": sent.url,
-            "days": sent.expires_in_days,
-        },
-    )
+    # The letter speaks the invited person's language; the notes around it, the
+    # coordinator's.
+    language = record_language(sent.user)
+    values = {
+        "patient": access.patient,
+        "invitee": sent.user,
+        "url": sent.url,
+        "days": sent.expires_in_days,
+        "letter_language": language.value,
+    }
+    with i18n.speaking(language):
+        values["qr_code"] = invitation_qr_code(
+            sent.url, title=_("QR code of the invitation address")
+        )
+        letter = render_block(environment, LETTER, "letter", **values)
+    return render(request, LETTER, {**values, "letter": Markup(letter)})  # noqa: S704
 
 
 class CaregiverForm(ConsentFields):
