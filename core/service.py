@@ -21,15 +21,18 @@ from core.errors import FieldErrors
 from core.identity.access import scope_patients
 from core.identity.models import User
 from core.models import (
+    RELATION_WORDS_MAX,
     Caregiver,
     CaregiverLink,
     Language,
     Patient,
     PatientStatus,
     ProxyRight,
+    Relation,
     State,
     Therapy,
     TreatmentCenter,
+    parse_relation,
 )
 from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
@@ -380,7 +383,8 @@ def update_patient(
 class CaregiverInput:
     given_name: str = ""
     family_name: str = ""
-    relationship: str = ""
+    relationship: str = ""  # a code of Relation ("other" with `relationship_other`), or words
+    relationship_other: str = ""
     mobile_phone: str = ""
     preferred_language: str = "en"
     rights: set[ProxyRight] = field(
@@ -401,14 +405,22 @@ def add_caregiver(
     FieldErrors, with `other_errors` (the caller's own fields) among them."""
     errors: dict[str, str] = {}
     given, family = data.given_name.strip(), data.family_name.strip()
-    relationship = data.relationship.strip()
+    chosen = data.relationship.strip()
+    # "other" comes with the coordinator's words; words that name an entry of the list
+    # (typed there, or sent instead of a code) become that entry.
+    typed = data.relationship_other if chosen == Relation.OTHER.value else chosen
+    relation, other = parse_relation(typed)
     if not given:
         errors["given_name"] = N_("Enter a name.")
     if not family:
         errors["family_name"] = N_("Enter a name.")
-    if not relationship or len(relationship) > 40:
-        errors["relationship"] = N_(
-            "Say how they are related, e.g. mother (at most 40 characters)."
+    if not chosen:
+        errors["relationship"] = N_("Choose how they are related to the patient.")
+    elif relation is Relation.OTHER and (
+        not other or len(" ".join(typed.split())) > RELATION_WORDS_MAX
+    ):
+        errors["relationship_other"] = N_(
+            "Say how they are related, e.g. godmother (at most 40 characters)."
         )
     phone: str | None = None
     if data.mobile_phone.strip():
@@ -438,7 +450,8 @@ def add_caregiver(
     link = CaregiverLink(
         caregiver_id=caregiver.id,
         patient_id=patient.id,
-        relationship_label=relationship,
+        relation=relation,
+        relation_other=other,
         created_at=now,
         updated_at=now,
         **{f"can_{right.value}": right in data.rights for right in ProxyRight},

@@ -19,6 +19,7 @@ from core.models import (
     Language,
     Patient,
     PatientStatus,
+    Relation,
     State,
     Therapy,
     TreatmentCenter,
@@ -264,12 +265,12 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         session.flush()
         return person
 
-    def link(person: Caregiver, patient: Patient, relationship: str, **rights: bool) -> None:
+    def link(person: Caregiver, patient: Patient, relation: Relation, **rights: bool) -> None:
         session.add(
             CaregiverLink(
                 caregiver_id=person.id,
                 patient_id=patient.id,
-                relationship_label=relationship,
+                relation=relation,
                 created_at=now,
                 updated_at=now,
                 **rights,
@@ -280,7 +281,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         denise,
         patients[0],
-        "mother",
+        Relation.MOTHER,
         can_view_schedule=True,
         can_receive_reminders=True,
         can_view_education=True,
@@ -289,7 +290,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         denise,
         patients[4],
-        "aunt",
+        Relation.AUNT,
         can_view_schedule=True,
         can_receive_reminders=False,
         can_view_education=False,
@@ -299,7 +300,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         rosa,
         patients[1],
-        "grandmother",
+        Relation.GRANDMOTHER,
         can_view_schedule=True,
         can_receive_reminders=True,
         can_view_education=True,
@@ -309,7 +310,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         kevin,
         patients[2],
-        "partner",
+        Relation.PARTNER,
         can_view_schedule=True,
         can_receive_reminders=False,
         can_view_education=False,

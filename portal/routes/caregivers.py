@@ -16,7 +16,7 @@ from coordination.texting.models import ConsentHow
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
-from core.models import ProxyRight
+from core.models import ProxyRight, Relation
 from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
@@ -24,6 +24,7 @@ from portal.onboarding import invitation_qr_code, invite, record_language
 from portal.routes.pages import page_router
 from portal.routes.patients import ConsentFields, consent_context, consent_language
 from portal.web import environment, redirect, render
+from portal.words import word
 
 router = page_router()
 _ = i18n.gettext
@@ -112,9 +113,15 @@ class CaregiverForm(ConsentFields):
     given_name: str = Field("", max_length=200)
     family_name: str = Field("", max_length=200)
     relationship: str = Field("", max_length=100)
+    relationship_other: str = Field("", max_length=100)
     mobile_phone: str = Field("", max_length=40)
     preferred_language: str = Field("en", max_length=5)
     rights: list[str] = Field(default_factory=list, max_length=10)
+
+
+def _relations() -> list[tuple[str, str]]:
+    """The relationship list for the form's select, in the reader's language."""
+    return [(relation.value, word("relation", relation).capitalize()) for relation in Relation]
 
 
 def _rights(values: list[str]) -> set[ProxyRight]:
@@ -133,6 +140,7 @@ def caregiver_new(
             "patient": patient,
             "form": CaregiverInput(),
             "errors": {},
+            "relations": _relations(),
             "all_rights": list(ProxyRight),
             "consent": consent_context(
                 session, context, state_id=patient.state_id, zone=patient.time_zone
@@ -153,6 +161,7 @@ def caregiver_create(
         given_name=data.given_name,
         family_name=data.family_name,
         relationship=data.relationship,
+        relationship_other=data.relationship_other,
         mobile_phone=data.mobile_phone,
         preferred_language=data.preferred_language,
         rights=_rights(data.rights),
@@ -190,6 +199,7 @@ def caregiver_create(
                 "patient": patient,
                 "form": form,
                 "errors": i18n.translate_errors(problem.errors),
+                "relations": _relations(),
                 "all_rights": list(ProxyRight),
                 "consent": consent,
             },
