@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     case,
+    false,
     type_coerce,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
@@ -170,6 +171,8 @@ class Caregiver(Base):
 
 class ProxyRight(enum.StrEnum):
     VIEW_SCHEDULE = "view_schedule"
+    # Confirm a visit or ask to move it: seeing the schedule alone does not allow it.
+    MANAGE_VISITS = "manage_visits"
     RECEIVE_REMINDERS = "receive_reminders"
     VIEW_EDUCATION = "view_education"
     REPORT_EVENTS = "report_events"
@@ -266,6 +269,7 @@ class CaregiverLink(Base):
         "relationship_other", String(RELATION_WORDS_MAX)
     )
     can_view_schedule: Mapped[bool] = mapped_column(Boolean, default=True)
+    can_manage_visits: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     can_receive_reminders: Mapped[bool] = mapped_column(Boolean, default=False)
     can_view_education: Mapped[bool] = mapped_column(Boolean, default=True)
     can_report_events: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -55,6 +55,7 @@ PATIENT_STATUS = {
 }
 PROXY_RIGHT = {
     "view_schedule": N_("See the visit schedule"),
+    "manage_visits": N_("Confirm visits or ask to move them"),
     "receive_reminders": N_("Get text reminders"),
     "view_education": N_("See learning modules"),
     "report_events": N_("Report health events"),

@@ -229,6 +229,7 @@ def _add_people(session: Session, *, clock: FrozenClock, count: int, caregivers:
                 "patient_id": patient_ids[index],
                 "relation": Relation.PARENT,
                 "can_view_schedule": True,
+                "can_manage_visits": True,
                 "can_receive_reminders": True,
                 "can_view_education": True,
                 "can_report_events": False,
