@@ -54,7 +54,7 @@ def home_for(role: Role) -> str:
     return {
         Role.PATIENT: "/home",
         Role.CAREGIVER: "/home",
-        Role.COORDINATOR: "/patients",
+        Role.COORDINATOR: "/worklist",  # what to do today
         Role.STATE_ANALYST: "/reports",
         Role.ADMIN: "/admin/users",
     }[role]
