@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,9 +30,9 @@ from portal.deps import (
     SecondFactorRequired,
 )
 from portal.middleware import SecurityMiddleware, loggable_path
+from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("cgt_access")
 
 
@@ -84,7 +82,8 @@ def create_app(
     )
     app.state.context = context
     app.add_middleware(SecurityMiddleware, hsts=settings.uses_tls, secure_cookies=settings.uses_tls)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Versioned, long-cached and gzipped (portal/static.py); pages stay uncompressed.
+    app.mount("/static", static_app(STATIC_DIR), name="static")
     _install_error_pages(app)
 
     from portal.routes import (

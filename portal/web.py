@@ -13,6 +13,7 @@ from jinja2_fragments import render_block
 
 from core.phones import display_phone
 from portal import i18n
+from portal.static import static_url
 from portal.words import word, your_relation
 
 TEMPLATE_DIRS = [Path(__file__).parent / "templates"]
@@ -33,6 +34,7 @@ environment.filters["instant"] = i18n.format_instant
 # shown as typed otherwise (people's own words), never %-formatted.
 environment.filters["system_text"] = i18n.gettext
 environment.globals["word"] = word
+environment.globals["static_url"] = static_url
 environment.globals["your_relation"] = your_relation
 environment.filters["phone"] = lambda value: display_phone(value) if value else ""
 
