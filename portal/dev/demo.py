@@ -374,7 +374,48 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     )
     session.add_all(users.values())
     session.flush()
+    seed_demo_funding(session, clock=clock, states=states, admin=users[DEMO_STAFF[0][0]])
     return users
+
+
+# What the demo states fund beyond the core modules (module, days from today it started,
+# days from today it ends or None): every module is offered to someone, and the admins'
+# funding page shows an open-ended window, one with an end date and one that is over.
+DEMO_FUNDING: dict[str, list[tuple[str, int, int | None]]] = {
+    "MD": [
+        ("state-support", -365, None),
+        ("living-after-gene-therapy", -180, None),
+        ("for-caregivers", -180, None),
+    ],
+    "CO": [
+        ("state-support", -90, 275),
+        ("for-caregivers", -30, None),
+        ("living-after-gene-therapy", -400, -30),
+    ],
+}
+
+
+def seed_demo_funding(
+    session: Session, *, clock: Clock, states: dict[str, State], admin: User
+) -> None:
+    """The demo states' funding windows (see DEMO_FUNDING), as an admin would add them."""
+    from education.models import ModuleFunding
+
+    now = clock.now()
+    today = now.date()
+    session.add_all(
+        ModuleFunding(
+            state_id=states[code].id,
+            module_key=key,
+            funded_from=today + timedelta(days=start),
+            funded_until=today + timedelta(days=end) if end is not None else None,
+            created_at=now,
+            created_by_user_id=admin.id,
+        )
+        for code, windows in DEMO_FUNDING.items()
+        for key, start, end in windows
+    )
+    session.flush()
 
 
 def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User]) -> None:
