@@ -60,10 +60,11 @@ def test_a_caregiver_who_may_only_see_the_schedule_gets_no_forms_to_act(
     assert "Visits of Imani" in page.text
     assert "/move" not in page.text and "/confirm" not in page.text
     assert "Ask to move this visit" not in page.text
-    # She learns whom to call instead.
-    assert "To confirm or move it, call Maryland Care Connect at (410) 555-0100." in plain(
+    # She learns whom to call instead (a tap on a phone calls).
+    assert "To confirm or move it, call Maryland Care Connect at (410) 555-0100 ." in plain(
         page.text
     )
+    assert 'href="tel:+14105550100"' in page.text
 
 
 def test_a_caregiver_who_may_only_see_the_schedule_is_refused_if_they_try(
