@@ -40,7 +40,7 @@ from portal.deps import (
     set_session_cookie,
 )
 from portal.onboarding import record_language, send_reset_code
-from portal.routes.pages import base_page_context, page_router
+from portal.routes.pages import page_router
 from portal.web import redirect, render, safe_next
 
 router = page_router()
@@ -206,7 +206,7 @@ def _speak_invitees_language(request: Request, invitation: Invitation, chosen: s
     language = i18n.parse_language(chosen) or record_language(invitation.user)
     i18n.set_language(language)
     request.state.language = language
-    request.state.page_context = base_page_context(request, None)
+    request.state.page_context = {**request.state.page_context, "language": language}
     return language
 
 
