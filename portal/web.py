@@ -56,10 +56,9 @@ def phone_link(value: str | None) -> Markup:
     return Markup('<a class="phone" href="tel:{}">{}</a>').format(dial, display_phone(value))
 
 
-environment.filters["phone"] = phone_text
+environment.filters["phone"] = lambda value: display_phone(value) if value else ""
+environment.filters["phone_nowrap"] = phone_text
 environment.filters["tel"] = phone_link
-# Inside an <option>, where no markup may go.
-environment.filters["plain_phone"] = lambda value: display_phone(value) if value else ""
 
 
 def is_htmx(request: Request) -> bool:
