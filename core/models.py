@@ -4,6 +4,7 @@ observations. Every room reads these; only `core` defines them."""
 from __future__ import annotations
 
 import enum
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -19,8 +20,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
+    false,
+    type_coerce,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 from core.db import Base, UTCDateTime
 
@@ -241,9 +247,87 @@ class Caregiver(Base):
 
 class ProxyRight(enum.StrEnum):
     VIEW_SCHEDULE = "view_schedule"
+    # Confirm a visit or ask to move it: seeing the schedule alone does not allow it.
+    MANAGE_VISITS = "manage_visits"
     RECEIVE_REMINDERS = "receive_reminders"
     VIEW_EDUCATION = "view_education"
     REPORT_EVENTS = "report_events"
+
+
+class Relation(enum.StrEnum):
+    """Who a caregiver is to the patient: a list the pages can translate and say from either
+    side ("Denise, mother" to staff; "You are Maya's mother." to Denise), and OTHER with the
+    coordinator's own words when nothing on the list fits."""
+
+    MOTHER = "mother"
+    FATHER = "father"
+    PARENT = "parent"
+    STEPMOTHER = "stepmother"
+    STEPFATHER = "stepfather"
+    GRANDMOTHER = "grandmother"
+    GRANDFATHER = "grandfather"
+    AUNT = "aunt"
+    UNCLE = "uncle"
+    SISTER = "sister"
+    BROTHER = "brother"
+    PARTNER = "partner"  # a spouse or partner
+    GUARDIAN = "guardian"  # a legal guardian
+    FOSTER_PARENT = "foster_parent"
+    FRIEND = "friend"
+    OTHER = "other"
+
+
+RELATION_WORDS_MAX = 40
+# Words coordinators type for an entry of the list, in English and Spanish (lower case,
+# accents off): "Mom" and "mamá" are the mother. Migration 2026-12-07-1000 keeps a copy.
+_RELATION_WORDS: dict[str, Relation] = {
+    **dict.fromkeys(("mother", "mom", "mum", "mommy", "mama", "madre"), Relation.MOTHER),
+    **dict.fromkeys(("father", "dad", "daddy", "papa", "padre"), Relation.FATHER),
+    **dict.fromkeys(("parent", "madre o padre", "padre o madre"), Relation.PARENT),
+    **dict.fromkeys(("stepmother", "step-mother", "madrastra"), Relation.STEPMOTHER),
+    **dict.fromkeys(("stepfather", "step-father", "padrastro"), Relation.STEPFATHER),
+    **dict.fromkeys(("grandmother", "grandma", "granny", "abuela"), Relation.GRANDMOTHER),
+    **dict.fromkeys(("grandfather", "grandpa", "abuelo"), Relation.GRANDFATHER),
+    **dict.fromkeys(("aunt", "auntie", "tia"), Relation.AUNT),
+    **dict.fromkeys(("uncle", "tio"), Relation.UNCLE),
+    **dict.fromkeys(("sister", "hermana"), Relation.SISTER),
+    **dict.fromkeys(("brother", "hermano"), Relation.BROTHER),
+    **dict.fromkeys(
+        (
+            "partner",
+            "spouse",
+            "wife",
+            "husband",
+            "boyfriend",
+            "girlfriend",
+            "pareja",
+            "esposa",
+            "esposo",
+            "novia",
+            "novio",
+        ),
+        Relation.PARTNER,
+    ),
+    **dict.fromkeys(
+        ("guardian", "legal guardian", "tutor", "tutora", "tutor legal"), Relation.GUARDIAN
+    ),
+    **dict.fromkeys(
+        ("foster parent", "foster mother", "foster father", "foster_parent"), Relation.FOSTER_PARENT
+    ),
+    **dict.fromkeys(("friend", "amigo", "amiga"), Relation.FRIEND),
+}
+
+
+def parse_relation(words: str) -> tuple[Relation, str | None]:
+    """Words typed for a relationship ("Mom", "abuela", "godmother", or a code such as
+    "foster_parent") as the list's entry, else OTHER with the words themselves."""
+    typed = " ".join(words.split())
+    key = "".join(
+        ch for ch in unicodedata.normalize("NFD", typed.casefold()) if not unicodedata.combining(ch)
+    )
+    if key in _RELATION_WORDS:
+        return _RELATION_WORDS[key], None
+    return Relation.OTHER, typed[:RELATION_WORDS_MAX] or None
 
 
 class CaregiverLink(Base):
@@ -255,8 +339,13 @@ class CaregiverLink(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     caregiver_id: Mapped[int] = mapped_column(ForeignKey("caregivers.id"))
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
-    relationship_label: Mapped[str] = mapped_column("relationship", String(40))
+    relation: Mapped[Relation] = mapped_column("relationship", enum_column(Relation, 40))
+    # The coordinator's own words when `relation` is OTHER ("godmother"), else None.
+    relation_other: Mapped[str | None] = mapped_column(
+        "relationship_other", String(RELATION_WORDS_MAX)
+    )
     can_view_schedule: Mapped[bool] = mapped_column(Boolean, default=True)
+    can_manage_visits: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     can_receive_reminders: Mapped[bool] = mapped_column(Boolean, default=False)
     can_view_education: Mapped[bool] = mapped_column(Boolean, default=True)
     can_report_events: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -265,6 +354,28 @@ class CaregiverLink(Base):
 
     caregiver: Mapped[Caregiver] = relationship(back_populates="links")
     patient: Mapped[Patient] = relationship(back_populates="caregiver_links")
+
+    @hybrid_property
+    def relationship_label(self) -> str:
+        """The relationship in stored words: the list's code ("mother"), or the coordinator's
+        own words for OTHER. Pages show it through `word("relation", ...)`, which translates
+        a code and leaves a person's words as they are."""
+        if self.relation is Relation.OTHER and self.relation_other:
+            return self.relation_other
+        return self.relation.value
+
+    @relationship_label.inplace.setter
+    def _relationship_label_setter(self, words: str) -> None:
+        # Words are read into the list (code that sets them, e.g. tests, keeps working).
+        self.relation, self.relation_other = parse_relation(words)
+
+    @relationship_label.inplace.expression
+    @classmethod
+    def _relationship_label_expression(cls) -> ColumnElement[str]:
+        return case(
+            (cls.relation == Relation.OTHER, cls.relation_other),
+            else_=type_coerce(cls.relation, String(RELATION_WORDS_MAX)),
+        )
 
     def has(self, right: ProxyRight) -> bool:
         return bool(getattr(self, f"can_{right.value}"))

@@ -21,6 +21,7 @@ from core.identity.access import scope_patients
 from core.identity.models import User
 from core.ids import parse_id
 from core.models import (
+    RELATION_WORDS_MAX,
     Caregiver,
     CaregiverLink,
     Language,
@@ -28,9 +29,11 @@ from core.models import (
     PatientHistory,
     PatientStatus,
     ProxyRight,
+    Relation,
     State,
     Therapy,
     TreatmentCenter,
+    parse_relation,
 )
 from core.phones import InvalidPhoneNumber, normalize_phone
 from core.text import N_
@@ -569,7 +572,8 @@ def update_patient(
 class CaregiverInput:
     given_name: str = ""
     family_name: str = ""
-    relationship: str = ""
+    relationship: str = ""  # a code of Relation ("other" with `relationship_other`), or words
+    relationship_other: str = ""
     mobile_phone: str = ""
     preferred_language: str = "en"
     rights: set[ProxyRight] = field(
@@ -579,17 +583,25 @@ class CaregiverInput:
 
 def _clean_caregiver(
     data: CaregiverInput, other_errors: Mapping[str, str]
-) -> tuple[str, str, str, str | None, Language]:
+) -> tuple[str, str, Relation, str | None, str | None, Language]:
     errors: dict[str, str] = {}
     given, family = data.given_name.strip(), data.family_name.strip()
-    relationship = data.relationship.strip()
+    chosen = data.relationship.strip()
+    # "other" comes with the coordinator's words; words that name an entry of the list
+    # (typed there, or sent instead of a code) become that entry.
+    typed = data.relationship_other if chosen == Relation.OTHER.value else chosen
+    relation, other = parse_relation(typed)
     if not given:
         errors["given_name"] = N_("Enter a name.")
     if not family:
         errors["family_name"] = N_("Enter a name.")
-    if not relationship or len(relationship) > 40:
-        errors["relationship"] = N_(
-            "Say how they are related, e.g. mother (at most 40 characters)."
+    if not chosen:
+        errors["relationship"] = N_("Choose how they are related to the patient.")
+    elif relation is Relation.OTHER and (
+        not other or len(" ".join(typed.split())) > RELATION_WORDS_MAX
+    ):
+        errors["relationship_other"] = N_(
+            "Say how they are related, e.g. godmother (at most 40 characters)."
         )
     phone: str | None = None
     if data.mobile_phone.strip():
@@ -605,7 +617,7 @@ def _clean_caregiver(
     errors.update(other_errors)
     if errors:
         raise FieldErrors(errors)
-    return given, family, relationship, phone, language
+    return given, family, relation, other, phone, language
 
 
 def add_caregiver(
@@ -619,7 +631,7 @@ def add_caregiver(
 ) -> CaregiverLink:
     """Link a new caregiver to a patient with the proxy rights given (audited). Raises
     FieldErrors, with `other_errors` (the caller's own fields) among them."""
-    given, family, relationship, phone, language = _clean_caregiver(data, other_errors)
+    given, family, relation, other, phone, language = _clean_caregiver(data, other_errors)
     now = clock.now()
     caregiver = Caregiver(
         given_name=given[:NAME_MAX],
@@ -634,7 +646,8 @@ def add_caregiver(
     link = CaregiverLink(
         caregiver_id=caregiver.id,
         patient_id=patient.id,
-        relationship_label=relationship,
+        relation=relation,
+        relation_other=other,
         created_at=now,
         updated_at=now,
         **{f"can_{right.value}": right in data.rights for right in ProxyRight},
@@ -664,14 +677,15 @@ def update_caregiver(
     """Change a linked caregiver's name, number, language and relationship (not their
     rights: those stay with the patient and staff). Returns the changed field names
     (audited, without their values); raises FieldErrors."""
-    given, family, relationship, phone, language = _clean_caregiver(data, {})
+    given, family, relation, other, phone, language = _clean_caregiver(data, {})
     caregiver = link.caregiver
     wanted: dict[tuple[object, str], object] = {
         (caregiver, "given_name"): given[:NAME_MAX],
         (caregiver, "family_name"): family[:NAME_MAX],
         (caregiver, "mobile_phone"): phone,
         (caregiver, "preferred_language"): language,
-        (link, "relationship_label"): relationship,
+        (link, "relation"): relation,
+        (link, "relation_other"): other,
     }
     changed = [name for (row, name), value in wanted.items() if getattr(row, name) != value]
     if not changed:

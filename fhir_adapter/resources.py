@@ -244,29 +244,22 @@ def condition_resource(condition: Any) -> JSON:
 
 # --- RelatedPerson -----------------------------------------------------------------------
 
+# The platform's relationships as HL7 v3 RoleCode (those without one go as text only).
 _ROLE_CODES = {
     "mother": "MTH",
     "father": "FTH",
     "parent": "PRN",
+    "stepmother": "STPMTH",
+    "stepfather": "STPFTH",
     "grandmother": "GRMTH",
     "grandfather": "GRFTH",
-    "grandparent": "GRPRN",
     "aunt": "AUNT",
     "uncle": "UNCLE",
     "sister": "SIS",
     "brother": "BRO",
-    "sibling": "SIB",
-    "spouse": "SPS",
-    "partner": "DOMPART",
-    "friend": "FRND",
+    "partner": "SIGOTHR",
     "guardian": "GUARD",
-    "stepmother": "STPMTH",
-    "stepfather": "STPFTH",
-    "daughter": "DAU",
-    "son": "SON",
-    "niece": "NIECE",
-    "nephew": "NEPHEW",
-    "cousin": "COUSN",
+    "friend": "FRND",
 }
 
 

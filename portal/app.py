@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,9 +42,9 @@ from portal.deps import (
     cookie_name,
 )
 from portal.middleware import SecurityMiddleware, loggable_path
+from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("cgt_access")
 
 
@@ -101,7 +99,8 @@ def create_app(
         secure_cookies=settings.uses_tls,
         csrf_cookie=cookie_name(settings, CSRF_COOKIE),
     )
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Versioned, long-cached and gzipped (portal/static.py); pages stay uncompressed.
+    app.mount("/static", static_app(STATIC_DIR), name="static")
     _install_error_pages(app)
 
     from fhir_adapter import auth_routes as fhir_auth_routes

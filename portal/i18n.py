@@ -6,6 +6,8 @@ messages and dates all speak it."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
 from functools import cache
@@ -46,6 +48,17 @@ def set_language(language: Language) -> None:
 
 def current_language() -> Language:
     return _current.get()
+
+
+@contextmanager
+def speaking(language: Language) -> Iterator[None]:
+    """Speak `language` inside the block (a letter printed for someone else), then the
+    reader's language again."""
+    token = _current.set(language)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def gettext(message: str) -> str:

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import segno
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from coordination.texting.models import MessagePurpose
 from coordination.texting.outbox import enqueue_message
+from coordination.texting.words import fit_for_sms
 from core.audit.service import Actor
 from core.clock import Clock
 from core.db import after_commit
@@ -28,6 +31,8 @@ from core.models import CaregiverLink, Language, Patient
 from core.settings import Settings
 from core.text import N_
 
+# Written as people read them; sent folded for GSM-7 (aquí → aqui, días → dias), as reminders
+# are, so that a Spanish text stays two segments instead of four in UCS-2.
 INVITATION_SMS = {
     Language.EN: "{program}: you are invited to your follow-up portal. Set your password "
     "here within {days} days: {url}",
@@ -42,9 +47,45 @@ RESET_SMS = {
 }
 
 
+def invitation_text(language: Language, *, program: str, days: int, url: str) -> str:
+    """The invitation text as it is sent (accents GSM-7 lacks written plainly)."""
+    return fit_for_sms(INVITATION_SMS[language].format(program=program, days=days, url=url))
+
+
+def reset_text(language: Language, *, program: str, code: str) -> str:
+    """The password-reset text as it is sent (accents GSM-7 lacks written plainly)."""
+    return fit_for_sms(RESET_SMS[language].format(program=program, code=code))
+
+
+def record_language(user: User) -> Language:
+    """The language of the person behind an account as their record says it (the patient's
+    or the caregiver's, which a coordinator keeps right); a staff account's own.
+
+    The account copies it when it is made, but the record may change before the person
+    first logs in: the record is the truth until they choose for themselves."""
+    if user.patient is not None:
+        return user.patient.preferred_language
+    if user.caregiver is not None:
+        return user.caregiver.preferred_language
+    return user.preferred_language
+
+
 def invitation_url(settings: Settings, token: str) -> str:
     """The link that opens an invitation (the token is its only secret)."""
     return f"{settings.public_base_url}/invite/{token}"
+
+
+def invitation_qr_code(url: str, *, title: str) -> Markup:
+    """The invitation link as a QR code, an SVG drawn in the page itself: a phone's camera
+    opens the link without typing 60 characters, and no other host learns of the letter.
+
+    Error correction M (segno raises it when the size allows): a letter folded or smudged
+    across a few modules still scans."""
+    svg = segno.make(url, error="m").svg_inline(
+        scale=4, border=4, title=title, svgclass="qr-code", lineclass=None
+    )
+    # An image with a name for screen readers (the <title> segno writes, escaped).
+    return Markup(svg.replace("<svg ", '<svg role="img" ', 1))  # noqa: S704
 
 
 @dataclass(frozen=True)
@@ -97,9 +138,7 @@ def invite(
             session,
             clock=clock,
             to_phone=phone,
-            body=INVITATION_SMS[language].format(
-                program=patient.state.program_name, days=days, url=url
-            ),
+            body=invitation_text(language, program=patient.state.program_name, days=days, url=url),
             purpose=MessagePurpose.INVITATION,
             patient_id=patient.id,
             user_id=user.id,
@@ -133,7 +172,7 @@ def send_reset_code(
         session,
         clock=clock,
         to_phone=issued.phone,
-        body=RESET_SMS[user.preferred_language].format(program=state_program, code=issued.code),
+        body=reset_text(user.preferred_language, program=state_program, code=issued.code),
         purpose=MessagePurpose.PASSWORD_RESET,
         patient_id=user.patient_id,
         user_id=user.id,

@@ -10,10 +10,12 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments import render_block
+from markupsafe import Markup
 
 from core.phones import display_phone
 from portal import i18n
-from portal.words import word
+from portal.static import static_url
+from portal.words import word, your_relation
 
 TEMPLATE_DIRS = [Path(__file__).parent / "templates"]
 
@@ -33,7 +35,30 @@ environment.filters["instant"] = i18n.format_instant
 # shown as typed otherwise (people's own words), never %-formatted.
 environment.filters["system_text"] = i18n.gettext
 environment.globals["word"] = word
+environment.globals["static_url"] = static_url
+environment.globals["your_relation"] = your_relation
+
+
+def phone_text(value: str | None) -> Markup:
+    """A number as people write it, kept on one line (class "phone": `white-space:
+    nowrap`), so that "(410) 555-" and "0100" never end up on two lines."""
+    if not value:
+        return Markup("")
+    return Markup('<span class="phone">{}</span>').format(display_phone(value))
+
+
+def phone_link(value: str | None) -> Markup:
+    """A number people can call from the page: a `tel:` link (a phone dials it at a tap)
+    that never breaks across lines (class "phone": `white-space: nowrap`)."""
+    if not value:
+        return Markup("")
+    dial = "+" + "".join(ch for ch in value if ch.isdigit())
+    return Markup('<a class="phone" href="tel:{}">{}</a>').format(dial, display_phone(value))
+
+
 environment.filters["phone"] = lambda value: display_phone(value) if value else ""
+environment.filters["phone_nowrap"] = phone_text
+environment.filters["tel"] = phone_link
 
 
 def is_htmx(request: Request) -> bool:

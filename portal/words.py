@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from core.models import CaregiverLink
 from core.text import N_
 from portal import i18n
 
@@ -54,6 +55,7 @@ PATIENT_STATUS = {
 }
 PROXY_RIGHT = {
     "view_schedule": N_("See the visit schedule"),
+    "manage_visits": N_("Confirm visits or ask to move them"),
     "receive_reminders": N_("Get text reminders"),
     "view_education": N_("See learning modules"),
     "report_events": N_("Report health events"),
@@ -141,6 +143,46 @@ INBOX_REASON = {
     "reschedule": N_("Asked to move the visit; a person is to call"),
 }
 RECIPIENT_ROLE = {"patient": N_("patient"), "caregiver": N_("caregiver")}
+# Who a caregiver is to the patient, as staff read it ("Denise Johnson (mother)").
+RELATION = {
+    "mother": N_("mother"),
+    "father": N_("father"),
+    "parent": N_("parent"),
+    "stepmother": N_("stepmother"),
+    "stepfather": N_("stepfather"),
+    "grandmother": N_("grandmother"),
+    "grandfather": N_("grandfather"),
+    "aunt": N_("aunt"),
+    "uncle": N_("uncle"),
+    "sister": N_("sister"),
+    "brother": N_("brother"),
+    "partner": N_("spouse or partner"),
+    "guardian": N_("legal guardian"),
+    "foster_parent": N_("foster parent"),
+    "friend": N_("friend"),
+    "other": N_("other"),
+}
+# The same, as the caregiver reads it about the patient: whole sentences, because Spanish
+# needs the article and the word order of each ("la madre de", "el tío de").
+YOUR_RELATION = {
+    "mother": N_("You are %(name)s's mother."),
+    "father": N_("You are %(name)s's father."),
+    "parent": N_("You are %(name)s's parent."),
+    "stepmother": N_("You are %(name)s's stepmother."),
+    "stepfather": N_("You are %(name)s's stepfather."),
+    "grandmother": N_("You are %(name)s's grandmother."),
+    "grandfather": N_("You are %(name)s's grandfather."),
+    "aunt": N_("You are %(name)s's aunt."),
+    "uncle": N_("You are %(name)s's uncle."),
+    "sister": N_("You are %(name)s's sister."),
+    "brother": N_("You are %(name)s's brother."),
+    "partner": N_("You are %(name)s's spouse or partner."),
+    "guardian": N_("You are %(name)s's legal guardian."),
+    "foster_parent": N_("You are %(name)s's foster parent."),
+    "friend": N_("You are %(name)s's friend."),
+}
+# The coordinator's own words cannot be turned around or translated: said as a label.
+YOUR_RELATION_IN_WORDS = N_("Your relationship to %(name)s: %(relationship)s.")
 
 WORDS: Mapping[str, Mapping[str, str]] = {
     "visit_status": VISIT_STATUS,
@@ -163,6 +205,7 @@ WORDS: Mapping[str, Mapping[str, str]] = {
     "reply_intent": REPLY_INTENT,
     "inbox_reason": INBOX_REASON,
     "recipient_role": RECIPIENT_ROLE,
+    "relation": RELATION,
 }
 
 
@@ -176,6 +219,18 @@ def word(kind: str, value: object) -> str:
     code = _code(value)
     text = WORDS[kind].get(code)
     return i18n.gettext(text) if text is not None else code
+
+
+def your_relation(link: CaregiverLink, name: str) -> str:
+    """Who the reader (a caregiver) is to the patient called `name`, said from their side
+    in their language: "You are Maya's mother." / "Usted es la madre de Maya."."""
+    sentence = YOUR_RELATION.get(link.relation.value)
+    if sentence is not None:
+        return i18n.gettext(sentence) % {"name": name}
+    return i18n.gettext(YOUR_RELATION_IN_WORDS) % {
+        "name": name,
+        "relationship": link.relation_other or word("relation", link.relation),
+    }
 
 
 def translated(kind: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -801,13 +801,20 @@ def worklist_page(
     language: str,
     actor: Actor,
     per_page: int = PER_PAGE,
+    open_first_with_rows: bool = False,
 ) -> WorklistPage:
     """One page of one bucket for `user` (a coordinator: their states, and center if set),
     with the count of every bucket under the same filters. A page past the end shows the
-    last page. Visit labels are in `language`. Audited (which bucket and page, how many rows
-    shown, whether it was a search; never the search's words)."""
+    last page. Visit labels are in `language`. With `open_first_with_rows`, the bucket
+    shown is the first that has rows (overdue when none has), whatever `criteria` says.
+    Audited (which bucket and page, how many rows shown, whether it was a search; never
+    the search's words)."""
     ask = _ask(session, clock=clock, user=user, criteria=criteria)
     counts = _counts(session, ask, tuple(Bucket))
+    if open_first_with_rows:
+        first = next((bucket for bucket in Bucket if counts[bucket]), Bucket.OVERDUE)
+        criteria = replace(criteria, bucket=first)
+        ask = replace(ask, criteria=criteria)
     total = counts[criteria.bucket]
     pages = max(1, (total + per_page - 1) // per_page)
     page = min(max(criteria.page, 1), pages)

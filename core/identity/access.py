@@ -25,7 +25,7 @@ class Permission(enum.StrEnum):
     PATIENT_INVITE = "patients.invite"
     PROXY_MANAGE = "proxy.manage"
     SCHEDULE_VIEW = "schedule.view"
-    SCHEDULE_RESPOND = "schedule.respond"  # confirm a visit, ask to move it
+    SCHEDULE_RESPOND = "schedule.respond"  # confirm a visit, ask to move it (acting on it)
     VISIT_MANAGE = "visits.manage"  # book, cancel, complete, record outcomes
     WORKLIST = "worklist"
     REPORT_REVIEW = "reports.review"  # confirm or dismiss what a patient reported
@@ -98,7 +98,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.PATIENT_READ: None,  # any link shows the patient's name
     Permission.SCHEDULE_VIEW: ProxyRight.VIEW_SCHEDULE,
-    Permission.SCHEDULE_RESPOND: ProxyRight.VIEW_SCHEDULE,
+    # Seeing the schedule is not acting on it: that takes its own right.
+    Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
 }

@@ -60,6 +60,7 @@ from core.models import (
     Language,
     Patient,
     PatientStatus,
+    Relation,
     State,
     Therapy,
     TreatmentCenter,
@@ -226,8 +227,9 @@ def _add_people(session: Session, *, clock: FrozenClock, count: int, caregivers:
             {
                 "caregiver_id": caregiver_id,
                 "patient_id": patient_ids[index],
-                "relationship_label": "parent",
+                "relation": Relation.PARENT,
                 "can_view_schedule": True,
+                "can_manage_visits": True,
                 "can_receive_reminders": True,
                 "can_view_education": True,
                 "can_report_events": False,

@@ -19,6 +19,7 @@ from core.models import (
     Language,
     Patient,
     PatientStatus,
+    Relation,
     State,
     Therapy,
     TreatmentCenter,
@@ -44,7 +45,7 @@ DEMO_LOGINS = [
     ("analyst@demo.cgt-access.test", "state analyst, Maryland and Colorado"),
     ("maya", "patient (Maryland), English"),
     ("andre", "patient (Colorado), English"),
-    ("denise", "caregiver: Maya's mother (all rights), aunt of Imani (schedule only)"),
+    ("denise", "caregiver: Maya's mother (all rights), aunt of Imani (sees the schedule only)"),
     ("rosa", "caregiver: Andre's grandmother, Spanish"),
 ]
 
@@ -267,12 +268,12 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         session.flush()
         return person
 
-    def link(person: Caregiver, patient: Patient, relationship: str, **rights: bool) -> None:
+    def link(person: Caregiver, patient: Patient, relation: Relation, **rights: bool) -> None:
         session.add(
             CaregiverLink(
                 caregiver_id=person.id,
                 patient_id=patient.id,
-                relationship_label=relationship,
+                relation=relation,
                 created_at=now,
                 updated_at=now,
                 **rights,
@@ -283,8 +284,9 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         denise,
         patients[0],
-        "mother",
+        Relation.MOTHER,
         can_view_schedule=True,
+        can_manage_visits=True,
         can_receive_reminders=True,
         can_view_education=True,
         can_report_events=True,
@@ -292,8 +294,9 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         denise,
         patients[4],
-        "aunt",
+        Relation.AUNT,
         can_view_schedule=True,
+        can_manage_visits=False,
         can_receive_reminders=False,
         can_view_education=False,
         can_report_events=False,
@@ -302,8 +305,9 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         rosa,
         patients[1],
-        "grandmother",
+        Relation.GRANDMOTHER,
         can_view_schedule=True,
+        can_manage_visits=True,
         can_receive_reminders=True,
         can_view_education=True,
         can_report_events=False,
@@ -312,8 +316,9 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     link(
         kevin,
         patients[2],
-        "partner",
+        Relation.PARTNER,
         can_view_schedule=True,
+        can_manage_visits=False,
         can_receive_reminders=False,
         can_view_education=False,
         can_report_events=False,
@@ -372,7 +377,48 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     )
     session.add_all(users.values())
     session.flush()
+    seed_demo_funding(session, clock=clock, states=states, admin=users[DEMO_STAFF[0][0]])
     return users
+
+
+# What the demo states fund beyond the core modules (module, days from today it started,
+# days from today it ends or None): every module is offered to someone, and the admins'
+# funding page shows an open-ended window, one with an end date and one that is over.
+DEMO_FUNDING: dict[str, list[tuple[str, int, int | None]]] = {
+    "MD": [
+        ("state-support", -365, None),
+        ("living-after-gene-therapy", -180, None),
+        ("for-caregivers", -180, None),
+    ],
+    "CO": [
+        ("state-support", -90, 275),
+        ("for-caregivers", -30, None),
+        ("living-after-gene-therapy", -400, -30),
+    ],
+}
+
+
+def seed_demo_funding(
+    session: Session, *, clock: Clock, states: dict[str, State], admin: User
+) -> None:
+    """The demo states' funding windows (see DEMO_FUNDING), as an admin would add them."""
+    from education.models import ModuleFunding
+
+    now = clock.now()
+    today = now.date()
+    session.add_all(
+        ModuleFunding(
+            state_id=states[code].id,
+            module_key=key,
+            funded_from=today + timedelta(days=start),
+            funded_until=today + timedelta(days=end) if end is not None else None,
+            created_at=now,
+            created_by_user_id=admin.id,
+        )
+        for code, windows in DEMO_FUNDING.items()
+        for key, start, end in windows
+    )
+    session.flush()
 
 
 def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User]) -> None:

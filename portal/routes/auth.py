@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 
 from core.identity.auth import (
@@ -24,9 +24,10 @@ from core.identity.invitations import (
     accept_invitation,
     find_invitation,
 )
-from core.identity.models import LoginSession, Role
+from core.identity.models import Invitation, LoginSession, Role
 from core.identity.password_reset import ResetProblem, ResetThrottled, reset_password
 from core.identity.passwords import WeakPassword
+from core.models import Language
 from portal import i18n
 from portal.deps import (
     LANGUAGE_COOKIE,
@@ -41,7 +42,7 @@ from portal.deps import (
     remember_device,
     set_session_cookie,
 )
-from portal.onboarding import send_reset_code
+from portal.onboarding import record_language, send_reset_code
 from portal.routes.pages import page_router
 from portal.web import redirect, render, safe_next
 
@@ -56,7 +57,7 @@ def home_for(role: Role) -> str:
     return {
         Role.PATIENT: "/home",
         Role.CAREGIVER: "/home",
-        Role.COORDINATOR: "/patients",
+        Role.COORDINATOR: "/worklist",  # what to do today
         Role.STATE_ANALYST: "/reports",
         Role.ADMIN: "/admin/users",
     }[role]
@@ -228,16 +229,34 @@ def _unusable_link(request: Request, problem: InvitationProblem) -> Response:
     )
 
 
+def _speak_invitees_language(request: Request, invitation: Invitation, chosen: str) -> Language:
+    """An invitation speaks the invited person's language, the one their record says (not
+    the browser's: a shared or borrowed phone, a clinic tablet), unless they chose another
+    with the language switch (`chosen`, from the page's address or its form)."""
+    language = i18n.parse_language(chosen) or record_language(invitation.user)
+    i18n.set_language(language)
+    request.state.language = language
+    request.state.page_context = {**request.state.page_context, "language": language}
+    return language
+
+
 @router.get("/invite/{token}", name="invitation")
 def invitation_page(
-    request: Request, session: SessionDep, context: ContextDep, token: str
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    token: str,
+    lang: Annotated[str, Query(max_length=5)] = "",
 ) -> Response:
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:
         return _unusable_link(request, problem)
+    language = _speak_invitees_language(request, invitation, lang)
     return render(
-        request, "portal/invitation.html", {"token": token, "name": invitation.user.display_name}
+        request,
+        "portal/invitation.html",
+        {"token": token, "name": invitation.user.display_name, "lang": language.value},
     )
 
 
@@ -250,8 +269,16 @@ def invitation_submit(
     login: ShortText = "",
     password: Password = "",
     password_again: Password = "",
+    lang: ShortText = "",
 ) -> Response:
     errors: dict[str, str] = {}
+    try:
+        # The account keeps the language the person read the page in (their record's).
+        language = _speak_invitees_language(
+            request, find_invitation(session, clock=context.clock, token=token[:100]), lang
+        )
+    except InvitationProblem as problem:
+        return _unusable_link(request, problem)
     if password != password_again:
         errors["password_again"] = _("The two passwords are not the same.")
     else:
@@ -262,7 +289,7 @@ def invitation_submit(
                 token=token[:100],
                 login=login,
                 password=password,
-                language=i18n.current_language(),
+                language=language,
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent"),
             )
@@ -273,7 +300,12 @@ def invitation_submit(
         except WeakPassword as problem:
             errors["password"] = i18n.translate(problem.args[0])
         else:
-            return redirect(request, "/login?welcome=1")
+            # The login page that follows speaks it too.
+            response = redirect(request, "/login?welcome=1")
+            response.set_cookie(
+                LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax"
+            )
+            return response
     try:
         invitation = find_invitation(session, clock=context.clock, token=token[:100])
     except InvitationProblem as problem:  # e.g. already used or expired, and a typo as well
@@ -281,7 +313,13 @@ def invitation_submit(
     return render(
         request,
         "portal/invitation.html",
-        {"token": token, "name": invitation.user.display_name, "errors": errors, "login": login},
+        {
+            "token": token,
+            "name": invitation.user.display_name,
+            "errors": errors,
+            "login": login,
+            "lang": language.value,
+        },
         status_code=400,
     )
 
@@ -366,6 +404,10 @@ def switch_language(
     if login is not None:
         login.user.preferred_language = language
         session.flush()
-    response = redirect(request, safe_next(next, "/"))
+    target = safe_next(next, "/")
+    if target.startswith("/invite/") and "?" not in target:
+        # An invitation otherwise speaks its invitee's language: say which one was chosen.
+        target += f"?lang={language.value}"
+    response = redirect(request, target)
     response.set_cookie(LANGUAGE_COOKIE, language.value, max_age=365 * 86400, samesite="lax")
     return response

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
+from jinja2_fragments import render_block
+from markupsafe import Markup
 from pydantic import Field
 
 from coordination.texting.consent import (
@@ -20,20 +22,22 @@ from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
 from core.ids import PathId, parse_id
-from core.models import ProxyRight
+from core.models import ProxyRight, Relation
 from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
-from portal.onboarding import invite
+from portal.onboarding import invitation_qr_code, invite, record_language
 from portal.routes.pages import page_router
 from portal.routes.patients import ConsentFields, consent_context, consent_language
-from portal.web import redirect, render
+from portal.web import environment, redirect, render
+from portal.words import word
 
 router = page_router()
 _ = i18n.gettext
 
 Inviter = Annotated[PatientAccess, Depends(require_patient(Permission.PATIENT_INVITE))]
 ProxyManager = Annotated[PatientAccess, Depends(require_patient(Permission.PROXY_MANAGE))]
+LETTER = "portal/invitation_letter.html"
 
 
 @router.post("/patients/{patient_id}/invitations", name="patient_invite")
@@ -94,25 +98,37 @@ def patient_invite(
         )
     if chosen is InvitationDelivery.SMS:
         return redirect(request, f"/patients/{access.patient.id}?done=invited_sms")
-    return render(
-        request,
-        "portal/invitation_letter.html",
-        {
-            "patient": access.patient,
-            "invitee": sent.user,
-            "url": sent.url,
-            "days": sent.expires_in_days,
-        },
-    )
+    # The letter speaks the invited person's language; the notes around it, the
+    # coordinator's.
+    language = record_language(sent.user)
+    values = {
+        "patient": access.patient,
+        "invitee": sent.user,
+        "url": sent.url,
+        "days": sent.expires_in_days,
+        "letter_language": language.value,
+    }
+    with i18n.speaking(language):
+        values["qr_code"] = invitation_qr_code(
+            sent.url, title=_("QR code of the invitation address")
+        )
+        letter = render_block(environment, LETTER, "letter", **values)
+    return render(request, LETTER, {**values, "letter": Markup(letter)})  # noqa: S704
 
 
 class CaregiverForm(ConsentFields):
     given_name: str = Field("", max_length=200)
     family_name: str = Field("", max_length=200)
     relationship: str = Field("", max_length=100)
+    relationship_other: str = Field("", max_length=100)
     mobile_phone: str = Field("", max_length=40)
     preferred_language: str = Field("en", max_length=5)
     rights: list[str] = Field(default_factory=list, max_length=10)
+
+
+def _relations() -> list[tuple[str, str]]:
+    """The relationship list for the form's select, in the reader's language."""
+    return [(relation.value, word("relation", relation).capitalize()) for relation in Relation]
 
 
 def _rights(values: list[str]) -> set[ProxyRight]:
@@ -131,6 +147,7 @@ def caregiver_new(
             "patient": patient,
             "form": CaregiverInput(),
             "errors": {},
+            "relations": _relations(),
             "all_rights": list(ProxyRight),
             "consent": consent_context(
                 session,
@@ -155,6 +172,7 @@ def caregiver_create(
         given_name=data.given_name,
         family_name=data.family_name,
         relationship=data.relationship,
+        relationship_other=data.relationship_other,
         mobile_phone=data.mobile_phone,
         preferred_language=data.preferred_language,
         rights=_rights(data.rights),
@@ -194,6 +212,7 @@ def caregiver_create(
                 "patient": patient,
                 "form": form,
                 "errors": i18n.translate_errors(problem.errors),
+                "relations": _relations(),
                 "all_rights": list(ProxyRight),
                 "consent": consent,
             },

@@ -41,7 +41,7 @@ from coordination.followup.schedule import (
 )
 from core.dates import parse_day
 from core.errors import FieldErrors
-from core.identity.access import Permission, linked_patients
+from core.identity.access import Permission, linked_patients, may_access_patient
 from core.identity.models import User
 from core.ids import PathId
 from core.models import CaregiverLink, Language, Patient, ProxyRight
@@ -184,6 +184,8 @@ def person_summary(
         "sees_schedule": sees_schedule,
         "next": visit_view(upcoming, patient=patient) if upcoming is not None else None,
         "can_report": rights is None or ProxyRight.REPORT_EVENTS in rights,
+        # Confirming or asking to move a visit takes its own right, not only seeing it.
+        "may_respond": rights is None or ProxyRight.MANAGE_VISITS in rights,
     }
 
 
@@ -210,6 +212,10 @@ def _schedule_context(session: Session, access: PatientAccess, **extra: Any) -> 
         "patient": patient,
         "schedule": schedule_view(session, patient=patient),
         "own": user.patient_id == patient.id,
+        # The forms that act on a visit show only to those who may send them.
+        "may_respond": may_access_patient(
+            session, user=user, patient=patient, permission=Permission.SCHEDULE_RESPOND
+        ),
         "shows_feed": shows_feed,
         "feed": (
             active_feed(session, user_id=user.id, patient_id=patient.id) if shows_feed else None

@@ -216,6 +216,7 @@ def _page(
     details: list[str] | None = None,
     errors: list[str] | None = None,
     status_code: int = 200,
+    open_first_with_rows: bool = False,
 ) -> Response:
     result = worklist_page(
         session,
@@ -224,8 +225,9 @@ def _page(
         criteria=criteria,
         language=i18n.current_language().value,
         actor=actor_for(request, user),
+        open_first_with_rows=open_first_with_rows,
     )
-    criteria = replace(criteria, page=result.page)
+    criteria = replace(result.criteria, page=result.page)
     tabs = [
         {
             "bucket": bucket.value,
@@ -276,11 +278,12 @@ def worklist(
     sort: Annotated[str, Query(max_length=12)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    """One bucket of the worklist (overdue first), filtered; safe to keep in a URL."""
+    """One bucket of the worklist, filtered; safe to keep in a URL. Without a bucket it
+    opens on the first one with something to do (a coordinator's start page)."""
     criteria = _criteria(
         bucket=bucket, state=state, center=center, assigned=assigned, sort=sort, page=page
     )
-    return _page(request, session, context, user, criteria)
+    return _page(request, session, context, user, criteria, open_first_with_rows=not bucket)
 
 
 @router.post("/worklist/search", name="worklist_search")

@@ -358,7 +358,7 @@ def other_state_sees_nothing(
     axe_check(page)
     # The error page's way back (it shows no menu): still logged in.
     page.get_by_role("link", name="Go to your home page").click()
-    expect(page).to_have_url(re.compile(r"/patients$"))
+    expect(page).to_have_url(re.compile(r"/worklist$"))
     log_out(page)
 
 

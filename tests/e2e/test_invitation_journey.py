@@ -35,7 +35,8 @@ INVITEE_PASSWORD = "lanterns by the harbor 2026"
 def log_in_staff(
     page: Page, login: str, totp_codes: TotpCodes, *, check_a11y: bool = False
 ) -> None:
-    """Password, then the authenticator code; lands on the role's start page."""
+    """Password, then the authenticator code; lands on the coordinator's start page (the
+    worklist), then opens the patient list from the menu."""
     page.goto("/login")
     if check_a11y:
         axe_check(page)
@@ -47,6 +48,8 @@ def log_in_staff(
         axe_check(page)
     page.locator("#f-code").fill(totp_codes.code_for(login))
     page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(re.compile(r"/worklist$"))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Patients").click()
     expect(page).to_have_url(re.compile(r"/patients$"))
 
 

@@ -252,7 +252,7 @@ def test_new_coordinator_sets_a_password_by_link_then_must_enrol_totp(
         code = pyotp.TOTP(secret).at(clock.now())
         enrolled = newcomer.post("/account/mfa", data={"csrf_token": csrf, "code": code})
         assert enrolled.status_code == 303
-        assert enrolled.headers["location"] == "/patients"
+        assert enrolled.headers["location"] == "/worklist"
         patients = newcomer.get("/patients")
         assert patients.status_code == 200
         assert "Johnson, Maya" in patients.text

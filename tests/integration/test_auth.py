@@ -569,7 +569,7 @@ def test_staff_need_the_authenticator_code_after_the_password(
 
     right = client.post("/login/mfa", data={"code": totp_now(clock), "csrf_token": token})
     assert right.status_code == 303
-    assert right.headers["location"] == "/patients"
+    assert right.headers["location"] == "/worklist"
     assert client.get("/patients").status_code == 200
 
     outcomes = [event.outcome for event in audit_events(db, "login.mfa")]
@@ -638,7 +638,7 @@ def test_staff_without_an_authenticator_set_one_up_at_login(
     code = str(pyotp.TOTP(secret).at(clock.now()))
     enabled = client.post("/account/mfa", data={"code": code, "csrf_token": token})
     assert enabled.status_code == 303
-    assert enabled.headers["location"] == "/patients"
+    assert enabled.headers["location"] == "/worklist"
     assert account(db, COORDINATOR_CO).totp_enabled_at == clock.now()
     assert client.get("/patients").status_code == 200
     assert len(audit_events(db, "account.mfa_enabled")) == 1
@@ -662,7 +662,7 @@ def test_skipping_the_second_factor_is_allowed_in_demo_mode(
     assert post_login(demo, COORDINATOR_MD) == "/login/mfa"
     response = demo.post("/account/mfa/skip", data={"csrf_token": csrf_token(demo)})
     assert response.status_code == 303
-    assert response.headers["location"] == "/patients"
+    assert response.headers["location"] == "/worklist"
     page = demo.get("/patients")
     assert page.status_code == 200
     assert "Demo mode: every person here is fictional." in page.text

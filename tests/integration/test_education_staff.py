@@ -53,6 +53,15 @@ from tests.conftest import (
     plain,
     user_by_login,
 )
+from tests.support.education import without_funding
+
+
+@pytest.fixture(autouse=True)
+def _states_fund_nothing_yet(request: pytest.FixtureRequest) -> None:
+    """These tests add their own funding windows to states that fund nothing yet."""
+    if "db" in request.fixturenames:
+        without_funding(request.getfixturevalue("db"))
+
 
 BASE_URL = "http://testserver"  # PUBLIC_BASE_URL in the test settings
 

@@ -41,6 +41,15 @@ from tests.conftest import (
     log_in,
     user_by_login,
 )
+from tests.support.education import without_funding
+
+
+@pytest.fixture(autouse=True)
+def _states_fund_nothing_yet(request: pytest.FixtureRequest) -> None:
+    """These tests add their own funding windows to states that fund nothing yet."""
+    if "db" in request.fixturenames:
+        without_funding(request.getfixturevalue("db"))
+
 
 # Maya's core modules for a Lyfgenia patient (Casgevy's is another therapy's).
 CORE = {

@@ -388,7 +388,7 @@ CAREGIVER_NEEDS: dict[Permission, ProxyRight | None] = {
     Permission.PATIENT_READ: None,
     Permission.SCHEDULE_VIEW: ProxyRight.VIEW_SCHEDULE,
     # Confirming a visit or asking to move it comes with seeing the schedule.
-    Permission.SCHEDULE_RESPOND: ProxyRight.VIEW_SCHEDULE,
+    Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
 }

@@ -464,8 +464,12 @@ def test_caregiver_with_the_right_sees_and_confirms(
         )
         assert past is not None and past.status is VisitStatus.MISSED
         complete_visit(session, clock=clock, actor=SETUP, visit=past, completed_on=past.target_date)
+        # Denise (Imani's aunt) sees Imani's schedule; confirming takes the right to act on it.
+        link = session.scalar(select(CaregiverLink).where(CaregiverLink.patient_id == imani))
+        assert link is not None
+        link.can_manage_visits = True
         session.commit()
-    token = login_as(CAREGIVER_MD)  # Denise: Maya's mother, Imani's aunt (schedule only)
+    token = login_as(CAREGIVER_MD)  # Denise: Maya's mother, Imani's aunt
 
     chooser = client.get("/schedule")
     assert chooser.status_code == 200
