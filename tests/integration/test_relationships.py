@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
@@ -35,7 +36,10 @@ from tests.support.pg_cluster import PostgresCluster
 
 BOTH_WAYS = pytest.mark.parametrize("htmx", [False, True], ids=["plain", "htmx"])
 # The revision before caregiver relationships came from a list.
-BEFORE_THE_LIST = "8ad3f27e0dd6"
+# The revision before the list of relationships (its migration's parent, whatever comes after).
+BEFORE_THE_LIST = str(
+    ScriptDirectory.from_config(alembic_config()).get_revision("92049d04bea0").down_revision
+)
 
 
 def patient_named(db: Database, given_name: str) -> Patient:
