@@ -40,7 +40,10 @@ DEMO_STAFF = [
 
 # Every demo login, for README and `cgt-access demo seed --show-logins`.
 DEMO_LOGINS = [
-    ("admin@demo.cgt-access.test", "admin: states, centers, users, audit log"),
+    (
+        "admin@demo.cgt-access.test",
+        "admin: states, centers, therapies, users, FHIR clients, audit log",
+    ),
     ("coordinator.md@demo.cgt-access.test", "care coordinator, Maryland"),
     ("coordinator.co@demo.cgt-access.test", "care coordinator, Colorado"),
     ("analyst@demo.cgt-access.test", "state analyst, Maryland and Colorado"),
