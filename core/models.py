@@ -109,7 +109,12 @@ class State(Base):
 
     @property
     def medicaid_system(self) -> str:
-        return self.medicaid_id_system or f"{SID_BASE}/medicaid/{self.code.lower()}"
+        """The system URI of this state's Medicaid IDs: the configured one, or the default."""
+        return self.medicaid_id_system or self.default_medicaid_system
+
+    @property
+    def default_medicaid_system(self) -> str:
+        return f"{SID_BASE}/medicaid/{self.code.lower()}"
 
 
 class Therapy(Base):
@@ -158,7 +163,12 @@ class TreatmentCenter(Base):
 
     @property
     def record_number_system(self) -> str:
-        return self.mrn_system or f"{SID_BASE}/mrn/center-{self.id}"
+        """The system URI of the center's record numbers: the configured one, or the default."""
+        return self.mrn_system or self.default_record_number_system
+
+    @property
+    def default_record_number_system(self) -> str:
+        return f"{SID_BASE}/mrn/center-{self.id}"
 
 
 class Patient(Base):

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.models import SID_BASE, Language, PatientStatus
+from core.therapy_codes import PLATFORM_SYSTEM as PLATFORM_THERAPY_SYSTEM
 
 JSON = dict[str, Any]
 
@@ -35,7 +36,7 @@ CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 THERAPY_EXTENSION = "https://cgt-access.org/fhir/StructureDefinition/therapy"
-THERAPY_SYSTEM = "https://cgt-access.org/fhir/CodeSystem/therapy"
+THERAPY_SYSTEM = PLATFORM_THERAPY_SYSTEM
 VISIT_SYSTEM = "https://cgt-access.org/fhir/CodeSystem/follow-up-visit"
 LOINC = "http://loinc.org"
 VITAL_SIGNS = frozenset(

@@ -1,4 +1,4 @@
-"""The `cgt-access` command: serve, worker, db upgrade, demo seed, bench."""
+"""The `cgt-access` command: serve, worker, db upgrade, demo seed, fhir, bench."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from core.settings import Settings, SettingsError, get_settings, load_settings
+from portal.fhir_cli import fhir_app
 
 app = typer.Typer(
     help="cgt-access: long-term follow-up and outcome reporting for the CGT Access Model.",
@@ -31,6 +32,7 @@ SMS_DISPATCH_LOCK = "sms-dispatch"
 SMS_DISPATCH_LEASE = timedelta(minutes=10)
 content_app = typer.Typer(help="Education modules (education/modules).", no_args_is_help=True)
 app.add_typer(content_app, name="content")
+app.add_typer(fhir_app, name="fhir")
 
 
 def _settings_or_exit() -> Settings:

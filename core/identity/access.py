@@ -38,6 +38,7 @@ class Permission(enum.StrEnum):
     REPORTS_VIEW = "reports.view"
     ADMIN_STATES = "admin.states"
     ADMIN_CENTERS = "admin.centers"
+    ADMIN_THERAPIES = "admin.therapies"  # the codes that name each therapy in FHIR data
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
@@ -85,6 +86,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {
             Permission.ADMIN_STATES,
             Permission.ADMIN_CENTERS,
+            Permission.ADMIN_THERAPIES,
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,

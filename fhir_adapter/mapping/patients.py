@@ -31,6 +31,7 @@ from core.models import (
 )
 from core.phones import InvalidPhoneNumber, normalize_phone
 from core.service import PatientData
+from core.therapy_codes import PLATFORM_SYSTEM as PLATFORM_THERAPY_SYSTEM
 from fhir_adapter.errors import Issue
 from fhir_adapter.mapping.common import (
     JSON,
@@ -46,7 +47,7 @@ from fhir_adapter.models import ResourceIdentifier
 RESOURCE = "Patient"
 THERAPY_EXTENSION = "https://cgt-access.org/fhir/StructureDefinition/therapy"
 # The platform's own code system for therapies (their codes: casgevy, lyfgenia).
-THERAPY_SYSTEM = "https://cgt-access.org/fhir/CodeSystem/therapy"
+THERAPY_SYSTEM = PLATFORM_THERAPY_SYSTEM
 MR_TYPE = ("http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
 
 # Where each field of the record comes from, for error messages.

@@ -9,6 +9,7 @@ from datetime import date, time, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.audit.service import Actor
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import Role, User, UserStateScope
@@ -24,8 +25,10 @@ from core.models import (
     Therapy,
     TreatmentCenter,
 )
+from core.reference import set_medicaid_system, set_mrn_system
 from core.service import record_history
 from core.settings import Settings
+from core.therapy_codes import HCPCS, TherapyCodeInput, add_therapy_code
 
 DEMO_PASSWORD = "followup-demo-2026"
 
@@ -39,7 +42,10 @@ DEMO_STAFF = [
 
 # Every demo login, for README and `cgt-access demo seed --show-logins`.
 DEMO_LOGINS = [
-    ("admin@demo.cgt-access.test", "admin: states, centers, users, audit log"),
+    (
+        "admin@demo.cgt-access.test",
+        "admin: states, centers, therapies, users, FHIR clients, audit log",
+    ),
     ("coordinator.md@demo.cgt-access.test", "care coordinator, Maryland"),
     ("coordinator.co@demo.cgt-access.test", "care coordinator, Colorado"),
     ("analyst@demo.cgt-access.test", "state analyst, Maryland and Colorado"),
@@ -161,7 +167,60 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
         from portal.dev.demo_sms import seed_demo_sms
 
         seed_demo_sms(session, clock=clock, users=users)
+        seed_demo_fhir(session, clock=clock)
     return True
+
+
+# What an admin configures so a center's FHIR data maps (README, "Connecting a treatment
+# center"): the systems of the demo states' Medicaid IDs and of the centers' record numbers
+# (fictional, under the reserved .example domain, and HL7's example OID arc), and the HCPCS
+# Level II codes the two therapies are billed with (J3392 and J3394 since January 2025).
+DEMO_MEDICAID_SYSTEMS = {
+    "MD": "https://medicaid.maryland.example/fhir/sid/member-id",
+    "CO": "urn:oid:2.16.840.1.113883.19.5.8",
+}
+DEMO_MRN_SYSTEMS = {
+    "Harborview Medical Center": "https://harborview.example/fhir/sid/mrn",
+    "Front Range Medical Center": "https://frontrange.example/fhir/sid/mrn",
+}
+DEMO_THERAPY_CODES = (
+    ("casgevy", HCPCS, "J3392", "Injection, exagamglogene autotemcel, per treatment"),
+    ("lyfgenia", HCPCS, "J3394", "Injection, lovotibeglogene autotemcel, per treatment"),
+)
+
+
+def seed_demo_fhir(session: Session, *, clock: Clock) -> None:
+    """The demo's FHIR set-up, through the services an admin's pages call. (Tests seed
+    without it: their FHIR data uses the platform's default systems.)"""
+    actor = Actor.system("demo-seed")
+    for state in session.scalars(select(State)):
+        if state.code in DEMO_MEDICAID_SYSTEMS:
+            set_medicaid_system(
+                session,
+                clock=clock,
+                actor=actor,
+                state=state,
+                system=DEMO_MEDICAID_SYSTEMS[state.code],
+            )
+    for center in session.scalars(select(TreatmentCenter)):
+        if center.name in DEMO_MRN_SYSTEMS:
+            set_mrn_system(
+                session,
+                clock=clock,
+                actor=actor,
+                center=center,
+                system=DEMO_MRN_SYSTEMS[center.name],
+            )
+    therapies = {therapy.code: therapy.id for therapy in session.scalars(select(Therapy))}
+    for therapy_code, system, code, display in DEMO_THERAPY_CODES:
+        add_therapy_code(
+            session,
+            clock=clock,
+            actor=actor,
+            data=TherapyCodeInput(
+                therapy_id=str(therapies[therapy_code]), system=system, code=code, display=display
+            ),
+        )
 
 
 def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:

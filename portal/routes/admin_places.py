@@ -1,8 +1,9 @@
-"""Admin pages: the states running the model and their treatment centers."""
+"""Admin pages: the states running the model and their treatment centers, with the
+identifier systems their FHIR data uses (a state's Medicaid IDs, a center's record numbers)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
@@ -20,6 +21,8 @@ from core.reference import (
     list_states,
     save_center,
     save_state,
+    set_medicaid_system,
+    set_mrn_system,
 )
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
@@ -27,6 +30,8 @@ from portal.routes.pages import page_router
 from portal.web import redirect, render
 
 router = page_router()
+STATE_TEMPLATE = "portal/admin_state.html"
+CENTER_TEMPLATE = "portal/admin_center.html"
 
 StatesAdmin = Annotated[User, Depends(require(Permission.ADMIN_STATES))]
 CentersAdmin = Annotated[User, Depends(require(Permission.ADMIN_CENTERS))]
@@ -81,13 +86,7 @@ def state_create(
     return redirect(request, "/admin/states")
 
 
-@router.get("/admin/states/{state_id}", name="admin_state")
-def state_page(
-    request: Request, session: SessionDep, user: StatesAdmin, state_id: PathId
-) -> Response:
-    state = session.get(State, state_id)
-    if state is None:
-        raise PageNotFound()
+def _state_context(state: State, **values: Any) -> dict[str, Any]:
     form = StateInput(
         code=state.code,
         name=state.name,
@@ -97,7 +96,22 @@ def state_page(
         texts_from_hour=str(state.texts_from_hour),
         texts_until_hour=str(state.texts_until_hour),
     )
-    return render(request, "portal/admin_state.html", {"state": state, "form": form})
+    return {
+        "state": state,
+        "form": form,
+        "medicaid_id_system": state.medicaid_id_system or "",
+        **values,
+    }
+
+
+@router.get("/admin/states/{state_id}", name="admin_state")
+def state_page(
+    request: Request, session: SessionDep, user: StatesAdmin, state_id: PathId
+) -> Response:
+    state = session.get(State, state_id)
+    if state is None:
+        raise PageNotFound()
+    return render(request, STATE_TEMPLATE, _state_context(state), block="state")
 
 
 @router.post("/admin/states/{state_id}", name="admin_state_update")
@@ -120,11 +134,51 @@ def state_update(
     except FieldErrors as problem:
         return render(
             request,
-            "portal/admin_state.html",
-            {"state": state, "form": form, "errors": i18n.translate_errors(problem.errors)},
+            STATE_TEMPLATE,
+            _state_context(state, form=form, errors=i18n.translate_errors(problem.errors)),
             status_code=400,
         )
     return redirect(request, "/admin/states")
+
+
+class MedicaidSystemForm(BaseModel):
+    medicaid_id_system: str = Field("", max_length=400)
+
+
+@router.post("/admin/states/{state_id}/medicaid-system", name="admin_state_medicaid_system")
+def state_medicaid_system(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: StatesAdmin,
+    state_id: PathId,
+    data: Annotated[MedicaidSystemForm, Form()],
+) -> Response:
+    """Set the system URI centers send with this state's Medicaid IDs (empty: default)."""
+    state = session.get(State, state_id)
+    if state is None:
+        raise PageNotFound()
+    try:
+        set_medicaid_system(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            state=state,
+            system=data.medicaid_id_system,
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            STATE_TEMPLATE,
+            _state_context(
+                state,
+                medicaid_id_system=data.medicaid_id_system,
+                system_errors=i18n.translate_errors(problem.errors),
+            ),
+            block="medicaid_system",
+            status_code=400,
+        )
+    return redirect(request, f"/admin/states/{state.id}")
 
 
 # --- treatment centers ----------------------------------------------------------------
@@ -186,13 +240,7 @@ def center_create(
     return redirect(request, "/admin/centers")
 
 
-@router.get("/admin/centers/{center_id}", name="admin_center")
-def center_page(
-    request: Request, session: SessionDep, user: CentersAdmin, center_id: PathId
-) -> Response:
-    center = session.get(TreatmentCenter, center_id)
-    if center is None:
-        raise PageNotFound()
+def _center_context(session: SessionDep, center: TreatmentCenter, **values: Any) -> dict[str, Any]:
     form = CenterInput(
         name=center.name,
         city=center.city,
@@ -200,11 +248,23 @@ def center_page(
         phone=center.phone or "",
         is_active=center.is_active,
     )
-    return render(
-        request,
-        "portal/admin_center.html",
-        {"center": center, "form": form, "states": list_states(session)},
-    )
+    return {
+        "center": center,
+        "form": form,
+        "states": list_states(session),
+        "mrn_system": center.mrn_system or "",
+        **values,
+    }
+
+
+@router.get("/admin/centers/{center_id}", name="admin_center")
+def center_page(
+    request: Request, session: SessionDep, user: CentersAdmin, center_id: PathId
+) -> Response:
+    center = session.get(TreatmentCenter, center_id)
+    if center is None:
+        raise PageNotFound()
+    return render(request, CENTER_TEMPLATE, _center_context(session, center), block="center")
 
 
 @router.post("/admin/centers/{center_id}", name="admin_center_update")
@@ -227,13 +287,51 @@ def center_update(
     except FieldErrors as problem:
         return render(
             request,
-            "portal/admin_center.html",
-            {
-                "center": center,
-                "form": form,
-                "states": list_states(session),
-                "errors": i18n.translate_errors(problem.errors),
-            },
+            CENTER_TEMPLATE,
+            _center_context(
+                session, center, form=form, errors=i18n.translate_errors(problem.errors)
+            ),
             status_code=400,
         )
     return redirect(request, "/admin/centers")
+
+
+class MrnSystemForm(BaseModel):
+    mrn_system: str = Field("", max_length=400)
+
+
+@router.post("/admin/centers/{center_id}/mrn-system", name="admin_center_mrn_system")
+def center_mrn_system(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    user: CentersAdmin,
+    center_id: PathId,
+    data: Annotated[MrnSystemForm, Form()],
+) -> Response:
+    """Set the system URI centers send with this center's record numbers (empty: default)."""
+    center = session.get(TreatmentCenter, center_id)
+    if center is None:
+        raise PageNotFound()
+    try:
+        set_mrn_system(
+            session,
+            clock=context.clock,
+            actor=actor_for(request, user),
+            center=center,
+            system=data.mrn_system,
+        )
+    except FieldErrors as problem:
+        return render(
+            request,
+            CENTER_TEMPLATE,
+            _center_context(
+                session,
+                center,
+                mrn_system=data.mrn_system,
+                system_errors=i18n.translate_errors(problem.errors),
+            ),
+            block="mrn_system",
+            status_code=400,
+        )
+    return redirect(request, f"/admin/centers/{center.id}")

@@ -38,6 +38,7 @@ NAV_ITEMS = (
     NavItem("/admin/users", N_("Users"), Permission.ADMIN_USERS),
     NavItem("/admin/states", N_("States"), Permission.ADMIN_STATES),
     NavItem("/admin/centers", N_("Centers"), Permission.ADMIN_CENTERS),
+    NavItem("/admin/therapies", N_("Therapies"), Permission.ADMIN_THERAPIES),
     NavItem("/admin/fhir-clients", N_("FHIR clients"), Permission.FHIR_CLIENTS_MANAGE),
     NavItem("/admin/audit", N_("Audit log"), Permission.AUDIT_READ),
 )
