@@ -206,8 +206,10 @@ def _infusion_hints(context: WriteContext, entries: list[_Entry]) -> None:
             continue
         try:
             therapy_id, day, in_error = infusion_facts(context, entry.resource, entry.resource_type)
-        except FhirError:
-            continue  # refused with its own path when the entry is written
+        except FhirError as error:
+            # Its own reason (an unknown therapy code), at its own path: the Patient it
+            # would have given a therapy to would only say it has none.
+            raise _at_entry(error, entry) from None
         if not in_error:
             context.infusion_hints[reference] = (therapy_id, day)
 

@@ -381,3 +381,18 @@ def test_what_the_adapter_does_not_take_is_named(
     )
     assert response.status_code == 422
     assert "Patient, RelatedPerson, Procedure" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_an_unknown_therapy_code_is_named_at_its_procedure(
+    db: Database, http: TestClient, clock: FrozenClock
+) -> None:
+    headers = _token(db, clock, http)
+    bundle = enrolment_bundle()
+    bundle["entry"][1]["resource"]["code"] = {
+        "coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": "00000-0000-00"}]
+    }
+    response = http.post("/fhir", json=bundle, headers=headers)
+    assert response.status_code == 422
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1].resource.code"]
+    assert "does not name a therapy" in issue["diagnostics"]
