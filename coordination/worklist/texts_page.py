@@ -35,11 +35,11 @@ from coordination.texting.rules import program_values
 from coordination.texting.words import ONE_OFF, render
 from coordination.worklist.timeline import PRIVATE_PURPOSES, replies_for_patient
 from core.audit.service import Actor, record_event
+from core.caregivers import caregiver_links
 from core.clock import Clock
 from core.identity.access import scope_patients
 from core.identity.models import User
 from core.models import Caregiver, CaregiverLink, Patient, State
-from core.service import caregiver_links
 from core.text import N_
 
 # How many texts (sent and received together) the texts page shows.

@@ -26,6 +26,7 @@ from coordination.followup.observations import (
     update_observation,
 )
 from coordination.followup.schedule import VisitTransitionError, complete_visit_on
+from core.caregivers import CaregiverInput, add_caregiver, update_caregiver
 from core.conditions import ConditionData, record_condition, update_condition
 from core.models import (
     CaregiverLink,
@@ -35,7 +36,6 @@ from core.models import (
     ObservationStatus,
     Patient,
 )
-from core.service import CaregiverInput, add_caregiver, update_caregiver
 from fhir_adapter.errors import Issue
 from fhir_adapter.mapping.common import (
     JSON,

@@ -18,12 +18,12 @@ from coordination.texting.consent import (
     shared_number_problem,
 )
 from coordination.texting.models import ConsentHow
+from core.caregivers import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import InvitationDelivery
 from core.ids import PathId, parse_id
 from core.models import ProxyRight, Relation
-from core.service import CaregiverInput, add_caregiver, get_caregiver_link, set_proxy_rights
 from portal import i18n
 from portal.deps import ContextDep, PatientAccess, SessionDep, require_patient
 from portal.onboarding import invitation_qr_code, invite, record_language

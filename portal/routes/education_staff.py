@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from core.audit.service import record_event
+from core.caregivers import caregiver_links
 from core.clock import local_today
 from core.db import after_commit
 from core.errors import FieldErrors
@@ -21,7 +22,6 @@ from core.identity.models import User
 from core.ids import parse_id, parse_int
 from core.models import Patient, State
 from core.reference import list_states
-from core.service import caregiver_links
 from core.text import N_
 from education.assignments import (
     AssignmentResult,

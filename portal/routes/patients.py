@@ -28,6 +28,7 @@ from coordination.texting.consent import (
 from coordination.texting.consent import consent_language as consent_language
 from coordination.worklist.texts_page import numbers_of_patient
 from coordination.worklist.timeline import patient_timeline, visit_labels
+from core.caregivers import caregiver_links
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.invitations import invitations_for_patient
@@ -38,7 +39,6 @@ from core.reference import list_centers, list_states, list_therapies
 from core.service import (
     PatientCriteria,
     PatientInput,
-    caregiver_links,
     patient_input_from,
     patient_list_page,
     read_patient_input,
