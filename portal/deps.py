@@ -25,7 +25,7 @@ from core.identity.auth import KnownDevice, resume_session
 from core.identity.models import LoginSession, User
 from core.ids import PathId
 from core.models import Patient
-from core.service import get_patient
+from core.patient_list import get_patient
 from core.settings import Settings
 from portal.context import AppContext
 

@@ -35,12 +35,11 @@ from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
 from core.ids import parse_id
 from core.models import Language, Patient, PatientStatus, ProxyRight
+from core.patient_list import PatientCriteria, patient_list_page
 from core.reference import list_centers, list_states, list_therapies
 from core.service import (
-    PatientCriteria,
     PatientInput,
     patient_input_from,
-    patient_list_page,
     read_patient_input,
 )
 from core.text import N_
