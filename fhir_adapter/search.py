@@ -19,7 +19,7 @@ the caller's center, and paging it by keyset.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -305,24 +305,33 @@ def _snapshot_bounds(request: SearchRequest, snapshot: Snapshot) -> list[ColumnE
     return bounds
 
 
-def take_snapshot(
+def take_snapshot(session: Session, *, clock: Clock, request: SearchRequest) -> Snapshot:
+    """The snapshot of a first page: the highest id now and the instant (the total is
+    `counted` once the first page is read)."""
+    high_id = session.scalar(select(func.max(request.spec.id))) or 0
+    return Snapshot(high_id=high_id, at=clock.now(), total=None)
+
+
+def counted(
     session: Session,
     *,
     caller: FhirCaller,
-    clock: Clock,
     request: SearchRequest,
     where: list[ColumnElement[bool]],
+    snapshot: Snapshot,
+    first_page: Page,
 ) -> Snapshot:
-    """The snapshot of a first page: the highest id now, the instant, and the total."""
-    spec = request.spec
-    high_id = session.scalar(select(func.max(spec.id))) or 0
-    snapshot = Snapshot(high_id=high_id, at=clock.now(), total=None)
+    """The snapshot with its total (unless `_total=none`): a first page that holds every
+    match is the count itself; otherwise one count query."""
     if not request.total:
         return snapshot
-    counted = scoped(spec, select(func.count(spec.id)), caller).where(
+    if request.count > 0 and not first_page.has_next:
+        return replace(snapshot, total=len(first_page.rows))
+    spec = request.spec
+    query = scoped(spec, select(func.count(spec.id)), caller).where(
         *where, *_snapshot_bounds(request, snapshot)
     )
-    return Snapshot(high_id=high_id, at=snapshot.at, total=session.scalar(counted) or 0)
+    return replace(snapshot, total=session.scalar(query) or 0)
 
 
 def _after(key: Sql, id_: Sql, position: Position, descending: bool) -> ColumnElement[bool]:

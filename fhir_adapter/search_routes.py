@@ -46,6 +46,7 @@ from fhir_adapter.search import (
     Position,
     SearchRequest,
     conditions,
+    counted,
     cursor_payload,
     fetch_page,
     from_cursor,
@@ -210,7 +211,7 @@ def _search(
         where = conditions(search, session, caller)
     _check_include_scopes(caller, search)
     if cursor is None:
-        snapshot = take_snapshot(session, caller=caller, clock=clock, request=search, where=where)
+        snapshot = take_snapshot(session, clock=clock, request=search)
     page = fetch_page(
         session,
         caller=caller,
@@ -219,6 +220,10 @@ def _search(
         snapshot=snapshot,
         position=position,
     )
+    if cursor is None:
+        snapshot = counted(
+            session, caller=caller, request=search, where=where, snapshot=snapshot, first_page=page
+        )
     render = Render(session, shipped_protocols())
     matches = spec.render(render, page.rows)
     included = include(session, caller=caller, render=render, request=search, rows=page.rows)
