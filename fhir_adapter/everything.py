@@ -11,7 +11,7 @@ or after an instant, `_type` names the types wanted, `_count` sizes the pages.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from fhir_adapter.search import (
     DEFAULT_COUNT,
     bad_parameter,
     parse_count,
+    refuse_nul,
     refuse_unknown,
     scoped,
 )
@@ -69,6 +70,7 @@ def parse_everything(
     patient_id: int, pairs: Sequence[tuple[str, str]], *, strict: bool
 ) -> EverythingRequest:
     """The `$everything` that `pairs` ask for (types not yet narrowed to the caller's scope)."""
+    refuse_nul(pairs)
     types: list[str] = []
     since: datetime | None = None
     count = DEFAULT_COUNT
@@ -217,7 +219,7 @@ def left_out(
         + ", ".join(dropped),
         severity="warning",
     )
-    return EverythingRequest(**{**request.__dict__, "types": kept}), issue
+    return replace(request, types=kept), issue
 
 
 def everything_payload(
@@ -247,13 +249,7 @@ def everything_from_cursor(
         types = tuple(str(name) for name in payload["ty"])
         if any(name not in EVERYTHING_TYPES for name in types):
             raise ValueError("unknown type")
-        request = EverythingRequest(
-            **{
-                **request.__dict__,
-                "types": types,
-                "ignored": tuple(str(name) for name in payload["i"]),
-            }
-        )
+        request = replace(request, types=types, ignored=tuple(str(name) for name in payload["i"]))
         snapshot = EverythingSnapshot(
             high_ids={str(name): int(high) for name, high in payload["hw"].items()},
             total=int(payload["tot"]),

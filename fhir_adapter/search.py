@@ -39,7 +39,7 @@ MAX_COUNT = 1000
 # Resources a `_revinclude` adds to one page at most (a page of 1,000 patients with 30
 # observations each would otherwise be 31,000 resources); past it the page says so.
 MAX_REVINCLUDED = 5000
-# Parameters that shape the answer rather than select rows.
+# `_total`'s values: an estimate is served as the exact count.
 _TOTALS = ("none", "estimate", "accurate")
 # Read by content negotiation before the search sees the request.
 _TRANSPORT = frozenset({"_format", "_pretty"})
@@ -67,12 +67,10 @@ def ignored_issues(
     ]
 
 
-def refuse_unknown(names: Iterable[str], *, resource_type: str, strict: bool) -> None:
+def refuse_unknown(names: Sequence[str], *, resource_type: str, strict: bool) -> None:
     """Under `Prefer: handling=strict`, parameters this server does not know are a 400."""
     if strict and names:
-        issues = ignored_issues(names, resource_type=resource_type, severity="error")
-        if issues:
-            raise FhirError(400, issues)
+        raise FhirError(400, ignored_issues(names, resource_type=resource_type, severity="error"))
 
 
 def prefers_strict(prefer: str | None) -> bool:
@@ -89,11 +87,14 @@ def prefers_strict(prefer: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One occurrence of a search parameter: `name[:modifier]=value` (alternatives by comma)."""
+    """One occurrence of a search parameter: `name[:modifier]=value` (alternatives by comma),
+    or a chain through the patient: `patient.identifier=...` (`chain` the Patient parameter,
+    `modifier` its modifier)."""
 
     name: str
     modifier: str | None
     value: str
+    chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,19 @@ class SearchRequest:
     @property
     def parameter_names(self) -> list[str]:
         """The names of the parameters used (for the audit log: never their values)."""
-        return sorted({criterion.name for criterion in self.criteria})
+        return sorted(
+            {
+                f"{criterion.name}.{criterion.chain}" if criterion.chain else criterion.name
+                for criterion in self.criteria
+            }
+        )
+
+
+def refuse_nul(pairs: Sequence[tuple[str, str]]) -> None:
+    """No search value holds a NUL character: nobody means one, and PostgreSQL cannot
+    compare one (the search would end in a 500)."""
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        raise FhirError.single(400, "invalid", "A search parameter holds a NUL character")
 
 
 def parse_count(value: str) -> int:
@@ -134,12 +147,22 @@ def parse_search(
         raise FhirError.single(
             400, "too-costly", f"A search takes at most {_MAX_PARAMETERS} parameters"
         )
+    refuse_nul(pairs)
     criteria: list[Criterion] = []
     ignored: list[str] = []
     accepted: list[tuple[str, str]] = []
     options: dict[str, Any] = {"includes": [], "revincludes": []}
     for key, value in pairs:
         if key in _TRANSPORT or key == CURSOR:
+            continue
+        head, dot, chain = key.partition(".")
+        if dot:
+            criterion = _chained(spec, head, chain, value)
+            if criterion is not None:
+                criteria.append(criterion)
+                accepted.append((key, value))
+            elif head.partition(":")[0] not in spec.params:
+                ignored.append(head.partition(":")[0])
             continue
         name, colon, modifier = key.partition(":")
         if name.startswith("_") and name not in spec.params:
@@ -175,6 +198,34 @@ def parse_search(
         ignored=tuple(sorted(set(ignored))),
         accepted=tuple(accepted),
     )
+
+
+def _chained(spec: SearchType, head: str, chain: str, value: str) -> Criterion | None:
+    """`patient.identifier=system|value` (or `subject:Patient.name=...`): the rows of the
+    patients the chained Patient parameter finds. None when `head` is no parameter here (the
+    caller ignores it); 400 for a chain this server does not follow."""
+    name, colon, modifier = head.partition(":")
+    param = spec.params.get(name)
+    if param is None:
+        return None
+    patient_params = SEARCH_TYPES["Patient"].params
+    chain_name, chain_colon, chain_modifier = chain.partition(":")
+    if (
+        param.kind != "reference"
+        or (colon and modifier not in param.modifiers)
+        or chain_name not in patient_params
+        or (chain_colon and chain_modifier not in patient_params[chain_name].modifiers)
+    ):
+        raise bad_parameter(
+            f"{head}.{chain}"[:64],
+            "this chain is not supported (the patient's own parameters are: "
+            + ", ".join(patient_params)
+            + ")",
+            "not-supported",
+        )
+    if not value:
+        return None
+    return Criterion(name, chain_modifier if chain_colon else None, value, chain=chain_name)
 
 
 def _result_parameter(
@@ -260,14 +311,18 @@ def conditions(
     where = Where(session, caller)
     built: list[ColumnElement[bool]] = []
     for criterion in request.criteria:
-        param = request.spec.params[criterion.name]
+        spec = SEARCH_TYPES["Patient"] if criterion.chain else request.spec
+        param = spec.params[criterion.chain or criterion.name]
         try:
             alternatives = [
                 param.condition(where, alternative, criterion.modifier)
                 for alternative in or_values(criterion.value)
             ]
         except BadValue as bad:
-            raise bad_parameter(criterion.name, bad.problem, bad.code) from None
+            shown = f"{criterion.name}.{criterion.chain}" if criterion.chain else criterion.name
+            raise bad_parameter(shown, bad.problem, bad.code) from None
+        # A chain (`patient.identifier`) is a condition on the row's patient: every query
+        # joins `patients` already (`scoped`).
         built.append(or_(*alternatives) if len(alternatives) > 1 else alternatives[0])
     return built
 
@@ -530,9 +585,9 @@ def from_cursor(
         if payload.get("v") != _VERSION:
             raise ValueError("another version")
         pairs = [(str(key), str(value)) for key, value in payload["q"]]
-        request = parse_search(spec, pairs, strict=False)
-        request = SearchRequest(
-            **{**request.__dict__, "ignored": tuple(str(name) for name in payload["i"])}
+        request = replace(
+            parse_search(spec, pairs, strict=False),
+            ignored=tuple(str(name) for name in payload["i"]),
         )
         snapshot = Snapshot(
             high_id=int(payload["hw"]),

@@ -143,7 +143,7 @@ class Where:
     caller: FhirCaller
 
 
-Condition_ = Callable[[Where, str, str | None], ColumnElement[bool]]
+ConditionFn = Callable[[Where, str, str | None], ColumnElement[bool]]
 """(context, one alternative as sent (still escaped), modifier) -> the SQL condition; raises
 `BadValue` for a value the parameter cannot take."""
 
@@ -153,7 +153,7 @@ class Param:
     """A search parameter: its FHIR type, the modifiers it takes, its condition."""
 
     kind: str  # date, token, reference, string
-    condition: Condition_
+    condition: ConditionFn
     modifiers: frozenset[str] = frozenset()
 
 

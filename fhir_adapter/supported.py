@@ -45,7 +45,8 @@ def _patient_param(definition: str = "clinical-patient") -> SearchParam:
         "patient",
         SearchParamType.REFERENCE,
         f"{_SPEC}{definition}",
-        "The patient (id, Patient/id or the full URL)",
+        "The patient (id, Patient/id or the full URL); chained to the patient's own "
+        "parameters too (patient.identifier=system|value, patient.name, patient.birthdate)",
     )
 
 
@@ -86,7 +87,7 @@ def _plan(registry: CapabilityRegistry) -> None:
                 "subject",
                 SearchParamType.REFERENCE,
                 f"{_SPEC}Observation-subject",
-                "The patient (subject:Patient too)",
+                "The patient (subject:Patient too; chained like patient)",
             ),
             SearchParam(
                 "code",

@@ -19,6 +19,7 @@ from coordination.followup.models import Visit, VisitStatus
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
 from core.db import transaction
+from fhir_adapter.search_types import SEARCH_TYPES
 from fhir_adapter.validation import validate_resource
 from tests.conftest import T0, Database
 from tests.integration.test_fhir_writes import FHIR_JSON, LOINC, _token
@@ -378,6 +379,21 @@ def test_observation_by_patient_in_every_form(http: TestClient, results: dict[st
     for form in forms:
         bundle = _search(http, headers, f"Observation?{form}")
         assert len(_ids(bundle)) == 4, form
+    chains = [
+        f"patient.identifier={MEDICAID_MD}|MDR0000001",
+        "patient.identifier=MDR0000001",
+        "subject:Patient.identifier=MDR0000001",
+        "patient.name=rivera&patient.birthdate=2008-03-14",
+    ]
+    for chain in chains:
+        bundle = _search(http, headers, f"Observation?{chain}")
+        assert sorted(_ids(bundle)) == sorted(
+            _ids(_search(http, headers, f"Observation?patient={patient}"))
+        ), chain
+    assert _ids(_search(http, headers, "Observation?patient.identifier=MDR0000002")) == []
+    assert _ids(_search(http, headers, "Observation?patient.name:exact=rivera")) == []
+    refused = http.get("/fhir/Observation?patient.organization=x", headers=headers)
+    assert _outcome(refused, 400)["issue"][0]["code"] == "not-supported"
     assert _ids(_search(http, headers, "Observation?patient=Group/1")) == []
     assert _ids(_search(http, headers, "Observation?patient=99999999999")) == []
 
@@ -561,6 +577,59 @@ def test_types_not_searched_are_404(db: Database, http: TestClient, clock: Froze
     )
     said = _outcome(http.get("/fhir/Group", headers=headers), 404)["issue"][0]["diagnostics"]
     assert "not searched here" in said and "Observation" in said
+
+
+RESULT_PARAMETERS = ("_count", "_sort", "_total", "_include", "_revinclude", "_summary", "_cursor")
+# What broke routes before (see test_route_fuzz): digits int() refuses or reads oddly, numbers
+# past any database integer, NUL (PostgreSQL cannot hold one), very long text, stray syntax.
+ODD_VALUES = [
+    "²",
+    "٣",
+    "9" * 30,
+    "-1",
+    "\x00",
+    "x" * 5000,
+    "|",
+    "a|b|c",
+    ",",
+    "\\",
+    "Patient/",
+    "ge",
+    "lt2026-01-01T25:61Z",
+    "☃",
+]
+
+
+def test_no_odd_value_in_any_parameter_is_a_5xx(
+    db: Database, http: TestClient, clock: FrozenClock
+) -> None:
+    headers = _token(db, clock, http)
+    # Each parameter once (`_id` and `_lastUpdated` read the same way on every type).
+    asked = [("Patient", name) for name in SEARCH_TYPES["Patient"].params]
+    asked += [("Patient", name) for name in RESULT_PARAMETERS]
+    asked += [
+        (kind, name)
+        for kind, spec in SEARCH_TYPES.items()
+        if kind != "Patient"
+        for name in spec.params
+        if not name.startswith("_")
+    ]
+    failures = []
+    for kind, parameter in asked:
+        for value in ODD_VALUES:
+            response = http.get(
+                f"/fhir/{kind}", params={parameter: value, "_count": "1"}, headers=headers
+            )
+            if response.status_code >= 500 or "resourceType" not in response.json():
+                failures.append(f"{kind}?{parameter}={value[:12]!r}: {response.status_code}")
+    for parameter in ("_since", "_type", "_count", "_cursor"):
+        for value in ODD_VALUES:
+            response = http.get(
+                "/fhir/Patient/1/$everything", params={parameter: value}, headers=headers
+            )
+            if response.status_code >= 500:
+                failures.append(f"$everything?{parameter}={value[:12]!r}: {response.status_code}")
+    assert failures == []
 
 
 # --- paging ----------------------------------------------------------------------------------
@@ -764,6 +833,7 @@ def test_another_center_gets_nothing_by_any_path(
         f"Patient?identifier={MEDICAID_MD}|MDX0000001",
         "Patient?name=crossley",
         f"Observation?patient={patient}",
+        "Observation?patient.identifier=MDX0000001",
         f"Observation?_id={observations[0]}",
         f"Procedure?patient={patient}",
         f"Condition?patient={patient}",
