@@ -23,9 +23,16 @@ _LAST_UPDATED = SearchParam(
     "_lastUpdated",
     SearchParamType.DATE,
     f"{_SPEC}Resource-lastUpdated",
-    "When it last changed (prefixes eq ne lt gt le ge sa eb)",
+    "When it last changed (prefixes eq ne lt gt le ge sa eb); also a _sort key "
+    "(_sort=_lastUpdated, -_lastUpdated)",
 )
-_ID = SearchParam("_id", SearchParamType.TOKEN, f"{_SPEC}Resource-id", "The resource's id")
+_ID = SearchParam(
+    "_id",
+    SearchParamType.TOKEN,
+    f"{_SPEC}Resource-id",
+    "The resource's id. Results come in id order unless _sort says otherwise; pages are "
+    "keyset pages (_count, at most 1000) and the first page's total holds for the next ones",
+)
 # Every `_include` served names the patient; `_revinclude` on Patient searches bring what
 # points at them.
 _REVINCLUDES = [
@@ -96,7 +103,10 @@ def _plan(registry: CapabilityRegistry) -> None:
                 "system|code, code or system| (comma: any of them)",
             ),
             SearchParam(
-                "date", SearchParamType.DATE, f"{_SPEC}clinical-date", "The effective time"
+                "date",
+                SearchParamType.DATE,
+                f"{_SPEC}clinical-date",
+                "The effective time; also a _sort key (_sort=date, -date)",
             ),
             SearchParam("status", SearchParamType.TOKEN, f"{_SPEC}Observation-status"),
         ),
