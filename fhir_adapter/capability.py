@@ -116,9 +116,11 @@ class _Resource:
     search_params: dict[str, SearchParam]
     includes: list[str]
     documentation: str | None
+    revincludes: list[str] = field(default_factory=list)
     served: set[Interaction] = field(default_factory=set)
     served_params: set[str] = field(default_factory=set)
     served_includes: set[str] = field(default_factory=set)
+    served_revincludes: set[str] = field(default_factory=set)
 
 
 class CapabilityRegistry:
@@ -140,15 +142,17 @@ class CapabilityRegistry:
         *,
         search_params: Iterable[SearchParam] = (),
         includes: Iterable[str] = (),
+        revincludes: Iterable[str] = (),
         documentation: str | None = None,
     ) -> None:
-        """Plan support for a resource type (its interactions, search parameters, includes)."""
+        """Plan support for a resource type (its interactions, search parameters, includes
+        and reverse includes)."""
         planned = set(interactions)
         params = {param.name: param for param in search_params}
         if params and Interaction.SEARCH_TYPE not in planned:
             raise ValueError(f"{resource_type}: search parameters without search-type")
         self._resources[resource_type] = _Resource(
-            resource_type, planned, params, list(includes), documentation
+            resource_type, planned, params, list(includes), documentation, list(revincludes)
         )
 
     def plan_system(self, *interactions: SystemInteraction) -> None:
@@ -167,9 +171,11 @@ class CapabilityRegistry:
         *interactions: Interaction,
         search_params: Iterable[str] | None = None,
         includes: Iterable[str] = (),
+        revincludes: Iterable[str] = (),
     ) -> None:
         """Declare, next to the routes, that these planned interactions are served. For
-        search-type, `search_params` names the parameters served (default: all planned)."""
+        search-type, `search_params` names the parameters served (default: all planned),
+        `includes` and `revincludes` the `_include` and `_revinclude` values."""
         resource = self._resources.get(resource_type)
         if resource is None:
             raise ValueError(f"{resource_type} is not in the plan (capability._plan)")
@@ -189,6 +195,12 @@ class CapabilityRegistry:
         if unknown_includes:
             raise ValueError(f"{resource_type}: _include {sorted(unknown_includes)} not planned")
         resource.served_includes.update(includes)
+        unknown_revincludes = set(revincludes) - set(resource.revincludes)
+        if unknown_revincludes:
+            raise ValueError(
+                f"{resource_type}: _revinclude {sorted(unknown_revincludes)} not planned"
+            )
+        resource.served_revincludes.update(revincludes)
 
     def serve_system(self, *interactions: SystemInteraction) -> None:
         """Declare that these planned whole-system interactions are served."""
@@ -214,6 +226,10 @@ class CapabilityRegistry:
                 routes.append(
                     Route(method, path.format(type=resource.resource_type), interaction.value)
                 )
+                for method, path in _MORE_ROUTES.get(interaction, ()):
+                    routes.append(
+                        Route(method, path.format(type=resource.resource_type), interaction.value)
+                    )
         for system in sorted(self._served_system):
             method, path = _SYSTEM_ROUTES[system]
             routes.append(Route(method, path, system.value))
@@ -327,6 +343,10 @@ class CapabilityRegistry:
             entry["searchInclude"] = [
                 name for name in resource.includes if name in resource.served_includes
             ]
+        if resource.served_revincludes:
+            entry["searchRevInclude"] = [
+                name for name in resource.revincludes if name in resource.served_revincludes
+            ]
         params = [
             _search_param_entry(param)
             for name, param in resource.search_params.items()
@@ -353,6 +373,10 @@ _INTERACTION_ROUTES: dict[Interaction, tuple[str, str]] = {
     Interaction.SEARCH_TYPE: ("GET", "/fhir/{type}"),
     Interaction.CONDITIONAL_CREATE: ("POST", "/fhir/{type}"),
     Interaction.CONDITIONAL_UPDATE: ("PUT", "/fhir/{type}"),
+}
+# Interactions that more than one request carries: search-type also as a form POST.
+_MORE_ROUTES: dict[Interaction, tuple[tuple[str, str], ...]] = {
+    Interaction.SEARCH_TYPE: (("POST", "/fhir/{type}/_search"),),
 }
 _SYSTEM_ROUTES: dict[SystemInteraction, tuple[str, str]] = {
     SystemInteraction.TRANSACTION: ("POST", "/fhir"),

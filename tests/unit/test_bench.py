@@ -6,6 +6,7 @@ import json
 
 from portal.dev.bench import ratio, run_benchmarks
 from portal.dev.bench_dispatch import DISPATCH_FIGURES
+from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES
 
 REQUIRED = {
     "portal.healthz_p95_ms",
@@ -71,3 +72,19 @@ def test_dispatch_figures_are_measured_on_the_asked_sizes() -> None:
     assert small["unit"] == large["unit"] == "ms"
     assert (small["future"], large["future"]) == (1_000, 5_000)
     assert large["ratio_1k"] == round(large["value"] / small["value"], 3)
+
+
+def test_fhir_search_figures_are_measured_through_the_route() -> None:
+    """A small run: 200 patients with 30 observations each, 20 searches."""
+    lines = list(run_benchmarks(only="fhir", patients=200, requests=20))
+
+    figures = {item["name"]: item for item in map(json.loads, lines)}
+    assert list(figures) == list(FHIR_SEARCH_FIGURES)
+    for item in figures.values():
+        assert isinstance(item["value"], int | float) and item["value"] > 0
+        assert item["patients"] == 200 + 30 and item["observations"] == (200 + 30) * 30
+    p95 = figures["fhir.search_p95_ms"]
+    assert p95["unit"] == "ms" and p95["n"] == 20
+    assert figures["fhir.search_p50_ms"]["value"] <= p95["value"]
+    assert figures["fhir.search_p95_ratio_healthz"]["unit"] == "ratio"
+    assert figures["fhir.search_next_page_p95_ms"]["n"] >= 10
