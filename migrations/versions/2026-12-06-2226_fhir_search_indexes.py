@@ -2,7 +2,7 @@
 without sorting every match (a plain index, no table rebuild).
 
 Revision ID: 88a2e219cbcd
-Revises: 7cfa7e64aacf
+Revises: d3fde89f1099
 Create Date: 2026-12-06 22:26:57.019243+00:00
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "88a2e219cbcd"
-down_revision: str | None = "7cfa7e64aacf"
+down_revision: str | None = "d3fde89f1099"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
