@@ -1,4 +1,4 @@
-"""The `cgt-access` command: serve, worker, db upgrade, demo seed, bench."""
+"""The `cgt-access` command: serve, worker, db upgrade, demo seed, fhir export-run, bench."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ SMS_DISPATCH_LOCK = "sms-dispatch"
 SMS_DISPATCH_LEASE = timedelta(minutes=10)
 content_app = typer.Typer(help="Education modules (education/modules).", no_args_is_help=True)
 app.add_typer(content_app, name="content")
+fhir_app = typer.Typer(help="The FHIR API: bulk export jobs.", no_args_is_help=True)
+app.add_typer(fhir_app, name="fhir")
 
 
 def _settings_or_exit() -> Settings:
@@ -279,6 +281,37 @@ def sms_dispatch() -> None:
         f"in doubt {report.in_doubt}, settled {report.reconciled + report.requeued}, "
         f"released {report.released}"
     )
+
+
+@fhir_app.command("export-run")
+def fhir_export_run() -> None:
+    """Run the queued bulk exports now, once (what every worker does every few seconds),
+    then delete the files of expired ones. Safe next to running workers: each job is
+    claimed by one of them."""
+    from coordination.locks import run_exclusively
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+    from fhir_adapter.export_jobs import (
+        CLEANUP_LOCK,
+        ExportConfig,
+        expire_exports,
+        run_queued_exports,
+    )
+
+    settings = _settings_or_exit()
+    _protocols_or_exit()
+    _configure_logging()
+    factory = make_session_factory(make_engine(settings.database_url))
+    clock = SystemClock()
+    config = ExportConfig.from_settings(settings)
+    ran = run_queued_exports(factory, clock=clock, config=config)
+    _, expired = run_exclusively(
+        factory,
+        name=CLEANUP_LOCK,
+        clock=clock,
+        job=lambda session: expire_exports(session, clock=clock, config=config),
+    )
+    typer.echo(f"ran {ran} export(s); {expired or 0} expired export(s) deleted")
 
 
 @app.command()
