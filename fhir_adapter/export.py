@@ -31,7 +31,6 @@ from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.export_streams import EXPORT_TYPES
 from fhir_adapter.models import ExportJob, ExportStatus
 from fhir_adapter.resources import instant
-from fhir_adapter.schema import resource_types
 from fhir_adapter.scopes import Interaction
 
 NDJSON = "application/fhir+ndjson"
@@ -124,10 +123,9 @@ def _types(values: list[str], *, caller: FhirCaller, lenient: bool) -> tuple[str
         if name in EXPORT_TYPES:
             wanted.add(name)
         elif not lenient:
-            kind = "an R4 resource type" if name in resource_types() else "a resource type"
-            known = "is not exported here" if name in resource_types() else f"is not {kind}"
             raise _refuse(
-                f"_type {name[:64]} {known}. This server exports " + ", ".join(EXPORT_TYPES),
+                f"_type {name[:64]} is not exported here. This server exports "
+                + ", ".join(EXPORT_TYPES),
                 code="not-supported",
             )
     if not wanted:

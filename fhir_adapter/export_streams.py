@@ -11,6 +11,7 @@ protocols' visit labels) are read once per export, not once per row.
 from __future__ import annotations
 
 import itertools
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,10 +125,15 @@ def _changed_after(column: Any, since: datetime | None) -> list[ColumnElement[bo
 
 
 def _rows(session: Session, query: Select[Any]) -> Iterator[Any]:
-    """The rows of `query`, fetched FETCH_ROWS at a time (never all at once)."""
+    """The rows of `query`, fetched FETCH_ROWS at a time (never all at once), each as a
+    named tuple: the serializers read a dozen attributes per row, and a named tuple's
+    attribute costs a tenth of a Row's."""
     result = session.execute(query.execution_options(yield_per=FETCH_ROWS))
     try:
-        yield from result
+        record: Callable[[Any], Any] = namedtuple("Record", list(result.keys()))._make  # type: ignore[attr-defined]
+        for rows in result.partitions():
+            for row in rows:
+                yield record(row)
     finally:
         result.close()
 
@@ -188,6 +194,10 @@ def _own(patient_id: Any, center_id: int) -> ColumnElement[bool]:
     return own
 
 
+# Columns an Observation resource does not show (left out of the select: a million rows).
+_UNSERVED = frozenset({"source", "recorded_by_user_id"})
+
+
 def _observation_rows(center_id: int, since: datetime | None) -> Select[Any]:
     changed: list[ColumnElement[bool]] = []
     if since is not None:
@@ -199,9 +209,9 @@ def _observation_rows(center_id: int, since: datetime | None) -> Select[Any]:
             )
         ]
     return (
-        select(*_observations)
+        select(*(column for column in _observations if column.key not in _UNSERVED))
         .where(_own(_observations.patient_id, center_id), *changed)
-        .order_by(_observations.id)
+        .order_by(_observations.patient_id, _observations.id)
     )
 
 
@@ -219,7 +229,7 @@ def _condition_rows(center_id: int, since: datetime | None) -> Select[Any]:
             _own(_conditions.patient_id, center_id),
             *_changed_after(_conditions.updated_at, since),
         )
-        .order_by(_conditions.id)
+        .order_by(_conditions.patient_id, _conditions.id)
     )
 
 
@@ -247,7 +257,7 @@ def _link_rows(center_id: int, since: datetime | None) -> Select[Any]:
         )
         .join_from(CaregiverLink.__table__, Caregiver.__table__)
         .where(_own(_links.patient_id, center_id), *_changed_after(_links.updated_at, since))
-        .order_by(_links.id)
+        .order_by(_links.patient_id, _links.id)
     )
 
 
@@ -267,7 +277,7 @@ def _visit_rows(center_id: int, since: datetime | None, *, completed: bool) -> S
         select(*_visits, _patients.therapy_id)
         .join_from(Visit.__table__, Patient.__table__)
         .where(_patients.center_id == center_id, *_changed_after(_visits.updated_at, since))
-        .order_by(_visits.id)
+        .order_by(_visits.patient_id, _visits.id)
     )
     return query.where(_visits.status == VisitStatus.COMPLETED) if completed else query
 
