@@ -7,7 +7,8 @@
 - `fhir.export_peak_rss_mb`: the peak resident memory of the process that ran it.
 
 The export runs in a process of its own, as in a worker: its peak memory is that process's
-alone (`ru_maxrss`, imports included), not the bench runner's, which built the data. The
+alone (`VmHWM`, imports included), not the bench runner's, which built the data; the figure
+also says how much it held before and during the export. The
 data are made set-based (executemany of plain tuples, as the database stores them), never
 through ORM objects. SQLite by default; `BENCH_EXPORT_DATABASE_URL` names an empty
 PostgreSQL database to measure there instead.
@@ -54,27 +55,42 @@ BENCH_NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # Run with `python -c` in the repository root: claim the one queued job, run it, report.
 _CHILD_SCRIPT = """
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from datetime import timedelta
 from pathlib import Path
 from core.clock import SystemClock
 from core.db import make_engine, make_session_factory
 from fhir_adapter.export_jobs import ExportConfig, claim_export, run_export
 url, folder, per_file = sys.argv[1], sys.argv[2], int(sys.argv[3])
-factory = make_session_factory(make_engine(url))
-config = ExportConfig(export_dir=Path(folder), keep=timedelta(hours=1), max_per_file=per_file)
-clock = SystemClock()
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-ready_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def memory_kb(field):
+    # From /proc: this program's own. ru_maxrss would carry over the bench runner's peak,
+    # which Linux keeps across the fork and exec that started us.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError("no " + field + " in /proc/self/status")
+factory = make_session_factory(make_engine(url))
+config = ExportConfig(export_dir=Path(folder), keep=timedelta(hours=1), max_per_file=per_file)
+clock = SystemClock()
+ready_kb = memory_kb("VmRSS")
+during = [ready_kb]
+done = threading.Event()
+def watch():
+    while not done.wait(0.2):
+        during.append(memory_kb("VmRSS"))
+threading.Thread(target=watch, daemon=True).start()
 started, cpu_started = time.perf_counter(), cpu()
 claim = claim_export(factory, clock=clock, owner="bench")
 status = run_export(factory, clock=clock, claim=claim, config=config)
 seconds, cpu_s = time.perf_counter() - started, cpu() - cpu_started
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+done.set()
+during.append(memory_kb("VmRSS"))
 print(json.dumps({
-    "status": status.value, "s": seconds, "cpu_s": cpu_s, "ready_kb": ready_kb, "peak_kb": peak_kb
+    "status": status.value, "s": seconds, "cpu_s": cpu_s, "ready_kb": ready_kb,
+    "during_kb": max(during), "peak_kb": memory_kb("VmHWM"),
 }))
 """
 
@@ -147,9 +163,11 @@ def fhir_export_figures(
             "fhir.export_peak_rss_mb",
             round(report["peak_kb"] / 1024, 1),
             "MB",
-            # The process before the export began (imports, engine): what the export added
-            # is the difference, and it does not grow with the number of resources.
+            # Resident memory before the export began (imports done) and the most it held
+            # while exporting (sampled five times a second): the export's own share, which
+            # does not grow with the number of resources. The peak may be the imports'.
             ready_mb=round(report["ready_kb"] / 1024, 1),
+            exporting_mb=round(report["during_kb"] / 1024, 1),
             **extra,
         )
 
@@ -214,7 +232,10 @@ def _build_world(url: str, *, observations: int) -> None:
 def _stored(table: Table, connection: Connection, column: str, value: Any) -> Any:
     """`value` as the database stores it in `column` (what an executemany of plain tuples
     must send: the column type's own conversion, e.g. an instant on SQLite)."""
-    processor = table.c[column].type.bind_processor(connection.dialect)
+    # The dialect's own conversion (SQLite stores an instant as SQLAlchemy writes it).
+    processor = (
+        table.c[column].type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    )
     return processor(value) if processor is not None else value
 
 

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from core.audit.models import AuditEvent
@@ -35,7 +36,9 @@ from fhir_adapter.export_jobs import (
 from fhir_adapter.export_streams import EXPORT_TYPES
 from fhir_adapter.models import ExportJob, ExportStatus
 from fhir_adapter.validation import validate_resource
-from tests.conftest import Database, make_settings
+from portal.cli import app as cli
+from portal.scheduler import build_scheduler
+from tests.conftest import TEST_SECRET, Database, make_settings
 from tests.integration.test_fhir_reads import _enrolled
 from tests.integration.test_fhir_writes import FHIR_JSON, _token
 from tests.support.smart import FRONT_RANGE, HARBORVIEW, CenterSystem, center_id, register
@@ -538,3 +541,47 @@ def test_unknown_jobs_and_files_are_404(db: Database, http: TestClient, clock: F
         response = http.get(path, headers=headers)
         assert response.status_code == 404, path
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+# --- the worker and the command ------------------------------------------------------------
+
+
+def test_the_workers_scheduler_runs_queued_exports_and_expires_old_ones(
+    db: Database, http: TestClient, clock: FrozenClock, app: Any, config: ExportConfig
+) -> None:
+    client = _client(db, clock, http)
+    status = _kick_off(http, client.headers, "/fhir/$export?_type=Patient")
+    scheduler = build_scheduler(app.state.context, blocking=False)
+    runner = scheduler.get_job("fhir-export-runner")
+    cleanup = scheduler.get_job("fhir-export-cleanup")
+    assert runner is not None and cleanup is not None
+
+    runner.func()
+    assert _manifest(http, client.headers, status)["output"][0]["type"] == "Patient"
+    clock.advance(config.keep)
+    cleanup.func()
+    assert not (config.export_dir / status.rsplit("/", 1)[1]).exists()
+    assert http.get(status, headers=client.headers).status_code == 404
+
+
+def test_export_run_command_runs_the_queued_exports(
+    db: Database,
+    http: TestClient,
+    clock: FrozenClock,
+    config: ExportConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = _token(db, clock, http)
+    status = _kick_off(http, headers, "/fhir/$export?_type=Patient")
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DEMO_MODE", "false")
+    monkeypatch.setenv("EXPORT_DIR", str(config.export_dir))
+
+    result = CliRunner().invoke(cli, ["fhir", "export-run"])
+
+    assert result.exit_code == 0, result.output
+    assert "ran 1 export(s)" in result.output
+    assert _manifest(http, headers, status)["output"][0]["count"] == len(
+        _center_patients(db, HARBORVIEW)
+    )
