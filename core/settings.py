@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     reminder_planning_minutes: int = Field(default=10, ge=1, le=24 * 60)
     # Behind a TLS-terminating proxy the app trusts X-Forwarded-Proto from these addresses.
     forwarded_allow_ips: str = "127.0.0.1"
+    # FHIR bulk export: where the files are written (one folder that every copy of the
+    # process sees), how long a finished export's files are kept, and how many resources one
+    # file holds at most (a client fetches the files of a type in parallel).
+    export_dir: str = "./exports"
+    export_keep_hours: int = Field(default=24, ge=1, le=24 * 30)
+    export_file_max_resources: int = Field(default=100_000, ge=1, le=10_000_000)
 
     @field_validator("database_url")
     @classmethod

@@ -8,12 +8,12 @@ costs a dict and a serialisation per resource; `Decimal` values keep their exact
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import format_datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Request
@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fhir_adapter.errors import FhirError
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 FHIR_JSON = "application/fhir+json"
 FHIR_JSON_UTF8 = "application/fhir+json; charset=utf-8"
 # The MIME types (and `_format` shorthands) a client may ask for and get our JSON.
@@ -48,6 +49,11 @@ def dumps(resource: Mapping[str, Any], *, pretty: bool = False) -> bytes:
     """A resource (plain dict) as FHIR JSON bytes; one line unless `pretty`."""
     option = orjson.OPT_INDENT_2 if pretty else 0
     return orjson.dumps(resource, default=_json_default, option=option)
+
+
+def ndjson_line(resource: Mapping[str, Any]) -> bytes:
+    """A resource as one line of NDJSON (bulk export files): compact JSON and a newline."""
+    return orjson.dumps(resource, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class FhirResponse(Response):
@@ -112,12 +118,34 @@ def _acceptable(media_range: str) -> bool:
     return version is None or version in _FHIR_VERSIONS
 
 
+def serves_media_types(*media_types: str) -> Callable[[_F], _F]:
+    """Mark a route that answers in other media types besides FHIR JSON (a bulk export
+    file is `application/fhir+ndjson`): `negotiate` lets a client accept those there."""
+
+    def mark(endpoint: _F) -> _F:
+        endpoint.fhir_media_types = frozenset(media_types)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def _route_media_types(request: Request) -> frozenset[str]:
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    found: frozenset[str] = getattr(endpoint, "fhir_media_types", frozenset())
+    return found
+
+
 def negotiate(request: Request) -> ResponseFormat:
     """The response format from `_format` (which wins) or `Accept`; 406 when the client
     accepts nothing we write (XML, Turtle, HTML alone, another FHIR version).
 
     A router dependency for every FHIR route, so each has it before it does any work."""
     pretty = request.query_params.get("_pretty", "").lower() == "true"
+    extra = _route_media_types(request)
+    if extra and any(
+        _media_range(part)[0] in extra for part in request.headers.get("accept", "").split(",")
+    ):
+        return ResponseFormat(pretty=pretty)
     asked = request.query_params.get("_format")
     if asked is not None:
         if not _acceptable(asked):

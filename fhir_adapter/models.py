@@ -7,19 +7,23 @@ disabled client is refused by every copy on its next request).
 
 Resources received: which record each resource a center sent became (`ResourceKey`), under
 which identifiers (`ResourceIdentifier`) and with what content, so that a resent resource
-updates or matches its record instead of duplicating it."""
+updates or matches its record instead of duplicating it.
+
+Bulk export: each `$export` a client started (`ExportJob`), the truth the workers run it from
+and the status endpoint answers from."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
 from core.identity.models import User
-from core.models import TreatmentCenter
+from core.models import TreatmentCenter, enum_column
 
 
 class FhirClient(Base):
@@ -157,3 +161,65 @@ class ResourceIdentifier(Base):
     system: Mapped[str] = mapped_column(String(200))
     value: Mapped[str] = mapped_column(String(200))
     local_id: Mapped[int] = mapped_column(index=True)
+
+
+class ExportStatus(enum.StrEnum):
+    """Where a bulk export stands. QUEUED until a worker claims it; RUNNING while one
+    writes its files; then COMPLETE (files downloadable until `expires_at`), ERROR or
+    CANCELLED (files deleted); EXPIRED once the cleanup deleted a complete job's files."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ExportJob(Base):
+    """A bulk `$export` a client started: what it asked for, for which center, and where the
+    work stands. A worker claims it with an UPDATE guarded by its status and lease, so of
+    several workers one runs it; it keeps the lease while it writes, and a job whose worker
+    died is claimed again once the lease ran out."""
+
+    __tablename__ = "fhir_export_jobs"
+    __table_args__ = (
+        Index("ix_fhir_export_jobs_status_requested", "status", "requested_at"),
+        Index("ix_fhir_export_jobs_client_status", "client_pk", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The job's name in URLs: random, unguessable, says nothing about anyone.
+    job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("fhir_clients.id"))
+    center_id: Mapped[int] = mapped_column(ForeignKey("treatment_centers.id"))
+    # system, patient or group: which kick-off started it (the same patients: the center's).
+    level: Mapped[str] = mapped_column(String(16))
+    # The kick-off URL as the client sent it (the manifest's `request`).
+    request_url: Mapped[str] = mapped_column(Text)
+    # The resource types to export, in the order they are written.
+    types: Mapped[list[str]] = mapped_column(JSON)
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    output_format: Mapped[str] = mapped_column(String(40))
+    status: Mapped[ExportStatus] = mapped_column(enum_column(ExportStatus, 16))
+    # What the status endpoint says in X-Progress ("Observation 40%").
+    progress: Mapped[str | None] = mapped_column(String(120))
+    # Claims so far (more than one: a worker died and another started again).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The worker running it and until when its claim holds without news from it.
+    owner: Mapped[str | None] = mapped_column(String(120))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The instant the export's snapshot of the database was taken (`transactionTime`).
+    transaction_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When a complete job's files are deleted.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The files written: [{"type": "Observation", "file": "Observation-1.ndjson", "count": 9}].
+    outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Why it failed, in words for the client (no PHI; the details are in the log).
+    error: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    client: Mapped[FhirClient] = relationship()

@@ -49,7 +49,10 @@ FOLLOW_UP_YEARS = 15
 
 def instant(moment: datetime) -> str:
     """A FHIR instant/dateTime in UTC with seconds: `2026-11-27T15:00:00Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not UTC:  # the database's instants are UTC already
+        moment = moment.astimezone(UTC)
+    # isoformat, not strftime: a bulk export writes two of these per Observation.
+    return moment.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def meta(version_id: str | int, last_updated: datetime) -> JSON:
@@ -151,61 +154,71 @@ def patient_resource(patient: Any, *, state: Any, center: Any, therapy: Any) -> 
 # --- Observation -------------------------------------------------------------------------
 
 
+def _category_code(code_system: str, code: str) -> str:
+    if code_system != LOINC:
+        return "survey"
+    return "vital-signs" if code in VITAL_SIGNS else "laboratory"
+
+
 def _category(code_system: str, code: str) -> list[JSON]:
-    kind = (
-        "vital-signs"
-        if code_system == LOINC and code in VITAL_SIGNS
-        else ("laboratory" if code_system == LOINC else "survey")
-    )
-    return [{"coding": [{"system": CATEGORY, "code": kind}]}]
+    return [{"coding": [{"system": CATEGORY, "code": _category_code(code_system, code)}]}]
 
 
 def observation_resource(observation: Any) -> JSON:
-    """A kept observation as a FHIR Observation (its status and version as corrected)."""
+    """A kept observation as a FHIR Observation (its status and version as corrected).
+
+    Bulk export makes a million of these in a run: each attribute is read once (a Core
+    row's attribute costs more than a local's), nothing is looked up twice."""
     extra: dict[str, Any] = observation.extra or {}
+    code_system = observation.code_system
+    code = observation.code
+    display = observation.display
+    status = observation.status
     resource: JSON = {
         "resourceType": "Observation",
         "id": str(observation.id),
-        "meta": meta(observation.version_id, observation.updated_at or observation.created_at),
-        "status": getattr(observation.status, "value", observation.status),
-        "category": extra.get("category") or _category(observation.code_system, observation.code),
-        "code": {
-            "coding": [
-                {
-                    "system": observation.code_system,
-                    "code": observation.code,
-                    "display": observation.display,
-                }
-            ],
-            "text": observation.display,
+        "meta": {
+            "versionId": str(observation.version_id),
+            "lastUpdated": instant(observation.updated_at or observation.created_at),
         },
-        "subject": patient_reference(observation.patient_id),
+        "status": str(status),  # a StrEnum's str is its value (and a str's is itself)
+        "category": extra.get("category") or _category(code_system, code),
+        "code": {
+            "coding": [{"system": code_system, "code": code, "display": display}],
+            "text": display,
+        },
+        "subject": {"reference": f"Patient/{observation.patient_id}"},
         "effectiveDateTime": instant(observation.effective_at),
     }
-    if observation.value_quantity is not None:
-        quantity: JSON = {"value": _number(observation.value_quantity)}
-        if observation.value_unit:
-            quantity.update(unit=observation.value_unit, system=UCUM, code=observation.value_unit)
-        if extra.get("comparator"):
+    value_quantity = observation.value_quantity
+    if value_quantity is not None:
+        quantity: JSON = {"value": _number(value_quantity)}
+        unit = observation.value_unit
+        if unit:
+            quantity["unit"] = unit
+            quantity["system"] = UCUM
+            quantity["code"] = unit
+        if extra and extra.get("comparator"):
             quantity["comparator"] = extra["comparator"]
         resource["valueQuantity"] = quantity
-    elif observation.value_code is not None:
-        resource["valueCodeableConcept"] = {
-            "coding": [
-                {
-                    "system": observation.value_code_system,
-                    "code": observation.value_code,
-                    **({"display": observation.value_text} if observation.value_text else {}),
-                }
-            ]
-        }
-    elif observation.value_boolean is not None:
-        resource["valueBoolean"] = observation.value_boolean
-    elif observation.value_text is not None:
-        resource["valueString"] = observation.value_text
-    for key in ("component", "dataAbsentReason", "interpretation", "hasMember"):
-        if key in extra:
-            resource[key] = extra[key]
+    else:
+        value_code = observation.value_code
+        value_text = observation.value_text
+        if value_code is not None:
+            coding: JSON = {"system": observation.value_code_system, "code": value_code}
+            if value_text:
+                coding["display"] = value_text
+            resource["valueCodeableConcept"] = {"coding": [coding]}
+        else:
+            value_boolean = observation.value_boolean
+            if value_boolean is not None:
+                resource["valueBoolean"] = value_boolean
+            elif value_text is not None:
+                resource["valueString"] = value_text
+    if extra:
+        for key in ("component", "dataAbsentReason", "interpretation", "hasMember"):
+            if key in extra:
+                resource[key] = extra[key]
     return resource
 
 

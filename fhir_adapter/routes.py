@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from core.web import ClockDep, request_context
-from fhir_adapter import read_routes, search_routes, write_routes
+from fhir_adapter import export_routes, read_routes, search_routes, write_routes
 from fhir_adapter.bearer import fhir_caller
 from fhir_adapter.errors import FhirError, Issue, operation_outcome
 from fhir_adapter.http import FhirResponse, FormatDep, JsonBody, fhir_base_url, negotiate
@@ -138,7 +138,9 @@ def _base_profile(resource_type: str) -> str:
 
 
 # The resource handlers' routes hang on `secured` (before it is included below: FastAPI copies
-# a router's routes when it is included).
+# a router's routes when it is included). Bulk export first: `/$export` and `/Patient/$export`
+# must not be taken for a type or an id by a route that matches any word there.
+secured.include_router(export_routes.router)
 secured.include_router(write_routes.router)
 # Searches before reads: `GET /fhir/Patient/1/$everything` is no read (and `GET /fhir/[type]`
 # never clashes with `GET /fhir/[type]/[id]`).

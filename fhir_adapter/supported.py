@@ -210,11 +210,34 @@ def _plan(registry: CapabilityRegistry) -> None:
             ),
         )
     )
-    registry.plan_operation(
-        Operation("export", f"{_BULK}export", OperationLevel.SYSTEM, method="GET")
+    export = (
+        "Bulk Data export (async: Prefer: respond-async, then poll Content-Location): the "
+        "client's center's patients and what is about them, as NDJSON; _type, _since."
     )
     registry.plan_operation(
-        Operation("export", f"{_BULK}group-export", OperationLevel.INSTANCE, "Group", method="GET")
+        Operation(
+            "export", f"{_BULK}export", OperationLevel.SYSTEM, method="GET", documentation=export
+        )
+    )
+    registry.plan_operation(
+        Operation(
+            "export",
+            f"{_BULK}patient-export",
+            OperationLevel.TYPE,
+            "Patient",
+            method="GET",
+            documentation=export,
+        )
+    )
+    registry.plan_operation(
+        Operation(
+            "export",
+            f"{_BULK}group-export",
+            OperationLevel.INSTANCE,
+            "Group",
+            method="GET",
+            documentation=export + " The client's center is Group/[center id].",
+        )
     )
 
 

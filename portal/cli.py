@@ -286,6 +286,37 @@ def sms_dispatch() -> None:
     )
 
 
+@fhir_app.command("export-run")
+def fhir_export_run() -> None:
+    """Run the queued bulk exports now, once (what every worker does every few seconds),
+    then delete the files of expired ones. Safe next to running workers: each job is
+    claimed by one of them."""
+    from coordination.locks import run_exclusively
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+    from fhir_adapter.export_jobs import (
+        CLEANUP_LOCK,
+        ExportConfig,
+        expire_exports,
+        run_queued_exports,
+    )
+
+    settings = _settings_or_exit()
+    _protocols_or_exit()
+    _configure_logging()
+    factory = make_session_factory(make_engine(settings.database_url))
+    clock = SystemClock()
+    config = ExportConfig.from_settings(settings)
+    ran = run_queued_exports(factory, clock=clock, config=config)
+    _, expired = run_exclusively(
+        factory,
+        name=CLEANUP_LOCK,
+        clock=clock,
+        job=lambda session: expire_exports(session, clock=clock, config=config),
+    )
+    typer.echo(f"ran {ran} export(s); {expired or 0} expired export(s) deleted")
+
+
 @app.command()
 def bench(
     only: str = typer.Option("", help="Run only the figures whose name starts with this."),

@@ -7,6 +7,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from coordination.jobs import add_jobs
+from fhir_adapter.export_jobs import add_export_jobs
 from portal.context import AppContext
 
 
@@ -22,6 +23,10 @@ def build_scheduler(context: AppContext, *, blocking: bool) -> BaseScheduler:
         dispatch_interval_seconds=context.settings.dispatch_interval_seconds,
         dispatch_concurrency=context.settings.dispatch_concurrency,
         planning_interval_minutes=context.settings.reminder_planning_minutes,
+    )
+    # FHIR bulk export: queued jobs run here (each claimed by one worker), old files expire.
+    add_export_jobs(
+        scheduler, factory=context.factory, clock=context.clock, settings=context.settings
     )
     return scheduler
 

@@ -124,8 +124,11 @@ _REQUESTS = {
     "search-type": ("GET", "/fhir/{type}"),
     "validate": ("POST", "/fhir/{type}/$validate"),
     "everything": ("GET", "/fhir/{type}/1/$everything"),
-    "export": ("GET", "/fhir/{type}/1/$export"),
+    # Bulk Data's two resource-level exports, told apart by their definitions.
+    "patient-export": ("GET", "/fhir/{type}/$export"),
+    "group-export": ("GET", "/fhir/{type}/1/$export"),
 }
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 _SYSTEM_REQUESTS = {
     "transaction": ("POST", "/fhir"),
     "batch": ("POST", "/fhir"),
@@ -138,7 +141,12 @@ def test_everything_the_statement_lists_is_routed(client: TestClient, app: FastA
     requests = []
     for entry in rest.get("resource", []):
         listed = [item["code"] for item in entry.get("interaction", [])]
-        listed += [item["name"] for item in entry.get("operation", [])]
+        listed += [
+            item["definition"].removeprefix(_BULK)
+            if item["definition"].startswith(_BULK)
+            else item["name"]
+            for item in entry.get("operation", [])
+        ]
         listed += [
             name
             for flag, name in (("conditionalCreate", "create"), ("conditionalUpdate", "update"))
@@ -212,8 +220,14 @@ def test_every_fhir_route_is_a_served_capability(app: FastAPI) -> None:
     undeclared = []
     for method, template in routes:
         pattern = re.compile(re.sub(r"\\\{[\w:]+\\\}", "[^/]+", re.escape(template)))
-        # metadata and SMART's discovery document are no FHIR capabilities of their own.
-        discovery = template in ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+        # metadata and SMART's discovery document are no FHIR capabilities of their own, nor
+        # are the status and file URLs of $export's async pattern (served with $export).
+        discovery = template in (
+            "/fhir/metadata",
+            "/fhir/.well-known/smart-configuration",
+            "/fhir/$export-status/{job_id}",
+            "/fhir/$export-file/{job_id}/{file_name}",
+        )
         if not discovery and not any(
             route.method == method and pattern.fullmatch(route.path) for route in served
         ):

@@ -593,6 +593,10 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         values = {
                             "token": "x",
                             "resource_type": "Patient",
+                            # FHIR bulk export: the Group is a center, the rest is unknown.
+                            "group_id": "1",
+                            "job_id": "no-such-export-job",
+                            "file_name": "Patient-1.ndjson",
                             **{k: str(v) for k, v in world.ids.items()},
                         }
                         chosen = target or world.targets[0]

@@ -19,6 +19,7 @@ PostgreSQL would only double the time."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -243,6 +244,12 @@ def _world(db: Database, clock: FrozenClock) -> World:
                 "module_key": MODULE_KEY,
                 "section_id": module.section_ids[0],
                 "token": "no-such-token-0123456789",
+                # FHIR bulk export (every FHIR route answers 401 without a token anyway).
+                "resource_type": "Patient",
+                "resource_id": str(maya.id),
+                "group_id": str(center),
+                "job_id": "no-such-export-job",
+                "file_name": "Patient-1.ndjson",
             },
             answer_fields=tuple(f"q-{question.id}" for question in module.en.questions),
         )
@@ -303,7 +310,8 @@ class Fuzzer:
                 form[param.name] = item
         url = target.path
         for name, good in path_values.items():
-            url = url.replace("{" + name + "}", quote(good, safe=""))
+            # `{name}` or with a converter, `{name:int}`.
+            url = re.sub(r"\{" + re.escape(name) + r"(:\w+)?\}", quote(good, safe=""), url)
         assert "{" not in url, f"no good value for a path parameter of {target.path}"
         self.requests += 1
         response: httpx.Response

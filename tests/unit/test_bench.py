@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from portal.dev.bench import ratio, run_benchmarks
 from portal.dev.bench_dispatch import DISPATCH_FIGURES
 from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES
+from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES
 
 REQUIRED = {
     "portal.healthz_p95_ms",
@@ -76,7 +79,7 @@ def test_dispatch_figures_are_measured_on_the_asked_sizes() -> None:
 
 def test_fhir_search_figures_are_measured_through_the_route() -> None:
     """A small run: 200 patients with 30 observations each, 20 searches."""
-    lines = list(run_benchmarks(only="fhir", patients=200, requests=20))
+    lines = list(run_benchmarks(only="fhir.search", patients=200, requests=20))
 
     figures = {item["name"]: item for item in map(json.loads, lines)}
     assert list(figures) == list(FHIR_SEARCH_FIGURES)
@@ -88,3 +91,20 @@ def test_fhir_search_figures_are_measured_through_the_route() -> None:
     assert figures["fhir.search_p50_ms"]["value"] <= p95["value"]
     assert figures["fhir.search_p95_ratio_healthz"]["unit"] == "ratio"
     assert figures["fhir.search_next_page_p95_ms"]["n"] >= 10
+
+
+def test_export_figures_are_measured_on_the_asked_size() -> None:
+    """A small run: 5,000 observations, written in files of 500 by a process of its own."""
+    lines = list(
+        run_benchmarks(only="fhir.export", patients=1, requests=1, export_observations=5_000)
+    )
+
+    figures = {item["name"]: item for item in map(json.loads, lines)}
+    assert list(figures) == list(FHIR_EXPORT_FIGURES)
+    rate, memory = figures["fhir.export_resources_per_s"], figures["fhir.export_peak_rss_mb"]
+    assert rate["unit"] == "resource/s" and memory["unit"] == "MB"
+    assert rate["n"] == memory["n"] == 5_000 and rate["files"] == 10
+    assert rate["value"] == pytest.approx(5_000 / rate["s"], rel=1e-3)
+    assert rate["per_cpu_s"] >= rate["value"] * 0.9  # CPU time is at most wall time (one thread)
+    # The export process's own memory: more than an interpreter's, less than the goal.
+    assert 20 < memory["ready_mb"] <= memory["exporting_mb"] <= memory["value"] < 300
