@@ -2,7 +2,7 @@
 history of the record facts reports look back on (one version per existing patient to start).
 
 Revision ID: 62024d2fd4c9
-Revises: 7cfa7e64aacf
+Revises: 10371dacd71e
 Create Date: 2026-12-06 21:53:11.996512+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import core.db
 
 revision: str = "62024d2fd4c9"
-down_revision: str | None = "7cfa7e64aacf"
+down_revision: str | None = "10371dacd71e"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
