@@ -13,7 +13,13 @@ from fastapi.responses import Response
 
 from coordination.followup.protocol import shipped_protocols
 from core.web import ClockDep, SessionDep, request_context
-from fhir_adapter.bearer import FhirCaller, FhirCallerDep, record_fhir_event, scope_denied
+from fhir_adapter.bearer import (
+    FhirCaller,
+    FhirCallerDep,
+    record_fhir_event,
+    record_fhir_events,
+    scope_denied,
+)
 from fhir_adapter.capability import Interaction as Capability
 from fhir_adapter.capability import SystemInteraction
 from fhir_adapter.errors import FhirError
@@ -21,7 +27,7 @@ from fhir_adapter.http import FormatDep, JsonBody, fhir_base_url, version_header
 from fhir_adapter.mapping.common import WriteContext, Written
 from fhir_adapter.scopes import Interaction
 from fhir_adapter.supported import CAPABILITIES
-from fhir_adapter.transactions import patient_id_of, process_bundle, write_context
+from fhir_adapter.transactions import process_bundle, write_context
 from fhir_adapter.validation import validate_resource
 from fhir_adapter.writes import (
     WRITABLE_TYPES,
@@ -94,7 +100,7 @@ def _audit(
         interaction=interaction,
         resource_type=written.resource_type,
         resource_id=str(written.local_id),
-        patient_id=patient_id_of(context.session, written),
+        patient_id=written.patient_id,
     )
 
 
@@ -122,16 +128,20 @@ def post_bundle(
         bundle=body,
         base=_base(request),
     )
-    for index, written in enumerate(result.written):
-        record_fhir_event(
-            session,
-            clock=clock,
-            caller=caller,
-            interaction=Interaction.CREATE if written.created else Interaction.UPDATE,
-            resource_type=written.resource_type,
-            resource_id=str(written.local_id),
-            patient_id=list(result.patient_ids.values())[index],
-        )
+    record_fhir_events(
+        session,
+        clock=clock,
+        caller=caller,
+        written=(
+            (
+                Interaction.CREATE if written.created else Interaction.UPDATE,
+                written.resource_type,
+                str(written.local_id),
+                written.patient_id,
+            )
+            for written in result.written
+        ),
+    )
     return fmt.respond(result.response)
 
 

@@ -172,11 +172,17 @@ def patient_resources(index: int, *, today: date) -> list[tuple[str, dict[str, A
         {
             "resourceType": "Patient",
             "identifier": [
-                {"system": "https://cgt-access.org/fhir/sid/medicaid/md", "value": f"MDB{index:07d}"},
+                {
+                    "system": "https://cgt-access.org/fhir/sid/medicaid/md",
+                    "value": f"MDB{index:07d}",
+                },
                 {
                     "type": {
                         "coding": [
-                            {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                "code": "MR",
+                            }
                         ]
                     },
                     "system": "https://bench-center.example.org/mrn",
@@ -192,7 +198,9 @@ def patient_resources(index: int, *, today: date) -> list[tuple[str, dict[str, A
             "communication": [
                 {
                     "language": {
-                        "coding": [{"system": "urn:ietf:bcp:47", "code": "es" if index % 5 else "en"}]
+                        "coding": [
+                            {"system": "urn:ietf:bcp:47", "code": "es" if index % 5 else "en"}
+                        ]
                     },
                     "preferred": True,
                 }
