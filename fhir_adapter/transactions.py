@@ -38,6 +38,7 @@ from fhir_adapter.mapping.common import (
     WriteContext,
     Written,
     content_hash,
+    control_character_issues,
     identifiers,
     reference_of,
 )
@@ -159,16 +160,27 @@ def write_context(
 
 
 def _rewrite(value: Any, written: dict[str, tuple[str, int]]) -> Any:
-    """The resource with every reference to a written entry replaced by `Type/id`."""
+    """The resource with every reference to a written entry replaced by `Type/id` (a new
+    object only where something changed: the rest is shared with the request's)."""
     if isinstance(value, dict):
-        copy = {key: _rewrite(item, written) for key, item in value.items()}
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                new = _rewrite(item, written)
+                if new is not item:
+                    changed = changed if changed is not None else dict(value)
+                    changed[key] = new
         reference = value.get("reference")
         if isinstance(reference, str) and reference in written:
             resource_type, local_id = written[reference]
-            copy["reference"] = f"{resource_type}/{local_id}"
-        return copy
+            changed = changed if changed is not None else dict(value)
+            changed["reference"] = f"{resource_type}/{local_id}"
+        return changed if changed is not None else value
     if isinstance(value, list):
-        return [_rewrite(item, written) for item in value]
+        items = [_rewrite(item, written) for item in value]
+        return (
+            items if any(new is not old for new, old in zip(items, value, strict=True)) else value
+        )
     return value
 
 
@@ -245,9 +257,12 @@ def _write(context: WriteContext, entry: _Entry, resource: JSON) -> Written:
             f"A PUT entry's url is {resource_type}/[id] or {resource_type}?identifier=...",
             expression=("request.url",),
         )
-    return update_resource(
-        context, resource_type, int(match["id"]), resource, if_match=entry.if_match
-    )
+    local_id = int(match["id"])
+    if not 0 < local_id < 2**31:  # larger ids overflow the databases' integers
+        raise FhirError.single(
+            404, "not-found", f"{resource_type}/{match['id']} is not known here."
+        )
+    return update_resource(context, resource_type, local_id, resource, if_match=entry.if_match)
 
 
 def _at_entry(error: FhirError, entry: _Entry) -> FhirError:
@@ -340,7 +355,10 @@ def process_bundle(
     # A batch's entries are judged one by one below; its envelope must be sound.
     if not result.ok and (kind == "transaction" or _envelope_errors(result.errors)):
         raise FhirError(status=result.status, issues=list(result.issues))
-    errors = result.errors
+    unreadable = control_character_issues(bundle, "Bundle")
+    if unreadable and (kind == "transaction" or _envelope_errors(unreadable)):
+        raise FhirError(status=400, issues=unreadable)
+    errors = result.errors + tuple(unreadable)
     # The parsed models are not needed for the writes: let them go now (tens of thousands
     # of objects for a large Bundle, which every garbage collection would walk through).
     del result

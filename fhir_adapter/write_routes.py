@@ -24,7 +24,7 @@ from fhir_adapter.capability import Interaction as Capability
 from fhir_adapter.capability import SystemInteraction
 from fhir_adapter.errors import FhirError
 from fhir_adapter.http import FormatDep, JsonBody, fhir_base_url, version_headers
-from fhir_adapter.mapping.common import WriteContext, Written
+from fhir_adapter.mapping.common import WriteContext, Written, refuse_control_characters
 from fhir_adapter.scopes import Interaction
 from fhir_adapter.supported import CAPABILITIES
 from fhir_adapter.transactions import process_bundle, write_context
@@ -59,6 +59,7 @@ def _checked(body: Any, resource_type: str, request: Request, context: WriteCont
         body, expected_type=resource_type, resolve=resolve, local_base=_base(request)
     )
     result.raise_if_invalid()
+    refuse_control_characters(body, resource_type)
 
 
 def _answer(request: Request, fmt: FormatDep, written: Written, body: dict[str, Any]) -> Response:

@@ -210,6 +210,7 @@ LOCAL_TABLES = {
     "Condition": Condition,
 }
 _CHUNK = 500  # values per IN (...) list
+IDENTIFIER_MAX = 200  # the longest identifier system and value kept
 # The types whose local row is the patient's own (besides Patient).
 _PATIENT_ROW_TYPES = ("Procedure", "MedicationAdministration")
 
@@ -302,9 +303,10 @@ def prefetch(
             )
         ):
             if (system, value) in asked:
-                lookups.owners[(kind, system, value)] = local_id
+                lookups.set_owner((kind, system, value), local_id)
     for system, value in asked:
-        lookups.owners.setdefault((kind, system, value), None)
+        if (kind, system, value) not in lookups.owners:
+            lookups.set_owner((kind, system, value), None)
     wanted = {digest for digest in digests if (kind, digest) not in lookups.digests}
     for digest in wanted:
         lookups.digests[(kind, digest)] = []
@@ -377,7 +379,7 @@ def find_by_identifier(
                 ResourceIdentifier.value == value,
             )
         )
-        context.lookups.owners[key] = local_id
+        context.lookups.set_owner(key, local_id)
     if local_id is not None and handler.load(context, local_id) is not None:
         return local_id
     return None
@@ -459,7 +461,15 @@ def _remember(
     lookups.hashes[(kind, local_id)] = digest
     if (kind, digest) in lookups.digests:
         lookups.digests[(kind, digest)].append(local_id)
-    given = {(system[:200], value[:200]) for system, value in identifiers(resource)}
+    given = set(identifiers(resource))
+    for system, value in given:
+        if len(system) > IDENTIFIER_MAX or len(value) > IDENTIFIER_MAX:
+            raise FhirError.single(
+                422,
+                "too-long",
+                f"An identifier's system and value have at most {IDENTIFIER_MAX} characters here.",
+                expression=(f"{kind}.identifier",),
+            )
     if not fresh:
         context.store_keys()
         session.execute(
@@ -467,9 +477,7 @@ def _remember(
                 ResourceIdentifier.resource_type == kind, ResourceIdentifier.local_id == local_id
             )
         )
-        for key, owner in lookups.owners.items():
-            if owner == local_id and key[0] == kind:
-                lookups.owners[key] = None
+        lookups.release(kind, local_id)
     for system, value in sorted(given):
         key = (kind, system, value)
         if key in lookups.owners:
@@ -500,7 +508,7 @@ def _remember(
                 "local_id": local_id,
             }
         )
-        lookups.owners[key] = local_id
+        lookups.set_owner(key, local_id)
 
 
 def _written(

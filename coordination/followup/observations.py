@@ -125,6 +125,13 @@ def check_facts(facts: ObservationFacts) -> None:
     `code`, `status`."""
     if not facts.code.strip() or len(facts.code) > 64 or len(facts.code_system) > 120:
         raise FieldErrors({"code": N_("Give the observation's code and its system.")})
+    # What the record's columns hold at most (a database refuses longer values outright).
+    if facts.unit is not None and len(facts.unit) > 32:
+        raise FieldErrors({"unit": N_("Use a unit of at most 32 characters (UCUM).")})
+    if len(facts.value_code or "") > 64 or len(facts.value_code_system or "") > 120:
+        raise FieldErrors(
+            {"value": N_("A coded value's code has at most 64 characters, its system 120.")}
+        )
     measure = measure_for(facts)
     value = facts.value
     if measure is not None and value is not None:

@@ -40,7 +40,9 @@ from core.models import (
 from core.service import CaregiverInput, add_caregiver, update_caregiver
 from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping.common import (
+    EARLIEST_YEAR,
     JSON,
+    LATEST_YEAR,
     Refused,
     WriteContext,
     codings,
@@ -269,7 +271,9 @@ def observation_facts(resource: JSON, patient: Patient) -> ObservationFacts:
     effective = effective_of(resource, zone=zone)
     if effective is None:
         raise unprocessable(
-            "The Observation needs when it holds (effectiveDateTime).", "Observation.effective"
+            "The Observation needs when it holds (effectiveDateTime), in the years "
+            f"{EARLIEST_YEAR} to {LATEST_YEAR}.",
+            "Observation.effective",
         )
     status = _STATUSES.get(str(resource.get("status")))
     if status is None:
@@ -427,7 +431,11 @@ def create_encounter(context: WriteContext, resource: JSON) -> tuple[Visit, list
     zone = ZoneInfo(patient.time_zone)
     moment = parse_instant(period.get("start") or period.get("end"), zone=zone)
     if moment is None:
-        raise unprocessable("The Encounter needs its day (period.start).", "Encounter.period")
+        raise unprocessable(
+            f"The Encounter needs its day (period.start), in the years {EARLIEST_YEAR} to "
+            f"{LATEST_YEAR}.",
+            "Encounter.period",
+        )
     day = moment.astimezone(zone).date()
     try:
         visit = complete_visit_on(

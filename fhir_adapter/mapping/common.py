@@ -8,6 +8,7 @@ models, `fhir_adapter.validation`): parsing them once is the expensive part of a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from core.errors import FieldErrors
 from core.models import Patient, State, TreatmentCenter
 from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.models import ResourceIdentifier, ResourceKey
+from fhir_adapter.schema import Segment, fhirpath
 
 JSON = dict[str, Any]
 _Row = TypeVar("_Row")
@@ -62,6 +64,37 @@ class Lookups:
     # Keys and identifiers to store (`WriteContext.store_keys`): one INSERT each per group.
     new_keys: list[dict[str, Any]] = field(default_factory=list)
     new_identifiers: list[dict[str, Any]] = field(default_factory=list)
+    # The keys of `owners` and `patients_by` that name each record (to forget them at once).
+    _owned: dict[tuple[str, int], set[tuple[str, str, str]]] = field(default_factory=dict)
+    _patient_keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+    def set_owner(self, key: tuple[str, str, str], local_id: int | None) -> None:
+        """The record of type key[0] that the center gave identifier key[1:] (None: none)."""
+        previous = self.owners.get(key)
+        if previous is not None:
+            self._owned.get((key[0], previous), set()).discard(key)
+        self.owners[key] = local_id
+        if local_id is not None:
+            self._owned.setdefault((key[0], local_id), set()).add(key)
+
+    def release(self, resource_type: str, local_id: int) -> None:
+        """The record's identifiers are no longer known to be its own."""
+        for key in self._owned.pop((resource_type, local_id), set()):
+            self.owners[key] = None
+
+    def set_patient(self, key: tuple[str, str], local_id: int | None) -> None:
+        """The center's patient with this Medicaid ID or MRN (system, value) (None: none)."""
+        previous = self.patients_by.get(key)
+        if previous is not None:
+            self._patient_keys.get(previous, set()).discard(key)
+        self.patients_by[key] = local_id
+        if local_id is not None:
+            self._patient_keys.setdefault(local_id, set()).add(key)
+
+    def release_patient(self, local_id: int) -> None:
+        """The patient's Medicaid ID and MRN are no longer known to be theirs."""
+        for key in self._patient_keys.pop(local_id, set()):
+            self.patients_by[key] = None
 
 
 @dataclass
@@ -92,7 +125,9 @@ class WriteContext:
     batched: bool = False
 
     def get(self, model: type[_Row], local_id: int) -> _Row | None:
-        """The row by primary key, read once per write."""
+        """The row by primary key, read once per write (None for an id no row can have)."""
+        if not 0 < local_id < 2**31:  # larger ids overflow the databases' integers
+            return None
         key = (model, local_id)
         found = self.rows.get(key)
         if found is None:
@@ -176,6 +211,48 @@ def content_hash(resource: Mapping[str, Any]) -> str:
     the narrative: the same content sent twice has the same digest."""
     kept = {key: value for key, value in resource.items() if key not in ("id", "meta", "text")}
     return hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# FHIR strings hold no control characters but tab, carriage return and line feed (R4
+# datatypes, string); PostgreSQL cannot even store U+0000 in text or JSON.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_MAX_LISTED = 10
+
+
+def refuse_control_characters(data: Any, root: str) -> None:
+    """A 400 naming the elements whose strings hold control characters, if any."""
+    issues = control_character_issues(data, root)
+    if issues:
+        raise FhirError(status=400, issues=issues)
+
+
+def control_character_issues(data: Any, root: str) -> list[Issue]:
+    """An issue for each element (the first ten) whose string holds a control character."""
+    found: list[str] = []
+
+    def visit(value: Any, path: tuple[Segment, ...]) -> None:
+        if len(found) >= _MAX_LISTED:
+            return
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                found.append(fhirpath(path))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, (*path, str(key).removeprefix("_")))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                visit(item, (*path, index))
+
+    visit(data, (root,))
+    return [
+        Issue(
+            code="invalid",
+            diagnostics="FHIR strings hold no control characters (U+0000 to U+001F) but "
+            "tab, carriage return and line feed.",
+            expression=(expression,),
+        )
+        for expression in found
+    ]
 
 
 def unprocessable(diagnostics: str, *expression: str, code: str = "business-rule") -> FhirError:
@@ -264,21 +341,32 @@ def parse_day(text: Any) -> date | None:
         return None
 
 
+# The years an instant of a patient's care can fall in: FHIR writes years 0001 to 9999,
+# whose extremes cannot even be moved to another time zone.
+EARLIEST_YEAR, LATEST_YEAR = 1800, 2200
+
+
 def parse_instant(text: Any, *, zone: Any = UTC) -> datetime | None:
     """A FHIR dateTime as an aware instant; a date alone is noon in `zone` (so its day stays
-    the same in every US zone), a time without zone is taken in `zone`."""
+    the same in every US zone), a time without zone is taken in `zone`. None when it is not
+    one, or falls outside the years EARLIEST_YEAR to LATEST_YEAR."""
     if not isinstance(text, str):
         return None
-    if len(text) == 10:
-        day = parse_day(text)
-        return datetime.combine(day, time(12), tzinfo=zone).astimezone(UTC) if day else None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if len(text) == 10:
+            day = parse_day(text)
+            if day is None:
+                return None
+            moment = datetime.combine(day, time(12), tzinfo=zone)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            return None
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 def effective_of(resource: JSON, *, zone: Any = UTC) -> datetime | None:

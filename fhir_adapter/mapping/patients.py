@@ -216,7 +216,7 @@ def patient_data(
         raise unprocessable(
             "A new Patient needs its therapy: send the infusion Procedure in the same "
             f"transaction, or the extension {THERAPY_EXTENSION}.",
-            "Patient",
+            FIELDS["therapy_id"],
         )
     infusion = hint_infusion or (current.infusion_date if current is not None else None)
     base = PatientData.of(current) if current is not None else None
@@ -385,7 +385,7 @@ def find_by_identifier(context: WriteContext, system: str, value: str) -> Patien
         found = session.scalar(query.where(column == value))
         if found is not None:
             context.keep(found)
-        context.lookups.patients_by[key] = found.id if found is not None else None
+        context.lookups.set_patient(key, found.id if found is not None else None)
         return found
     local_id = session.scalar(
         select(ResourceIdentifier.local_id).where(
@@ -418,21 +418,20 @@ def prefetch_identifiers(context: WriteContext, pairs: Iterable[tuple[str, str]]
                 select(Patient).where(Patient.center_id == center.id, column.in_(chunk))
             ):
                 context.keep(patient)
-                known[(system, getattr(patient, column.key))] = patient.id
+                context.lookups.set_patient((system, getattr(patient, column.key)), patient.id)
         for value in values:
-            known.setdefault((system, value), None)
+            if (system, value) not in known:
+                context.lookups.set_patient((system, value), None)
 
 
 def remember_identifiers(context: WriteContext, patient: Patient) -> None:
     """After a patient was enrolled or changed: what `find_by_identifier` finds by its
     Medicaid ID and MRN."""
-    known = context.lookups.patients_by
-    for key, local_id in list(known.items()):
-        if local_id == patient.id:
-            known[key] = None
-    known[(context.state().medicaid_system, patient.medicaid_id)] = patient.id
+    lookups = context.lookups
+    lookups.release_patient(patient.id)
+    lookups.set_patient((context.state().medicaid_system, patient.medicaid_id), patient.id)
     if patient.center_mrn:
-        known[(context.center().record_number_system, patient.center_mrn)] = patient.id
+        lookups.set_patient((context.center().record_number_system, patient.center_mrn), patient.id)
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
