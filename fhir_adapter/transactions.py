@@ -96,7 +96,7 @@ class _Entry:
 
 
 @dataclass
-class _References:
+class References:
     """How references of this Bundle resolve: entries' fullUrls to the records they became,
     the client's own records by `Type/id`, conditional references by identifier."""
 
@@ -114,11 +114,22 @@ class _References:
         if match is None or not match["id"].isdigit():
             return None
         resource_type, local_id = match["type"], int(match["id"])
-        if resource_type == "Patient":
+        handler = HANDLERS.get(resource_type)
+        if handler is not None:
+            # A record of a type the platform keeps: the client's own, or unknown.
             assert self.context is not None
-            if not local_id < 2**31 or self.context.patient(local_id) is None:
+            if handler.load(self.context, local_id) is None:
                 return None
         return resource_type, local_id
+
+    def may_point_at(self, reference: LocalReference) -> bool:
+        """Whether a resource may refer to `reference` (a relative reference that the request
+        does not hold): to the client's own record of a type the platform keeps, and to any
+        resource of a type it does not keep (a Practitioner, an Organization, a Location),
+        which it neither holds nor follows. Another center's record reads as unknown."""
+        if reference.resource_type not in HANDLERS:
+            return True
+        return self.resolve(f"{reference.resource_type}/{reference.id}") is not None
 
     def _conditional(self, reference: str) -> tuple[str, int] | None:
         resource_type, _, query = reference.partition("?")
@@ -136,7 +147,7 @@ class _References:
 class BoundContext(WriteContext):
     """A WriteContext with the references it resolves through (a Bundle's written entries)."""
 
-    references: _References
+    references: References
 
 
 def write_context(
@@ -144,7 +155,7 @@ def write_context(
 ) -> BoundContext:
     """The context of one write by `caller`: references resolve to the entries a Bundle
     wrote, the caller's own records by `Type/id`, or by identifier (`Type?identifier=`)."""
-    references = _References(
+    references = References(
         session=session, caller=Caller(caller.center_id, caller.state_id, caller.actor)
     )
     context = BoundContext(
@@ -528,14 +539,10 @@ def _write_rank(entry: _Entry) -> tuple[int, int]:
 
 
 def _owned_resolver(
-    references: _References,
+    references: References,
 ) -> Callable[[frozenset[LocalReference]], list[LocalReference]]:
     def resolve(asked: frozenset[LocalReference]) -> list[LocalReference]:
-        return [
-            reference
-            for reference in asked
-            if references.resolve(f"{reference.resource_type}/{reference.id}") is not None
-        ]
+        return [reference for reference in asked if references.may_point_at(reference)]
 
     return resolve
 

@@ -27,7 +27,7 @@ from fhir_adapter.http import FormatDep, JsonBody, fhir_base_url, version_header
 from fhir_adapter.mapping.common import WriteContext, Written, refuse_control_characters
 from fhir_adapter.scopes import Interaction
 from fhir_adapter.supported import CAPABILITIES
-from fhir_adapter.transactions import process_bundle, write_context
+from fhir_adapter.transactions import BoundContext, process_bundle, write_context
 from fhir_adapter.validation import validate_resource
 from fhir_adapter.writes import (
     WRITABLE_TYPES,
@@ -44,16 +44,17 @@ def _base(request: Request) -> str:
     return fhir_base_url(request_context(request).settings.public_base_url)
 
 
-def _context(session: SessionDep, clock: ClockDep, caller: FhirCaller) -> WriteContext:
+def _context(session: SessionDep, clock: ClockDep, caller: FhirCaller) -> BoundContext:
     return write_context(session, clock=clock, caller=caller, library=shipped_protocols())
 
 
-def _checked(body: Any, resource_type: str, request: Request, context: WriteContext) -> None:
+def _checked(body: Any, resource_type: str, request: Request, context: BoundContext) -> None:
     """The resource as create or update checks it: structure, bindings, references (to the
-    client's own records only), units; refused with every issue."""
+    client's own records only, or to types the platform does not keep), units; refused
+    with every issue."""
 
     def resolve(asked: frozenset[Any]) -> list[Any]:
-        return [ref for ref in asked if context.resolve(f"{ref.resource_type}/{ref.id}")]
+        return [ref for ref in asked if context.references.may_point_at(ref)]
 
     result = validate_resource(
         body, expected_type=resource_type, resolve=resolve, local_base=_base(request)

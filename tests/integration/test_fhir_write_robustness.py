@@ -34,6 +34,7 @@ from tests.integration.test_fhir_writes import (
     _token,
     enrolment_bundle,
 )
+from tests.support.fhir_examples import all_examples
 from tests.support.fhir_strategies import broken_bundles, broken_examples
 from tests.support.smart import FRONT_RANGE
 
@@ -950,3 +951,147 @@ def test_control_characters_are_refused_where_they_are(
     assert statuses == ["400", "201 Created"]
     assert _rows(db)["patients"] == before["patients"]
     assert _rows(db)["observations"] == before["observations"] + 1
+
+
+# --- the public examples ---------------------------------------------------------------------
+
+MAPPED_TYPES = ("Patient", "RelatedPerson", "Procedure", "Observation", "Encounter", "Condition")
+
+
+def _as_the_platform_requires(resource: dict[str, Any], patient: str, number: int) -> Any:
+    """An example given what the platform requires of it: a Patient gets the state's
+    Medicaid identifier and a therapy; references to a patient point at `patient` (enrolled
+    here); an Encounter's dates fall in that patient's day-30 visit window."""
+    resource = _to_patient(copy.deepcopy(resource), patient)
+    for key in ("subject", "patient"):
+        if isinstance(resource.get(key), dict):
+            resource[key] = {"reference": patient}
+    kind = resource["resourceType"]
+    if kind == "Patient":
+        resource["identifier"] = [
+            *resource.get("identifier", []),
+            {"system": MEDICAID_MD, "value": f"MDX{number:07d}"},
+        ]
+        resource["extension"] = [*resource.get("extension", []), *_patient("")["extension"]]
+    if kind == "Encounter":
+        resource["period"] = {"start": f"{DAY_30.isoformat()}T10:00:00-05:00"}
+    return resource
+
+
+def _to_patient(value: Any, patient: str) -> Any:
+    """`value` with its `Patient/...` references pointed at `patient`."""
+    if isinstance(value, dict):
+        copied = {key: _to_patient(item, patient) for key, item in value.items()}
+        if str(copied.get("reference", "")).startswith("Patient/"):
+            copied["reference"] = patient
+        return copied
+    if isinstance(value, list):
+        return [_to_patient(item, patient) for item in value]
+    return value
+
+
+def _import_outcome(response: Response) -> str:
+    """`201`, or the status and the first error's diagnostics (what a reader needs)."""
+    body = _answered_well(response)
+    if response.status_code < 400:
+        return str(response.status_code)
+    error = next(issue for issue in body["issue"] if issue["severity"] in ("error", "fatal"))
+    return f"{response.status_code} {error['diagnostics']}"
+
+
+SYNTHEA = "Bundle/synthea-transaction-clemente-kreiger.json"
+SYNTHEA_PATIENTS = "ndjson/synthea-bulk-Patient.000.ndjson"
+SYNTHEA_PROCEDURES = "ndjson/synthea-bulk-Procedure.first20.ndjson"
+NOT_YOURS = "is not in this request and is not one of your resources"
+# What the examples come to, besides a 201 (created, and the same again is a 200 that
+# changes nothing): 422 with these words, or 200 where an example is a record an earlier
+# example made.
+EXAMPLE_OUTCOMES: dict[str, dict[str, str]] = {
+    "Patient": {
+        # Its MR-typed identifier (12345) is the record number of an earlier example patient.
+        "Bundle/deqm-bundle-transaction-mrp-submit-obs.json#entry[1]": (
+            "422 Another patient at this center has this record number."
+        ),
+        # Synthea's record numbers are UUIDs: 36 characters where the record keeps 32.
+        f"{SYNTHEA}#entry[0]": "422 Use at most 32 characters.",
+        **{f"{SYNTHEA_PATIENTS}:{line}": "422 Use at most 32 characters." for line in range(1, 14)},
+    },
+    "RelatedPerson": {},
+    "Procedure": {
+        # None is the infusion of a therapy the platform follows; most refer to an Encounter
+        # or an Observation that is not on this server (the platform keeps those types, so a
+        # reference to one must name the center's own).
+        "Procedure/core-procedure-ambulation-not-done.json": (
+            f"422 Observation/blood-pressure {NOT_YOURS}"
+        ),
+        "Procedure/core-procedure-example.json": "422 The code does not name a therapy",
+        "Procedure/core-procedure-f201-chemotherapy.json": f"422 Encounter/f202 {NOT_YOURS}",
+        "Procedure/uscore-procedure-defib-implant.json": f"422 Encounter/example-1 {NOT_YOURS}",
+        f"{SYNTHEA}#entry[64]": "422 The code does not name a therapy",
+        **{f"{SYNTHEA_PROCEDURES}:{line}": "422 Encounter/" for line in range(1, 21)},
+    },
+    "Observation": {
+        "Observation/core-abdo-tender-valueboolean.json": f"422 Encounter/example {NOT_YOURS}",
+        "Observation/core-decimal-components.json": "422 The resource must name its patient.",
+        # The same identifier as core-lab-cancelled-dataabsent-unsat: that record, updated.
+        "Observation/core-lab-glucose-f001.json": "200",
+        # The same identifier as core-vitals-blood-pressure-dataabsent: that record, updated.
+        "Observation/core-vitals-blood-pressure.json": "200",
+        "Observation/core-vitals-panel-hasmember.json": (
+            f"422 Observation/respiratory-rate {NOT_YOURS}"
+        ),
+        "Observation/uscore-survey-phq9-panel-44249-1.json": (
+            f"422 Observation/PHQ9-item-example-44250-9 {NOT_YOURS}"
+        ),
+        "Observation/uscore-vitals-bp-data-absent.json": f"422 Encounter/1036 {NOT_YOURS}",
+        **{
+            f"Bundle/core-bundle-collection-lipids.json#entry[{index}]": (
+                "422 The Observation needs when it holds"
+            )
+            for index in range(1, 5)
+        },
+        "Bundle/deqm-bundle-transaction-mrp-submit-obs.json#entry[2]": (
+            f"422 Encounter/encounter01 {NOT_YOURS}"
+        ),
+    },
+    "Encounter": {
+        "Encounter/core-encounter-example.json": "422 Only a finished Encounter is kept here",
+        "Encounter/uscore-encounter-1036.json": "422 Only a finished Encounter is kept here",
+        # Once their dates are in the window, the same content as entry[3]: that record.
+        f"{SYNTHEA}#entry[25]": "200",
+        f"{SYNTHEA}#entry[41]": "200",
+    },
+    "Condition": {
+        "Condition/uscore-condition-encounter-diagnosis-example1.json": (
+            f"422 Encounter/example-1 {NOT_YOURS}"
+        ),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", MAPPED_TYPES)
+def test_the_public_examples_import_once_given_what_the_platform_requires(
+    db: Database, http: TestClient, own: dict[str, str], enrolled: str, kind: str
+) -> None:
+    """Each public example of a type the adapter maps, given what the platform requires
+    (`_as_the_platform_requires`), is imported (201; sent again, a 200 naming the same
+    record) or refused with a 422 saying why, as EXAMPLE_OUTCOMES lists."""
+    outcomes: dict[str, str] = {}
+    for number, found in enumerate(all_examples()):
+        if found.resource_type != kind:
+            continue
+        resource = _as_the_platform_requires(found.resource, enrolled, number)
+        before = _rows(db)
+        first = http.post(f"/fhir/{kind}", json=resource, headers=own)
+        outcomes[found.name] = _import_outcome(first)
+        if first.status_code == 201:
+            again = http.post(f"/fhir/{kind}", json=resource, headers=own)
+            assert again.status_code == 200, again.text
+            assert _location_id(again) == _location_id(first)
+        elif first.status_code >= 400:
+            assert _rows(db) == before, found.name
+
+    expected = EXAMPLE_OUTCOMES[kind]
+    assert {name for name, outcome in outcomes.items() if outcome != "201"} == set(expected)
+    for name, words in expected.items():
+        assert outcomes[name].startswith(words), (name, outcomes[name])
