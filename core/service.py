@@ -4,7 +4,7 @@ Plain keyword-only functions over a Session; they flush and never commit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.audit.service import Actor, record_event
+from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
 from core.dates import parse_day_or_none
 from core.errors import FieldErrors
@@ -364,36 +364,128 @@ def enroll_patient(
         other_errors=other_errors,
     )
     _check_identifiers_free(session, clean=clean, patient_id=None, other_errors=other_errors)
-    now = clock.now()
-    patient = Patient(
-        given_name=clean.given_name,
-        family_name=clean.family_name,
-        birth_date=clean.birth_date,
-        medicaid_id=clean.medicaid_id,
-        center_mrn=clean.center_mrn,
-        state_id=clean.state.id,
-        center_id=clean.center.id,
-        therapy_id=clean.therapy.id,
-        preferred_language=clean.preferred_language,
-        time_zone=clean.time_zone,
-        mobile_phone=clean.mobile_phone,
-        infusion_date=clean.infusion_date,
-        status=clean.status,
-        created_at=now,
-        updated_at=now,
+    return _insert_patients(session, clock=clock, actor=actor, cleans=[clean])[0]
+
+
+class PatientErrors(FieldErrors):
+    """The FieldErrors of one of several patients enrolled together (`index`: which)."""
+
+    def __init__(self, errors: dict[str, str], *, index: int) -> None:
+        super().__init__(errors)
+        self.index = index
+
+
+def enroll_patients(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    items: Sequence[PatientData],
+    allowed_state_ids: set[int] | None,
+) -> list[Patient]:
+    """Create many patients' records (a center's transaction), each checked and audited as
+    `enroll_patient` checks and audits it, in order, with one read of the identifiers in
+    use for all of them. Raises PatientErrors for the first one that `enroll_patient`
+    would refuse (counting the ones before it as enrolled), and creates nothing then."""
+    cleans: list[CleanPatient | None] = []
+    errors: dict[int, dict[str, str]] = {}
+    for index, data in enumerate(items):
+        try:
+            cleans.append(
+                _clean(
+                    session,
+                    clock=clock,
+                    data=data,
+                    allowed_state_ids=allowed_state_ids,
+                    other_errors={},
+                )
+            )
+        except FieldErrors as problem:
+            cleans.append(None)
+            errors[index] = problem.errors
+    checked = [clean for clean in cleans if clean is not None]
+    medicaid_taken = {
+        (state_id, medicaid)
+        for chunk in _chunks(sorted({clean.medicaid_id for clean in checked}))
+        for state_id, medicaid in session.execute(
+            select(Patient.state_id, Patient.medicaid_id).where(Patient.medicaid_id.in_(chunk))
+        )
+    }
+    mrn_taken = {
+        (center_id, mrn)
+        for chunk in _chunks(sorted({c.center_mrn for c in checked if c.center_mrn is not None}))
+        for center_id, mrn in session.execute(
+            select(Patient.center_id, Patient.center_mrn).where(Patient.center_mrn.in_(chunk))
+        )
+    }
+    for index, clean in enumerate(cleans):
+        if clean is None:
+            continue
+        taken: dict[str, str] = {}
+        if (clean.state.id, clean.medicaid_id) in medicaid_taken:
+            taken["medicaid_id"] = N_("Another patient in this state has this Medicaid ID.")
+        if clean.center_mrn is not None and (clean.center.id, clean.center_mrn) in mrn_taken:
+            taken["center_mrn"] = N_("Another patient at this center has this record number.")
+        if taken:
+            errors[index] = taken
+        # The ones after it find these in use, as if it were enrolled first.
+        medicaid_taken.add((clean.state.id, clean.medicaid_id))
+        if clean.center_mrn is not None:
+            mrn_taken.add((clean.center.id, clean.center_mrn))
+    if errors:
+        first = min(errors)
+        raise PatientErrors(errors[first], index=first)
+    return _insert_patients(
+        session, clock=clock, actor=actor, cleans=[clean for clean in cleans if clean]
     )
-    session.add(patient)
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _insert_patients(
+    session: Session, *, clock: Clock, actor: Actor, cleans: Sequence[CleanPatient]
+) -> list[Patient]:
+    """The records of checked patients, audited."""
+    now = clock.now()
+    patients = [
+        Patient(
+            given_name=clean.given_name,
+            family_name=clean.family_name,
+            birth_date=clean.birth_date,
+            medicaid_id=clean.medicaid_id,
+            center_mrn=clean.center_mrn,
+            state_id=clean.state.id,
+            center_id=clean.center.id,
+            therapy_id=clean.therapy.id,
+            preferred_language=clean.preferred_language,
+            time_zone=clean.time_zone,
+            mobile_phone=clean.mobile_phone,
+            infusion_date=clean.infusion_date,
+            status=clean.status,
+            created_at=now,
+            updated_at=now,
+        )
+        for clean in cleans
+    ]
+    session.add_all(patients)
     session.flush()
-    record_history(session, patient=patient, at=now)
-    record_event(
+    for patient in patients:
+        record_history(session, patient=patient, at=now)
+    record_events(
         session,
         clock=clock,
         actor=actor,
-        action="patient.create",
-        patient_id=patient.id,
-        target=f"patient:{patient.id}",
+        events=(
+            EventData(
+                action="patient.create", patient_id=patient.id, target=f"patient:{patient.id}"
+            )
+            for patient in patients
+        ),
     )
-    return patient
+    return patients
 
 
 def patient_input_from(patient: Patient) -> PatientInput:

@@ -32,7 +32,7 @@ audit with `record_fhir_event`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.audit.models import AuditOutcome
-from core.audit.service import Actor, record_event
+from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
 from core.db import transaction
 from core.identity.passwords import token_digest
@@ -241,6 +241,30 @@ def record_fhir_event(
         outcome=outcome,
         patient_id=patient_id,
         target=f"{resource_type}/{resource_id}"[:120] if resource_id else resource_type,
+    )
+
+
+def record_fhir_events(
+    session: Session,
+    *,
+    clock: Clock,
+    caller: FhirCaller,
+    written: Iterable[tuple[Interaction, str, str, int | None]],
+) -> None:
+    """`record_fhir_event` for each of many writes at once (a transaction's entries):
+    (interaction, resource type, resource id, patient id), one INSERT for all."""
+    record_events(
+        session,
+        clock=clock,
+        actor=caller.actor,
+        events=(
+            EventData(
+                action=f"fhir.{interaction.action}",
+                patient_id=patient_id,
+                target=f"{resource_type}/{resource_id}"[:120],
+            )
+            for interaction, resource_type, resource_id, patient_id in written
+        ),
     )
 
 

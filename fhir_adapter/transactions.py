@@ -16,33 +16,49 @@ the records before the content is compared, so new `urn:uuid`s in a resend do no
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.models import Visit
 from coordination.followup.protocol import ProtocolLibrary
+from coordination.records import schedule_new_patients
 from core.clock import Clock
-from core.models import CaregiverLink, Condition, Observation, Patient
 from fhir_adapter.bearer import FhirCaller, scope_denied
 from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping.clinical import infusion_facts
-from fhir_adapter.mapping.common import JSON, Caller, WriteContext, Written, reference_of
+from fhir_adapter.mapping.common import (
+    JSON,
+    Caller,
+    Refused,
+    WriteContext,
+    Written,
+    content_hash,
+    control_character_issues,
+    identifiers,
+    reference_of,
+)
 from fhir_adapter.references import LocalReference
 from fhir_adapter.scopes import Interaction
 from fhir_adapter.validation import validate_resource
 from fhir_adapter.writes import (
     HANDLERS,
+    Handler,
     conditional_update,
     create_resource,
+    create_rows,
     find_by_identifier,
     handler_for,
+    match_keys,
     parse_identifier_query,
+    plan_create,
+    prefetch,
     update_resource,
+    update_row,
 )
 
 # The order entries are written in: what others refer to comes first.
@@ -80,7 +96,7 @@ class _Entry:
 
 
 @dataclass
-class _References:
+class References:
     """How references of this Bundle resolve: entries' fullUrls to the records they became,
     the client's own records by `Type/id`, conditional references by identifier."""
 
@@ -98,11 +114,22 @@ class _References:
         if match is None or not match["id"].isdigit():
             return None
         resource_type, local_id = match["type"], int(match["id"])
-        if resource_type == "Patient":
-            patient = self.session.get(Patient, local_id)
-            if patient is None or patient.center_id != self.caller.center_id:
+        handler = HANDLERS.get(resource_type)
+        if handler is not None:
+            # A record of a type the platform keeps: the client's own, or unknown.
+            assert self.context is not None
+            if handler.load(self.context, local_id) is None:
                 return None
         return resource_type, local_id
+
+    def may_point_at(self, reference: LocalReference) -> bool:
+        """Whether a resource may refer to `reference` (a relative reference that the request
+        does not hold): to the client's own record of a type the platform keeps, and to any
+        resource of a type it does not keep (a Practitioner, an Organization, a Location),
+        which it neither holds nor follows. Another center's record reads as unknown."""
+        if reference.resource_type not in HANDLERS:
+            return True
+        return self.resolve(f"{reference.resource_type}/{reference.id}") is not None
 
     def _conditional(self, reference: str) -> tuple[str, int] | None:
         resource_type, _, query = reference.partition("?")
@@ -120,7 +147,7 @@ class _References:
 class BoundContext(WriteContext):
     """A WriteContext with the references it resolves through (a Bundle's written entries)."""
 
-    references: _References
+    references: References
 
 
 def write_context(
@@ -128,7 +155,7 @@ def write_context(
 ) -> BoundContext:
     """The context of one write by `caller`: references resolve to the entries a Bundle
     wrote, the caller's own records by `Type/id`, or by identifier (`Type?identifier=`)."""
-    references = _References(
+    references = References(
         session=session, caller=Caller(caller.center_id, caller.state_id, caller.actor)
     )
     context = BoundContext(
@@ -144,16 +171,27 @@ def write_context(
 
 
 def _rewrite(value: Any, written: dict[str, tuple[str, int]]) -> Any:
-    """The resource with every reference to a written entry replaced by `Type/id`."""
+    """The resource with every reference to a written entry replaced by `Type/id` (a new
+    object only where something changed: the rest is shared with the request's)."""
     if isinstance(value, dict):
-        copy = {key: _rewrite(item, written) for key, item in value.items()}
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                new = _rewrite(item, written)
+                if new is not item:
+                    changed = changed if changed is not None else dict(value)
+                    changed[key] = new
         reference = value.get("reference")
         if isinstance(reference, str) and reference in written:
             resource_type, local_id = written[reference]
-            copy["reference"] = f"{resource_type}/{local_id}"
-        return copy
+            changed = changed if changed is not None else dict(value)
+            changed["reference"] = f"{resource_type}/{local_id}"
+        return changed if changed is not None else value
     if isinstance(value, list):
-        return [_rewrite(item, written) for item in value]
+        items = [_rewrite(item, written) for item in value]
+        return (
+            items if any(new is not old for new, old in zip(items, value, strict=True)) else value
+        )
     return value
 
 
@@ -214,8 +252,8 @@ def _infusion_hints(context: WriteContext, entries: list[_Entry]) -> None:
             context.infusion_hints[reference] = (therapy_id, day)
 
 
-def _write(context: WriteContext, entry: _Entry, written: dict[str, tuple[str, int]]) -> Written:
-    resource = _rewrite(entry.resource, written)
+def _write(context: WriteContext, entry: _Entry, resource: JSON) -> Written:
+    """Carry out one entry (its references already rewritten)."""
     resource_type = entry.resource_type
     if entry.method == "POST":
         return create_resource(
@@ -232,9 +270,12 @@ def _write(context: WriteContext, entry: _Entry, written: dict[str, tuple[str, i
             f"A PUT entry's url is {resource_type}/[id] or {resource_type}?identifier=...",
             expression=("request.url",),
         )
-    return update_resource(
-        context, resource_type, int(match["id"]), resource, if_match=entry.if_match
-    )
+    local_id = int(match["id"])
+    if not 0 < local_id < 2**31:  # larger ids overflow the databases' integers
+        raise FhirError.single(
+            404, "not-found", f"{resource_type}/{match['id']} is not known here."
+        )
+    return update_resource(context, resource_type, local_id, resource, if_match=entry.if_match)
 
 
 def _at_entry(error: FhirError, entry: _Entry) -> FhirError:
@@ -269,7 +310,6 @@ class BundleResult:
 
     response: JSON
     written: list[Written]
-    patient_ids: dict[int, int | None]  # entry index -> the patient it concerns
 
 
 def _response_entry(entry: _Entry, base: str) -> JSON:
@@ -328,22 +368,29 @@ def process_bundle(
     # A batch's entries are judged one by one below; its envelope must be sound.
     if not result.ok and (kind == "transaction" or _envelope_errors(result.errors)):
         raise FhirError(status=result.status, issues=list(result.issues))
+    unreadable = control_character_issues(bundle, "Bundle")
+    if unreadable and (kind == "transaction" or _envelope_errors(unreadable)):
+        raise FhirError(status=400, issues=unreadable)
+    errors = result.errors + tuple(unreadable)
+    # The parsed models are not needed for the writes: let them go now (tens of thousands
+    # of objects for a large Bundle, which every garbage collection would walk through).
+    del result
     entries = _entries(bundle)
     if kind == "transaction":
         _check_requests(entries, caller)
         _infusion_hints(context, entries)
-        for entry in sorted(entries, key=_write_rank):
-            try:
-                entry.written = _write(context, entry, references.written)
-            except FhirError as error:
-                raise _at_entry(error, entry) from None
-            if entry.full_url:
-                references.written[entry.full_url] = (
-                    entry.written.resource_type,
-                    entry.written.local_id,
-                )
+        context.new_patients = []
+        context.batched = True
+        for resource_type, group in itertools.groupby(
+            sorted(entries, key=_write_rank), key=lambda entry: entry.resource_type
+        ):
+            _write_group(context, HANDLERS[resource_type], list(group), references.written)
+            context.store_keys()
+            if resource_type == "Patient":
+                _schedule_new_patients(context)
+        _schedule_new_patients(context)
     else:
-        bad = _entry_errors(result.errors)
+        bad = _entry_errors(errors)
         for entry in sorted(entries, key=_write_rank):
             if entry.index in bad:
                 entry.refused = FhirError(status=400, issues=bad[entry.index])
@@ -351,9 +398,11 @@ def process_bundle(
             try:
                 _check_requests([entry], caller)
                 with session.begin_nested():
-                    entry.written = _write(context, entry, {})
+                    entry.written = _write(context, entry, entry.resource)
             except FhirError as error:
                 entry.refused = _at_entry(error, entry)
+                # What the entry's savepoint made is gone: so is what the context knew of it.
+                context.forget()
     response = {
         "resourceType": "Bundle",
         "type": f"{kind}-response",
@@ -362,12 +411,125 @@ def process_bundle(
     return BundleResult(
         response=response,
         written=[entry.written for entry in entries if entry.written is not None],
-        patient_ids={
-            entry.index: patient_id_of(session, entry.written)
-            for entry in entries
-            if entry.written is not None
-        },
     )
+
+
+def _schedule_new_patients(context: WriteContext) -> None:
+    """The schedules of the patients the transaction enrolled, made together."""
+    if context.new_patients:
+        schedule_new_patients(
+            context.session,
+            clock=context.clock,
+            actor=context.caller.actor,
+            library=context.library,
+            patients=context.new_patients,
+        )
+    context.new_patients = None  # a patient enrolled later (none is) gets its own at once
+
+
+def _requested_pairs(entry: _Entry) -> set[tuple[str, str]]:
+    """The identifiers an entry may be found by: its own, and its conditional request's."""
+    pairs = set(identifiers(entry.resource))
+    query = entry.url.partition("?")[2]
+    for condition in (entry.if_none_exist, query if entry.method == "PUT" else None):
+        if condition:
+            # A malformed condition is refused with its own path when the entry is written.
+            with contextlib.suppress(FhirError):
+                pairs.add(parse_identifier_query(condition, entry.resource_type))
+    return pairs
+
+
+def _write_group(
+    context: WriteContext,
+    handler: Handler,
+    group: list[_Entry],
+    written: dict[str, tuple[str, int]],
+) -> None:
+    """Write a transaction's entries of one type, in order, as if one by one: what they may
+    match is looked up for all of them at once, and new records of a type kept together
+    (Observations) are made together, each group of them before any entry that refers to
+    one, shares an identifier or content with one, or updates."""
+    prepared = [(entry, _rewrite(entry.resource, written)) for entry in group]
+    prefetch(
+        context,
+        handler,
+        pairs={pair for entry in group for pair in _requested_pairs(entry)},
+        digests={content_hash(resource) for _entry, resource in prepared},
+    )
+    pending: list[tuple[_Entry, JSON, str]] = []
+    waiting: set[str] = set()  # what the pending entries are known by
+
+    def make_pending() -> None:
+        try:
+            made = create_rows(
+                context,
+                handler,
+                [(resource, digest, entry.full_url) for entry, resource, digest in pending],
+            )
+        except Refused as refused:
+            raise _at_entry(refused.error, pending[refused.index][0]) from None
+        except FhirError as error:
+            raise _at_entry(error, pending[0][0]) from None
+        for (entry, _resource, _digest), result in zip(pending, made, strict=True):
+            _written_entry(entry, result, written)
+        pending.clear()
+        waiting.clear()
+
+    in_group = {entry.full_url for entry in group if entry.full_url}
+    for entry, resource in prepared:
+        inner = in_group.intersection(_references_in(entry.resource)) if in_group else set()
+        if inner:
+            # It refers to entries of its own type: to the records they became (made first).
+            if pending and inner & waiting:
+                make_pending()
+            resource = _rewrite(entry.resource, written)
+        digest = content_hash(resource)
+        known_by = {digest} | match_keys(context, handler, _requested_pairs(entry))
+        if pending and (entry.method != "POST" or known_by & waiting):
+            make_pending()
+        try:
+            if entry.method == "POST" and handler.create_many is not None:
+                planned = plan_create(
+                    context, handler, resource, digest, if_none_exist=entry.if_none_exist
+                )
+                if planned is None:
+                    pending.append((entry, resource, digest))
+                    waiting.update(known_by)
+                    if entry.full_url:
+                        waiting.add(entry.full_url)
+                    continue
+                result = (
+                    planned
+                    if isinstance(planned, Written)
+                    else update_row(context, handler, planned, resource, digest)
+                )
+            else:
+                result = _write(context, entry, resource)
+        except FhirError as error:
+            raise _at_entry(error, entry) from None
+        _written_entry(entry, result, written)
+    if pending:
+        make_pending()
+
+
+def _written_entry(entry: _Entry, result: Written, written: dict[str, tuple[str, int]]) -> None:
+    entry.written = result
+    if entry.full_url:
+        written[entry.full_url] = (result.resource_type, result.local_id)
+
+
+def _references_in(value: Any) -> Iterator[str]:
+    """Every `reference` string in a resource."""
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str):
+            yield reference
+        for item in value.values():
+            if isinstance(item, dict | list):
+                yield from _references_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references_in(item)
 
 
 def _write_rank(entry: _Entry) -> tuple[int, int]:
@@ -379,14 +541,10 @@ def _write_rank(entry: _Entry) -> tuple[int, int]:
 
 
 def _owned_resolver(
-    references: _References,
+    references: References,
 ) -> Callable[[frozenset[LocalReference]], list[LocalReference]]:
     def resolve(asked: frozenset[LocalReference]) -> list[LocalReference]:
-        return [
-            reference
-            for reference in asked
-            if references.resolve(f"{reference.resource_type}/{reference.id}") is not None
-        ]
+        return [reference for reference in asked if references.may_point_at(reference)]
 
     return resolve
 
@@ -410,18 +568,3 @@ def _envelope_errors(issues: Iterable[Issue]) -> bool:
     return any(
         not any(_ENTRY.match(expression) for expression in issue.expression) for issue in issues
     )
-
-
-def patient_id_of(session: Session, written: Written) -> int | None:
-    """The patient a written record concerns (for the audit log)."""
-    if written.resource_type in ("Patient", "Procedure", "MedicationAdministration"):
-        return written.local_id
-    table: Any = {
-        "Observation": Observation,
-        "Condition": Condition,
-        "RelatedPerson": CaregiverLink,
-        "Encounter": Visit,
-    }.get(written.resource_type)
-    if table is None:
-        return None
-    return session.scalar(select(table.patient_id).where(table.id == written.local_id))

@@ -13,15 +13,21 @@ from fastapi.responses import Response
 
 from coordination.followup.protocol import shipped_protocols
 from core.web import ClockDep, SessionDep, request_context
-from fhir_adapter.bearer import FhirCaller, FhirCallerDep, record_fhir_event, scope_denied
+from fhir_adapter.bearer import (
+    FhirCaller,
+    FhirCallerDep,
+    record_fhir_event,
+    record_fhir_events,
+    scope_denied,
+)
 from fhir_adapter.capability import Interaction as Capability
 from fhir_adapter.capability import SystemInteraction
 from fhir_adapter.errors import FhirError
 from fhir_adapter.http import FormatDep, JsonBody, fhir_base_url, version_headers
-from fhir_adapter.mapping.common import WriteContext, Written
+from fhir_adapter.mapping.common import WriteContext, Written, refuse_control_characters
 from fhir_adapter.scopes import Interaction
 from fhir_adapter.supported import CAPABILITIES
-from fhir_adapter.transactions import patient_id_of, process_bundle, write_context
+from fhir_adapter.transactions import BoundContext, process_bundle, write_context
 from fhir_adapter.validation import validate_resource
 from fhir_adapter.writes import (
     WRITABLE_TYPES,
@@ -38,21 +44,23 @@ def _base(request: Request) -> str:
     return fhir_base_url(request_context(request).settings.public_base_url)
 
 
-def _context(session: SessionDep, clock: ClockDep, caller: FhirCaller) -> WriteContext:
+def _context(session: SessionDep, clock: ClockDep, caller: FhirCaller) -> BoundContext:
     return write_context(session, clock=clock, caller=caller, library=shipped_protocols())
 
 
-def _checked(body: Any, resource_type: str, request: Request, context: WriteContext) -> None:
+def _checked(body: Any, resource_type: str, request: Request, context: BoundContext) -> None:
     """The resource as create or update checks it: structure, bindings, references (to the
-    client's own records only), units; refused with every issue."""
+    client's own records only, or to types the platform does not keep), units; refused
+    with every issue."""
 
     def resolve(asked: frozenset[Any]) -> list[Any]:
-        return [ref for ref in asked if context.resolve(f"{ref.resource_type}/{ref.id}")]
+        return [ref for ref in asked if context.references.may_point_at(ref)]
 
     result = validate_resource(
         body, expected_type=resource_type, resolve=resolve, local_base=_base(request)
     )
     result.raise_if_invalid()
+    refuse_control_characters(body, resource_type)
 
 
 def _answer(request: Request, fmt: FormatDep, written: Written, body: dict[str, Any]) -> Response:
@@ -94,7 +102,7 @@ def _audit(
         interaction=interaction,
         resource_type=written.resource_type,
         resource_id=str(written.local_id),
-        patient_id=patient_id_of(context.session, written),
+        patient_id=written.patient_id,
     )
 
 
@@ -122,16 +130,20 @@ def post_bundle(
         bundle=body,
         base=_base(request),
     )
-    for index, written in enumerate(result.written):
-        record_fhir_event(
-            session,
-            clock=clock,
-            caller=caller,
-            interaction=Interaction.CREATE if written.created else Interaction.UPDATE,
-            resource_type=written.resource_type,
-            resource_id=str(written.local_id),
-            patient_id=list(result.patient_ids.values())[index],
-        )
+    record_fhir_events(
+        session,
+        clock=clock,
+        caller=caller,
+        written=(
+            (
+                Interaction.CREATE if written.created else Interaction.UPDATE,
+                written.resource_type,
+                str(written.local_id),
+                written.patient_id,
+            )
+            for written in result.written
+        ),
+    )
     return fmt.respond(result.response)
 
 

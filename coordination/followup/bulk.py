@@ -7,25 +7,34 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, literal, select
+from sqlalchemy import Integer, Table, insert, literal, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitEvent, VisitStatus
 from coordination.followup.protocol import ProtocolLibrary
+from core.audit.service import Actor
 from core.clock import Clock, local_today
 from core.db import UTCDateTime
 from core.models import Patient, PatientStatus, Therapy
 from core.text import N_
 
 CHUNK = 5_000
+BULK_ACTOR = Actor.system("bulk-schedules")
 
 
 def generate_schedules(
-    session: Session, *, clock: Clock, library: ProtocolLibrary, patient_ids: list[int] | None
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patient_ids: list[int] | None,
+    actor: Actor = BULK_ACTOR,
 ) -> int:
     """Create the follow-up plan and visits of every listed patient (all patients when
     `patient_ids` is None) that has an infusion date, is followed (not withdrawn or
-    deceased) and has no plan yet. Returns the number of visits created."""
+    deceased) and has no plan yet. Returns the number of visits created. The history rows
+    of the visits recorded missed name `actor` (whoever enrolled the patients): the
+    schedules are then exactly those `sync_schedule` makes for the same patients."""
     now = clock.now()
     planned = select(FollowUpPlan.patient_id)
     query = (
@@ -52,7 +61,10 @@ def generate_schedules(
         if visits:
             session.execute(insert(visits_table), visits)
             _record_closed_before(
-                session, now=now, patient_ids=[plan["patient_id"] for plan in plans]
+                session,
+                now=now,
+                actor=actor,
+                patient_ids=[plan["patient_id"] for plan in plans],
             )
         plans.clear()
         visits.clear()
@@ -103,18 +115,30 @@ def generate_schedules(
     return created
 
 
-def _record_closed_before(session: Session, *, now: datetime, patient_ids: list[int]) -> None:
+def _record_closed_before(
+    session: Session, *, now: datetime, actor: Actor, patient_ids: list[int]
+) -> None:
     """The history row of each visit just recorded missed (one set-based insert), for the
     patients whose schedules were just created (they had none before)."""
     events_table = VisitEvent.__table__
     assert isinstance(events_table, Table)
     session.execute(
         insert(events_table).from_select(
-            ["visit_id", "at", "actor_label", "action", "from_status", "to_status", "reason"],
+            [
+                "visit_id",
+                "at",
+                "actor_user_id",
+                "actor_label",
+                "action",
+                "from_status",
+                "to_status",
+                "reason",
+            ],
             select(
                 Visit.id,
                 literal(now, UTCDateTime()),
-                literal("system:bulk-schedules"),
+                literal(actor.user_id, Integer()),
+                literal(actor.label[:254]),
                 literal("miss"),
                 literal(VisitStatus.DUE.value),
                 literal(VisitStatus.MISSED.value),

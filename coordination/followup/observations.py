@@ -9,13 +9,14 @@ keeps the version it replaces (`outcomes.correct_outcome`'s revisions)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit, VisitObservation, VisitStatus
@@ -26,9 +27,11 @@ from coordination.followup.outcomes import (
     OutcomeValue,
     check_value,
 )
-from coordination.followup.schedule import complete_visit, visit_on
-from core.audit.service import Actor, record_event
+from coordination.followup.requests import close_visits_move_requests
+from coordination.followup.schedule import complete_visit
+from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
+from core.db import insert_returning_ids
 from core.errors import FieldErrors
 from core.models import (
     RESULT_STATUSES,
@@ -122,6 +125,13 @@ def check_facts(facts: ObservationFacts) -> None:
     `code`, `status`."""
     if not facts.code.strip() or len(facts.code) > 64 or len(facts.code_system) > 120:
         raise FieldErrors({"code": N_("Give the observation's code and its system.")})
+    # What the record's columns hold at most (a database refuses longer values outright).
+    if facts.unit is not None and len(facts.unit) > 32:
+        raise FieldErrors({"unit": N_("Use a unit of at most 32 characters (UCUM).")})
+    if len(facts.value_code or "") > 64 or len(facts.value_code_system or "") > 120:
+        raise FieldErrors(
+            {"value": N_("A coded value's code has at most 64 characters, its system 120.")}
+        )
     measure = measure_for(facts)
     value = facts.value
     if measure is not None and value is not None:
@@ -150,36 +160,77 @@ def check_facts(facts: ObservationFacts) -> None:
         raise FieldErrors({"value": N_("Use at most 5000 characters.")})
 
 
-def _apply(observation: Observation, facts: ObservationFacts) -> None:
+def _values(facts: ObservationFacts) -> dict[str, Any]:
+    """The columns of an observation that say what `facts` say."""
     value = facts.value
-    observation.code_system = facts.code_system
-    observation.code = facts.code
-    observation.display = facts.display[:200]
-    observation.effective_at = facts.effective_at
-    observation.value_boolean = value if isinstance(value, bool) else None
     is_number = isinstance(value, Decimal) and not isinstance(value, bool)
-    observation.value_quantity = value if is_number else None  # type: ignore[assignment]
-    observation.value_unit = facts.unit if is_number else None
-    observation.value_code_system = facts.value_code_system
-    observation.value_code = facts.value_code
-    observation.value_text = value if isinstance(value, str) else None
-    observation.extra = facts.extra or None
+    return {
+        "code_system": facts.code_system,
+        "code": facts.code,
+        "display": facts.display[:200],
+        "effective_at": facts.effective_at,
+        "value_boolean": value if isinstance(value, bool) else None,
+        "value_quantity": value if is_number else None,
+        "value_unit": facts.unit if is_number else None,
+        "value_code_system": facts.value_code_system,
+        "value_code": facts.value_code,
+        "value_text": value if isinstance(value, str) else None,
+        "extra": facts.extra or None,
+    }
 
 
-def _link_to_visit(
-    session: Session, *, clock: Clock, actor: Actor, patient: Patient, observation: Observation
-) -> Visit | None:
-    """An outcome measure's result dated in a visit's window completes the visit (on the
-    result's day, in the patient's zone) and is linked to it."""
-    day = observation.effective_at.astimezone(_zone(patient)).date()
-    visit = visit_on(session, patient_id=patient.id, day=day)
-    if visit is None:
-        return None
-    if visit.status is not VisitStatus.COMPLETED:
-        complete_visit(session, clock=clock, actor=actor, visit=visit, completed_on=day)
-    session.add(VisitObservation(visit_id=visit.id, observation_id=observation.id))
-    session.flush()
-    return visit
+def _apply(observation: Observation, facts: ObservationFacts) -> None:
+    for name, value in _values(facts).items():
+        setattr(observation, name, value)
+
+
+class ObservationErrors(FieldErrors):
+    """The FieldErrors of one of several observations kept together (`index`: which)."""
+
+    def __init__(self, errors: dict[str, str], *, index: int) -> None:
+        super().__init__(errors)
+        self.index = index
+
+
+@dataclass
+class _Window:
+    """What choosing the visit a result belongs to needs of a visit (`schedule.visit_on`)."""
+
+    id: int
+    window_start: date
+    window_end: date
+    target_date: date
+    status: VisitStatus
+
+
+def _windows(session: Session, *, patient_ids: set[int]) -> dict[int, list[_Window]]:
+    """The windows of these patients' visits that are not cancelled, by patient."""
+    found: dict[int, list[_Window]] = {}
+    if patient_ids:
+        for patient_id, visit_id, opens, closes, target, status in session.execute(
+            select(
+                Visit.patient_id,
+                Visit.id,
+                Visit.window_start,
+                Visit.window_end,
+                Visit.target_date,
+                Visit.status,
+            ).where(Visit.patient_id.in_(patient_ids), Visit.status != VisitStatus.CANCELLED)
+        ):
+            found.setdefault(patient_id, []).append(
+                _Window(visit_id, opens, closes, target, status)
+            )
+    return found
+
+
+def _window_holding(windows: list[_Window], day: date) -> _Window | None:
+    """As `schedule.visit_on`: the open or missed visit whose window holds `day` first,
+    else a completed one."""
+    return min(
+        (window for window in windows if window.window_start <= day <= window.window_end),
+        key=lambda window: (window.status is VisitStatus.COMPLETED, window.target_date),
+        default=None,
+    )
 
 
 def _zone(patient: Patient) -> ZoneInfo:
@@ -197,35 +248,112 @@ def record_observation(
 ) -> Observation:
     """Keep an observation from outside (audited). A result of an outcome measure in a
     visit's window completes the visit as the outcome form does. Raises FieldErrors."""
-    check_facts(facts)
-    now = clock.now()
-    observation = Observation(
-        patient_id=patient.id,
-        source=source,
-        recorded_by_user_id=actor.user_id,
-        status=facts.status,
-        version_id=1,
-        created_at=now,
-        updated_at=now,
+    (observation_id,) = record_observations(
+        session, clock=clock, actor=actor, items=[(patient, facts)], source=source
     )
-    _apply(observation, facts)
-    session.add(observation)
-    session.flush()
-    visit = None
-    if measure_for(facts) is not None and facts.status in RESULT_STATUSES:
-        visit = _link_to_visit(
-            session, clock=clock, actor=actor, patient=patient, observation=observation
+    observation = session.get(Observation, observation_id)
+    assert observation is not None
+    return observation
+
+
+def record_observations(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    items: Sequence[tuple[Patient, ObservationFacts]],
+    source: ObservationSource = ObservationSource.CENTER,
+) -> list[int]:
+    """Keep observations from outside, each as `record_observation` keeps it, in order (a
+    center's transaction sends hundreds at once: one insert, one read of the visits their
+    results may complete, instead of a round trip each). Every one is checked before any
+    is kept: raises ObservationErrors naming the first that breaks a rule. Returns the new
+    observations' ids, in order (each has version 1, and `clock.now()` as its last change)."""
+    for index, (_patient, facts) in enumerate(items):
+        try:
+            check_facts(facts)
+        except FieldErrors as problem:
+            raise ObservationErrors(problem.errors, index=index) from None
+    now = clock.now()
+    observation_ids = insert_returning_ids(
+        session,
+        Observation,
+        [
+            {
+                "patient_id": patient.id,
+                "source": source,
+                "recorded_by_user_id": actor.user_id,
+                "status": facts.status,
+                "version_id": 1,
+                "created_at": now,
+                "updated_at": now,
+                **_values(facts),
+            }
+            for patient, facts in items
+        ],
+    )
+    # A result of an outcome measure in a visit's window completes that visit (on the
+    # result's day, in the patient's zone) and is linked to it; a visit already completed
+    # gets the result linked. Each result is judged after the ones before it, as if they
+    # came one by one: the windows of every patient concerned are read at once.
+    results = [
+        index
+        for index, (_patient, facts) in enumerate(items)
+        if measure_for(facts) is not None and facts.status in RESULT_STATUSES
+    ]
+    windows = _windows(session, patient_ids={items[index][0].id for index in results})
+    linked: dict[int, int] = {}  # result index -> visit id
+    completed_on: dict[int, date] = {}  # visit id -> the day a result completed it
+    for index in results:
+        patient, facts = items[index]
+        day = facts.effective_at.astimezone(_zone(patient)).date()
+        holding = _window_holding(windows.get(patient.id, []), day)
+        if holding is None:
+            continue
+        if holding.status is not VisitStatus.COMPLETED:
+            holding.status = VisitStatus.COMPLETED
+            completed_on[holding.id] = day
+        linked[index] = holding.id
+    if completed_on:
+        completed = list(
+            session.scalars(select(Visit).where(Visit.id.in_(completed_on)).order_by(Visit.id))
         )
-    record_event(
+        for visit in completed:
+            complete_visit(
+                session,
+                clock=clock,
+                actor=actor,
+                visit=visit,
+                completed_on=completed_on[visit.id],
+                close_requests=False,
+            )
+        close_visits_move_requests(session, clock=clock, actor=actor, visits=completed)
+    if linked:
+        session.execute(
+            insert(VisitObservation),
+            [
+                {"visit_id": visit_id, "observation_id": observation_ids[index]}
+                for index, visit_id in linked.items()
+            ],
+        )
+    record_events(
         session,
         clock=clock,
         actor=actor,
-        action="observation.create",
-        patient_id=patient.id,
-        target=f"observation:{observation.id}",
-        detail={"code": facts.code, "visit": visit.id if visit is not None else None},
+        events=(
+            EventData(
+                action="observation.create",
+                patient_id=patient.id,
+                target=f"observation:{observation_id}",
+                detail={"code": facts.code, "visit": linked.get(index)},
+            )
+            for index, ((patient, facts), observation_id) in enumerate(
+                zip(items, observation_ids, strict=True)
+            )
+        ),
     )
-    return observation
+    session.flush()
+    return observation_ids
 
 
 def _facts_of(observation: Observation) -> tuple[Any, ...]:

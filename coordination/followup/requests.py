@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 
 from sqlalchemy import select, update
@@ -75,7 +76,22 @@ def open_move_requests(session: Session, *, visit_id: int) -> list[MoveRequest]:
 def close_move_requests(session: Session, *, clock: Clock, actor: Actor, visit: Visit) -> int:
     """Mark the visit's open move requests as handled (after the coordinator rebooked it,
     or decided not to move it). Returns how many were open."""
-    requests = open_move_requests(session, visit_id=visit.id)
+    return close_visits_move_requests(session, clock=clock, actor=actor, visits=[visit])
+
+
+def close_visits_move_requests(
+    session: Session, *, clock: Clock, actor: Actor, visits: Collection[Visit]
+) -> int:
+    """`close_move_requests` for several visits at once (one query): the visits a center's
+    results completed together."""
+    if not visits:
+        return 0
+    requests = session.scalars(
+        select(MoveRequest).where(
+            MoveRequest.visit_id.in_({visit.id for visit in visits}),
+            MoveRequest.status == RequestStatus.OPEN,
+        )
+    ).all()
     for request in requests:
         request.status = RequestStatus.DONE
         request.handled_at = clock.now()

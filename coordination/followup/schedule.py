@@ -519,9 +519,17 @@ def cancel_visit(
 
 
 def complete_visit(
-    session: Session, *, clock: Clock, actor: Actor, visit: Visit, completed_on: date
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    visit: Visit,
+    completed_on: date,
+    close_requests: bool = True,
 ) -> VisitEvent:
-    """Mark the visit as done on `completed_on` (outcomes are recorded alongside)."""
+    """Mark the visit as done on `completed_on` (outcomes are recorded alongside); its open
+    move requests are answered by it (`close_requests=False`: the caller, who completes
+    many visits, closes theirs together with `close_visits_move_requests`)."""
     event = _transition(
         session,
         clock=clock,
@@ -531,7 +539,8 @@ def complete_visit(
         detail={"completed_on": completed_on.isoformat()},
     )
     visit.completed_on = completed_on
-    close_move_requests(session, clock=clock, actor=actor, visit=visit)
+    if close_requests:
+        close_move_requests(session, clock=clock, actor=actor, visit=visit)
     return event
 
 

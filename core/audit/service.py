@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.audit.models import AuditEvent, AuditOutcome
@@ -61,7 +62,9 @@ def record_event(
     detail: dict[str, Any] | None = None,
     client_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event. `detail` names fields that changed, never their values.
+    """Append one event. `detail` names fields that changed, never their values. The row
+    goes to the database with the session's next flush (or the commit): a use case that
+    writes many records does not pay one round trip per event.
 
     `client_id` names the FHIR client an event is about when it is not the actor (an admin
     registering or disabling it), so that filtering by client shows both what the client
@@ -81,8 +84,46 @@ def record_event(
         client_id=client_id or actor.client_id,
     )
     session.add(event)
-    session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class EventData:
+    """One event of `record_events`: what `record_event` takes besides the actor."""
+
+    action: str
+    patient_id: int | None = None
+    target: str | None = None
+    detail: dict[str, Any] | None = None
+    outcome: AuditOutcome = AuditOutcome.SUCCESS
+
+
+def record_events(
+    session: Session, *, clock: Clock, actor: Actor, events: Iterable[EventData]
+) -> int:
+    """Append many events by one actor at once, each the row `record_event` would append
+    (one INSERT for all: a center's transaction writes thousands). Returns how many."""
+    at = clock.now()
+    rows = [
+        {
+            "at": at,
+            "actor_user_id": actor.user_id,
+            "actor_label": actor.label[:254],
+            "actor_role": actor.role,
+            "action": event.action,
+            "outcome": event.outcome,
+            "patient_id": event.patient_id,
+            "target": event.target,
+            "ip": actor.ip,
+            "user_agent": (actor.user_agent or "")[:200] or None,
+            "detail": event.detail,
+            "client_id": actor.client_id,
+        }
+        for event in events
+    ]
+    if rows:
+        session.execute(insert(AuditEvent), rows)
+    return len(rows)
 
 
 @dataclass(frozen=True)

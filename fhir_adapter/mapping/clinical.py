@@ -1,6 +1,6 @@
 """The clinical resources a center sends besides Patient, each through today's services:
 
-- RelatedPerson -> a caregiver linked to the patient (`core.service.add_caregiver`); the
+- RelatedPerson -> a caregiver linked to the patient (`core.caregivers.add_caregiver`); the
   proxy rights stay with the patient and staff (a new caregiver may see the schedule and
   learning modules, as the form's default).
 - Procedure / MedicationAdministration (the infusion) -> the therapy (by its configured
@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from coordination.followup.models import Visit, VisitStatus
 from coordination.followup.observations import (
+    ObservationErrors,
     ObservationFacts,
     is_known_code,
-    record_observation,
+    record_observations,
     update_observation,
 )
 from coordination.followup.schedule import VisitTransitionError, complete_visit_on
@@ -36,9 +38,12 @@ from core.models import (
     ObservationStatus,
     Patient,
 )
-from fhir_adapter.errors import Issue
+from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping.common import (
+    EARLIEST_YEAR,
     JSON,
+    LATEST_YEAR,
+    Refused,
     WriteContext,
     codings,
     concept_text,
@@ -47,6 +52,7 @@ from fhir_adapter.mapping.common import (
     parse_day,
     parse_instant,
     patient_of,
+    refusal_of,
     unprocessable,
 )
 from fhir_adapter.mapping.patients import set_infusion, therapy_by_code
@@ -130,7 +136,9 @@ def _caregiver_input(resource: JSON) -> CaregiverInput:
     )
 
 
-def create_related_person(context: WriteContext, resource: JSON) -> tuple[int, list[Issue]]:
+def create_related_person(
+    context: WriteContext, resource: JSON
+) -> tuple[CaregiverLink, list[Issue]]:
     patient = patient_of(context, resource.get("patient"), expression="RelatedPerson.patient")
     assert patient is not None
     with field_errors_as("RelatedPerson", CAREGIVER_FIELDS):
@@ -141,7 +149,8 @@ def create_related_person(context: WriteContext, resource: JSON) -> tuple[int, l
             patient=patient,
             data=_caregiver_input(resource),
         )
-    return link.id, []
+    context.keep(link)
+    return link, []
 
 
 def update_related_person(
@@ -165,8 +174,8 @@ def update_related_person(
 
 
 def load_related_person(context: WriteContext, local_id: int) -> CaregiverLink | None:
-    link = context.session.get(CaregiverLink, local_id)
-    if link is None or link.patient.center_id != context.caller.center_id:
+    link = context.get(CaregiverLink, local_id)
+    if link is None or context.patient(link.patient_id) is None:
         return None
     return link
 
@@ -213,9 +222,9 @@ def infusion_facts(
 
 def write_infusion(
     context: WriteContext, resource: JSON, resource_type: str, *, current: Patient | None = None
-) -> tuple[int, bool]:
+) -> tuple[Patient, bool]:
     """Put the infusion on the patient's record; the resource's local id is the patient's
-    (one infusion per patient). Returns (patient id, changed)."""
+    (one infusion per patient). Returns (the patient, changed)."""
     subject_key = "subject"
     patient = patient_of(context, resource.get(subject_key), expression=f"{resource_type}.subject")
     assert patient is not None
@@ -227,14 +236,11 @@ def write_infusion(
     changed = set_infusion(
         context, patient, therapy_id=therapy_id, infusion_date=day, clear=in_error
     )
-    return patient.id, changed
+    return patient, changed
 
 
 def load_infusion(context: WriteContext, local_id: int) -> Patient | None:
-    patient = context.session.get(Patient, local_id)
-    if patient is None or patient.center_id != context.caller.center_id:
-        return None
-    return patient
+    return context.patient(local_id)
 
 
 # --- Observation ---------------------------------------------------------------------------
@@ -265,7 +271,9 @@ def observation_facts(resource: JSON, patient: Patient) -> ObservationFacts:
     effective = effective_of(resource, zone=zone)
     if effective is None:
         raise unprocessable(
-            "The Observation needs when it holds (effectiveDateTime).", "Observation.effective"
+            "The Observation needs when it holds (effectiveDateTime), in the years "
+            f"{EARLIEST_YEAR} to {LATEST_YEAR}.",
+            "Observation.effective",
         )
     status = _STATUSES.get(str(resource.get("status")))
     if status is None:
@@ -333,19 +341,50 @@ OBSERVATION_FIELDS = {
 }
 
 
-def create_observation(context: WriteContext, resource: JSON) -> tuple[int, list[Issue]]:
-    patient = patient_of(context, resource.get("subject"), expression="Observation.subject")
-    assert patient is not None
-    facts = observation_facts(resource, patient)
-    with field_errors_as("Observation", OBSERVATION_FIELDS):
-        observation = record_observation(
-            context.session,
-            clock=context.clock,
-            actor=context.caller.actor,
-            patient=patient,
-            facts=facts,
+@dataclass(frozen=True)
+class NewObservation:
+    """An observation just kept, as its Written needs it (without reading it back)."""
+
+    id: int
+    patient_id: int
+    version_id: int
+    last_updated: datetime
+
+
+def create_observation(context: WriteContext, resource: JSON) -> tuple[NewObservation, list[Issue]]:
+    return create_observations(context, [(resource, None)])[0]
+
+
+def create_observations(
+    context: WriteContext, items: list[tuple[JSON, str | None]]
+) -> list[tuple[NewObservation, list[Issue]]]:
+    """Keep Observations (a transaction's, together: `record_observations`). Raises Refused
+    naming the first that cannot be kept (a single one: its FhirError)."""
+    resources = [resource for resource, _full_url in items]
+    facts = []
+    for index, resource in enumerate(resources):
+        try:
+            patient = patient_of(context, resource.get("subject"), expression="Observation.subject")
+            assert patient is not None
+            facts.append((patient, observation_facts(resource, patient)))
+        except FhirError as error:
+            if len(resources) == 1:
+                raise
+            raise Refused(index, error) from None
+    try:
+        kept = record_observations(
+            context.session, clock=context.clock, actor=context.caller.actor, items=facts
         )
-    return observation.id, []
+    except ObservationErrors as problem:
+        refusal = refusal_of(problem, "Observation", OBSERVATION_FIELDS)
+        if len(resources) == 1:
+            raise refusal from None
+        raise Refused(problem.index, refusal) from None
+    now = context.clock.now()
+    return [
+        (NewObservation(observation_id, patient.id, 1, now), [])
+        for observation_id, (patient, _facts) in zip(kept, facts, strict=True)
+    ]
 
 
 def update_observation_resource(
@@ -369,11 +408,8 @@ def update_observation_resource(
 
 
 def load_observation(context: WriteContext, local_id: int) -> Observation | None:
-    observation = context.session.get(Observation, local_id)
-    if observation is None:
-        return None
-    patient = context.session.get(Patient, observation.patient_id)
-    if patient is None or patient.center_id != context.caller.center_id:
+    observation = context.get(Observation, local_id)
+    if observation is None or context.patient(observation.patient_id) is None:
         return None
     return observation
 
@@ -381,7 +417,7 @@ def load_observation(context: WriteContext, local_id: int) -> Observation | None
 # --- Encounter -----------------------------------------------------------------------------
 
 
-def create_encounter(context: WriteContext, resource: JSON) -> tuple[int, list[Issue]]:
+def create_encounter(context: WriteContext, resource: JSON) -> tuple[Visit, list[Issue]]:
     """A finished Encounter completes the visit whose window holds its day; the resource's
     local id is the visit's."""
     patient = patient_of(context, resource.get("subject"), expression="Encounter.subject")
@@ -395,7 +431,11 @@ def create_encounter(context: WriteContext, resource: JSON) -> tuple[int, list[I
     zone = ZoneInfo(patient.time_zone)
     moment = parse_instant(period.get("start") or period.get("end"), zone=zone)
     if moment is None:
-        raise unprocessable("The Encounter needs its day (period.start).", "Encounter.period")
+        raise unprocessable(
+            f"The Encounter needs its day (period.start), in the years {EARLIEST_YEAR} to "
+            f"{LATEST_YEAR}.",
+            "Encounter.period",
+        )
     day = moment.astimezone(zone).date()
     try:
         visit = complete_visit_on(
@@ -407,14 +447,15 @@ def create_encounter(context: WriteContext, resource: JSON) -> tuple[int, list[I
         )
     except VisitTransitionError as problem:
         raise unprocessable(str(problem.args[0]), "Encounter.period") from None
-    return visit.id, []
+    context.keep(visit)
+    return visit, []
 
 
 def update_encounter(
     context: WriteContext, visit: Visit, resource: JSON
 ) -> tuple[bool, list[Issue]]:
-    local_id, _warnings = create_encounter(context, resource)
-    if local_id != visit.id:
+    found, _warnings = create_encounter(context, resource)
+    if found.id != visit.id:
         raise unprocessable(
             "This Encounter's day is in another visit's window.", "Encounter.period"
         )
@@ -422,11 +463,8 @@ def update_encounter(
 
 
 def load_visit(context: WriteContext, local_id: int) -> Visit | None:
-    visit = context.session.get(Visit, local_id)
-    if visit is None:
-        return None
-    patient = context.session.get(Patient, visit.patient_id)
-    if patient is None or patient.center_id != context.caller.center_id:
+    visit = context.get(Visit, local_id)
+    if visit is None or context.patient(visit.patient_id) is None:
         return None
     return visit
 
@@ -466,7 +504,7 @@ CONDITION_FIELDS = {
 }
 
 
-def create_condition(context: WriteContext, resource: JSON) -> tuple[int, list[Issue]]:
+def create_condition(context: WriteContext, resource: JSON) -> tuple[Condition, list[Issue]]:
     patient = patient_of(context, resource.get("subject"), expression="Condition.subject")
     assert patient is not None
     with field_errors_as("Condition", CONDITION_FIELDS):
@@ -477,7 +515,8 @@ def create_condition(context: WriteContext, resource: JSON) -> tuple[int, list[I
             patient=patient,
             data=_condition_data(resource),
         )
-    return condition.id, []
+    context.keep(condition)
+    return condition, []
 
 
 def update_condition_resource(
@@ -499,10 +538,7 @@ def update_condition_resource(
 
 
 def load_condition(context: WriteContext, local_id: int) -> Condition | None:
-    condition = context.session.get(Condition, local_id)
-    if condition is None:
-        return None
-    patient = context.session.get(Patient, condition.patient_id)
-    if patient is None or patient.center_id != context.caller.center_id:
+    condition = context.get(Condition, local_id)
+    if condition is None or context.patient(condition.patient_id) is None:
         return None
     return condition

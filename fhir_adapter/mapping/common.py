@@ -8,23 +8,28 @@ models, `fhir_adapter.validation`): parsing them once is the expensive part of a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from coordination.followup.protocol import ProtocolLibrary
 from core.audit.service import Actor
 from core.clock import Clock
 from core.errors import FieldErrors
-from core.models import Patient
+from core.models import Patient, State, TreatmentCenter
 from fhir_adapter.errors import FhirError, Issue
+from fhir_adapter.models import ResourceIdentifier, ResourceKey
+from fhir_adapter.schema import Segment, fhirpath
 
 JSON = dict[str, Any]
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,61 @@ class Caller:
     center_id: int
     state_id: int
     actor: Actor
+
+
+@dataclass
+class Lookups:
+    """What one write already knows of the center's records, so that a Bundle asks the
+    database once per group of entries instead of once per entry (see `writes.prefetch`).
+    A key present with None is known to match nothing.
+
+    - `owners`: (type, system, value) -> the record the center gave that identifier;
+    - `patients_by`: (system, value as stored) -> the center's patient with that Medicaid ID
+      or record number (the identifiers a Patient is found by in its own columns);
+    - `digests`: (type, content digest) -> the records last sent with that content;
+    - `hashes`: (type, local id) -> the digest of the record's content as last accepted;
+    - `fresh`: (type, local id) of rows made by this write that no resource has become yet
+      (a new patient is no infusion Procedure yet): they have no key and no identifiers."""
+
+    owners: dict[tuple[str, str, str], int | None] = field(default_factory=dict)
+    patients_by: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    digests: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    hashes: dict[tuple[str, int], str | None] = field(default_factory=dict)
+    fresh: set[tuple[str, int]] = field(default_factory=set)
+    # Keys and identifiers to store (`WriteContext.store_keys`): one INSERT each per group.
+    new_keys: list[dict[str, Any]] = field(default_factory=list)
+    new_identifiers: list[dict[str, Any]] = field(default_factory=list)
+    # The keys of `owners` and `patients_by` that name each record (to forget them at once).
+    _owned: dict[tuple[str, int], set[tuple[str, str, str]]] = field(default_factory=dict)
+    _patient_keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+    def set_owner(self, key: tuple[str, str, str], local_id: int | None) -> None:
+        """The record of type key[0] that the center gave identifier key[1:] (None: none)."""
+        previous = self.owners.get(key)
+        if previous is not None:
+            self._owned.get((key[0], previous), set()).discard(key)
+        self.owners[key] = local_id
+        if local_id is not None:
+            self._owned.setdefault((key[0], local_id), set()).add(key)
+
+    def release(self, resource_type: str, local_id: int) -> None:
+        """The record's identifiers are no longer known to be its own."""
+        for key in self._owned.pop((resource_type, local_id), set()):
+            self.owners[key] = None
+
+    def set_patient(self, key: tuple[str, str], local_id: int | None) -> None:
+        """The center's patient with this Medicaid ID or MRN (system, value) (None: none)."""
+        previous = self.patients_by.get(key)
+        if previous is not None:
+            self._patient_keys.get(previous, set()).discard(key)
+        self.patients_by[key] = local_id
+        if local_id is not None:
+            self._patient_keys.setdefault(local_id, set()).add(key)
+
+    def release_patient(self, local_id: int) -> None:
+        """The patient's Medicaid ID and MRN are no longer known to be theirs."""
+        for key in self._patient_keys.pop(local_id, set()):
+            self.patients_by[key] = None
 
 
 @dataclass
@@ -50,6 +110,81 @@ class WriteContext:
     resolve: Callable[[str], tuple[str, int] | None]
     # Hints a Bundle gives a Patient it creates: its infusion Procedure's therapy and date.
     infusion_hints: dict[str, tuple[int | None, date | None]] = field(default_factory=dict)
+    # Set by a transaction: the patients it enrols, whose schedules are made together once
+    # every Patient entry is written (`coordination.records.schedule_new_patients`).
+    new_patients: list[Patient] | None = None
+    lookups: Lookups = field(default_factory=Lookups)
+    # The rows this write read or wrote, held here because the session's identity map holds
+    # them only weakly: a Bundle would otherwise read the same patient for each of its
+    # results, and the caller's state and center for each entry.
+    rows: dict[tuple[type[Any], int], Any] = field(default_factory=dict)
+    # (system, code) -> the therapy it names (None: none), as read once.
+    therapies: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    # Set by a transaction: keys and identifiers are stored once per group of entries, not
+    # at the end of each write (`store_keys`).
+    batched: bool = False
+
+    def get(self, model: type[_Row], local_id: int) -> _Row | None:
+        """The row by primary key, read once per write (None for an id no row can have)."""
+        if not 0 < local_id < 2**31:  # larger ids overflow the databases' integers
+            return None
+        key = (model, local_id)
+        found = self.rows.get(key)
+        if found is None:
+            found = self.session.get(model, local_id)
+            if found is not None:
+                self.rows[key] = found
+        return cast("_Row | None", found)
+
+    def keep(self, row: Any) -> None:
+        """Hold a row this write read or made (see `rows`)."""
+        self.rows[(type(row), row.id)] = row
+
+    def store_keys(self) -> None:
+        """Store the resource keys and identifiers the writes so far gave records (before
+        anything reads those tables, and before the write ends)."""
+        lookups = self.lookups
+        if lookups.new_keys:
+            self.session.execute(insert(ResourceKey), lookups.new_keys)
+            lookups.new_keys = []
+        if lookups.new_identifiers:
+            self.session.execute(insert(ResourceIdentifier), lookups.new_identifiers)
+            lookups.new_identifiers = []
+
+    def forget(self) -> None:
+        """Drop what this write knows (after a savepoint rolled back: rows made in it are
+        gone, and so are the identifiers and digests they had)."""
+        self.rows.clear()
+        self.therapies.clear()
+        self.lookups = Lookups()
+
+    def state(self) -> State:
+        """The caller's state."""
+        state = self.get(State, self.caller.state_id)
+        assert state is not None
+        return state
+
+    def center(self) -> TreatmentCenter:
+        """The caller's center."""
+        center = self.get(TreatmentCenter, self.caller.center_id)
+        assert center is not None
+        return center
+
+    def patient(self, local_id: int) -> Patient | None:
+        """The caller's center's patient with this id; None for anyone else's."""
+        patient = self.get(Patient, local_id)
+        return (
+            patient if patient is not None and patient.center_id == self.caller.center_id else None
+        )
+
+
+class Refused(Exception):
+    """One of several resources written together is refused: `index` says which."""
+
+    def __init__(self, index: int, error: FhirError) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -64,6 +199,7 @@ class Written:
     created: bool
     changed: bool
     warnings: tuple[Issue, ...] = ()
+    patient_id: int | None = None  # the patient the record concerns (for the audit log)
 
     @property
     def location(self) -> str:
@@ -75,6 +211,48 @@ def content_hash(resource: Mapping[str, Any]) -> str:
     the narrative: the same content sent twice has the same digest."""
     kept = {key: value for key, value in resource.items() if key not in ("id", "meta", "text")}
     return hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# FHIR strings hold no control characters but tab, carriage return and line feed (R4
+# datatypes, string); PostgreSQL cannot even store U+0000 in text or JSON.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_MAX_LISTED = 10
+
+
+def refuse_control_characters(data: Any, root: str) -> None:
+    """A 400 naming the elements whose strings hold control characters, if any."""
+    issues = control_character_issues(data, root)
+    if issues:
+        raise FhirError(status=400, issues=issues)
+
+
+def control_character_issues(data: Any, root: str) -> list[Issue]:
+    """An issue for each element (the first ten) whose string holds a control character."""
+    found: list[str] = []
+
+    def visit(value: Any, path: tuple[Segment, ...]) -> None:
+        if len(found) >= _MAX_LISTED:
+            return
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                found.append(fhirpath(path))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, (*path, str(key).removeprefix("_")))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                visit(item, (*path, index))
+
+    visit(data, (root,))
+    return [
+        Issue(
+            code="invalid",
+            diagnostics="FHIR strings hold no control characters (U+0000 to U+001F) but "
+            "tab, carriage return and line feed.",
+            expression=(expression,),
+        )
+        for expression in found
+    ]
 
 
 def unprocessable(diagnostics: str, *expression: str, code: str = "business-rule") -> FhirError:
@@ -89,15 +267,20 @@ def field_errors_as(resource_type: str, fields: Mapping[str, str]) -> Iterator[N
     try:
         yield
     except FieldErrors as problem:
-        issues = [
-            Issue(
-                code="business-rule" if name not in ("unit", "value") else "value",
-                diagnostics=str(message),
-                expression=(fields.get(name, resource_type),),
-            )
-            for name, message in problem.errors.items()
-        ]
-        raise FhirError(status=422, issues=issues) from None
+        raise refusal_of(problem, resource_type, fields) from None
+
+
+def refusal_of(problem: FieldErrors, resource_type: str, fields: Mapping[str, str]) -> FhirError:
+    """A service's FieldErrors as a 422 OperationOutcome (see `field_errors_as`)."""
+    issues = [
+        Issue(
+            code="business-rule" if name not in ("unit", "value") else "value",
+            diagnostics=str(message),
+            expression=(fields.get(name, resource_type),),
+        )
+        for name, message in problem.errors.items()
+    ]
+    return FhirError(status=422, issues=issues)
 
 
 def reference_of(element: Any) -> str | None:
@@ -121,8 +304,8 @@ def patient_of(
     resolved = context.resolve(reference)
     if resolved is None or resolved[0] != "Patient":
         raise unprocessable(f"{reference} is not a patient known here.", expression)
-    patient = context.session.get(Patient, resolved[1])
-    if patient is None or patient.center_id != context.caller.center_id:
+    patient = context.patient(resolved[1])
+    if patient is None:
         raise unprocessable(f"{reference} is not a patient known here.", expression)
     return patient
 
@@ -158,21 +341,32 @@ def parse_day(text: Any) -> date | None:
         return None
 
 
+# The years an instant of a patient's care can fall in: FHIR writes years 0001 to 9999,
+# whose extremes cannot even be moved to another time zone.
+EARLIEST_YEAR, LATEST_YEAR = 1800, 2200
+
+
 def parse_instant(text: Any, *, zone: Any = UTC) -> datetime | None:
     """A FHIR dateTime as an aware instant; a date alone is noon in `zone` (so its day stays
-    the same in every US zone), a time without zone is taken in `zone`."""
+    the same in every US zone), a time without zone is taken in `zone`. None when it is not
+    one, or falls outside the years EARLIEST_YEAR to LATEST_YEAR."""
     if not isinstance(text, str):
         return None
-    if len(text) == 10:
-        day = parse_day(text)
-        return datetime.combine(day, time(12), tzinfo=zone).astimezone(UTC) if day else None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if len(text) == 10:
+            day = parse_day(text)
+            if day is None:
+                return None
+            moment = datetime.combine(day, time(12), tzinfo=zone)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            return None
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 def effective_of(resource: JSON, *, zone: Any = UTC) -> datetime | None:

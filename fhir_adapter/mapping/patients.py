@@ -14,12 +14,13 @@ number the platform cannot text (not a US mobile) is left out with a warning."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
 from sqlalchemy import select
 
-from coordination.records import change_record, enrol_patient
+from coordination.records import change_record, enrol_patients
 from core.models import (
     Language,
     Patient,
@@ -27,19 +28,20 @@ from core.models import (
     State,
     Therapy,
     TherapyCode,
-    TreatmentCenter,
 )
 from core.phones import InvalidPhoneNumber, normalize_phone
-from core.service import PatientData
+from core.service import PatientData, PatientErrors
 from core.therapy_codes import PLATFORM_SYSTEM as PLATFORM_THERAPY_SYSTEM
-from fhir_adapter.errors import Issue
+from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping.common import (
     JSON,
+    Refused,
     WriteContext,
     codings,
     field_errors_as,
     integer_version,
     parse_day,
+    refusal_of,
     unprocessable,
 )
 from fhir_adapter.models import ResourceIdentifier
@@ -70,19 +72,25 @@ FIELDS = {
 
 def therapy_by_code(context: WriteContext, system: str, code: str) -> Therapy | None:
     """The therapy a code names: the platform's own code, or a code admins configured (an
-    NDC, RxNorm or HCPCS code)."""
-    session = context.session
-    if system == THERAPY_SYSTEM:
-        return session.scalar(select(Therapy).where(Therapy.code == code))
-    therapy_id = session.scalar(
-        select(TherapyCode.therapy_id).where(TherapyCode.system == system, TherapyCode.code == code)
-    )
-    return session.get(Therapy, therapy_id) if therapy_id is not None else None
+    NDC, RxNorm or HCPCS code). Read once per write."""
+    key = (system, code)
+    if key not in context.therapies:
+        session = context.session
+        if system == THERAPY_SYSTEM:
+            therapy_id = session.scalar(select(Therapy.id).where(Therapy.code == code))
+        else:
+            therapy_id = session.scalar(
+                select(TherapyCode.therapy_id).where(
+                    TherapyCode.system == system, TherapyCode.code == code
+                )
+            )
+        context.therapies[key] = therapy_id
+    therapy_id = context.therapies[key]
+    return context.get(Therapy, therapy_id) if therapy_id is not None else None
 
 
 def _medicaid(context: WriteContext, resource: JSON) -> tuple[State, str]:
-    state = context.session.get(State, context.caller.state_id)
-    assert state is not None
+    state = context.state()
     wanted = state.medicaid_system
     for index, identifier in enumerate(resource.get("identifier") or []):
         if isinstance(identifier, dict) and identifier.get("system") == wanted:
@@ -99,9 +107,7 @@ def _medicaid(context: WriteContext, resource: JSON) -> tuple[State, str]:
 
 
 def _mrn(context: WriteContext, resource: JSON) -> str | None:
-    center = context.session.get(TreatmentCenter, context.caller.center_id)
-    assert center is not None
-    system = center.record_number_system
+    system = context.center().record_number_system
     typed: str | None = None
     for identifier in resource.get("identifier") or []:
         if not isinstance(identifier, dict) or not identifier.get("value"):
@@ -211,7 +217,7 @@ def patient_data(
         raise unprocessable(
             "A new Patient needs its therapy: send the infusion Procedure in the same "
             f"transaction, or the extension {THERAPY_EXTENSION}.",
-            "Patient",
+            FIELDS["therapy_id"],
         )
     infusion = hint_infusion or (current.infusion_date if current is not None else None)
     base = PatientData.of(current) if current is not None else None
@@ -238,17 +244,47 @@ def create_patient(
 ) -> tuple[Patient, list[Issue]]:
     """Enrol the patient a Patient resource describes (with their schedule when the
     infusion date is known). Raises FhirError."""
-    data, warnings = patient_data(context, resource, current=None, full_url=full_url)
-    with field_errors_as(RESOURCE, FIELDS):
-        saved = enrol_patient(
+    return create_patients(context, [(resource, full_url)])[0]
+
+
+def create_patients(
+    context: WriteContext, items: list[tuple[JSON, str | None]]
+) -> list[tuple[Patient, list[Issue]]]:
+    """Enrol the patients Patient resources (with their fullUrls) describe, together
+    (`coordination.records.enrol_patients`). In a transaction their schedules are made once
+    every Patient entry is written (`context.new_patients`). Raises Refused naming the first
+    that cannot be enrolled (a single one: its FhirError)."""
+    mapped = []
+    for index, (resource, full_url) in enumerate(items):
+        try:
+            mapped.append(patient_data(context, resource, current=None, full_url=full_url))
+        except FhirError as error:
+            if len(items) == 1:
+                raise
+            raise Refused(index, error) from None
+    try:
+        enrolled = enrol_patients(
             context.session,
             clock=context.clock,
             actor=context.caller.actor,
             library=context.library,
-            data=data,
+            items=[data for data, _warnings in mapped],
             allowed_state_ids={context.caller.state_id},
+            make_schedule=context.new_patients is None,
         )
-    return saved.patient, warnings
+    except PatientErrors as problem:
+        refusal = refusal_of(problem, RESOURCE, FIELDS)
+        if len(items) == 1:
+            raise refusal from None
+        raise Refused(problem.index, refusal) from None
+    for patient in enrolled:
+        if context.new_patients is not None:
+            context.new_patients.append(patient)
+        context.keep(patient)
+        remember_identifiers(context, patient)
+    return [
+        (patient, warnings) for patient, (_data, warnings) in zip(enrolled, mapped, strict=True)
+    ]
 
 
 def update_patient(
@@ -267,6 +303,7 @@ def update_patient(
             data=data,
             allowed_state_ids={context.caller.state_id},
         )
+    remember_identifiers(context, patient)
     return bool(saved.changed), warnings
 
 
@@ -310,18 +347,47 @@ def patient_version(patient: Patient) -> str:
     return integer_version(patient.version_id)
 
 
+def _own_column(context: WriteContext, system: str, value: str) -> tuple[Any, str] | None:
+    """The record's column an identifier is kept in (the Medicaid ID, the MRN), with the
+    value as the column keeps it; None for any other identifier."""
+    if system == context.state().medicaid_system:
+        return Patient.medicaid_id, value.strip().upper()
+    if system == context.center().record_number_system:
+        return Patient.center_mrn, value.strip()
+    return None
+
+
+def own_value(context: WriteContext, system: str, value: str) -> str:
+    """An identifier's value as the record keeps it (the Medicaid ID in capitals...)."""
+    own = _own_column(context, system, value)
+    return own[1] if own is not None else value
+
+
+def known_patient(context: WriteContext, system: str, value: str) -> int | None:
+    """The patient `prefetch_identifiers` found by this Medicaid ID or MRN, if it did."""
+    own = _own_column(context, system, value)
+    return context.lookups.patients_by.get((system, own[1])) if own is not None else None
+
+
 def find_by_identifier(context: WriteContext, system: str, value: str) -> Patient | None:
-    """The caller's center's patient with this identifier: the state's Medicaid ID, the
-    center's MRN, or another identifier the center gave it."""
+    """The caller's center's patient with this identifier: the state's Medicaid ID or the
+    center's MRN (in the record's own columns), or another identifier the center gave it.
+    The Medicaid ID and MRN are looked up as `prefetch_identifiers` left them when it did."""
     session = context.session
-    center = session.get(TreatmentCenter, context.caller.center_id)
-    state = session.get(State, context.caller.state_id)
-    assert center is not None and state is not None
+    center = context.center()
     query = select(Patient).where(Patient.center_id == center.id)
-    if system == state.medicaid_system:
-        return session.scalar(query.where(Patient.medicaid_id == value.strip().upper()))
-    if system == center.record_number_system:
-        return session.scalar(query.where(Patient.center_mrn == value.strip()))
+    own = _own_column(context, system, value)
+    if own is not None:
+        column, value = own
+        key = (system, value)
+        if key in context.lookups.patients_by:
+            local_id = context.lookups.patients_by[key]
+            return context.patient(local_id) if local_id is not None else None
+        found = session.scalar(query.where(column == value))
+        if found is not None:
+            context.keep(found)
+        context.lookups.set_patient(key, found.id if found is not None else None)
+        return found
     local_id = session.scalar(
         select(ResourceIdentifier.local_id).where(
             ResourceIdentifier.center_id == center.id,
@@ -330,4 +396,45 @@ def find_by_identifier(context: WriteContext, system: str, value: str) -> Patien
             ResourceIdentifier.value == value,
         )
     )
-    return session.scalar(query.where(Patient.id == local_id)) if local_id is not None else None
+    return context.patient(local_id) if local_id is not None else None
+
+
+def prefetch_identifiers(context: WriteContext, pairs: Iterable[tuple[str, str]]) -> None:
+    """Look up, in one query each, the center's patients with the Medicaid IDs and MRNs
+    among `pairs` (system, value), for `find_by_identifier`."""
+    center, state = context.center(), context.state()
+    known = context.lookups.patients_by
+    for system, column in (
+        (state.medicaid_system, Patient.medicaid_id),
+        (center.record_number_system, Patient.center_mrn),
+    ):
+        values = {
+            own[1]
+            for kind, value in pairs
+            if kind == system and (own := _own_column(context, kind, value)) is not None
+        }
+        values -= {value for kind, value in known if kind == system}
+        for chunk in _chunks(sorted(values)):
+            for patient in context.session.scalars(
+                select(Patient).where(Patient.center_id == center.id, column.in_(chunk))
+            ):
+                context.keep(patient)
+                context.lookups.set_patient((system, getattr(patient, column.key)), patient.id)
+        for value in values:
+            if (system, value) not in known:
+                context.lookups.set_patient((system, value), None)
+
+
+def remember_identifiers(context: WriteContext, patient: Patient) -> None:
+    """After a patient was enrolled or changed: what `find_by_identifier` finds by its
+    Medicaid ID and MRN."""
+    lookups = context.lookups
+    lookups.release_patient(patient.id)
+    lookups.set_patient((context.state().medicaid_system, patient.medicaid_id), patient.id)
+    if patient.center_mrn:
+        lookups.set_patient((context.center().record_number_system, patient.center_mrn), patient.id)
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -4,9 +4,10 @@ Each figure is one JSON object per line: `{"name": ..., "value": ..., "unit": ..
 extra keys that say how it was measured ("n", "patients"). The set-up is built only when a
 selected figure needs it: a throw-away SQLite file, migrated, seeded with the demo world and
 filled with many more fictional patients (phone numbers in 555-01xx only, which reach nobody).
-The dispatch figures (planning, sending, the dispatcher's tick), the FHIR search figures
-and the bulk export figures build worlds of their own: portal/dev/bench_dispatch.py,
-portal/dev/bench_fhir_search.py, portal/dev/bench_fhir_export.py.
+The dispatch figures (planning, sending, the dispatcher's tick) and the FHIR figures (search,
+bulk export, ingest) build worlds of their own: portal/dev/bench_dispatch.py,
+portal/dev/bench_fhir_search.py, portal/dev/bench_fhir_export.py and
+portal/dev/bench_fhir_ingest.py.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from core.models import Language, Patient, PatientStatus, State, Therapy, Treatm
 from core.settings import load_settings
 from portal.app import create_app
 from portal.dev.bench_dispatch import DISPATCH_FIGURES, dispatch_figures
-from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES, fhir_search_figures
 from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES, fhir_export_figures
+from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES, fhir_ingest_figures
+from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES, fhir_search_figures
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
@@ -88,6 +90,7 @@ FIGURES = (
     + EDUCATION_FIGURES
     + FHIR_SEARCH_FIGURES
     + FHIR_EXPORT_FIGURES
+    + FHIR_INGEST_FIGURES
 )
 # The portal world (demo data and `patients` more) serves these; the dispatch figures build
 # worlds of their own (portal/bench_dispatch.py).
@@ -131,11 +134,13 @@ def run_benchmarks(
     requests: int,
     future_rows: int = 1_000_000,
     export_observations: int = 1_000_000,
+    fhir_resources: int = 10_000,
 ) -> Iterator[str]:
     """Run the figures whose name starts with `only`; yield one JSON line per figure.
 
     `future_rows` is the big outbox of `dispatch.tick_1m_ms`, `export_observations` the
-    size of the `fhir.export_` run (both smaller in the unit test)."""
+    size of the `fhir.export_` run, `fhir_resources` the load of the FHIR ingest figures
+    (all smaller in the unit test)."""
     selected = [name for name in FIGURES if name.startswith(only)]
     if not selected:
         return
@@ -157,6 +162,8 @@ def run_benchmarks(
         for item in fhir_export_figures(
             Path(folder), selected=selected, observations=export_observations
         ):
+            yield json.dumps(item)
+        for item in fhir_ingest_figures(Path(folder), selected=selected, resources=fhir_resources):
             yield json.dumps(item)
 
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import date, timedelta
+from typing import Any
+
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from coordination.followup.bulk import generate_schedules
 from coordination.followup.models import FollowUpPlan, Visit, VisitEvent
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
+from coordination.records import enrol_patient, enrol_patients
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
-from core.models import Patient
+from core.models import Patient, PatientStatus, Therapy, TreatmentCenter
+from core.service import PatientData
 from tests.conftest import Database
+from tests.support.smart import HARBORVIEW
 
 
 def _schedules(db: Database) -> dict[int, list[tuple[str, str, str, str, str]]]:
@@ -77,3 +85,120 @@ def test_bulk_skips_patients_with_a_plan_and_records_history_once(
             .having(func.count() > 1)
         ).all()
         assert per_patient == []
+
+
+def _people(db: Database, clock: FrozenClock) -> list[PatientData]:
+    """Patients as different as schedules get: infused long ago (most windows closed before
+    follow-up begins here), recently, in the future, not yet; either therapy; withdrawn."""
+    with db.factory() as session:
+        harbor = session.scalar(select(TreatmentCenter).where(TreatmentCenter.name == HARBORVIEW))
+        therapies = {therapy.code: therapy.id for therapy in session.scalars(select(Therapy))}
+    assert harbor is not None
+    today = clock.now().date()
+    people = []
+    for number, (days, therapy, status) in enumerate(
+        [
+            (4 * 365, "casgevy", PatientStatus.ACTIVE),
+            (40, "casgevy", PatientStatus.ACTIVE),
+            (700, "lyfgenia", PatientStatus.ACTIVE),
+            (-20, "lyfgenia", PatientStatus.ACTIVE),
+            (None, "casgevy", PatientStatus.ENROLLED),
+            (300, "casgevy", PatientStatus.WITHDRAWN),
+        ]
+    ):
+        people.append(
+            PatientData(
+                given_name="Same",
+                family_name=f"Schedule {number}",
+                birth_date=date(2008, 1, 1 + number),
+                medicaid_id=f"MDS{number:07d}",
+                state_id=harbor.state_id,
+                center_id=harbor.id,
+                therapy_id=therapies[therapy],
+                infusion_date=today - timedelta(days=days) if days is not None else None,
+                status=status,
+            )
+        )
+    return people
+
+
+def _schedule_of(session: Session, patient_id: int) -> tuple[Any, ...]:
+    """A patient's plan, visits and their history, without ids."""
+    plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient_id))
+    visits = session.scalars(
+        select(Visit).where(Visit.patient_id == patient_id).order_by(Visit.sequence)
+    ).all()
+    return (
+        plan and (plan.therapy_code, plan.protocol_version, plan.anchor_date, plan.created_at),
+        [
+            (
+                visit.visit_key,
+                visit.protocol_version,
+                visit.sequence,
+                visit.target_date,
+                visit.window_start,
+                visit.window_end,
+                visit.status,
+                visit.missed_acknowledged_at,
+                visit.created_at,
+                sorted(
+                    (
+                        event.at,
+                        event.actor_user_id,
+                        event.actor_label,
+                        event.action,
+                        event.from_status,
+                        event.to_status,
+                        event.reason,
+                        str(event.detail),
+                    )
+                    for event in session.scalars(
+                        select(VisitEvent).where(VisitEvent.visit_id == visit.id)
+                    )
+                ),
+            )
+            for visit in visits
+        ],
+    )
+
+
+def test_patients_enrolled_together_get_the_schedules_enrolling_each_makes(
+    db: Database, clock: FrozenClock
+) -> None:
+    """`enrol_patients` (a center's transaction: the schedules set-based) and `enrol_patient`
+    (a form: `sync_schedule` for each) make exactly the same schedules and history."""
+    library = shipped_protocols()
+    actor = Actor.fhir_client("harborview-epic")
+    people = _people(db, clock)
+    with transaction(db.factory) as session:
+        together = [
+            patient.id
+            for patient in enrol_patients(
+                session,
+                clock=clock,
+                actor=actor,
+                library=library,
+                items=people,
+                allowed_state_ids=None,
+            )
+        ]
+    with transaction(db.factory) as session:
+        one_by_one = [
+            enrol_patient(
+                session,
+                clock=clock,
+                actor=actor,
+                library=library,
+                data=dataclasses.replace(person, medicaid_id=f"MDT{index:07d}"),
+                allowed_state_ids=None,
+            ).patient.id
+            for index, person in enumerate(people)
+        ]
+
+    with db.factory() as session:
+        made_together = [_schedule_of(session, patient_id) for patient_id in together]
+        made_one_by_one = [_schedule_of(session, patient_id) for patient_id in one_by_one]
+    assert made_together == made_one_by_one
+    visits = [visits for _plan, visits in made_together]
+    assert all(visits[:4]) and visits[4:] == [[], []]  # no date / withdrawn: none
+    assert any(event[3] == "miss" for visit in visits[0] for event in visit[9])

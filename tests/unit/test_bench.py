@@ -8,8 +8,9 @@ import pytest
 
 from portal.dev.bench import ratio, run_benchmarks
 from portal.dev.bench_dispatch import DISPATCH_FIGURES
-from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES
 from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES
+from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES
+from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES
 
 REQUIRED = {
     "portal.healthz_p95_ms",
@@ -108,3 +109,17 @@ def test_export_figures_are_measured_on_the_asked_size() -> None:
     assert rate["per_cpu_s"] >= rate["value"] * 0.9  # CPU time is at most wall time (one thread)
     # The export process's own memory: more than an interpreter's, less than the goal.
     assert 20 < memory["ready_mb"] <= memory["exporting_mb"] <= memory["value"] < 300
+
+
+def test_fhir_ingest_figures_are_measured_on_the_asked_load() -> None:
+    """A small run: 30 patients' worth (300 resources) through POST /fhir, and their bare
+    parse; the load is stored once although it is sent twice."""
+    lines = list(run_benchmarks(only="fhir.ingest", patients=0, requests=1, fhir_resources=300))
+
+    figures = {item["name"]: item for item in map(json.loads, lines)}
+    assert list(figures) == list(FHIR_INGEST_FIGURES)
+    rate, share = figures["fhir.ingest_resources_per_s"], figures["fhir.ingest_ratio_bare_parse"]
+    assert rate["unit"] == "resource/s" and share["unit"] == "ratio"
+    assert rate["n"] == share["n"] == 300 and rate["patients"] == 30
+    assert rate["value"] > 0 and rate["one_bundle_resources_per_s"] > 0
+    assert share["value"] == round(rate["value"] / rate["bare_parse_resources_per_s"], 3)
