@@ -78,6 +78,7 @@ def e2e_tools() -> None:
 class LiveServer:
     url: str
     database_url: str
+    export_dir: Path
 
 
 def _bound_socket() -> socket.socket:
@@ -115,8 +116,12 @@ def serve_platform(folder: Path) -> Iterator[LiveServer]:
     sock = _bound_socket()
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    export_dir = folder / "exports"
     app = create_app(
-        make_settings(database_url, demo_mode=True, public_base_url=url), run_scheduler=False
+        make_settings(
+            database_url, demo_mode=True, public_base_url=url, export_dir=str(export_dir)
+        ),
+        run_scheduler=False,
     )
     server = uvicorn.Server(
         uvicorn.Config(app=app, host="127.0.0.1", port=port, log_level="warning")
@@ -127,7 +132,7 @@ def serve_platform(folder: Path) -> Iterator[LiveServer]:
     thread.start()
     try:
         _wait_until_up(f"{url}/healthz", thread)
-        yield LiveServer(url=url, database_url=database_url)
+        yield LiveServer(url=url, database_url=database_url, export_dir=export_dir)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
