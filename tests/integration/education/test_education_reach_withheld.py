@@ -17,7 +17,7 @@ from core.models import State
 from education.content import shipped_modules
 from reporting.education_reach import state_reach
 from tests.conftest import COORDINATOR_MD, Database, log_in
-from tests.integration.test_education_staff import _completion, _readers
+from tests.integration.education.test_education_staff import _completion, _readers
 
 MODULE = "warning-signs"
 

@@ -19,7 +19,7 @@ from core.models import State, Therapy, TherapyCode, TreatmentCenter
 from core.reference import set_medicaid_system
 from core.therapy_codes import HCPCS, NDC, PLATFORM_SYSTEM, RXNORM
 from tests.conftest import ADMIN, COORDINATOR_MD, Browser, Database, plain
-from tests.integration.test_patients import audit_events, read_form, single_values
+from tests.integration.record.test_patients import audit_events, read_form, single_values
 
 HARBORVIEW = "Harborview Medical Center"
 FRONT_RANGE = "Front Range Medical Center"

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from core.clock import FrozenClock
 from fhir_adapter.models import FhirAccessToken, FhirClient
 from tests.conftest import ADMIN, ANALYST, COORDINATOR_MD, Browser, Database, plain
-from tests.integration.test_patients import audit_events, read_form, single_values
+from tests.integration.record.test_patients import audit_events, read_form, single_values
 from tests.support.smart import FRONT_RANGE, HARBORVIEW, CenterSystem, center_id, register
 
 

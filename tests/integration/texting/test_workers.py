@@ -39,7 +39,7 @@ from tests.support.sms import (
     worker_env,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KILLS = 20
 CRASH_MESSAGES = 900
 TWO_WORKER_MESSAGES = 5000

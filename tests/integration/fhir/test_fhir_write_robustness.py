@@ -26,7 +26,7 @@ from fhir_adapter.mapping.patients import THERAPY_EXTENSION, THERAPY_SYSTEM
 from fhir_adapter.models import ResourceIdentifier, ResourceKey
 from tests.conftest import Database
 from tests.factories import building
-from tests.integration.test_fhir_writes import (
+from tests.integration.fhir.test_fhir_writes import (
     INFUSED,
     LOINC,
     MEDICAID_MD,

@@ -17,7 +17,7 @@ from core.clock import FrozenClock
 from core.models import CaregiverLink, Condition, Observation
 from fhir_adapter.validation import validate_resource
 from tests.conftest import Database
-from tests.integration.test_fhir_writes import _token, enrolment_bundle
+from tests.integration.fhir.test_fhir_writes import _token, enrolment_bundle
 from tests.support.smart import FRONT_RANGE
 
 

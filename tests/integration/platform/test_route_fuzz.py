@@ -69,7 +69,7 @@ from tests.conftest import (
     make_settings,
     user_by_login,
 )
-from tests.integration.test_permissions import MODULE_KEY, PUBLIC, Guard, api_routes
+from tests.integration.identity.test_permissions import MODULE_KEY, PUBLIC, Guard, api_routes
 
 ON_SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 # The classic values run on both: PostgreSQL refuses what SQLite takes (NUL, big integers).

@@ -22,8 +22,8 @@ from core.db import transaction
 from fhir_adapter.search_types import SEARCH_TYPES
 from fhir_adapter.validation import validate_resource
 from tests.conftest import T0, Database
-from tests.integration.test_fhir_writes import FHIR_JSON, LOINC, _token
-from tests.integration.test_fhir_writes import enrolment_bundle as _enrolment_bundle
+from tests.integration.fhir.test_fhir_writes import FHIR_JSON, LOINC, _token
+from tests.integration.fhir.test_fhir_writes import enrolment_bundle as _enrolment_bundle
 from tests.support.smart import FRONT_RANGE, HARBORVIEW, CenterSystem, center_id, register
 
 BASE = "http://testserver/fhir"

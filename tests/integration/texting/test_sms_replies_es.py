@@ -37,7 +37,7 @@ from core.phones import display_phone
 from core.reference import PROGRAM_NAME_MAX
 from portal.app import create_app
 from tests.conftest import CAREGIVER_CO, Database, make_settings, user_by_login
-from tests.integration.test_sms_webhooks import (
+from tests.integration.texting.test_sms_webhooks import (
     AUTH_TOKEN,
     _book_next,
     inbound,

@@ -17,7 +17,7 @@ from coordination.followup.models import MoveRequest, VisitStatus
 from core.clock import FrozenClock
 from core.models import CaregiverLink, ProxyRight
 from tests.conftest import CAREGIVER_MD, COORDINATOR_MD, PATIENT_MD, Browser, Database, plain
-from tests.integration.test_schedule_portal import (
+from tests.integration.followup.test_schedule_portal import (
     book,
     open_visit_ids,
     patient_id_named,

@@ -39,8 +39,8 @@ from fhir_adapter.validation import validate_resource
 from portal.cli import app as cli
 from portal.scheduler import build_scheduler
 from tests.conftest import TEST_SECRET, Database, make_settings
-from tests.integration.test_fhir_reads import _enrolled
-from tests.integration.test_fhir_writes import FHIR_JSON, _token
+from tests.integration.fhir.test_fhir_reads import _enrolled
+from tests.integration.fhir.test_fhir_writes import FHIR_JSON, _token
 from tests.support.smart import FRONT_RANGE, HARBORVIEW, CenterSystem, center_id, register
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}

@@ -42,8 +42,8 @@ from tests.conftest import (
     plain,
     user_by_login,
 )
-from tests.integration.test_outbox import FlakyGateway
-from tests.integration.test_patients import (
+from tests.integration.texting.test_outbox import FlakyGateway
+from tests.integration.record.test_patients import (
     HTMX,
     _enrol_form,
     _patient,

@@ -510,7 +510,7 @@ def _library_copy(
     source = LIBRARY.get(key)
     assert source is not None
     folder = tmp_path / f"v{version}-{significant_since}" / key
-    shutil.copytree(Path(__file__).parents[2] / "education/modules" / key, folder)
+    shutil.copytree(Path(__file__).parents[3] / "education/modules" / key, folder)
     for language in ("en", "es"):
         path = folder / f"{language}.md"
         text = path.read_text(encoding="utf-8")
@@ -699,7 +699,7 @@ def test_module_pages_load_nothing_from_another_host_and_work_without_javascript
 
 
 def test_printing_hides_navigation_and_buttons() -> None:
-    css = (Path(__file__).parents[2] / "static/css/site.css").read_text(encoding="utf-8")
+    css = (Path(__file__).parents[3] / "static/css/site.css").read_text(encoding="utf-8")
     printed = " ".join(re.findall(r"@media print \{(.*?)\n\}", css, flags=re.S))
     for selector in (".site-header nav", ".no-print", ".learn-steps", ".learn-check button"):
         assert selector in printed, selector
