@@ -34,8 +34,8 @@ from tests.conftest import (
     log_in,
     user_by_login,
 )
-from tests.integration.record.test_patients import HTMX, audit_events, read_form, single_values
 from tests.integration.identity.test_permissions import api_routes
+from tests.integration.record.test_patients import HTMX, audit_events, read_form, single_values
 
 
 @pytest.fixture(params=[False, True], ids=["page", "htmx"])

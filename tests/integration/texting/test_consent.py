@@ -42,7 +42,6 @@ from tests.conftest import (
     plain,
     user_by_login,
 )
-from tests.integration.texting.test_outbox import FlakyGateway
 from tests.integration.record.test_patients import (
     HTMX,
     _enrol_form,
@@ -50,6 +49,7 @@ from tests.integration.record.test_patients import (
     read_form,
     single_values,
 )
+from tests.integration.texting.test_outbox import FlakyGateway
 
 NEW_PHONE = "+14105550177"  # the number _enrol_form types: (410) 555-0177
 
