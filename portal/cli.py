@@ -399,6 +399,38 @@ def claims_rederive() -> None:
     typer.echo(f"{done.lines} claim line(s) read, {done.changed} changed")
 
 
+@claims_app.command("sample")
+def claims_sample(
+    state: str = typer.Option(..., "--state", help="A demo state, e.g. MD."),
+    out: Path | None = typer.Option(None, help="Write here (default: standard output)."),
+) -> None:
+    """Write a fictional claims file for a demo state, made from the demo patients (as
+    `demo seed` loads it), to try the upload page (DEMO_MODE must be on)."""
+    from sqlalchemy import select
+
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+    from core.models import State
+    from portal.dev.demo_claims import demo_claim_files
+
+    settings = _settings_or_exit()
+    if not settings.demo_mode:
+        typer.echo("Refusing: sample files are made only with DEMO_MODE=true.", err=True)
+        raise typer.Exit(code=2)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with factory() as session:
+        found = session.scalar(select(State).where(State.code == state.strip().upper()))
+        if found is None:
+            typer.echo(f"No state with the code {state!r}.", err=True)
+            raise typer.Exit(code=2)
+        first, _later = demo_claim_files(session, state=found, today=SystemClock().now().date())
+    if out is None:
+        typer.echo(first, nl=False)
+    else:
+        out.write_text(first, encoding="utf-8")
+        typer.echo(f"{out}: {first.count(chr(10)) - 1} claim row(s) for {found.code}")
+
+
 @claims_app.command("codes")
 def claims_codes() -> None:
     """Check the code lists (reporting/codes/*.yaml) and print what each flag counts."""

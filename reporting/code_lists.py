@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.yaml_lines import LineLoader, line_of, strip_lines
 
@@ -107,28 +107,29 @@ class CodeListFile(BaseModel):
     source: str = Field(min_length=1, max_length=300)
     match: dict[MatchKind, list[_Code]] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _codes_are_well_formed(self) -> CodeListFile:
-        for kind, codes in self.match.items():
-            if not codes:
-                raise ValueError(f"match.{kind}: list at least one code")
-            seen: set[str] = set()
-            for entry in codes:
-                normal = _NORMALIZERS[kind](entry.code)
-                if normal is None:
-                    raise ValueError(f"match.{kind}: {entry.code!r} is not a {_WHAT[kind]}")
-                if normal in seen:
-                    raise ValueError(f"match.{kind}: {entry.code!r} is listed twice")
-                seen.add(normal)
-        return self
-
 
 _WHAT = {
-    "diagnosis": "ICD-10-CM code (a letter, a digit, then 1 to 5 letters or digits)",
-    "revenue_code": "revenue code (four digits)",
-    "place_of_service": "place-of-service code (two digits)",
-    "file_type": "TAF file type (IP or OT)",
+    "diagnosis": "an ICD-10-CM code (a letter, a digit, then 1 to 5 letters or digits)",
+    "revenue_code": "a revenue code (four digits)",
+    "place_of_service": "a place-of-service code (two digits)",
+    "file_type": "a TAF file type (IP or OT)",
 }
+
+
+def _code_problems(parsed: CodeListFile) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Each listed code that is not a code of its kind, or listed twice (where, problem)."""
+    for kind, codes in parsed.match.items():
+        if not codes:
+            yield ("match", kind), "list at least one code"
+        seen: set[str] = set()
+        for index, entry in enumerate(codes):
+            normal = _NORMALIZERS[kind](entry.code)
+            if normal is None:
+                yield ("match", kind, index), f"{entry.code!r} is not {_WHAT[kind]}"
+            elif normal in seen:
+                yield ("match", kind, index), f"{entry.code!r} is listed twice"
+            else:
+                seen.add(normal)
 
 
 class CodeListError(ValueError):
@@ -146,15 +147,21 @@ def parse_code_list(text: str, *, source: str) -> CodeListFile:
     if not isinstance(raw, dict):
         raise CodeListError(f"{source}, line 1: a code list is a mapping with key, flag, match")
     try:
-        return CodeListFile.model_validate(strip_lines(raw))
+        parsed = CodeListFile.model_validate(strip_lines(raw))
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            location = tuple(item["loc"])
-            where = ".".join(str(part) for part in location) or "(file)"
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}, line {line_of(raw, location) or '?'}: {where}: {message}")
-        raise CodeListError("\n".join(problems)) from None
+        found = [
+            (tuple(item["loc"]), item["msg"].removeprefix("Value error, "))
+            for item in error.errors()
+        ]
+    else:
+        found = list(_code_problems(parsed))
+        if not found:
+            return parsed
+    problems = []
+    for location, message in found:
+        where = ".".join(str(part) for part in location) or "(file)"
+        problems.append(f"{source}, line {line_of(raw, location) or '?'}: {where}: {message}")
+    raise CodeListError("\n".join(problems))
 
 
 FlagSet = tuple[bool, bool, bool]  # is_vaso_occlusive, is_inpatient_stay, is_ed_visit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -273,3 +274,35 @@ def test_the_code_lists_command_says_what_each_flag_counts(
         "is_inpatient_stay (inpatient_stay): 1 file_type",
         "is_vaso_occlusive (vaso_occlusive_crisis): 36 diagnosis",
     ]
+
+
+def test_the_demo_files_load_with_an_adjustment_and_a_void(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    from portal.dev.demo_claims import seed_demo_claims
+
+    with building(empty_db.factory, clock) as make:
+        center = make.center(make.state("MD"))
+        for number in range(14):
+            make.patient(
+                center=center,
+                medicaid_id=f"MD{5000000 + number}",
+                infusion_date=clock.now().date() - timedelta(days=400 + 90 * number),
+                schedule=False,
+            )
+    with empty_db.factory() as session:
+        seed_demo_claims(session, clock=clock)
+        session.commit()
+        loads = session.scalars(select(ClaimFile).order_by(ClaimFile.id)).all()
+        live_crisis_stays = {
+            line.claim_id
+            for line in session.scalars(select(ClaimLine))
+            if line.superseded_at is None and line.is_vaso_occlusive and line.is_inpatient_stay
+        }
+    first, adjustments = loads
+    assert (first.rows_unmatched, first.rows_unchanged) == (1, 0)
+    assert (adjustments.rows_replacing, adjustments.rows_voids) == (1, 1)
+    assert adjustments.loaded_at > first.loaded_at
+    # After infusion, patients 5 and 13 had a crisis stay again (1 and 9 an ED visit); the
+    # adjustment file corrected patient 5's to "without crisis" (MDD005R1A).
+    assert {claim for claim in live_crisis_stays if "R" in claim} == {"MDD013R1"}
