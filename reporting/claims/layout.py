@@ -123,6 +123,21 @@ INSERT_COLUMNS = (
 )
 
 
+MARK = "\x00"  # a statement's placeholder, the driver's own put in by `execute_many`
+# The claim line's columns that may be NULL (see `DriverValues.null`).
+NULLABLE_COLUMNS = frozenset(
+    {
+        "adjusts_claim_id",
+        "admission_date",
+        "discharge_date",
+        "place_of_service",
+        "revenue_code",
+        "superseded_at",
+        "superseded_by_file_id",
+    }
+)
+
+
 class DriverValues:
     """Values as the database driver takes them, converted by the columns' own types (what
     SQLAlchemy does for each row, done once per distinct value)."""
@@ -144,6 +159,18 @@ class DriverValues:
         self.true, self.false = boolean(True), boolean(False)
         kind = processor("claim_type")
         self.claim_type = {member.value: kind(member) for member in ClaimType}
+        # SQLite's driver adapts a None slowly (it looks for an adapter each time): there,
+        # an empty value stands for NULL and the statement turns it back (`NULLIF`).
+        sqlite = dialect.name == "sqlite"
+        self.null: Any = "" if sqlite else None
+        self.null_id: Any = 0 if sqlite else None
+
+    def placeholder(self, column: str) -> str:
+        """The statement's placeholder for a value of `column` (see `null`)."""
+        if self.null is None or column not in NULLABLE_COLUMNS:
+            return MARK
+        empty = "0" if column == "superseded_by_file_id" else "''"
+        return f"NULLIF({MARK}, {empty})"
 
 
 def header_positions(names: list[str]) -> list[int]:

@@ -23,6 +23,7 @@ from core.models import Patient, PatientHistory, State
 from core.text import N_
 from reporting.claims.layout import (
     INSERT_COLUMNS,
+    MARK,
     MAX_PROBLEMS,
     MAX_UNMATCHED_LISTED,
     REPLACEMENT,
@@ -393,8 +394,8 @@ def _load(
             f"superseded_by_file_id = {MARK} WHERE id = {MARK}",
             ((at, claim_file.id, line_id) for line_id in sorted(plan.supersede)),
         )
-    placeholders = ", ".join([MARK] * len(INSERT_COLUMNS))
-    live, gone = (at, None, None), (at, at, claim_file.id)
+    placeholders = ", ".join(binds.placeholder(column) for column in INSERT_COLUMNS)
+    live, gone = (at, binds.null, binds.null_id), (at, at, claim_file.id)
     with _roomy_page_cache(connection):
         execute_many(
             connection,
@@ -417,7 +418,6 @@ def _load(
     # The lines were written behind the ORM's back: nothing of them is cached in the session.
 
 
-MARK = "\x00"  # the driver's placeholder, put in by `execute_many`
 # SQLite's page cache while a load writes its lines (KiB): the indexes of a big table are
 # written in random order, and SQLite's default 2 MiB cache makes each insert read pages.
 _LOAD_PAGE_CACHE_KIB = 65_536

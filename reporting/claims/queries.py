@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from core.audit.service import Actor, record_event
 from core.clock import Clock
-from reporting.claims.layout import DriverValues
-from reporting.claims.loading import BATCH, MARK, execute_many
+from reporting.claims.layout import MARK, DriverValues
+from reporting.claims.loading import BATCH, execute_many
 from reporting.code_lists import ClaimCodes, FlagSet, shipped_code_lists
 from reporting.models import ClaimFile, ClaimType
 

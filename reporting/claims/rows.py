@@ -211,7 +211,7 @@ class _RowChecker:
         self.p_place, self.p_revenue = rest[len(DIAGNOSIS_COLUMNS) :]
         self.raw_codes = _picker(self.p_diagnoses)
         # What the careful way worked out, valid or not (None: not valid).
-        self.dates: dict[str, tuple[str, Any] | None] = {"": ("", None)}
+        self.dates: dict[str, tuple[str, Any] | None] = {"": ("", binds.null)}
         self.diagnoses: dict[tuple[str, ...], tuple[tuple[str, ...], Any] | None] = {}
         self.places: dict[str, str | None] = {"": ""}
         self.revenues: dict[str, str | None] = {"": ""}
@@ -224,100 +224,134 @@ class _RowChecker:
         self.ok_indicators: dict[str, str] = {}
         self.ok_numbers: dict[str, int] = {}
         self.ok_days: dict[str, tuple[str, Any]] = {}  # a required date
-        self.ok_optional_days: dict[str, tuple[str, Any]] = {"": ("", None)}
+        self.ok_optional_days: dict[str, tuple[str, Any]] = {"": ("", binds.null)}
         self.ok_codes: dict[Any, tuple[tuple[str, ...], Any]] = {}
         self.ok_places: dict[str, str] = {"": ""}
         self.ok_revenues: dict[str, str] = {"": ""}
+        self.fast = self._fast_check()
 
     def check(self, fields: list[str], line: int, problems: list[Problem]) -> Row | None:
         """The row normalized (see `Row`), or None after adding its problems to `problems`."""
-        try:
-            file_type = self.ok_types[fields[self.p_type]]
-            if fields[self.p_state] not in self.ok_states:
-                raise KeyError
-            medicaid_id = self.ok_ids[fields[self.p_msis]]
-            original = fields[self.p_original]
-            if not _claim_number(original):
-                raise KeyError
-            indicator = (
-                self.ok_indicators[fields[self.p_indicator]] if self.p_indicator >= 0 else ORIGINAL
-            )
-            adjustment = fields[self.p_adjustment] if self.p_adjustment >= 0 else ""
-            if (indicator == ORIGINAL) == bool(adjustment) or (
-                adjustment and not _claim_number(adjustment)
-            ):
-                raise KeyError
-            number = self.ok_numbers[fields[self.p_line]]
-            begin, begin_value = self.ok_days[fields[self.p_begin]]
-            end, end_value = self.ok_days[fields[self.p_end]]
-            admitted, admitted_value = (
-                self.ok_optional_days[fields[self.p_admission]]
-                if self.p_admission >= 0
-                else ("", None)
-            )
-            discharged, discharged_value = (
-                self.ok_optional_days[fields[self.p_discharge]]
-                if self.p_discharge >= 0
-                else ("", None)
-            )
-            if begin > end or (admitted and discharged and admitted > discharged):
-                raise KeyError
-            codes, codes_value = self.ok_codes[self.raw_codes(fields)]
-            place = self.ok_places[fields[self.p_place]] if self.p_place >= 0 else ""
-            revenue = self.ok_revenues[fields[self.p_revenue]] if self.p_revenue >= 0 else ""
-        except KeyError:
-            return self._check_new(fields, line, problems)
-        flag_key = (file_type, codes, place, revenue)
-        flags = self.flags.get(flag_key)
-        if flags is None:
-            flags = self.flags[flag_key] = self._flags(file_type, codes, place, revenue)
-        digest = hashlib.blake2b(
-            "\x1f".join(
-                (
-                    file_type,
-                    medicaid_id,
-                    original,
-                    adjustment,
-                    indicator,
-                    str(number),
-                    begin,
-                    end,
-                    admitted,
-                    discharged,
-                    place,
-                    revenue,
-                    *codes,
-                )
-            ).encode(),
-            digest_size=16,
-        ).hexdigest()
-        own = adjustment or original
-        return (
-            line,
-            medicaid_id,
-            original,
-            own,
-            indicator,
-            number,
-            digest,
-            (
-                medicaid_id,
-                own,
-                number,
-                self.binds.claim_type[file_type],
-                original if adjustment else None,
-                indicator,
-                begin_value,
-                end_value,
-                admitted_value,
-                discharged_value,
-                place or None,
-                revenue or None,
-                codes_value,
-                *flags,
-                digest,
-            ),
+        return self.fast(fields, line, problems)
+
+    def _fast_check(self) -> Callable[[list[str], int, list[Problem]], Row | None]:
+        """`check`'s fast way, as a closure: its positions and tables are local names (a
+        name lookup per value instead of an attribute lookup: a third of the time)."""
+        p_type, p_state, p_msis = self.p_type, self.p_state, self.p_msis
+        p_original = self.p_original
+        p_indicator, p_adjustment, p_line = self.p_indicator, self.p_adjustment, self.p_line
+        p_begin, p_end, p_admission, p_discharge = (
+            self.p_begin,
+            self.p_end,
+            self.p_admission,
+            self.p_discharge,
         )
+        p_place, p_revenue = self.p_place, self.p_revenue
+        ok_types, ok_states, ok_ids = self.ok_types, self.ok_states, self.ok_ids
+        ok_indicators, ok_numbers, ok_days = self.ok_indicators, self.ok_numbers, self.ok_days
+        ok_optional_days, ok_codes = self.ok_optional_days, self.ok_codes
+        ok_places, ok_revenues, flag_table = self.ok_places, self.ok_revenues, self.flags
+        raw_codes, careful, work_flags = self.raw_codes, self._check_new, self._flags
+        null = self.binds.null
+        claim_types = self.binds.claim_type
+        no_day = ("", null)
+        claim_number = CLAIM_NUMBER.fullmatch
+        medicaid_check = MEDICAID_ID.fullmatch
+        blake2b = hashlib.blake2b
+
+        def fast(fields: list[str], line: int, problems: list[Problem]) -> Row | None:
+            try:
+                file_type = ok_types[fields[p_type]]
+                if fields[p_state] not in ok_states:
+                    raise KeyError
+                raw_id = fields[p_msis]
+                medicaid_id = ok_ids.get(raw_id)
+                if medicaid_id is None:  # most IDs come once or a few times: checked here
+                    medicaid_id = raw_id.strip().upper()
+                    if medicaid_check(medicaid_id) is None:
+                        raise KeyError
+                    ok_ids[raw_id] = medicaid_id
+                original = fields[p_original]
+                if claim_number(original) is None:
+                    raise KeyError
+                indicator = ok_indicators[fields[p_indicator]] if p_indicator >= 0 else ORIGINAL
+                adjustment = fields[p_adjustment] if p_adjustment >= 0 else ""
+                if adjustment:
+                    if indicator == ORIGINAL or claim_number(adjustment) is None:
+                        raise KeyError
+                elif indicator != ORIGINAL:
+                    raise KeyError
+                number = ok_numbers[fields[p_line]]
+                begin, begin_value = ok_days[fields[p_begin]]
+                end, end_value = ok_days[fields[p_end]]
+                admitted, admitted_value = (
+                    ok_optional_days[fields[p_admission]] if p_admission >= 0 else no_day
+                )
+                discharged, discharged_value = (
+                    ok_optional_days[fields[p_discharge]] if p_discharge >= 0 else no_day
+                )
+                if begin > end or (admitted and discharged and admitted > discharged):
+                    raise KeyError
+                codes, codes_value = ok_codes[raw_codes(fields)]
+                place = ok_places[fields[p_place]] if p_place >= 0 else ""
+                revenue = ok_revenues[fields[p_revenue]] if p_revenue >= 0 else ""
+            except KeyError:
+                return careful(fields, line, problems)
+            flag_key = (file_type, codes, place, revenue)
+            flags = flag_table.get(flag_key)
+            if flags is None:
+                flags = flag_table[flag_key] = work_flags(file_type, codes, place, revenue)
+            # The digest of the line as read (normalized): the same line written another way
+            # (dates without dashes, codes without dots) has the same digest.
+            digest = blake2b(
+                "\x1f".join(
+                    (
+                        file_type,
+                        medicaid_id,
+                        original,
+                        adjustment,
+                        indicator,
+                        str(number),
+                        begin,
+                        end,
+                        admitted,
+                        discharged,
+                        place,
+                        revenue,
+                        *codes,
+                    )
+                ).encode(),
+                digest_size=16,
+            ).hexdigest()
+            own = adjustment or original
+            return (
+                line,
+                medicaid_id,
+                original,
+                own,
+                indicator,
+                number,
+                digest,
+                (
+                    medicaid_id,
+                    own,
+                    number,
+                    claim_types[file_type],
+                    original if adjustment else null,
+                    indicator,
+                    begin_value,
+                    end_value,
+                    admitted_value,
+                    discharged_value,
+                    place or null,
+                    revenue or null,
+                    codes_value,
+                    *flags,
+                    digest,
+                ),
+            )
+
+        return fast
 
     def _date(self, text: str) -> tuple[str, Any] | None:
         """(ISO text, the driver's value) of `YYYY-MM-DD` or `YYYYMMDD`; None if not a date."""
@@ -432,7 +466,7 @@ class _RowChecker:
                         value=_shown(raw),
                     )
                 )
-                parsed = ("", None)
+                parsed = ("", self.binds.null)
             dates.append(parsed)
         (
             (begin, begin_value),
