@@ -44,6 +44,7 @@ from portal.deps import (
 from portal.middleware import SecurityMiddleware, loggable_path
 from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
+from reporting.code_lists import shipped_code_lists
 
 log = logging.getLogger("cgt_access")
 
@@ -58,8 +59,10 @@ def create_app(
 ) -> FastAPI:
     """Build the platform. Tests pass their own settings, clock, session factory, gateway."""
     settings = settings or get_settings()
-    # A broken protocol file stops the start with its file, line and problem.
+    # A broken protocol file (or claims code list) stops the start with its file, line and
+    # problem.
     shipped_protocols()
+    shipped_code_lists()
     if factory is None:
         factory = make_session_factory(make_engine(settings.database_url))
     engine = factory.kw["bind"]
@@ -121,6 +124,7 @@ def create_app(
         inbox,
         patients,
         reports,
+        reports_claims,
         schedule,
         sms,
         texts,
@@ -136,6 +140,7 @@ def create_app(
         account,
         schedule,
         reports,
+        reports_claims,
         worklist,
         inbox,
         patients,

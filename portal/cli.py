@@ -33,6 +33,11 @@ SMS_DISPATCH_LEASE = timedelta(minutes=10)
 content_app = typer.Typer(help="Education modules (education/modules).", no_args_is_help=True)
 app.add_typer(content_app, name="content")
 app.add_typer(fhir_app, name="fhir")
+claims_app = typer.Typer(
+    help="Medicaid claims extracts (T-MSIS): load a file, check the code lists.",
+    no_args_is_help=True,
+)
+app.add_typer(claims_app, name="claims")
 
 
 def _settings_or_exit() -> Settings:
@@ -50,6 +55,16 @@ def _protocols_or_exit() -> None:
         shipped_protocols()
     except ProtocolError as error:
         typer.echo(f"Cannot start cgt-access, a follow-up protocol is wrong:\n{error}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _code_lists_or_exit() -> None:
+    from reporting.code_lists import CodeListError, shipped_code_lists
+
+    try:
+        shipped_code_lists()
+    except CodeListError as error:
+        typer.echo(f"Cannot start cgt-access, a claims code list is wrong:\n{error}", err=True)
         raise typer.Exit(code=2) from None
 
 
@@ -80,6 +95,7 @@ def serve(
         os.environ["PORT"] = str(port)
     settings = _settings_or_exit()
     _protocols_or_exit()
+    _code_lists_or_exit()
     get_settings.cache_clear()
     _configure_logging()
     uvicorn.run(
@@ -105,6 +121,7 @@ def worker() -> None:
 
     _settings_or_exit()
     _protocols_or_exit()
+    _code_lists_or_exit()
     _configure_logging()
     context = create_app(run_scheduler=False).state.context
     logging.getLogger("cgt_access").info("worker started")
@@ -315,6 +332,151 @@ def fhir_export_run() -> None:
         job=lambda session: expire_exports(session, clock=clock, config=config),
     )
     typer.echo(f"ran {ran} export(s); {expired or 0} expired export(s) deleted")
+
+
+@claims_app.command("import")
+def claims_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The claims CSV."),
+    state: str = typer.Option(..., "--state", help="The state the file is for, e.g. MD."),
+    as_login: str = typer.Option(
+        "", "--as", help="Load as this user (an admin, or an analyst of STATE); default: system."
+    ),
+) -> None:
+    """Load a state's claims extract (the layout is in README, "Medicaid claims"). A file
+    with a malformed row loads nothing and every problem is listed; loading the same file
+    again changes nothing. Exit code 1 when the file is refused."""
+    from sqlalchemy import select
+
+    from core.audit.service import Actor
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory, transaction
+    from core.identity.access import claims_state_ids
+    from core.identity.models import User
+    from core.models import State
+    from reporting.claims import LoadOutcome, load_claims
+
+    settings = _settings_or_exit()
+    _code_lists_or_exit()
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        found = session.scalar(select(State).where(State.code == state.strip().upper()))
+        if found is None:
+            typer.echo(f"No state with the code {state!r}.", err=True)
+            raise typer.Exit(code=2)
+        actor, allowed = Actor.system("claims-import"), None
+        if as_login:
+            user = session.scalar(select(User).where(User.login == as_login.strip()))
+            if user is None or not user.is_active:
+                typer.echo(f"No active user {as_login!r}.", err=True)
+                raise typer.Exit(code=2)
+            allowed = claims_state_ids(user)
+            if allowed is not None and not allowed:
+                typer.echo(f"{as_login} may not load claims (admins and analysts may).", err=True)
+                raise typer.Exit(code=2)
+            actor = Actor(
+                user_id=user.id, label=user.login or user.display_name, role=user.role.value
+            )
+        with file.open("rb") as stream:
+            result = load_claims(
+                session,
+                clock=SystemClock(),
+                actor=actor,
+                state=found,
+                filename=file.name,
+                data=stream,
+                allowed_state_ids=allowed,
+            )
+    if result.outcome is LoadOutcome.ALREADY_LOADED:
+        assert result.file is not None
+        typer.echo(
+            f"{file.name}: already loaded for {found.code} (load {result.file.id}); nothing changed"
+        )
+        return
+    if result.outcome is LoadOutcome.REFUSED:
+        typer.echo(
+            f"{file.name}: refused, nothing loaded ({result.problem_count} problem(s)):", err=True
+        )
+        for problem in result.problems:
+            where = f"line {problem.line}: " if problem.line is not None else ""
+            typer.echo(f"  {where}{problem.message}", err=True)
+        if result.problem_count > len(result.problems):
+            typer.echo(f"  ... and {result.problem_count - len(result.problems)} more", err=True)
+        raise typer.Exit(code=1)
+    assert result.file is not None
+    typer.echo(
+        f"{file.name}: load {result.file.id} for {found.code}: {result.rows} row(s), "
+        f"{result.loaded} loaded ({result.replacing} replacing earlier lines), "
+        f"{result.unchanged} unchanged, {result.voids} void(s), "
+        f"{result.superseded} earlier line(s) superseded, {result.unmatched} unmatched"
+    )
+    for row in result.unmatched_rows[:20]:
+        typer.echo(f"  line {row['line']}: no patient of {found.code} has this Medicaid ID")
+    if result.unmatched > 20:
+        typer.echo(f"  ... and {result.unmatched - 20} more unmatched (see the load's page)")
+
+
+@claims_app.command("rederive")
+def claims_rederive() -> None:
+    """Work the flags of every loaded claim line (crisis, hospital stay, ED visit) out again
+    from the code lists in reporting/codes/, after a list changed."""
+    from core.audit.service import Actor
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory, transaction
+    from reporting.claims import rederive_flags
+
+    settings = _settings_or_exit()
+    _code_lists_or_exit()
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        done = rederive_flags(session, clock=SystemClock(), actor=Actor.system("claims-rederive"))
+    typer.echo(f"{done.lines} claim line(s) read, {done.changed} changed")
+
+
+@claims_app.command("sample")
+def claims_sample(
+    state: str = typer.Option(..., "--state", help="A demo state, e.g. MD."),
+    out: Path | None = typer.Option(None, help="Write here (default: standard output)."),
+) -> None:
+    """Write a fictional claims file for a demo state, made from the demo patients (as
+    `demo seed` loads it), to try the upload page (DEMO_MODE must be on)."""
+    from sqlalchemy import select
+
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+    from core.models import State
+    from portal.dev.demo_claims import demo_claim_files
+
+    settings = _settings_or_exit()
+    if not settings.demo_mode:
+        typer.echo("Refusing: sample files are made only with DEMO_MODE=true.", err=True)
+        raise typer.Exit(code=2)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with factory() as session:
+        found = session.scalar(select(State).where(State.code == state.strip().upper()))
+        if found is None:
+            typer.echo(f"No state with the code {state!r}.", err=True)
+            raise typer.Exit(code=2)
+        first, _later = demo_claim_files(session, state=found, today=SystemClock().now().date())
+    if out is None:
+        typer.echo(first, nl=False)
+    else:
+        out.write_text(first, encoding="utf-8")
+        typer.echo(f"{out}: {first.count(chr(10)) - 1} claim row(s) for {found.code}")
+
+
+@claims_app.command("codes")
+def claims_codes() -> None:
+    """Check the code lists (reporting/codes/*.yaml) and print what each flag counts."""
+    from reporting.code_lists import CodeListError, load_code_lists
+
+    try:
+        codes = load_code_lists()
+    except CodeListError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    for listed in codes.files:
+        kinds = ", ".join(f"{len(entries)} {kind}" for kind, entries in listed.match.items())
+        typer.echo(f"{listed.flag} ({listed.key}): {kinds}")
 
 
 @app.command()

@@ -12,7 +12,17 @@ import enum
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -45,6 +55,10 @@ class ClaimFile(Base):
     rows_replacing: Mapped[int] = mapped_column(Integer)  # adjustments that replaced a line
     rows_unchanged: Mapped[int] = mapped_column(Integer)  # lines already loaded as they are
     rows_unmatched: Mapped[int] = mapped_column(Integer)  # no patient with that Medicaid ID
+    rows_voids: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # voids
+    # Earlier lines this load superseded (replaced by an adjustment or a corrected line, or
+    # voided), counting a version of a claim that a later one in the same file replaced.
+    lines_superseded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The unmatched rows (line number and reason; no names), shown on the load's page.
     unmatched: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
@@ -52,12 +66,26 @@ class ClaimFile(Base):
 class ClaimLine(Base):
     """One claim line of a matched patient, with what reports read from it already worked
     out at load time: a vaso-occlusive crisis (any diagnosis in the code list), an inpatient
-    stay, an emergency-department visit. `diagnoses` keeps the codes as sent."""
+    stay, an emergency-department visit (`reporting/codes/*.yaml`). `diagnoses` keeps the
+    codes in ICD-10-CM's dotted form, in the order sent.
+
+    `claim_id` is the line's own claim number: the original claim's (TAF ORGNL_CLM_NUM), or
+    for an adjustment its own (ADJSTMT_CLM_NUM), with the original's in `adjusts_claim_id`.
+    A claim's versions are the lines whose `claim_id` or `adjusts_claim_id` is the
+    original's number (see `reporting.claims`)."""
 
     __tablename__ = "claim_lines"
     __table_args__ = (
         Index("ix_claim_lines_key", "state_id", "claim_id", "line_number"),
         Index("ix_claim_lines_patient_service", "patient_id", "service_begin"),
+        # Only adjustments carry an adjusted claim: the index holds those alone.
+        Index(
+            "ix_claim_lines_adjusts",
+            "state_id",
+            "adjusts_claim_id",
+            sqlite_where=text("adjusts_claim_id IS NOT NULL"),
+            postgresql_where=text("adjusts_claim_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -68,7 +96,7 @@ class ClaimLine(Base):
     claim_id: Mapped[str] = mapped_column(String(50))
     line_number: Mapped[int] = mapped_column(Integer)
     claim_type: Mapped[ClaimType] = mapped_column(enum_column(ClaimType, 2))
-    # The claim this one adjusts (TAF ADJSTMT_CLM_NUM / ORGNL_CLM_NUM), when it is one.
+    # The original claim this one adjusts (TAF ORGNL_CLM_NUM), when it is an adjustment.
     adjusts_claim_id: Mapped[str | None] = mapped_column(String(50))
     adjustment_indicator: Mapped[str | None] = mapped_column(String(2))
     service_begin: Mapped[date] = mapped_column(Date)

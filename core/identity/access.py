@@ -36,6 +36,7 @@ class Permission(enum.StrEnum):
     EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
+    CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
     ADMIN_STATES = "admin.states"
     ADMIN_CENTERS = "admin.centers"
     ADMIN_THERAPIES = "admin.therapies"  # the codes that name each therapy in FHIR data
@@ -80,7 +81,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.STATE_ANALYST: frozenset(
-        {Permission.REPORTS_VIEW, Permission.EDUCATION_REACH, Permission.ACCOUNT}
+        {
+            Permission.REPORTS_VIEW,
+            Permission.EDUCATION_REACH,
+            Permission.CLAIMS_LOAD,
+            Permission.ACCOUNT,
+        }
     ),
     Role.ADMIN: frozenset(
         {
@@ -91,6 +97,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
             Permission.EDUCATION_FUND,
+            Permission.CLAIMS_LOAD,
             Permission.ACCOUNT,
         }
     ),
@@ -137,6 +144,14 @@ def may_access_patient(
             )
         case _:
             return False
+
+
+def claims_state_ids(user: User) -> set[int] | None:
+    """The states whose Medicaid claims `user` may load (and whose loads they see): None
+    for an admin (every state), a state analyst's own states, none for anyone else."""
+    if not role_allows(user, Permission.CLAIMS_LOAD):
+        return set()
+    return None if user.role is Role.ADMIN else set(user.state_ids)
 
 
 def scope_patients(query: Select[Patient], user: User) -> Select[Patient]:

@@ -168,6 +168,10 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
 
         seed_demo_sms(session, clock=clock, users=users)
         seed_demo_fhir(session, clock=clock)
+        # Each state's claims files (crises, stays, ED visits, an adjustment), loaded.
+        from portal.dev.demo_claims import seed_demo_claims
+
+        seed_demo_claims(session, clock=clock)
     return True
 
 

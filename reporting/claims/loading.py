@@ -1,0 +1,452 @@
+"""Loading a parsed claims file: matching rows to patients, comparing them with the lines
+already loaded (`plan`), and writing lines and supersessions with the driver's executemany."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from core.audit.models import AuditOutcome
+from core.audit.service import Actor, record_event
+from core.batch import collector_paused
+from core.clock import Clock
+from core.models import Patient, PatientHistory, State
+from core.text import N_
+from reporting.claims.layout import (
+    INSERT_COLUMNS,
+    MARK,
+    MAX_PROBLEMS,
+    MAX_UNMATCHED_LISTED,
+    REPLACEMENT,
+    UNMATCHED_NO_PATIENT,
+    VOID,
+    DriverValues,
+    Problem,
+    Refused,
+    Row,
+)
+from reporting.claims.rows import Parsed, parse_file
+from reporting.code_lists import ClaimCodes, shipped_code_lists
+from reporting.models import ClaimFile, ClaimLine
+
+
+class LoadOutcome(enum.StrEnum):
+    LOADED = "loaded"
+    ALREADY_LOADED = "already_loaded"  # these very bytes were loaded for the state before
+    REFUSED = "refused"  # nothing loaded: see the problems
+
+
+@dataclass
+class ClaimLoad:
+    """What came of a load. Counts add up: rows = loaded + unchanged + voids + unmatched."""
+
+    outcome: LoadOutcome
+    state: State
+    filename: str
+    file: ClaimFile | None = None  # the load (for ALREADY_LOADED: the earlier one)
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_PROBLEMS
+    problem_count: int = 0
+    rows: int = 0
+    loaded: int = 0  # new lines
+    replacing: int = 0  # ... of which replaced earlier lines (an adjustment, a correction)
+    unchanged: int = 0  # rows already loaded as they are (or replaced since)
+    voids: int = 0  # voids that took a claim's lines away
+    superseded: int = 0  # earlier lines superseded by this load
+    unmatched: int = 0  # rows without a patient of the state with that Medicaid ID
+    unmatched_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+def load_claims(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    state: State,
+    filename: str,
+    data: bytes | IO[bytes],
+    allowed_state_ids: set[int] | None = None,
+    codes: ClaimCodes | None = None,
+) -> ClaimLoad:
+    """Load one claims file for `state` (see the module's docstring), all or nothing.
+
+    `allowed_state_ids`: the states the uploader holds (None: any, an admin or the system);
+    a file for another state is refused whole. Flushes, never commits; audited as
+    `claims.load` (counts only: no IDs, no names)."""
+    codes = codes or shipped_code_lists()
+    result = ClaimLoad(outcome=LoadOutcome.REFUSED, state=state, filename=clean_filename(filename))
+    try:
+        if allowed_state_ids is not None and state.id not in allowed_state_ids:
+            raise Refused(
+                [
+                    Problem(
+                        None,
+                        N_(
+                            "You may load claims only for your own states; %(state)s is not "
+                            "one of them.",
+                            state=state.code,
+                        ),
+                    )
+                ]
+            )
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
+        digest = _sha256(stream)
+        earlier = session.scalar(
+            select(ClaimFile).where(ClaimFile.state_id == state.id, ClaimFile.sha256 == digest)
+        )
+        if earlier is not None:
+            result.outcome, result.file = LoadOutcome.ALREADY_LOADED, earlier
+            _audit(session, clock=clock, actor=actor, result=result)
+            return result
+        with collector_paused():
+            parsed = parse_file(
+                stream,
+                state=state,
+                allowed_state_ids=allowed_state_ids,
+                codes=codes,
+                binds=DriverValues(session.get_bind().dialect),
+            )
+            _load(
+                session,
+                clock=clock,
+                actor=actor,
+                state=state,
+                parsed=parsed,
+                result=result,
+                digest=digest,
+            )
+    except Refused as refused:
+        result.outcome = LoadOutcome.REFUSED
+        result.problems = refused.problems[:MAX_PROBLEMS]
+        result.problem_count = refused.count
+        _audit(session, clock=clock, actor=actor, result=result)
+        return result
+    result.outcome = LoadOutcome.LOADED
+    _audit(session, clock=clock, actor=actor, result=result)
+    return result
+
+
+def clean_filename(name: str) -> str:
+    """The name a load keeps: the file's own name without its folders, printable, at most
+    200 characters (a browser may send a path, or anything at all)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(char for char in base if char.isprintable()).strip()
+    return printable[:200] or "claims.csv"
+
+
+def _sha256(stream: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    start = stream.tell()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    stream.seek(start)
+    return digest.hexdigest()
+
+
+def _audit(session: Session, *, clock: Clock, actor: Actor, result: ClaimLoad) -> None:
+    detail: dict[str, Any] = {"outcome": result.outcome.value}
+    if result.file is not None:
+        detail["claim_file_id"] = result.file.id
+    if result.outcome is LoadOutcome.REFUSED:
+        detail["problems"] = result.problem_count
+    elif result.outcome is LoadOutcome.LOADED:
+        detail.update(
+            rows=result.rows,
+            loaded=result.loaded,
+            replacing=result.replacing,
+            unchanged=result.unchanged,
+            voids=result.voids,
+            superseded=result.superseded,
+            unmatched=result.unmatched,
+        )
+    record_event(
+        session,
+        clock=clock,
+        actor=actor,
+        action="claims.load",
+        outcome=AuditOutcome.FAILURE
+        if result.outcome is LoadOutcome.REFUSED
+        else AuditOutcome.SUCCESS,
+        target=f"state:{result.state.code}",
+        detail=detail,
+    )
+
+
+# --- matching and loading -------------------------------------------------------------------
+
+
+def _patients_by_medicaid_id(session: Session, *, state_id: int) -> dict[str, int]:
+    """Each Medicaid ID of the state, to its patient: the IDs patients hold now, and those
+    they held in this state before (a changed ID, a patient who moved away); a current ID
+    wins over an old one, a later old one over an earlier one."""
+    found: dict[str, int] = {}
+    for medicaid_id, patient_id in session.execute(
+        select(PatientHistory.medicaid_id, PatientHistory.patient_id)
+        .where(PatientHistory.state_id == state_id)
+        .order_by(PatientHistory.valid_from, PatientHistory.id)
+    ):
+        found[medicaid_id.upper()] = patient_id
+    for medicaid_id, patient_id in session.execute(
+        select(Patient.medicaid_id, Patient.id).where(Patient.state_id == state_id)
+    ):
+        found[medicaid_id.upper()] = patient_id
+    return found
+
+
+# A loaded line as the comparison needs it: id, claim number, adjusted claim, line, digest, live.
+_Loaded = tuple[int, str, str | None, int, str, bool]
+_CHUNK = 500
+
+
+def _loaded_lines(
+    session: Session, *, state_id: int, claims: set[str], families: set[str]
+) -> list[_Loaded]:
+    """The state's lines that a file touching `claims` (own numbers) and `families` (original
+    numbers) needs: every line of those claim numbers, and the live adjustments of those
+    families. Read with the claim-number indexes, or in one pass over the state's lines when
+    it holds few more lines than the file names claims."""
+    columns = (
+        ClaimLine.id,
+        ClaimLine.claim_id,
+        ClaimLine.adjusts_claim_id,
+        ClaimLine.line_number,
+        ClaimLine.content_hash,
+        ClaimLine.superseded_at.is_(None),
+    )
+    held = session.scalar(select(func.count()).where(ClaimLine.state_id == state_id)) or 0
+    if held == 0:
+        return []
+    wanted = claims | families
+    if held <= 2 * len(wanted):
+        return [
+            (row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+            for row in session.execute(select(*columns).where(ClaimLine.state_id == state_id))
+            if row[1] in wanted or row[2] in families
+        ]
+    found: dict[int, _Loaded] = {}
+    by_claim = select(*columns).where(
+        ClaimLine.state_id == state_id, ClaimLine.claim_id.in_(bindparam("numbers", expanding=True))
+    )
+    by_family = select(*columns).where(
+        ClaimLine.state_id == state_id,
+        ClaimLine.adjusts_claim_id.in_(bindparam("numbers", expanding=True)),
+        ClaimLine.superseded_at.is_(None),
+    )
+    for query, numbers in ((by_claim, sorted(wanted)), (by_family, sorted(families))):
+        for start in range(0, len(numbers), _CHUNK):
+            for row in session.execute(query, {"numbers": numbers[start : start + _CHUNK]}):
+                found[row[0]] = (row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+    return list(found.values())
+
+
+@dataclass
+class _Plan:
+    inserts: list[tuple[Row, int, bool]] = field(default_factory=list)  # row, patient, live
+    supersede: set[int] = field(default_factory=set)  # ids of loaded lines
+    loaded: int = 0
+    replacing: int = 0
+    unchanged: int = 0
+    voids: int = 0
+    in_file_superseded: int = 0
+
+
+def plan_load(rows: list[tuple[Row, int]], loaded: list[_Loaded]) -> _Plan:
+    """What to insert and what to supersede (see the module's docstring, step 4)."""
+    ever = {(claim, number, digest) for _id, claim, _adj, number, digest, _live in loaded}
+    live_by_family: dict[str, list[_Loaded]] = {}
+    for line in loaded:
+        if line[5]:
+            live_by_family.setdefault(line[2] or line[1], []).append(line)
+    # The version of each claim that stands: the last one to appear in the file.
+    final: dict[str, tuple[str, str]] = {}
+    versions: set[tuple[str, str, str]] = set()
+    for row, _patient in rows:
+        version = (row[2], row[3], row[4])
+        if version not in versions:
+            versions.add(version)
+            final[row[2]] = (row[3], row[4])
+    plan = _Plan()
+    inserts = plan.inserts
+    fresh: dict[str, list[tuple[Row, int]]] = {}  # family -> new rows of its final version
+    repeated: dict[str, set[tuple[str, int, str]]] = {}  # family -> rows of it already loaded
+    for row, patient in rows:
+        family, own, indicator = row[2], row[3], row[4]
+        standing = final[family] == (own, indicator)
+        if indicator != VOID and ever and (own, row[5], row[6]) in ever:
+            plan.unchanged += 1
+            if standing:
+                repeated.setdefault(family, set()).add((own, row[5], row[6]))
+        elif not standing:
+            if indicator == VOID:
+                plan.unchanged += 1  # a void that a later version in the file overrides
+            else:
+                inserts.append((row, patient, False))
+                plan.loaded += 1
+                plan.in_file_superseded += 1
+        elif not live_by_family and indicator != VOID:
+            inserts.append((row, patient, True))  # nothing loaded to compare with
+            plan.loaded += 1
+        else:
+            fresh.setdefault(family, []).append((row, patient))
+    for family, new_rows in fresh.items():
+        live = live_by_family.get(family, [])
+        indicator = new_rows[0][0][4]
+        if indicator == VOID:
+            if live:
+                plan.voids += len(new_rows)
+                plan.supersede.update(line[0] for line in live)
+            else:
+                plan.unchanged += len(new_rows)
+            continue
+        if indicator == REPLACEMENT:
+            keep = repeated.get(family, set())
+            gone = [line for line in live if (line[1], line[3], line[4]) not in keep]
+            plan.supersede.update(line[0] for line in gone)
+            inserts.extend((row, patient, True) for row, patient in new_rows)
+            plan.loaded += len(new_rows)
+            if gone:
+                plan.replacing += len(new_rows)
+            continue
+        # Originals: a corrected line replaces the same line; an adjusted claim stays so.
+        if any(line[2] is not None for line in live):
+            plan.unchanged += len(new_rows)
+            continue
+        same_line = {line[3]: line[0] for line in live if line[1] == family}
+        for row, patient in new_rows:
+            inserts.append((row, patient, True))
+            plan.loaded += 1
+            replaced = same_line.get(row[5])
+            if replaced is not None:
+                plan.supersede.add(replaced)
+                plan.replacing += 1
+    return plan
+
+
+BATCH = 20_000
+
+
+def _load(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    state: State,
+    parsed: Parsed,
+    result: ClaimLoad,
+    digest: str,
+) -> None:
+    now = clock.now()
+    patients = _patients_by_medicaid_id(session, state_id=state.id)
+    matched: list[tuple[Row, int]] = []
+    unmatched: list[int] = []
+    for row in parsed.rows:
+        patient_id = patients.get(row[1])
+        if patient_id is None:
+            unmatched.append(row[0])
+        else:
+            matched.append((row, patient_id))
+    loaded = _loaded_lines(
+        session,
+        state_id=state.id,
+        claims={row[3] for row, _patient in matched},
+        families={row[2] for row, _patient in matched},
+    )
+    plan = plan_load(matched, loaded)
+    claim_file = ClaimFile(
+        state_id=state.id,
+        filename=result.filename,
+        sha256=digest,
+        loaded_at=now,
+        loaded_by_user_id=actor.user_id,
+        loaded_by_label=actor.label[:254],
+        rows_total=parsed.count,
+        rows_loaded=plan.loaded,
+        rows_replacing=plan.replacing,
+        rows_unchanged=plan.unchanged + parsed.repeats,
+        rows_unmatched=len(unmatched),
+        rows_voids=plan.voids,
+        lines_superseded=len(plan.supersede) + plan.in_file_superseded,
+        unmatched=[
+            {"line": line, "reason": UNMATCHED_NO_PATIENT}
+            for line in unmatched[:MAX_UNMATCHED_LISTED]
+        ],
+    )
+    session.add(claim_file)
+    session.flush()
+    connection = session.connection()
+    binds = DriverValues(connection.dialect)
+    at = binds.instant(now)
+    if plan.supersede:
+        execute_many(
+            connection,
+            f"UPDATE claim_lines SET superseded_at = {MARK}, "  # noqa: S608 (constants only)
+            f"superseded_by_file_id = {MARK} WHERE id = {MARK}",
+            ((at, claim_file.id, line_id) for line_id in sorted(plan.supersede)),
+        )
+    placeholders = ", ".join(binds.placeholder(column) for column in INSERT_COLUMNS)
+    live, gone = (at, binds.null, binds.null_id), (at, at, claim_file.id)
+    with _roomy_page_cache(connection):
+        execute_many(
+            connection,
+            f"INSERT INTO claim_lines ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608 (constants)
+            f"VALUES ({placeholders})",
+            (
+                (claim_file.id, state.id, patient_id) + row[7] + (live if standing else gone)
+                for row, patient_id, standing in plan.inserts
+            ),
+        )
+    result.file = claim_file
+    result.rows = parsed.count
+    result.loaded = plan.loaded
+    result.replacing = plan.replacing
+    result.unchanged = plan.unchanged + parsed.repeats
+    result.voids = plan.voids
+    result.superseded = claim_file.lines_superseded
+    result.unmatched = len(unmatched)
+    result.unmatched_rows = list(claim_file.unmatched or [])
+    # The lines were written behind the ORM's back: nothing of them is cached in the session.
+
+
+# SQLite's page cache while a load writes its lines (KiB): the indexes of a big table are
+# written in random order, and SQLite's default 2 MiB cache makes each insert read pages.
+_LOAD_PAGE_CACHE_KIB = 65_536
+
+
+@contextmanager
+def _roomy_page_cache(connection: Connection) -> Iterator[None]:
+    """A bigger page cache on SQLite for the duration (this connection only; PostgreSQL
+    sizes its shared buffers itself)."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size = -{_LOAD_PAGE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {int(before or -2000)}")
+
+
+def execute_many(connection: Connection, statement: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """The driver's executemany, in batches, with plain tuples already converted."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = statement.replace(MARK, mark)
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == BATCH:
+            connection.exec_driver_sql(sql, batch)
+            batch = []
+    if batch:
+        connection.exec_driver_sql(sql, batch)
