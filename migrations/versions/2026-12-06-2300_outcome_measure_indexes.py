@@ -3,7 +3,7 @@ patient and day (partial, covering what an event rule reads), a patient's observ
 code by when they were taken, observation versions by when they were replaced.
 
 Revision ID: 5b0c7e2a91d4
-Revises: 62024d2fd4c9
+Revises: a1e4a12c7e02
 Create Date: 2026-12-06 23:00:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5b0c7e2a91d4"
-down_revision: str | None = "62024d2fd4c9"
+down_revision: str | None = "a1e4a12c7e02"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
