@@ -86,6 +86,8 @@ from reporting.sqlfunc import day_start, month_of, utc_day, year_of
 # The note the SMS path writes on a move request it makes ("R" texted back); see
 # coordination.texting.inbound. A request without it was made in the portal.
 SMS_MOVE_NOTE = "Asked by text message."
+# The cohort of the patients not infused (yet).
+NOT_INFUSED = "none"
 
 
 class Figure(enum.StrEnum):
@@ -179,7 +181,7 @@ def quarter_of(day: date) -> str:
 class Selection:
     """Which patients and which time the figures count. `state_ids`: the viewer's states
     (None: every state); the rest are the filters (None: no filter). `cohort` is an
-    infusion year ("2025") or quarter ("2025-Q1")."""
+    infusion year ("2025") or quarter ("2025-Q1"), or "none" (not infused)."""
 
     state_ids: frozenset[int] | None = None
     state_id: int | None = None
@@ -198,7 +200,10 @@ class Selection:
             return False
         if self.center_id is not None and cell.center_id != self.center_id:
             return False
-        if self.cohort is not None and self.cohort not in (cell.cohort, cell.cohort[:4]):
+        if self.cohort == NOT_INFUSED:
+            if cell.cohort:
+                return False
+        elif self.cohort is not None and self.cohort not in (cell.cohort, cell.cohort[:4]):
             return False
         return not cell.period or self.period.holds(cell.period)
 
@@ -330,7 +335,9 @@ def _facts(moment: _Moment, selection: Selection) -> Any:
         query = query.where(columns.therapy_id == selection.therapy_id)
     if selection.center_id is not None:
         query = query.where(columns.center_id == selection.center_id)
-    if selection.cohort is not None:
+    if selection.cohort == NOT_INFUSED:
+        query = query.where(infusion.is_(None))
+    elif selection.cohort is not None:
         start, end = _cohort_days(selection.cohort)
         query = query.where(infusion >= start, infusion <= end)
     return query.cte("facts").prefix_with("MATERIALIZED")
@@ -423,7 +430,7 @@ def _in_period_instants(
 _KEYS = ("state_id", "center_id", "therapy_id", "cohort")
 
 
-def _grouped(
+def _events(
     facts: Any,
     figure: Figure,
     source: Any,
@@ -433,12 +440,13 @@ def _grouped(
     column: ColumnElement[str],
     where: Sequence[ColumnElement[bool]] = (),
 ) -> Any:
-    """The counts of `source` (joined to the facts by patient_id) by the patient's keys,
-    period, row and column: figure, state_id, center_id, therapy_id, cohort, period,
-    row_key, column_key, n. The keys are worked out in an inner query and grouped by name
-    outside (PostgreSQL would not group by expressions holding parameters)."""
-    inner = (
+    """What one figure counts, one line per counted thing (a subquery): patient_id, the
+    patient's keys (state_id, center_id, therapy_id, cohort), period, row_key, column_key.
+    `program_cube` groups it by name (PostgreSQL would not group by expressions holding
+    parameters); `figure_patients` reads its patients."""
+    return (
         select(
+            facts.c.patient_id,
             *(facts.c[name] for name in _KEYS),
             (period if period is not None else literal("")).label("period"),
             row.label("row_key"),
@@ -448,7 +456,10 @@ def _grouped(
         .where(*where)
         .subquery(f"{figure.value}_events")
     )
-    keys = [inner.c[name] for name in (*_KEYS, "period", "row_key", "column_key")]
+
+
+def _counted(figure: Figure, events: Any) -> Any:
+    keys = [events.c[name] for name in (*_KEYS, "period", "row_key", "column_key")]
     return select(literal(figure.value).label("figure"), *keys, func.count().label("n")).group_by(
         *keys
     )
@@ -477,7 +488,7 @@ def _adherence(facts: Any, visits: Any, moment: _Moment, period: Period) -> Any:
         else_=literal(Adherence.OPEN.value),
     )
     source = visits.join(facts, facts.c.patient_id == visits.c.patient_id)
-    return _grouped(
+    return _events(
         facts,
         Figure.ADHERENCE,
         source,
@@ -489,7 +500,7 @@ def _adherence(facts: Any, visits: Any, moment: _Moment, period: Period) -> Any:
 
 
 def _retention(facts: Any) -> Any:
-    return _grouped(
+    return _events(
         facts, Figure.RETENTION, facts, period=None, row=facts.c.status, column=literal("")
     )
 
@@ -524,7 +535,7 @@ def _texts(facts: Any, moment: _Moment, period: Period) -> Any:
         else_=literal(TextOutcome.NO_REPORT.value),
     )
     source = messages.join(facts, facts.c.patient_id == messages.c.patient_id)
-    return _grouped(
+    return _events(
         facts,
         Figure.TEXTS,
         source,
@@ -576,7 +587,7 @@ def _answers(facts: Any, moment: _Moment, period: Period) -> Any:
     ).where(moves.c.created_at <= moment.at, *_in_period_instants(moves.c.created_at, period))
     both = union_all(confirmations, requests).subquery("answers")
     source = both.join(facts, facts.c.patient_id == both.c.patient_id)
-    return _grouped(
+    return _events(
         facts,
         Figure.ANSWERS,
         source,
@@ -625,7 +636,7 @@ def _opt_outs(facts: Any, moment: _Moment, period: Period) -> Any:
     source = consent.join(owner, owner.c.phone == consent.c.phone).join(
         facts, facts.c.patient_id == owner.c.patient_id
     )
-    return _grouped(
+    return _events(
         facts,
         Figure.OPT_OUTS,
         source,
@@ -655,7 +666,7 @@ def _reports(facts: Any, moment: _Moment, period: Period) -> Any:
         else_=literal(Review.AWAITING.value),
     )
     source = reports.join(facts, facts.c.patient_id == reports.c.patient_id)
-    return _grouped(
+    return _events(
         facts,
         Figure.REPORTS,
         source,
@@ -724,7 +735,7 @@ def _contact(facts: Any, visits: Any, moment: _Moment, period: Period) -> Any:
     source = missed.outerjoin(first, first.c.visit_id == missed.c.visit_id).join(
         facts, facts.c.patient_id == missed.c.patient_id
     )
-    return _grouped(
+    return _events(
         facts,
         Figure.CONTACT,
         source,
@@ -734,6 +745,21 @@ def _contact(facts: Any, visits: Any, moment: _Moment, period: Period) -> Any:
     )
 
 
+def _all_events(moment: _Moment, selection: Selection) -> dict[Figure, Any]:
+    facts = _facts(moment, selection)
+    visits = _visit_states(moment)
+    period = selection.period
+    return {
+        Figure.ADHERENCE: _adherence(facts, visits, moment, period),
+        Figure.RETENTION: _retention(facts),
+        Figure.TEXTS: _texts(facts, moment, period),
+        Figure.ANSWERS: _answers(facts, moment, period),
+        Figure.OPT_OUTS: _opt_outs(facts, moment, period),
+        Figure.REPORTS: _reports(facts, moment, period),
+        Figure.CONTACT: _contact(facts, visits, moment, period),
+    }
+
+
 def program_cube(
     session: Session, *, as_of: datetime, now: datetime, selection: Selection | None = None
 ) -> ProgramCube:
@@ -741,18 +767,7 @@ def program_cube(
     period of `selection` (None: everyone, all time, as the snapshots keep them)."""
     chosen = selection or Selection()
     moment = _Moment(at=min(as_of, now), history=as_of < now)
-    facts = _facts(moment, chosen)
-    visits = _visit_states(moment)
-    period = chosen.period
-    parts = [
-        _adherence(facts, visits, moment, period),
-        _retention(facts),
-        _texts(facts, moment, period),
-        _answers(facts, moment, period),
-        _opt_outs(facts, moment, period),
-        _reports(facts, moment, period),
-        _contact(facts, visits, moment, period),
-    ]
+    parts = [_counted(figure, events) for figure, events in _all_events(moment, chosen).items()]
     cells = []
     for part in parts:
         for row in session.execute(part):
@@ -777,3 +792,34 @@ def program_cube(
 def end_of_day(day: date) -> datetime:
     """As of the end of `day` (UTC): everything recorded that day included."""
     return _end_of(day)
+
+
+@dataclass(frozen=True)
+class Behind:
+    """The lines of a figure a drill-down asks for: which figure, and the row and column
+    keys (None: any); `rows` several row keys (a year's visits); `contacted` for the
+    contact figure (True: contacted since, False: not yet)."""
+
+    figure: Figure
+    rows: tuple[str, ...] | None = None
+    column: str | None = None
+    contacted: bool | None = None
+
+
+def figure_patients(
+    session: Session, *, as_of: datetime, now: datetime, selection: Selection, behind: Behind
+) -> list[int]:
+    """The patients behind a figure of the selection as of `as_of` (their ids, in order).
+    The caller narrows `selection` to the patients the viewer may see."""
+    moment = _Moment(at=min(as_of, now), history=as_of < now)
+    events = _all_events(moment, selection)[behind.figure]
+    query = select(events.c.patient_id).distinct().order_by(events.c.patient_id)
+    if behind.rows is not None:
+        query = query.where(events.c.row_key.in_(behind.rows))
+    if behind.column is not None:
+        query = query.where(events.c.column_key == behind.column)
+    if behind.contacted is not None:
+        query = query.where(
+            events.c.row_key != literal("") if behind.contacted else events.c.row_key == literal("")
+        )
+    return list(session.scalars(query))
