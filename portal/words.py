@@ -141,6 +141,28 @@ INBOX_REASON = {
     "reschedule": N_("Asked to move the visit; a person is to call"),
 }
 RECIPIENT_ROLE = {"patient": N_("patient"), "caregiver": N_("caregiver")}
+# An outcome measure's result for a patient (reporting/outcomes.py).
+OUTCOME_STATUS = {
+    "met": N_("Met"),
+    "not_met": N_("Not met"),
+    "not_yet": N_("Not yet"),
+    "missing_data": N_("Missing data"),
+    "lost_to_follow_up": N_("Lost to follow-up"),
+    "deceased": N_("Deceased"),
+}
+# What an outcome table's rows are (reporting/outcome_report.py).
+OUTCOME_GROUPING = {
+    "state": N_("State"),
+    "center": N_("Treatment center"),
+    "cohort_year": N_("Year of infusion"),
+    "cohort_quarter": N_("Quarter of infusion"),
+}
+# A rebate statement's lines (reporting/rebates.py).
+STATEMENT_LINE = {
+    "owed": N_("Owed this quarter"),
+    "added": N_("Added for an earlier quarter"),
+    "withdrawn": N_("Withdrawn for an earlier quarter"),
+}
 
 WORDS: Mapping[str, Mapping[str, str]] = {
     "visit_status": VISIT_STATUS,
@@ -163,6 +185,9 @@ WORDS: Mapping[str, Mapping[str, str]] = {
     "reply_intent": REPLY_INTENT,
     "inbox_reason": INBOX_REASON,
     "recipient_role": RECIPIENT_ROLE,
+    "outcome_status": OUTCOME_STATUS,
+    "outcome_grouping": OUTCOME_GROUPING,
+    "statement_line": STATEMENT_LINE,
 }
 
 
