@@ -44,6 +44,7 @@ from portal.deps import (
 from portal.middleware import SecurityMiddleware, loggable_path
 from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
+from reporting.agreements import shipped_agreements
 
 log = logging.getLogger("cgt_access")
 
@@ -58,8 +59,9 @@ def create_app(
 ) -> FastAPI:
     """Build the platform. Tests pass their own settings, clock, session factory, gateway."""
     settings = settings or get_settings()
-    # A broken protocol file stops the start with its file, line and problem.
+    # A broken protocol or agreement file stops the start with its file, line and problem.
     shipped_protocols()
+    shipped_agreements()
     if factory is None:
         factory = make_session_factory(make_engine(settings.database_url))
     engine = factory.kw["bind"]
@@ -121,6 +123,8 @@ def create_app(
         inbox,
         patients,
         reports,
+        reports_outcomes,
+        reports_rebates,
         schedule,
         sms,
         texts,
@@ -136,6 +140,8 @@ def create_app(
         account,
         schedule,
         reports,
+        reports_outcomes,
+        reports_rebates,
         worklist,
         inbox,
         patients,

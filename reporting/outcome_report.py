@@ -28,6 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import State, TreatmentCenter
 from reporting.agreements import Agreement, Measure
 from reporting.outcomes import STATUSES, CubeCell, OutcomeCube, Status
 from reporting.suppression import Figure, Mark, suppress_count, suppress_table
@@ -45,6 +49,37 @@ class Labels:
 
     states: dict[int, tuple[str, str]]
     centers: dict[int, str]
+
+
+def labels_for(session: Session) -> Labels:
+    """The names of every state and center (both small tables)."""
+    states = {
+        state_id: (code, name)
+        for state_id, code, name in session.execute(select(State.id, State.code, State.name))
+    }
+    centers = {
+        center_id: f"{name} ({states.get(state_id, ('?', ''))[0]})"
+        for center_id, name, state_id in session.execute(
+            select(TreatmentCenter.id, TreatmentCenter.name, TreatmentCenter.state_id)
+        )
+    }
+    return Labels(states=states, centers=centers)
+
+
+def cohorts_of(cube: OutcomeCube) -> list[str]:
+    """The infusion years and quarters the cube holds, newest first ("2026", "2026-Q3", ...)."""
+    quarters = {
+        (cell.cohort_year, cell.cohort_quarter)
+        for measure in cube.measures
+        for cell in measure.cells
+    }
+    found: list[str] = []
+    for year in sorted({year for year, _q in quarters}, reverse=True):
+        found.append(str(year))
+        found += [
+            f"{year}-Q{q}" for q in sorted({q for y, q in quarters if y == year}, reverse=True)
+        ]
+    return found
 
 
 @dataclass(frozen=True)

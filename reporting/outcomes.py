@@ -40,6 +40,7 @@ from sqlalchemy import (
     String,
     and_,
     case,
+    cast,
     false,
     func,
     literal,
@@ -526,8 +527,9 @@ def _verdicts(
         else_=Status.LOST_TO_FOLLOW_UP.value,
     )
     closed = day >= row.window_end
-    value: ColumnElement[Any] = null()
-    observation_id: ColumnElement[Any] = null()
+    # Typed nulls: PostgreSQL reads a bare NULL as text.
+    value: ColumnElement[Any] = cast(null(), Observation.__table__.c.value_quantity.type)
+    observation_id: ColumnElement[Any] = cast(null(), Integer())
     if isinstance(rule, NoEventRule):
         hit = found.c.found_on.is_not(None)
         status = case(

@@ -36,6 +36,9 @@ class Permission(enum.StrEnum):
     EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
+    # The patients behind an outcome figure or a rebate statement (only those the person may
+    # see: a coordinator's own), one patient's result and its evidence.
+    OUTCOMES_PATIENTS = "outcomes.patients"
     ADMIN_STATES = "admin.states"
     ADMIN_CENTERS = "admin.centers"
     ADMIN_THERAPIES = "admin.therapies"  # the codes that name each therapy in FHIR data
@@ -76,6 +79,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EDUCATION_ASSIGN,
             Permission.EDUCATION_REACH,
             Permission.REPORTS_VIEW,
+            Permission.OUTCOMES_PATIENTS,
             Permission.ACCOUNT,
         }
     ),
@@ -91,6 +95,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
             Permission.EDUCATION_FUND,
+            Permission.REPORTS_VIEW,
             Permission.ACCOUNT,
         }
     ),
