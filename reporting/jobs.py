@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordination.locks import run_exclusively
 from core.clock import Clock
 from reporting.agreements import AgreementLibrary, shipped_agreements
+from reporting.program_snapshots import take_nightly_program_snapshot
 from reporting.snapshots import take_nightly_snapshots
 
 log = logging.getLogger("cgt_access.jobs")
@@ -21,19 +22,22 @@ SNAPSHOT_LEASE = timedelta(hours=2)
 def nightly_snapshots(
     factory: sessionmaker[Session], clock: Clock, *, library: AgreementLibrary | None = None
 ) -> int | None:
-    """Take tonight's outcome snapshots (one per agreement, as of now) under the job lease,
-    so that of several workers one takes them, once a day. Returns how many were taken
-    (0: tonight's exist already), or None when another worker holds the lease."""
+    """Take tonight's snapshots under the job lease, so that of several workers one takes
+    them, once a day: the outcome figures (one per agreement, as of now) and the program
+    figures (`reporting.program_snapshots`). Returns how many were taken (0: tonight's
+    exist already), or None when another worker holds the lease."""
     terms = library or shipped_agreements()
+
+    def take(session: Session) -> int:
+        outcomes = len(take_nightly_snapshots(session, clock=clock, library=terms))
+        program = take_nightly_program_snapshot(session, clock=clock)
+        return outcomes + (program is not None)
+
     ran, taken = run_exclusively(
-        factory,
-        name=SNAPSHOT_LOCK,
-        clock=clock,
-        lease=SNAPSHOT_LEASE,
-        job=lambda session: len(take_nightly_snapshots(session, clock=clock, library=terms)),
+        factory, name=SNAPSHOT_LOCK, clock=clock, lease=SNAPSHOT_LEASE, job=take
     )
     if not ran:
         return None
     if taken:
-        log.info("took %d outcome snapshot(s)", taken)
+        log.info("took %d report snapshot(s)", taken)
     return taken

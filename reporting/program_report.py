@@ -177,7 +177,13 @@ def _table(
     margins: _Margins | None = None,
     grand: Mark | None = None,
 ) -> tuple[Table, _Margins | None]:
-    """A table suppressed around its totals (decided here, or given as `margins`)."""
+    """A table suppressed around its totals (decided here, or given as `margins`). A table
+    with no rows is its totals, all 0."""
+    if not rows:
+        zeros = suppress_table([[0] * len(columns)])
+        return Table(key, (), tuple(columns), zeros), _Margins(
+            tuple(figure.mark for figure in zeros.column_totals), zeros.grand_total.mark
+        )
     grid = _grid(counts, rows, columns)
     chosen = margins or _margins(grid, len(columns), grand=grand)
     if chosen is None:
@@ -316,7 +322,7 @@ def table_csv(report: ProgramReport, key: str) -> str:
     if figures is None:
         return out.getvalue()
     as_of = report.as_of.isoformat()
-    if not table.rows_withheld:
+    if table.rows and not table.rows_withheld:
         for row, cells, total in zip(table.rows, figures.cells, figures.row_totals, strict=True):
             for column, cell in zip(table.columns, cells, strict=True):
                 writer.writerow((as_of, key, row, column, cell.text))

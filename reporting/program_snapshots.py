@@ -4,32 +4,26 @@ night's figures instead of counting 100,000 patients' visits on every page, and 
 sent out can be shown again exactly (and checked: computing the cube again as of the
 snapshot's moment gives the same counts, whatever arrived since).
 
-The nightly job (`nightly_program_snapshot`) takes one a day under a job lease, so that of
-several workers one takes it; `take_program_snapshot` takes one by hand, also as of a past
-moment. The chart drawings of the default view are kept beside the counts (`charts`), in
-each language, so that the busiest page draws nothing."""
+The reports' nightly job (`reporting.jobs.nightly_snapshots`, under its job lease) takes
+one a day with the outcome snapshots; `take_program_snapshot` takes one by hand, also as of
+a past moment."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from coordination.locks import run_exclusively
 from core.clock import Clock
 from reporting.models import ReportSnapshot
 from reporting.program import Cell, ProgramCube, program_cube
 
-log = logging.getLogger("cgt_access.jobs")
 REPORT = "program"
 NIGHTLY = "nightly"
 BY_HAND = "by_hand"
-SNAPSHOT_LOCK = "program-snapshot"
-SNAPSHOT_LEASE = timedelta(hours=1)
 
 
 def _figures(cube: ProgramCube) -> dict[str, Any]:
@@ -75,23 +69,6 @@ def take_nightly_program_snapshot(session: Session, *, clock: Clock) -> ReportSn
     return take_program_snapshot(
         session, clock=clock, as_of=clock.now(), computed_by=NIGHTLY, kind=NIGHTLY
     )
-
-
-def nightly_program_snapshot(factory: sessionmaker[Session], clock: Clock) -> bool | None:
-    """Take tonight's program snapshot under the job lease. True when taken, False when
-    tonight's exists already, None when another worker holds the lease."""
-    ran, snapshot = run_exclusively(
-        factory,
-        name=SNAPSHOT_LOCK,
-        clock=clock,
-        lease=SNAPSHOT_LEASE,
-        job=lambda session: take_nightly_program_snapshot(session, clock=clock) is not None,
-    )
-    if not ran:
-        return None
-    if snapshot:
-        log.info("took the program snapshot")
-    return bool(snapshot)
 
 
 def latest_program_snapshot(session: Session) -> ReportSnapshot | None:

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from coordination.followup.protocol import shipped_protocols
 from core.audit.models import AuditOutcome
 from core.audit.service import record_event
-from core.clock import local_today
 from core.dates import parse_day_or_none
 from core.identity.access import Permission, role_allows
 from core.identity.models import User
@@ -45,7 +44,7 @@ from reporting.program_dashboard import (
     viewer_states,
 )
 from reporting.program_fhir import program_measure_report
-from reporting.program_report import TABLES, ProgramReport, Table, table_csv, visit_order
+from reporting.program_report import TABLES, ProgramReport, table_csv, visit_order
 
 router = page_router()
 _ = i18n.gettext
@@ -247,7 +246,7 @@ def _row_labels(report: ProgramReport, language: str) -> dict[str, dict[str, str
                 case "adherence_by_visit":
                     rows[row] = visits.get(row, row)
                 case "adherence_by_year":
-                    rows[row] = _("Year %(number)s", number=row)
+                    rows[row] = _("Year %(number)s") % {"number": row}
                 case "retention":
                     rows[row] = _("Not infused yet") if row == NOT_INFUSED else row
                 case "reports":
@@ -334,9 +333,9 @@ def _charts(report: ProgramReport, labels: dict[str, dict[str, str]]) -> dict[st
             title=_(TITLES[key]),
             description=_(
                 "The share of each row's total that is “%(column)s”; rows whose counts are "
-                "hidden have no bar. The table below gives every figure.",
-                column=_(COLUMNS[column]),
-            ),
+                "hidden have no bar. The table below gives every figure."
+            )
+            % {"column": _(COLUMNS[column])},
             table=table,
             column=column,
             row_labels=labels[key],
@@ -418,7 +417,7 @@ def reports_program_csv(
     """One table's figures as the page shows them (suppressed), one per line."""
     if table not in TABLES:
         raise PageNotFound()
-    _filters_, _choices, report = _report(
+    _unused, _choices, report = _report(
         request,
         session,
         context,
@@ -454,7 +453,7 @@ def reports_program_fhir(
     as_of: Text = "",
 ) -> Response:
     """The program figures as a FHIR R4 summary MeasureReport (suppressed counts masked)."""
-    _filters_, _choices, report = _report(
+    _unused, _choices, report = _report(
         request,
         session,
         context,
