@@ -364,22 +364,22 @@ def _visit_states(moment: _Moment) -> Any:
                 visits.c.window_end,
                 visits.c.status,
                 visits.c.completed_on,
-            )
-            .cte("visit_states")
-            .prefix_with("MATERIALIZED")
+            ).subquery("visit_states")  # a plain projection: SQLite reads the table itself
         )
     events = VisitEvent.__table__
     before = (
         select(events.c.visit_id, func.max(events.c.id).label("event_id"))
         .where(events.c.at <= moment.at)
         .group_by(events.c.visit_id)
-        .subquery("last_before")
+        .cte("last_before")
+        .prefix_with("MATERIALIZED")
     )
     after = (
         select(events.c.visit_id, func.min(events.c.id).label("event_id"))
         .where(events.c.at > moment.at)
         .group_by(events.c.visit_id)
-        .subquery("first_after")
+        .cte("first_after")
+        .prefix_with("MATERIALIZED")
     )
     last = events.alias("last_event")
     first = events.alias("first_event")
@@ -402,8 +402,8 @@ def _visit_states(moment: _Moment) -> Any:
         .outerjoin(after, after.c.visit_id == visits.c.id)
         .outerjoin(first, first.c.id == after.c.event_id)
         .where(visits.c.created_at <= moment.at)
-        .cte("visit_states")
-        .prefix_with("MATERIALIZED")
+        # Not materialized: SQLite then joins the visits to the facts through an index.
+        .subquery("visit_states")
     )
 
 
@@ -439,6 +439,7 @@ def _events(
     row: ColumnElement[str],
     column: ColumnElement[str],
     where: Sequence[ColumnElement[bool]] = (),
+    name: str | None = None,
 ) -> Any:
     """What one figure counts, one line per counted thing (a subquery): patient_id, the
     patient's keys (state_id, center_id, therapy_id, cohort), period, row_key, column_key.
@@ -454,7 +455,7 @@ def _events(
         )
         .select_from(source)
         .where(*where)
-        .subquery(f"{figure.value}_events")
+        .subquery(name or f"{figure.value}_events")
     )
 
 
@@ -562,39 +563,39 @@ def _answers(facts: Any, moment: _Moment, period: Period) -> Any:
         ),
         else_=literal(Answer.CONFIRMED_BY_STAFF.value),
     )
-    confirmations = (
-        select(
-            visits.c.patient_id,
-            confirmed.label("answer"),
-            utc_day(events.c.at).label("day"),
-        )
-        .select_from(events)
-        .join(visits, visits.c.id == events.c.visit_id)
-        .outerjoin(users, users.c.id == events.c.actor_user_id)
-        .where(
+    confirmations = _events(
+        facts,
+        Figure.ANSWERS,
+        events.join(visits, visits.c.id == events.c.visit_id)
+        .join(facts, facts.c.patient_id == visits.c.patient_id)
+        .outerjoin(users, users.c.id == events.c.actor_user_id),
+        period=_quarter_label(utc_day(events.c.at)),
+        row=literal(""),
+        column=confirmed,
+        where=[
             events.c.action == "confirm",
             events.c.at <= moment.at,
             *_in_period_instants(events.c.at, period),
-        )
+        ],
+        name="confirmations",
     )
     moves = MoveRequest.__table__
     moved = case(
         (moves.c.note == SMS_MOVE_NOTE, literal(Answer.MOVE_BY_TEXT.value)),
         else_=literal(Answer.MOVE_IN_PORTAL.value),
     )
-    requests = select(
-        moves.c.patient_id, moved.label("answer"), utc_day(moves.c.created_at).label("day")
-    ).where(moves.c.created_at <= moment.at, *_in_period_instants(moves.c.created_at, period))
-    both = union_all(confirmations, requests).subquery("answers")
-    source = both.join(facts, facts.c.patient_id == both.c.patient_id)
-    return _events(
+    requests = _events(
         facts,
         Figure.ANSWERS,
-        source,
-        period=_quarter_label(both.c.day),
+        moves.join(facts, facts.c.patient_id == moves.c.patient_id),
+        period=_quarter_label(utc_day(moves.c.created_at)),
         row=literal(""),
-        column=both.c.answer,
+        column=moved,
+        where=[moves.c.created_at <= moment.at, *_in_period_instants(moves.c.created_at, period)],
+        name="move_requests",
     )
+    # Each part joins its own tables to the facts (SQLite joins a union badly).
+    return union_all(select(confirmations), select(requests)).subquery("answers_events")
 
 
 def _opt_outs(facts: Any, moment: _Moment, period: Period) -> Any:
@@ -618,7 +619,7 @@ def _opt_outs(facts: Any, moment: _Moment, period: Period) -> Any:
         .join(links, links.c.caregiver_id == caregivers.c.id)
         .where(caregivers.c.mobile_phone.is_not(None))
     )
-    owners = union_all(own, helpers).subquery("owners")
+    owners = union_all(own, helpers).cte("owners").prefix_with("MATERIALIZED")
     best_rank = (
         select(owners.c.phone, func.min(owners.c.rank).label("rank"))
         .group_by(owners.c.phone)
@@ -631,7 +632,8 @@ def _opt_outs(facts: Any, moment: _Moment, period: Period) -> Any:
             and_(best_rank.c.phone == owners.c.phone, best_rank.c.rank == owners.c.rank),
         )
         .group_by(owners.c.phone)
-        .subquery("owner")
+        .cte("owner")
+        .prefix_with("MATERIALIZED")
     )
     source = consent.join(owner, owner.c.phone == consent.c.phone).join(
         facts, facts.c.patient_id == owner.c.patient_id
@@ -703,7 +705,9 @@ def _contacts(moment: _Moment, visits: Any) -> Any:
         .join(all_visits, all_visits.c.id == events.c.visit_id)
         .where(events.c.action == "book", events.c.at <= moment.at)
     )
-    return union_all(outreach, by_hand, completed, booked).subquery("contacts")
+    return (
+        union_all(outreach, by_hand, completed, booked).cte("contacts").prefix_with("MATERIALIZED")
+    )
 
 
 def _contact(facts: Any, visits: Any, moment: _Moment, period: Period) -> Any:
@@ -760,13 +764,24 @@ def _all_events(moment: _Moment, selection: Selection) -> dict[Figure, Any]:
     }
 
 
+def _moment(as_of: datetime | None, now: datetime) -> _Moment:
+    if as_of is None or as_of >= now:
+        return _Moment(at=now, history=False)
+    return _Moment(at=as_of, history=True)
+
+
 def program_cube(
-    session: Session, *, as_of: datetime, now: datetime, selection: Selection | None = None
+    session: Session,
+    *,
+    as_of: datetime | None,
+    now: datetime,
+    selection: Selection | None = None,
 ) -> ProgramCube:
-    """Every program figure's counts as of `as_of` (not after `now`), for the patients and
-    period of `selection` (None: everyone, all time, as the snapshots keep them)."""
+    """Every program figure's counts as of `as_of` (None or not before `now`: now, from the
+    current tables), for the patients and period of `selection` (None: everyone, all time,
+    as the snapshots keep them)."""
     chosen = selection or Selection()
-    moment = _Moment(at=min(as_of, now), history=as_of < now)
+    moment = _moment(as_of, now)
     parts = [_counted(figure, events) for figure, events in _all_events(moment, chosen).items()]
     cells = []
     for part in parts:
@@ -807,11 +822,16 @@ class Behind:
 
 
 def figure_patients(
-    session: Session, *, as_of: datetime, now: datetime, selection: Selection, behind: Behind
+    session: Session,
+    *,
+    as_of: datetime | None,
+    now: datetime,
+    selection: Selection,
+    behind: Behind,
 ) -> list[int]:
-    """The patients behind a figure of the selection as of `as_of` (their ids, in order).
-    The caller narrows `selection` to the patients the viewer may see."""
-    moment = _Moment(at=min(as_of, now), history=as_of < now)
+    """The patients behind a figure of the selection as of `as_of` (None: now; their ids,
+    in order). The caller narrows `selection` to the patients the viewer may see."""
+    moment = _moment(as_of, now)
     events = _all_events(moment, selection)[behind.figure]
     query = select(events.c.patient_id).distinct().order_by(events.c.patient_id)
     if behind.rows is not None:

@@ -112,7 +112,7 @@ def program_dashboard(
                 return program_report(
                     cube, selection=selection, protocols=protocols, from_snapshot=True
                 )
-    cube = program_cube(session, as_of=wanted or now, now=now, selection=selection)
+    cube = program_cube(session, as_of=wanted, now=now, selection=selection)
     return program_report(cube, selection=selection, protocols=protocols)
 
 

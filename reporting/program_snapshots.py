@@ -31,9 +31,14 @@ def _figures(cube: ProgramCube) -> dict[str, Any]:
 
 
 def take_program_snapshot(
-    session: Session, *, clock: Clock, as_of: datetime, computed_by: str, kind: str = BY_HAND
+    session: Session,
+    *,
+    clock: Clock,
+    as_of: datetime | None,
+    computed_by: str,
+    kind: str = BY_HAND,
 ) -> ReportSnapshot:
-    """Count the program figures as of `as_of` and keep them."""
+    """Count the program figures as of `as_of` (None: now) and keep them."""
     now = clock.now()
     cube = program_cube(session, as_of=as_of, now=now)
     snapshot = ReportSnapshot(
@@ -67,7 +72,7 @@ def take_nightly_program_snapshot(session: Session, *, clock: Clock) -> ReportSn
     if taken:
         return None
     return take_program_snapshot(
-        session, clock=clock, as_of=clock.now(), computed_by=NIGHTLY, kind=NIGHTLY
+        session, clock=clock, as_of=None, computed_by=NIGHTLY, kind=NIGHTLY
     )
 
 

@@ -43,6 +43,7 @@ from core.models import Language, Patient, PatientStatus, State, Therapy, Treatm
 from core.settings import load_settings
 from portal.app import create_app
 from portal.dev.bench_dispatch import DISPATCH_FIGURES, dispatch_figures
+from portal.dev.bench_reporting_dashboard import DASHBOARD_FIGURES, dashboard_figures
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
@@ -83,6 +84,7 @@ FIGURES = (
     + WORKLIST_FIGURES
     + DISPATCH_FIGURES
     + EDUCATION_FIGURES
+    + DASHBOARD_FIGURES
 )
 # The portal world (demo data and `patients` more) serves these; the dispatch figures build
 # worlds of their own (portal/bench_dispatch.py).
@@ -120,11 +122,17 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def run_benchmarks(
-    *, only: str, patients: int, requests: int, future_rows: int = 1_000_000
+    *,
+    only: str,
+    patients: int,
+    requests: int,
+    future_rows: int = 1_000_000,
+    dashboard_patients: int = 100_000,
 ) -> Iterator[str]:
     """Run the figures whose name starts with `only`; yield one JSON line per figure.
 
-    `future_rows` is the big outbox of `dispatch.tick_1m_ms` (smaller in the unit test)."""
+    `future_rows` is the big outbox of `dispatch.tick_1m_ms`, `dashboard_patients` the world
+    of `reporting.dashboard_p95_ms` (both smaller in the unit test)."""
     selected = [name for name in FIGURES if name.startswith(only)]
     if not selected:
         return
@@ -138,6 +146,8 @@ def run_benchmarks(
         for item in dispatch_figures(
             Path(folder), selected=selected, patients=patients, future_rows=future_rows
         ):
+            yield json.dumps(item)
+        for item in dashboard_figures(Path(folder), selected=selected, patients=dashboard_patients):
             yield json.dumps(item)
 
 
