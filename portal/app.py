@@ -45,6 +45,7 @@ from portal.middleware import SecurityMiddleware, loggable_path
 from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
 from reporting.code_lists import shipped_code_lists
+from reporting.agreements import shipped_agreements
 
 log = logging.getLogger("cgt_access")
 
@@ -59,9 +60,10 @@ def create_app(
 ) -> FastAPI:
     """Build the platform. Tests pass their own settings, clock, session factory, gateway."""
     settings = settings or get_settings()
-    # A broken protocol file (or claims code list) stops the start with its file, line and
-    # problem.
+    # A broken protocol, agreement or claims code list stops the start with its file, line
+    # and problem.
     shipped_protocols()
+    shipped_agreements()
     shipped_code_lists()
     if factory is None:
         factory = make_session_factory(make_engine(settings.database_url))
@@ -125,6 +127,9 @@ def create_app(
         patients,
         reports,
         reports_claims,
+        reports_outcomes,
+        reports_program,
+        reports_rebates,
         schedule,
         sms,
         texts,
@@ -141,6 +146,9 @@ def create_app(
         schedule,
         reports,
         reports_claims,
+        reports_outcomes,
+        reports_program,
+        reports_rebates,
         worklist,
         inbox,
         patients,

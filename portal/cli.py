@@ -38,6 +38,12 @@ claims_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(claims_app, name="claims")
+agreements_app = typer.Typer(
+    help="Outcomes-based agreements (reporting/agreements/*.yaml).", no_args_is_help=True
+)
+app.add_typer(agreements_app, name="agreements")
+reports_app = typer.Typer(help="Outcome reports: snapshots of the figures.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
 
 
 def _settings_or_exit() -> Settings:
@@ -55,6 +61,13 @@ def _protocols_or_exit() -> None:
         shipped_protocols()
     except ProtocolError as error:
         typer.echo(f"Cannot start cgt-access, a follow-up protocol is wrong:\n{error}", err=True)
+        raise typer.Exit(code=2) from None
+    from reporting.agreements import AgreementError, shipped_agreements
+
+    try:
+        shipped_agreements()
+    except AgreementError as error:
+        typer.echo(f"Cannot start cgt-access, an agreement is wrong:\n{error}", err=True)
         raise typer.Exit(code=2) from None
 
 
@@ -232,6 +245,78 @@ def content_check(
     typer.echo(f"{len(result.modules)} module(s) read, {len(result.problems)} problem(s)")
     if result.problems:
         raise typer.Exit(code=1)
+
+
+@agreements_app.command("check")
+def agreements_check() -> None:
+    """Validate every agreement file; name the file, line and problem of a broken one."""
+    from coordination.followup.protocol import shipped_protocols
+    from reporting.agreements import AgreementError, load_agreements
+
+    try:
+        library = load_agreements(known_therapies=set(shipped_protocols().versions))
+    except AgreementError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    for agreement in library.current():
+        note = " (illustrative)" if agreement.illustrative else ""
+        typer.echo(
+            f"{agreement.key} v{agreement.version}{note}: {agreement.therapy}, "
+            f"{len(agreement.measures)} measure(s)"
+        )
+    typer.echo(f"definitions {library.definition_hash}")
+
+
+@reports_app.command("snapshot")
+def reports_snapshot(
+    as_of: str = typer.Option(
+        "",
+        "--as-of",
+        help="The moment the figures look from: YYYY-MM-DD (the end of that day, UTC) or an "
+        "ISO instant with its offset; default now.",
+    ),
+) -> None:
+    """Compute and keep the outcome figures of every agreement as of now (or --as-of): a
+    snapshot per agreement, with the data's moment and the agreement files' digest."""
+    from datetime import date, datetime
+
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory, transaction
+    from reporting.agreements import shipped_agreements
+    from reporting.outcomes import AsOf
+    from reporting.snapshots import take_snapshots
+
+    settings = _settings_or_exit()
+    _protocols_or_exit()
+    clock = SystemClock()
+    moment = AsOf(clock.now())
+    if as_of:
+        try:
+            moment = (
+                AsOf.end_of(date.fromisoformat(as_of))
+                if len(as_of) == 10
+                else AsOf(datetime.fromisoformat(as_of))
+            )
+        except ValueError:
+            typer.echo(f"--as-of: {as_of!r} is neither YYYY-MM-DD nor an ISO instant", err=True)
+            raise typer.Exit(code=2) from None
+        if moment.at.tzinfo is None:
+            typer.echo("--as-of: give the instant's offset (e.g. +00:00)", err=True)
+            raise typer.Exit(code=2)
+        if moment.at > clock.now():
+            typer.echo("--as-of: the moment is in the future", err=True)
+            raise typer.Exit(code=2)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        taken = take_snapshots(
+            session,
+            clock=clock,
+            library=shipped_agreements(),
+            as_of=moment,
+            computed_by="cgt-access reports snapshot",
+        )
+        for snapshot in taken:
+            typer.echo(f"snapshot {snapshot.id}: {snapshot.report} as of {snapshot.as_of}")
 
 
 @sms_app.command("plan")

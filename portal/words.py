@@ -183,6 +183,28 @@ YOUR_RELATION = {
 }
 # The coordinator's own words cannot be turned around or translated: said as a label.
 YOUR_RELATION_IN_WORDS = N_("Your relationship to %(name)s: %(relationship)s.")
+# An outcome measure's result for a patient (reporting/outcomes.py).
+OUTCOME_STATUS = {
+    "met": N_("Met"),
+    "not_met": N_("Not met"),
+    "not_yet": N_("Not yet"),
+    "missing_data": N_("Missing data"),
+    "lost_to_follow_up": N_("Lost to follow-up"),
+    "deceased": N_("Deceased"),
+}
+# What an outcome table's rows are (reporting/outcome_report.py).
+OUTCOME_GROUPING = {
+    "state": N_("State"),
+    "center": N_("Treatment center"),
+    "cohort_year": N_("Year of infusion"),
+    "cohort_quarter": N_("Quarter of infusion"),
+}
+# A rebate statement's lines (reporting/rebates.py).
+STATEMENT_LINE = {
+    "owed": N_("Owed this quarter"),
+    "added": N_("Added for an earlier quarter"),
+    "withdrawn": N_("Withdrawn for an earlier quarter"),
+}
 
 WORDS: Mapping[str, Mapping[str, str]] = {
     "visit_status": VISIT_STATUS,
@@ -206,6 +228,9 @@ WORDS: Mapping[str, Mapping[str, str]] = {
     "inbox_reason": INBOX_REASON,
     "recipient_role": RECIPIENT_ROLE,
     "relation": RELATION,
+    "outcome_status": OUTCOME_STATUS,
+    "outcome_grouping": OUTCOME_GROUPING,
+    "statement_line": STATEMENT_LINE,
 }
 
 

@@ -22,11 +22,12 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
-from core.models import enum_column
+from core.models import Observation, ObservationRevision, enum_column
 
 
 class ClaimType(enum.StrEnum):
@@ -134,3 +135,30 @@ class ReportSnapshot(Base):
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     computed_by: Mapped[str] = mapped_column(String(254))
     figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# --- indexes the outcome measures read through (reporting/outcomes.py) ------------------------
+
+# The claim lines of a vaso-occlusive crisis by patient and day, with every column an event
+# rule reads: the measures' main read never touches the table (a small share of all lines).
+Index(
+    "ix_claim_lines_voc",
+    ClaimLine.patient_id,
+    ClaimLine.service_begin,
+    ClaimLine.is_vaso_occlusive,
+    ClaimLine.is_inpatient_stay,
+    ClaimLine.is_ed_visit,
+    ClaimLine.loaded_at,
+    ClaimLine.superseded_at,
+    sqlite_where=ClaimLine.is_vaso_occlusive == true(),
+    postgresql_where=ClaimLine.is_vaso_occlusive == true(),
+)
+# A patient's observations of a code by when they were taken (a measure's window).
+Index(
+    "ix_observations_patient_code_effective",
+    Observation.patient_id,
+    Observation.code,
+    Observation.effective_at,
+)
+# The versions replaced after a moment (what a report as of a past date reads back).
+Index("ix_observation_revisions_replaced_at", ObservationRevision.replaced_at)

@@ -34,6 +34,15 @@ total. Each of these is a *line*: its entries add up to its total.
    expose it: repeat steps 2-3 over every line until a whole pass hides nothing. Each step
    hides one more entry of a finite table, so this ends.
 
+Figures other tables publish too (`suppress_table`'s `fixed_*` marks)
+-------------------------------------------------------------------
+Two tables may share figures: the patients of a group are the row total of every measure's
+table, and a measure's counts by status are the column totals of its table whatever the
+rows are grouped by. A figure hidden in one table and shown in another is no longer hidden,
+so a report decides such a figure's mark once and passes it as fixed: the algorithm keeps
+it as given, hides only other entries, and counts a line it could protect only by changing
+a fixed entry among `unprotected_lines`.
+
 What it guarantees: in the result, no hidden entry can be worked out from the shown
 entries and the marks of any one of its lines (the unit tests check it with random tables).
 What it does not: solving several lines as one system can narrow a hidden count (as with
@@ -178,10 +187,18 @@ def line_exposes(
 
 
 def suppress_table(
-    counts: Sequence[Sequence[int]], *, threshold: int = THRESHOLD
+    counts: Sequence[Sequence[int]],
+    *,
+    threshold: int = THRESHOLD,
+    fixed_row_totals: Sequence[Mark] | None = None,
+    fixed_column_totals: Sequence[Mark] | None = None,
+    fixed_grand_total: Mark | None = None,
 ) -> SuppressedTable:
     """Suppress a table of counts (rows of equal length) with its row, column and grand
-    totals, as the module's docstring describes."""
+    totals, as the module's docstring describes. `fixed_*`: the marks of totals decided
+    elsewhere (figures other tables publish too), kept as given; a mark must suit its
+    count (SHOWN and SMALL as the primary rule says, COMPLEMENT only on a count of at
+    least the threshold)."""
     if threshold < 2:
         raise ValueError("the threshold is at least 2")
     rows = len(counts)
@@ -202,6 +219,28 @@ def suppress_table(
     mark = {
         entry: suppress_count(count, threshold=threshold).mark for entry, count in value.items()
     }
+    fixed: set[_Entry] = set()
+    given: list[tuple[_Entry, Mark]] = []
+    if fixed_row_totals is not None:
+        if len(fixed_row_totals) != rows:
+            raise ValueError("one fixed mark per row")
+        given += [(("row", r), m) for r, m in enumerate(fixed_row_totals)]
+    if fixed_column_totals is not None:
+        if len(fixed_column_totals) != columns:
+            raise ValueError("one fixed mark per column")
+        given += [(("column", c), m) for c, m in enumerate(fixed_column_totals)]
+    if fixed_grand_total is not None:
+        given.append((_GRAND, fixed_grand_total))
+    for fixed_entry, given_mark in given:
+        primary = mark[fixed_entry]
+        suits = given_mark is primary or (
+            given_mark is Mark.COMPLEMENT and primary is Mark.SHOWN and value[fixed_entry] > 0
+        )
+        if not suits:
+            count = value[fixed_entry]
+            raise ValueError(f"a {given_mark.value} mark does not suit the count {count}")
+        mark[fixed_entry] = given_mark
+        fixed.add(fixed_entry)
     lines = _lines(rows, columns)
 
     def exposes(line: _Line) -> bool:
@@ -214,11 +253,14 @@ def suppress_table(
         )
 
     def next_to_hide(line: _Line) -> _Entry | None:
-        shown = [e for e in line.interior if mark[e] is Mark.SHOWN and value[e] > 0]
+        shown = [
+            e for e in line.interior if mark[e] is Mark.SHOWN and value[e] > 0 and e not in fixed
+        ]
         if shown:
             # The smallest shown cell costs the least information; ties go to the first.
             return min(shown, key=lambda e: value[e])
-        return line.total if mark[line.total] is Mark.SHOWN else None
+        total_free = mark[line.total] is Mark.SHOWN and line.total not in fixed
+        return line.total if total_free else None
 
     stuck: set[int] = set()
     changed = True

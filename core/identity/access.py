@@ -37,6 +37,9 @@ class Permission(enum.StrEnum):
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
+    # The patients behind an outcome figure or a rebate statement (only those the person may
+    # see: a coordinator's own), one patient's result and its evidence.
+    OUTCOMES_PATIENTS = "outcomes.patients"
     ADMIN_STATES = "admin.states"
     ADMIN_CENTERS = "admin.centers"
     ADMIN_THERAPIES = "admin.therapies"  # the codes that name each therapy in FHIR data
@@ -77,6 +80,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EDUCATION_ASSIGN,
             Permission.EDUCATION_REACH,
             Permission.REPORTS_VIEW,
+            Permission.OUTCOMES_PATIENTS,
             Permission.ACCOUNT,
         }
     ),
@@ -98,6 +102,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.FHIR_CLIENTS_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.CLAIMS_LOAD,
+            Permission.REPORTS_VIEW,
             Permission.ACCOUNT,
         }
     ),

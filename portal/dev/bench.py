@@ -49,6 +49,7 @@ from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES, fhir_export_figure
 from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES, fhir_ingest_figures
 from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES, fhir_search_figures
 from portal.dev.bench_reporting_claims import CLAIMS_FIGURES, claims_figures
+from portal.dev.bench_reporting_dashboard import DASHBOARD_FIGURES, dashboard_figures
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
@@ -93,6 +94,7 @@ FIGURES = (
     + FHIR_EXPORT_FIGURES
     + FHIR_INGEST_FIGURES
     + CLAIMS_FIGURES
+    + DASHBOARD_FIGURES
 )
 # The portal world (demo data and `patients` more) serves these; the dispatch figures build
 # worlds of their own (portal/bench_dispatch.py).
@@ -138,13 +140,15 @@ def run_benchmarks(
     export_observations: int = 1_000_000,
     fhir_resources: int = 10_000,
     claim_rows: int = 1_000_000,
+    dashboard_patients: int = 100_000,
 ) -> Iterator[str]:
     """Run the figures whose name starts with `only`; yield one JSON line per figure.
 
     `future_rows` is the big outbox of `dispatch.tick_1m_ms`, `export_observations` the
     size of the `fhir.export_` run, `fhir_resources` the load of the FHIR ingest figures,
-    `claim_rows` the claims file of `reporting.claims_import_rows_per_s` (all smaller in the
-    unit test)."""
+    `claim_rows` the claims file of `reporting.claims_import_rows_per_s`,
+    `dashboard_patients` the world of `reporting.dashboard_p95_ms` (all smaller in the unit
+    test)."""
     selected = [name for name in FIGURES if name.startswith(only)]
     if not selected:
         return
@@ -170,6 +174,8 @@ def run_benchmarks(
         for item in fhir_ingest_figures(Path(folder), selected=selected, resources=fhir_resources):
             yield json.dumps(item)
         for item in claims_figures(Path(folder), selected=selected, rows=claim_rows):
+            yield json.dumps(item)
+        for item in dashboard_figures(Path(folder), selected=selected, patients=dashboard_patients):
             yield json.dumps(item)
 
 

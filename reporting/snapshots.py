@@ -1,0 +1,245 @@
+"""Snapshots of the outcome figures: what each agreement's measures counted as of a moment,
+kept with that moment (`as_of`), the agreement's version and the digest of the agreement
+files, so that a figure sent to CMS can be shown again exactly, and checked: recomputing as
+of the snapshot's moment must give the same figures whatever arrived since (the history
+tables leave later data out).
+
+A snapshot (`ReportSnapshot`, report `outcomes:<agreement key>`) holds the counts by state,
+center, infusion quarter and status of every measure, and each patient's decided result
+(status and day; `not_yet` is left out) that statements rest on. The nightly job
+(`reporting.jobs.nightly_snapshots`) takes one per agreement a day; `cgt-access reports
+snapshot` takes them by hand, also as of a past moment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.clock import Clock
+from reporting.agreements import Agreement, AgreementLibrary
+from reporting.models import ReportSnapshot
+from reporting.outcomes import (
+    AsOf,
+    CubeCell,
+    MeasureCube,
+    OutcomeCube,
+    Status,
+    agreement_results,
+    outcome_cube,
+    population_of,
+)
+
+REPORT_PREFIX = "outcomes:"
+NIGHTLY = "nightly"
+BY_HAND = "by_hand"
+
+
+def report_name(agreement_key: str) -> str:
+    return f"{REPORT_PREFIX}{agreement_key}"
+
+
+def _decided_results(session: Session, *, agreement: Agreement, as_of: AsOf) -> dict[str, Any]:
+    """Each patient's decided result by measure: [patient_id, status, decided_on]."""
+    results = agreement_results(agreement, population_of(session, agreement), as_of=as_of)
+    rows = session.execute(
+        select(results.c.measure_key, results.c.patient_id, results.c.status, results.c.decided_on)
+        .where(results.c.status != Status.NOT_YET.value)
+        .order_by(results.c.measure_key, results.c.patient_id)
+    )
+    found: dict[str, list[list[Any]]] = {measure.key: [] for measure in agreement.measures}
+    for measure_key, patient_id, status, decided_on in rows:
+        found[measure_key].append(
+            [patient_id, status, decided_on.isoformat() if decided_on else None]
+        )
+    return found
+
+
+def _figures(cube: OutcomeCube, patients: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cube": {
+            measure.measure_key: [
+                [
+                    cell.state_id,
+                    cell.center_id,
+                    cell.cohort_year,
+                    cell.cohort_quarter,
+                    cell.status.value,
+                    cell.count,
+                ]
+                for cell in measure.cells
+            ]
+            for measure in cube.measures
+        },
+        "patients": patients,
+    }
+
+
+def take_snapshot(
+    session: Session,
+    *,
+    clock: Clock,
+    agreement: Agreement,
+    library: AgreementLibrary,
+    as_of: AsOf,
+    computed_by: str,
+    kind: str = BY_HAND,
+) -> ReportSnapshot:
+    """Compute and keep one agreement's figures as of `as_of`."""
+    cube = outcome_cube(session, agreement=agreement, as_of=as_of)
+    patients = _decided_results(session, agreement=agreement, as_of=as_of)
+    snapshot = ReportSnapshot(
+        report=report_name(agreement.key),
+        parameters={"agreement": agreement.key, "version": agreement.version, "kind": kind},
+        definition_hash=library.definition_hash,
+        as_of=as_of.at,
+        computed_at=clock.now(),
+        computed_by=computed_by[:254],
+        figures=_figures(cube, patients),
+    )
+    session.add(snapshot)
+    session.flush()
+    return snapshot
+
+
+def take_snapshots(
+    session: Session,
+    *,
+    clock: Clock,
+    library: AgreementLibrary,
+    as_of: AsOf,
+    computed_by: str,
+    kind: str = BY_HAND,
+) -> list[ReportSnapshot]:
+    """One snapshot per current agreement, all as of the same moment."""
+    return [
+        take_snapshot(
+            session,
+            clock=clock,
+            agreement=agreement,
+            library=library,
+            as_of=as_of,
+            computed_by=computed_by,
+            kind=kind,
+        )
+        for agreement in library.current()
+    ]
+
+
+def take_nightly_snapshots(
+    session: Session, *, clock: Clock, library: AgreementLibrary
+) -> list[ReportSnapshot]:
+    """The nightly snapshots, as of now; none when tonight's are already there (two
+    workers whose schedules fire one after the other take them once)."""
+    today = clock.now().astimezone(UTC).date()
+    start = datetime.combine(today, time(0), tzinfo=UTC)
+    taken = session.scalar(
+        select(func.count())
+        .select_from(ReportSnapshot)
+        .where(
+            ReportSnapshot.report.startswith(REPORT_PREFIX),
+            ReportSnapshot.computed_at >= start,
+            ReportSnapshot.computed_at < start + timedelta(days=1),
+            ReportSnapshot.computed_by == NIGHTLY,
+        )
+    )
+    if taken:
+        return []
+    return take_snapshots(
+        session,
+        clock=clock,
+        library=library,
+        as_of=AsOf(clock.now()),
+        computed_by=NIGHTLY,
+        kind=NIGHTLY,
+    )
+
+
+def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
+    """The counts a snapshot keeps, as the dashboard reads them."""
+    measures = tuple(
+        MeasureCube(
+            measure_key=key,
+            cells=tuple(
+                CubeCell(
+                    state_id=state_id,
+                    center_id=center_id,
+                    cohort_year=year,
+                    cohort_quarter=quarter,
+                    status=Status(status),
+                    count=count,
+                )
+                for state_id, center_id, year, quarter, status, count in cells
+            ),
+        )
+        for key, cells in snapshot.figures["cube"].items()
+    )
+    parameters = snapshot.parameters
+    return OutcomeCube(
+        agreement_key=str(parameters["agreement"]),
+        agreement_version=int(parameters["version"]),
+        as_of=snapshot.as_of,
+        measures=measures,
+    )
+
+
+def list_snapshots(session: Session, *, limit: int = 60) -> list[ReportSnapshot]:
+    """The newest outcome snapshots first."""
+    return list(
+        session.scalars(
+            select(ReportSnapshot)
+            .where(ReportSnapshot.report.startswith(REPORT_PREFIX))
+            .order_by(ReportSnapshot.as_of.desc(), ReportSnapshot.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def get_snapshot(session: Session, *, snapshot_id: int) -> ReportSnapshot | None:
+    snapshot = session.get(ReportSnapshot, snapshot_id)
+    if snapshot is None or not snapshot.report.startswith(REPORT_PREFIX):
+        return None
+    return snapshot
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A snapshot computed again as of its moment, with today's data and terms."""
+
+    snapshot: ReportSnapshot
+    cube: OutcomeCube
+    same: bool
+    changed_measures: tuple[str, ...]  # whose counts or patients' results differ
+    terms_changed: bool  # the agreement files differ from those of the snapshot
+    agreement_missing: bool  # the agreement is no longer in the files
+
+
+def reproduce(
+    session: Session, *, snapshot: ReportSnapshot, library: AgreementLibrary
+) -> Reproduction:
+    """Compute the snapshot's figures again as of its `as_of` and compare them."""
+    key = str(snapshot.parameters["agreement"])
+    agreement = library.get(key)
+    terms_changed = snapshot.definition_hash != library.definition_hash
+    if agreement is None:
+        empty = OutcomeCube(key, 0, snapshot.as_of)
+        return Reproduction(snapshot, empty, False, (), terms_changed, True)
+    as_of = AsOf(snapshot.as_of)
+    cube = outcome_cube(session, agreement=agreement, as_of=as_of)
+    again = _figures(cube, _decided_results(session, agreement=agreement, as_of=as_of))
+    kept = snapshot.figures
+    keys = sorted(set(kept["cube"]) | set(again["cube"]))
+    changed = tuple(
+        key
+        for key in keys
+        if kept["cube"].get(key) != again["cube"].get(key)
+        or kept["patients"].get(key) != again["patients"].get(key)
+    )
+    return Reproduction(snapshot, cube, not changed, changed, terms_changed, False)
+
+
+def snapshot_day(snapshot: ReportSnapshot) -> date:
+    return snapshot.as_of.astimezone(UTC).date()

@@ -1,0 +1,426 @@
+"""Outcome measures evaluated in SQL (reporting/outcomes.py), on SQLite and PostgreSQL, against
+results worked out by hand for a small cohort written below as tables: every rule kind
+(no hospital stay for a crisis, no crisis at all, no stay, no emergency visit; a value's
+last, lowest and first), and the edges: an event on each boundary of the window, a claim
+adjusted after the fact, a claim that arrived late, death and loss to follow-up, an
+infusion date set right later, a patient who moved state, a value corrected later, a
+value recorded after its window; and the same cohort as of earlier days."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.clock import FrozenClock
+from core.models import ObservationStatus
+from reporting.outcomes import (
+    AsOf,
+    ResultFilter,
+    Status,
+    outcome_cube,
+    patient_outcome,
+    patient_results,
+    window_of,
+)
+from reporting.sqlfunc import add_months_to
+from tests.conftest import T0, Database
+from tests.factories import Factory
+from tests.support.outcome_world import (
+    HB,
+    HBF,
+    adjust,
+    agreement_for_tests,
+    at,
+    change,
+    claim,
+    correct,
+    day,
+    die,
+    enrol,
+    lose,
+    observe,
+    report_crisis,
+)
+
+MET, NOT_MET, NOT_YET = Status.MET, Status.NOT_MET, Status.NOT_YET
+MISSING, LOST, DEAD = Status.MISSING_DATA, Status.LOST_TO_FOLLOW_UP, Status.DECEASED
+NOW = AsOf(T0)  # 2026-11-27 15:00 UTC
+
+# The cohort: casgevy patients of Maryland, enrolled on 2025-02-01, infused on 2025-01-15
+# unless said (the event window, months 6-18: 2025-07-15 to 2026-07-15; the values' window,
+# months 9-15: 2025-10-15 to 2026-04-15; both end days excluded).
+#
+# patient          what happened (day of service or taken -> day it arrived)
+# clean            HbF 25 (2026-01-10 -> 01-12), Hb 11.5 (2025-11-01 -> 11-02)
+# start_day        crisis stay on 2025-07-15, the window's first day (-> 2025-08-01)
+# end_day          crisis stay on 2026-07-15, the day after the window (-> 08-01);
+#                  HbF 25 on 2026-04-15, the day after the values' window
+# day_before       crisis stay on 2025-07-14 (-> 07-20); HbF 22 on 2025-10-15 (first day)
+# adjusted         crisis stay on 2025-09-01 (-> 09-10), adjusted on 2026-02-01: a stay
+#                  without a crisis diagnosis
+# late_claim       crisis stay on 2026-06-01, the claim arrived 2026-09-15
+# ed_crisis        crisis in the emergency department, 2025-10-01 (-> 10-20)
+# died             recorded deceased on 2026-01-10
+# lost             recorded lost to follow-up on 2026-03-01
+# event_then_died  crisis stay 2025-08-01 (-> 08-05), died 2025-12-01
+# moved_infusion   infusion date set right on 2026-10-01 to 2025-04-15; crisis stay on
+#                  2026-08-01 (-> 08-10): inside the new window only
+# not_yet          infused 2025-12-01 (windows still open)
+# moved_state      moved to Colorado on 2026-05-01; crisis stay 2026-03-01 (-> 03-05)
+# reported         a pain crisis the patient reported, 2025-11-01, confirmed 11-03
+# report_error     the same, but entered in error
+# low              HbF 15 (2026-02-01 -> 02-03)
+# last_low         HbF 30 (2025-11-01) then 18 (2026-03-01)
+# corrected        HbF 15 (2026-01-05 -> 01-06), corrected to 22 on 2026-06-01
+# late_value       HbF 21 taken 2026-04-01, recorded only 2026-05-20
+# hb_two           Hb 11.0 (2025-11-10) then 12 (2026-02-01)
+# lyfgenia         another therapy: not in the population
+# early            infused 2024-06-01: before the agreement's infusions
+COHORT = (
+    "clean start_day end_day day_before adjusted late_claim ed_crisis died lost "
+    "event_then_died moved_infusion not_yet moved_state reported report_error low "
+    "last_low corrected late_value hb_two"
+).split()
+
+
+@dataclass
+class World:
+    ids: dict[str, int]
+    clock: FrozenClock
+    maryland: int
+    colorado: int
+    md_center: int
+    co_center: int
+
+
+def build(db: Database) -> World:
+    """The cohort above, through the real services where there is one."""
+    clock = FrozenClock(at("2025-02-01", 9))
+    with db.factory() as session:
+        make = Factory(session, clock)
+        md_center = make.center(make.state("MD"))
+        co_center = make.center(make.state("CO"))
+        make.therapy("lyfgenia")
+        people = {
+            name: enrol(
+                make,
+                clock,
+                when="2025-02-01",
+                infused="2025-12-01" if name == "not_yet" else "2025-01-15",
+                center=md_center,
+            )
+            for name in COHORT
+        }
+        people["lyfgenia"] = enrol(
+            make, clock, when="2025-02-01", infused="2025-01-15", center=md_center,
+            therapy="lyfgenia",
+        )  # fmt: skip
+        people["early"] = enrol(make, clock, when="2025-02-01", infused="2024-06-01")
+        p = people
+        observe(session, p["clean"], code=HBF, value="25", taken="2026-01-10", recorded="2026-01-12")
+        observe(session, p["clean"], code=HB, value="11.5", taken="2025-11-01", recorded="2025-11-02")
+        claim(session, p["start_day"], service="2025-07-15", loaded="2025-08-01", crisis=True, stay=True)
+        claim(session, p["end_day"], service="2026-07-15", loaded="2026-08-01", crisis=True, stay=True)
+        observe(session, p["end_day"], code=HBF, value="25", taken="2026-04-15", recorded="2026-04-16")
+        claim(session, p["day_before"], service="2025-07-14", loaded="2025-07-20", crisis=True, stay=True)
+        observe(session, p["day_before"], code=HBF, value="22", taken="2025-10-15", recorded="2025-10-16")
+        original = claim(session, p["adjusted"], service="2025-09-01", loaded="2025-09-10", crisis=True, stay=True)
+        adjust(session, original, loaded="2026-02-01", stay=True)
+        claim(session, p["late_claim"], service="2026-06-01", loaded="2026-09-15", crisis=True, stay=True)
+        claim(session, p["ed_crisis"], service="2025-10-01", loaded="2025-10-20", crisis=True, emergency=True)
+        die(session, clock, p["died"], when="2026-01-10")
+        lose(session, clock, p["lost"], when="2026-03-01")
+        claim(session, p["event_then_died"], service="2025-08-01", loaded="2025-08-05", crisis=True, stay=True)
+        die(session, clock, p["event_then_died"], when="2025-12-01")
+        claim(session, p["moved_infusion"], service="2026-08-01", loaded="2026-08-10", crisis=True, stay=True)
+        change(session, clock, p["moved_infusion"], when="2026-10-01", infusion_date=day("2025-04-15"))
+        claim(session, p["moved_state"], service="2026-03-01", loaded="2026-03-05", crisis=True, stay=True)
+        change(session, clock, p["moved_state"], when="2026-05-01", state_id=co_center.state_id, center_id=co_center.id)
+        report_crisis(session, p["reported"], happened="2025-11-01", confirmed="2025-11-03")
+        report_crisis(session, p["report_error"], happened="2025-11-01", confirmed="2025-11-03",
+                      status=ObservationStatus.ENTERED_IN_ERROR)
+        observe(session, p["low"], code=HBF, value="15", taken="2026-02-01", recorded="2026-02-03")
+        observe(session, p["last_low"], code=HBF, value="30", taken="2025-11-01", recorded="2025-11-03")
+        observe(session, p["last_low"], code=HBF, value="18", taken="2026-03-01", recorded="2026-03-03")
+        wrong = observe(session, p["corrected"], code=HBF, value="15", taken="2026-01-05", recorded="2026-01-06")
+        correct(session, clock, wrong, value="22", when="2026-06-01")
+        observe(session, p["late_value"], code=HBF, value="21", taken="2026-04-01", recorded="2026-05-20")
+        observe(session, p["hb_two"], code=HB, value="11.0", taken="2025-11-10", recorded="2025-11-11")
+        observe(session, p["hb_two"], code=HB, value="12", taken="2026-02-01", recorded="2026-02-02")
+        session.commit()
+        world = World(
+            ids={name: patient.id for name, patient in people.items()},
+            clock=clock,
+            maryland=md_center.state_id,
+            colorado=co_center.state_id,
+            md_center=md_center.id,
+            co_center=co_center.id,
+        )  # fmt: skip
+    clock.set(T0)
+    return world
+
+
+# Expected results as of 2026-11-27, by measure: (status, day decided). Patients not listed
+# under a measure: as in DEFAULTS.
+DEFAULTS = {
+    "events": (MET, "2026-07-15"),
+    "values": (MISSING, "2026-04-15"),
+}
+LEFT = {
+    "died": (DEAD, "2026-01-10"),
+    "lost": (LOST, "2026-03-01"),
+    "not_yet": (NOT_YET, None),
+}
+EXPECTED_NOW: dict[str, dict[str, tuple[Status, str | None]]] = {
+    "no-voc-stay": {
+        **LEFT,
+        "start_day": (NOT_MET, "2025-08-01"),  # the window's first day counts
+        "late_claim": (NOT_MET, "2026-09-15"),  # decided when the claim arrived
+        "event_then_died": (NOT_MET, "2025-08-05"),  # the event decided before death
+        "moved_infusion": (NOT_MET, "2026-08-10"),  # inside the corrected window
+        "moved_state": (NOT_MET, "2026-03-05"),
+        # end_day (after the window), day_before, adjusted (no crisis any more), ed_crisis
+        # (no stay), reported (a report is no claim): met.
+    },
+    "no-voc-any": {
+        **LEFT,
+        "start_day": (NOT_MET, "2025-08-01"),
+        "late_claim": (NOT_MET, "2026-09-15"),
+        "event_then_died": (NOT_MET, "2025-08-05"),
+        "moved_infusion": (NOT_MET, "2026-08-10"),
+        "moved_state": (NOT_MET, "2026-03-05"),
+        "ed_crisis": (NOT_MET, "2025-10-20"),
+        "reported": (NOT_MET, "2025-11-03"),  # confirmed report; the one in error: met
+    },
+    "no-stay": {
+        **LEFT,
+        "start_day": (NOT_MET, "2025-08-01"),
+        "late_claim": (NOT_MET, "2026-09-15"),
+        "event_then_died": (NOT_MET, "2025-08-05"),
+        "moved_infusion": (NOT_MET, "2026-08-10"),
+        "moved_state": (NOT_MET, "2026-03-05"),
+        "adjusted": (NOT_MET, "2026-02-01"),  # the adjusted claim is still a stay
+    },
+    "no-ed": {
+        **LEFT,
+        "ed_crisis": (NOT_MET, "2025-10-20"),
+        "event_then_died": (DEAD, "2025-12-01"),  # no emergency visit, then died
+        "moved_infusion": (MET, "2026-10-15"),  # the end of its corrected window
+    },
+    "hbf-last": {
+        "died": (DEAD, "2026-01-10"),
+        "lost": (LOST, "2026-03-01"),
+        "event_then_died": (DEAD, "2025-12-01"),
+        "not_yet": (NOT_YET, None),
+        "moved_infusion": (MISSING, "2026-07-15"),  # its window moved with the infusion
+        "clean": (MET, "2026-04-15"),
+        "day_before": (MET, "2026-04-15"),  # taken on the window's first day
+        "low": (NOT_MET, "2026-04-15"),
+        "last_low": (NOT_MET, "2026-04-15"),  # the last value (18) decides
+        "corrected": (MET, "2026-06-01"),  # decided when the corrected value arrived
+        "late_value": (MET, "2026-05-20"),
+        # end_day: its value was taken the day after the window: missing data.
+    },
+    "hbf-min": {
+        "died": (DEAD, "2026-01-10"),
+        "lost": (LOST, "2026-03-01"),
+        "event_then_died": (DEAD, "2025-12-01"),
+        "not_yet": (NOT_YET, None),
+        "moved_infusion": (MISSING, "2026-07-15"),
+        "clean": (MET, "2026-04-15"),
+        "day_before": (MET, "2026-04-15"),
+        "low": (NOT_MET, "2026-04-15"),
+        "last_low": (NOT_MET, "2026-04-15"),
+        "corrected": (MET, "2026-06-01"),
+        "late_value": (MET, "2026-05-20"),
+    },
+    "hb-first": {
+        "died": (DEAD, "2026-01-10"),
+        "lost": (LOST, "2026-03-01"),
+        "event_then_died": (DEAD, "2025-12-01"),
+        "not_yet": (NOT_YET, None),
+        "moved_infusion": (MISSING, "2026-07-15"),
+        "clean": (MET, "2026-04-15"),  # 11.5 > 11
+        "hb_two": (NOT_MET, "2026-04-15"),  # the first value, 11.0, is not above 11
+    },
+}
+EVENT_MEASURES = ("no-voc-stay", "no-voc-any", "no-stay", "no-ed")
+
+
+def expected(measure: str, table: dict[str, dict[str, tuple[Status, str | None]]]) -> dict:
+    default = DEFAULTS["events" if measure in EVENT_MEASURES else "values"]
+    return {name: table[measure].get(name, default) for name in COHORT}
+
+
+def results(
+    session: Session, world: World, measure_key: str, as_of: AsOf
+) -> dict[str, tuple[Status, str | None]]:
+    agreement = agreement_for_tests()
+    measure = agreement.measure(measure_key)
+    assert measure is not None
+    names = {patient_id: name for name, patient_id in world.ids.items()}
+    found = patient_results(
+        session, agreement=agreement, measure=measure, as_of=as_of, which=ResultFilter()
+    )
+    return {
+        names[result.patient_id]: (
+            result.status,
+            result.decided_on.isoformat() if result.decided_on else None,
+        )
+        for result in found
+    }
+
+
+@pytest.fixture
+def world(empty_db: Database) -> World:
+    return build(empty_db)
+
+
+@pytest.mark.parametrize("measure", list(EXPECTED_NOW))
+def test_every_patient_has_the_result_worked_out_by_hand(
+    empty_db: Database, world: World, measure: str
+) -> None:
+    with empty_db.factory() as session:
+        found = results(session, world, measure, NOW)
+    # The other therapy and the infusion before the agreement are not in the population.
+    assert found == expected(measure, EXPECTED_NOW)
+
+
+# As of the end of 2025: the claim adjusted later still counts, the late claim has not
+# arrived, nobody had died but the patient who died in December, no value window closed.
+EXPECTED_END_2025 = {
+    "no-voc-stay": {
+        "start_day": (NOT_MET, "2025-08-01"),
+        "adjusted": (NOT_MET, "2025-09-10"),
+        "event_then_died": (NOT_MET, "2025-08-05"),
+    },
+    "hbf-last": {"event_then_died": (DEAD, "2025-12-01")},
+}
+
+
+@pytest.mark.parametrize("measure", list(EXPECTED_END_2025))
+def test_as_of_a_past_day_what_arrived_later_is_left_out(
+    empty_db: Database, world: World, measure: str
+) -> None:
+    with empty_db.factory() as session:
+        found = results(session, world, measure, AsOf.end_of(date(2025, 12, 31)))
+    expected_then = dict.fromkeys(COHORT, (NOT_YET, None)) | EXPECTED_END_2025[measure]
+    assert found == expected_then
+
+
+def test_a_value_corrected_later_and_a_value_recorded_late_read_as_they_stood(
+    empty_db: Database, world: World
+) -> None:
+    with empty_db.factory() as session:
+        may = results(session, world, "hbf-last", AsOf.end_of(date(2026, 5, 1)))
+        now = results(session, world, "hbf-last", NOW)
+    assert may["corrected"] == (NOT_MET, "2026-04-15")  # 15 held then
+    assert may["late_value"] == (MISSING, "2026-04-15")  # not recorded yet
+    assert now["corrected"] == (MET, "2026-06-01")
+    assert now["late_value"] == (MET, "2026-05-20")
+
+
+def test_the_infusion_date_set_right_later_moves_the_window_only_from_then(
+    empty_db: Database, world: World
+) -> None:
+    with empty_db.factory() as session:
+        before = results(session, world, "no-voc-stay", AsOf.end_of(date(2026, 9, 30)))
+        after = results(session, world, "no-voc-stay", NOW)
+    # Until 2026-10-01 the record said 2025-01-15: the stay of 2026-08-01 fell after it.
+    assert before["moved_infusion"] == (MET, "2026-07-15")
+    assert before["late_claim"] == (NOT_MET, "2026-09-15")
+    assert after["moved_infusion"] == (NOT_MET, "2026-08-10")
+
+
+def test_counts_by_state_center_and_cohort_follow_the_record_as_of_then(
+    empty_db: Database, world: World
+) -> None:
+    agreement = agreement_for_tests()
+    with empty_db.factory() as session:
+        cube = outcome_cube(session, agreement=agreement, as_of=NOW)
+        april = outcome_cube(session, agreement=agreement, as_of=AsOf.end_of(date(2026, 4, 30)))
+    stay = cube.measure("no-voc-stay")
+    assert stay is not None
+    by_state: Counter[tuple[int, Status]] = Counter()
+    by_cohort: Counter[tuple[str, Status]] = Counter()
+    for cell in stay.cells:
+        by_state[cell.state_id, cell.status] += cell.count
+        by_cohort[cell.cohort, cell.status] += cell.count
+    md, co = world.maryland, world.colorado
+    # 20 patients: 5 not met (one of them now in Colorado), one dead, one lost, one not yet.
+    assert by_state == {
+        (md, MET): 12, (md, NOT_MET): 4, (md, DEAD): 1, (md, LOST): 1, (md, NOT_YET): 1,
+        (co, NOT_MET): 1,
+    }  # fmt: skip
+    # Infused in 2025-Q1, except the one infused in December and the one set right to April.
+    assert by_cohort == {
+        ("2025-Q1", MET): 12, ("2025-Q1", NOT_MET): 4, ("2025-Q1", DEAD): 1,
+        ("2025-Q1", LOST): 1, ("2025-Q4", NOT_YET): 1, ("2025-Q2", NOT_MET): 1,
+    }  # fmt: skip
+    centers = {cell.center_id for cell in stay.cells}
+    assert centers == {world.md_center, world.co_center}
+    # At the end of April the patient who moved was still in Maryland.
+    april_stay = april.measure("no-voc-stay")
+    assert april_stay is not None
+    assert {cell.state_id for cell in april_stay.cells} == {md}
+
+
+def test_a_window_is_counted_in_months_and_ends_on_the_months_last_day(
+    empty_db: Database, world: World
+) -> None:
+    """The SQL's windows are the days the Python helper computes (31 January plus one
+    month is the last day of February, on both databases)."""
+    agreement = agreement_for_tests()
+    stay = agreement.measure("no-voc-stay")
+    assert stay is not None
+    assert window_of(date(2025, 1, 15), stay) == (date(2025, 7, 15), date(2026, 7, 15))
+    assert add_months_to(date(2025, 8, 31), 6) == date(2026, 2, 28)
+    assert add_months_to(date(2023, 8, 31), 6) == date(2024, 2, 29)
+    with empty_db.factory() as session:
+        found = patient_results(
+            session, agreement=agreement, measure=stay, as_of=NOW, which=ResultFilter()
+        )
+    for result in found:
+        assert (result.window_start, result.window_end) == window_of(result.infusion_date, stay)
+
+
+def test_the_evidence_shows_what_decided_each_result(empty_db: Database, world: World) -> None:
+    agreement = agreement_for_tests()
+    stay, hbf = agreement.measure("no-voc-stay"), agreement.measure("hbf-last")
+    assert stay is not None and hbf is not None
+    with empty_db.factory() as session:
+        adjusted = patient_outcome(
+            session, agreement=agreement, measure=stay, patient_id=world.ids["adjusted"], as_of=NOW
+        )
+        corrected = patient_outcome(
+            session, agreement=agreement, measure=hbf, patient_id=world.ids["corrected"], as_of=NOW
+        )
+        corrected_may = patient_outcome(
+            session,
+            agreement=agreement,
+            measure=hbf,
+            patient_id=world.ids["corrected"],
+            as_of=AsOf.end_of(date(2026, 5, 1)),
+        )
+        outside = patient_outcome(
+            session, agreement=agreement, measure=stay, patient_id=world.ids["lyfgenia"], as_of=NOW
+        )
+    # The adjusted claim: both lines listed, the replaced one marked, neither counts now.
+    lines = [(line.diagnoses, line.superseded, line.counts) for line in adjusted.claims]
+    assert lines == [(("D57.00",), True, False), (("Z09",), False, False)]
+    assert adjusted.result is not None and adjusted.result.status is MET
+    # The corrected value: 22 now (deciding), 15 as it stood in May (then corrected later).
+    assert [(o.value, o.deciding, o.replaced_later) for o in corrected.observations] == [
+        ("22 %", True, False)
+    ]
+    assert [(o.value, o.deciding, o.replaced_later) for o in corrected_may.observations] == [
+        ("15 %", True, True)
+    ]
+    # The visits whose window meets the measure's window, with their status then.
+    assert [visit.visit_key for visit in corrected.visits] == ["month-12"]
+    assert {visit.status for visit in corrected.visits} == {"due"}
+    assert outside.result is None
