@@ -265,7 +265,7 @@ def _dashboard_context(
         "statuses": STATUSES,
         "snapshot": snapshot,
         "can_list_patients": role_allows(user, Permission.OUTCOMES_PATIENTS),
-        "language": i18n.current_language().value,
+        "lang": i18n.current_language().value,
     }
 
 
@@ -288,7 +288,7 @@ def outcome_reports(request: Request, user: Reader) -> Response:
     return render(
         request,
         "portal/outcomes_index.html",
-        {"agreements": shipped_agreements().current(), "language": i18n.current_language().value},
+        {"agreements": shipped_agreements().current(), "lang": i18n.current_language().value},
     )
 
 
@@ -536,7 +536,7 @@ def outcome_patients(
             "more": more,
             "limit": PATIENT_LIST_LIMIT,
             "labels": labels_for(session),
-            "language": i18n.current_language().value,
+            "lang": i18n.current_language().value,
         },
     )
 
@@ -594,7 +594,7 @@ def outcome_patient(
             "as_of": moment,
             "choice": choice,
             "labels": labels_for(session),
-            "language": i18n.current_language().value,
+            "lang": i18n.current_language().value,
         },
     )
 
@@ -642,7 +642,7 @@ def outcome_snapshots(request: Request, session: SessionDep, user: Reader) -> Re
         {
             "snapshots": list_snapshots(session),
             "agreements": {a.key: a for a in shipped_agreements().current()},
-            "language": i18n.current_language().value,
+            "lang": i18n.current_language().value,
         },
     )
 
@@ -724,6 +724,6 @@ def outcome_snapshot_reproduce(
             "snapshot": snapshot,
             "agreement": agreement,
             "reproduction": again,
-            "language": i18n.current_language().value,
+            "lang": i18n.current_language().value,
         },
     )

@@ -105,7 +105,7 @@ def _statement(
         "quarters": quarters,
         "state": chosen_state,
         "quarter": chosen_quarter,
-        "language": i18n.current_language().value,
+        "lang": i18n.current_language().value,
         "counts": None,
         "lines": None,
         "published": None,

@@ -8,17 +8,41 @@ value recorded after its window; and the same cohort as of earlier days."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.audit.models import AuditEvent
 from core.clock import FrozenClock
-from core.models import ObservationStatus
+from core.identity.models import Role
+from core.models import ObservationStatus, Patient
+from fhir_adapter.validation import validate_resource
+from reporting.agreements import shipped_agreements
+from reporting.outcome_report import (
+    GROUPINGS,
+    Labels,
+    MeasureView,
+    Selection,
+    outcome_report,
+    report_csv,
+)
 from reporting.outcomes import (
+    STATUSES,
     AsOf,
+    CubeCell,
+    MeasureCube,
+    OutcomeCube,
     ResultFilter,
     Status,
     outcome_cube,
@@ -27,8 +51,9 @@ from reporting.outcomes import (
     window_of,
 )
 from reporting.sqlfunc import add_months_to
-from tests.conftest import T0, Database
-from tests.factories import Factory
+from reporting.suppression import Figure, SuppressedTable
+from tests.conftest import T0, Browser, Database, log_in, plain
+from tests.factories import PASSWORD, Factory
 from tests.support.outcome_world import (
     HB,
     HBF,
@@ -45,6 +70,7 @@ from tests.support.outcome_world import (
     observe,
     report_crisis,
 )
+from tests.unit.test_suppression import lines_of, revealed_in
 
 MET, NOT_MET, NOT_YET = Status.MET, Status.NOT_MET, Status.NOT_YET
 MISSING, LOST, DEAD = Status.MISSING_DATA, Status.LOST_TO_FOLLOW_UP, Status.DECEASED
@@ -80,11 +106,28 @@ NOW = AsOf(T0)  # 2026-11-27 15:00 UTC
 # hb_two           Hb 11.0 (2025-11-10) then 12 (2026-02-01)
 # lyfgenia         another therapy: not in the population
 # early            infused 2024-06-01: before the agreement's infusions
-COHORT = (
-    "clean start_day end_day day_before adjusted late_claim ed_crisis died lost "
-    "event_then_died moved_infusion not_yet moved_state reported report_error low "
-    "last_low corrected late_value hb_two"
-).split()
+COHORT = [
+    "clean",
+    "start_day",
+    "end_day",
+    "day_before",
+    "adjusted",
+    "late_claim",
+    "ed_crisis",
+    "died",
+    "lost",
+    "event_then_died",
+    "moved_infusion",
+    "not_yet",
+    "moved_state",
+    "reported",
+    "report_error",
+    "low",
+    "last_low",
+    "corrected",
+    "late_value",
+    "hb_two",
+]
 
 
 @dataclass
@@ -121,36 +164,138 @@ def build(db: Database) -> World:
         )  # fmt: skip
         people["early"] = enrol(make, clock, when="2025-02-01", infused="2024-06-01")
         p = people
-        observe(session, p["clean"], code=HBF, value="25", taken="2026-01-10", recorded="2026-01-12")
-        observe(session, p["clean"], code=HB, value="11.5", taken="2025-11-01", recorded="2025-11-02")
-        claim(session, p["start_day"], service="2025-07-15", loaded="2025-08-01", crisis=True, stay=True)
-        claim(session, p["end_day"], service="2026-07-15", loaded="2026-08-01", crisis=True, stay=True)
-        observe(session, p["end_day"], code=HBF, value="25", taken="2026-04-15", recorded="2026-04-16")
-        claim(session, p["day_before"], service="2025-07-14", loaded="2025-07-20", crisis=True, stay=True)
-        observe(session, p["day_before"], code=HBF, value="22", taken="2025-10-15", recorded="2025-10-16")
-        original = claim(session, p["adjusted"], service="2025-09-01", loaded="2025-09-10", crisis=True, stay=True)
+        observe(
+            session, p["clean"], code=HBF, value="25", taken="2026-01-10", recorded="2026-01-12"
+        )
+        observe(
+            session, p["clean"], code=HB, value="11.5", taken="2025-11-01", recorded="2025-11-02"
+        )
+        claim(
+            session,
+            p["start_day"],
+            service="2025-07-15",
+            loaded="2025-08-01",
+            crisis=True,
+            stay=True,
+        )
+        claim(
+            session, p["end_day"], service="2026-07-15", loaded="2026-08-01", crisis=True, stay=True
+        )
+        observe(
+            session, p["end_day"], code=HBF, value="25", taken="2026-04-15", recorded="2026-04-16"
+        )
+        claim(
+            session,
+            p["day_before"],
+            service="2025-07-14",
+            loaded="2025-07-20",
+            crisis=True,
+            stay=True,
+        )
+        observe(
+            session,
+            p["day_before"],
+            code=HBF,
+            value="22",
+            taken="2025-10-15",
+            recorded="2025-10-16",
+        )
+        original = claim(
+            session,
+            p["adjusted"],
+            service="2025-09-01",
+            loaded="2025-09-10",
+            crisis=True,
+            stay=True,
+        )
         adjust(session, original, loaded="2026-02-01", stay=True)
-        claim(session, p["late_claim"], service="2026-06-01", loaded="2026-09-15", crisis=True, stay=True)
-        claim(session, p["ed_crisis"], service="2025-10-01", loaded="2025-10-20", crisis=True, emergency=True)
+        claim(
+            session,
+            p["late_claim"],
+            service="2026-06-01",
+            loaded="2026-09-15",
+            crisis=True,
+            stay=True,
+        )
+        claim(
+            session,
+            p["ed_crisis"],
+            service="2025-10-01",
+            loaded="2025-10-20",
+            crisis=True,
+            emergency=True,
+        )
         die(session, clock, p["died"], when="2026-01-10")
         lose(session, clock, p["lost"], when="2026-03-01")
-        claim(session, p["event_then_died"], service="2025-08-01", loaded="2025-08-05", crisis=True, stay=True)
+        claim(
+            session,
+            p["event_then_died"],
+            service="2025-08-01",
+            loaded="2025-08-05",
+            crisis=True,
+            stay=True,
+        )
         die(session, clock, p["event_then_died"], when="2025-12-01")
-        claim(session, p["moved_infusion"], service="2026-08-01", loaded="2026-08-10", crisis=True, stay=True)
-        change(session, clock, p["moved_infusion"], when="2026-10-01", infusion_date=day("2025-04-15"))
-        claim(session, p["moved_state"], service="2026-03-01", loaded="2026-03-05", crisis=True, stay=True)
-        change(session, clock, p["moved_state"], when="2026-05-01", state_id=co_center.state_id, center_id=co_center.id)
+        claim(
+            session,
+            p["moved_infusion"],
+            service="2026-08-01",
+            loaded="2026-08-10",
+            crisis=True,
+            stay=True,
+        )
+        change(
+            session, clock, p["moved_infusion"], when="2026-10-01", infusion_date=day("2025-04-15")
+        )
+        claim(
+            session,
+            p["moved_state"],
+            service="2026-03-01",
+            loaded="2026-03-05",
+            crisis=True,
+            stay=True,
+        )
+        change(
+            session,
+            clock,
+            p["moved_state"],
+            when="2026-05-01",
+            state_id=co_center.state_id,
+            center_id=co_center.id,
+        )
         report_crisis(session, p["reported"], happened="2025-11-01", confirmed="2025-11-03")
-        report_crisis(session, p["report_error"], happened="2025-11-01", confirmed="2025-11-03",
-                      status=ObservationStatus.ENTERED_IN_ERROR)
+        report_crisis(
+            session,
+            p["report_error"],
+            happened="2025-11-01",
+            confirmed="2025-11-03",
+            status=ObservationStatus.ENTERED_IN_ERROR,
+        )
         observe(session, p["low"], code=HBF, value="15", taken="2026-02-01", recorded="2026-02-03")
-        observe(session, p["last_low"], code=HBF, value="30", taken="2025-11-01", recorded="2025-11-03")
-        observe(session, p["last_low"], code=HBF, value="18", taken="2026-03-01", recorded="2026-03-03")
-        wrong = observe(session, p["corrected"], code=HBF, value="15", taken="2026-01-05", recorded="2026-01-06")
+        observe(
+            session, p["last_low"], code=HBF, value="30", taken="2025-11-01", recorded="2025-11-03"
+        )
+        observe(
+            session, p["last_low"], code=HBF, value="18", taken="2026-03-01", recorded="2026-03-03"
+        )
+        wrong = observe(
+            session, p["corrected"], code=HBF, value="15", taken="2026-01-05", recorded="2026-01-06"
+        )
         correct(session, clock, wrong, value="22", when="2026-06-01")
-        observe(session, p["late_value"], code=HBF, value="21", taken="2026-04-01", recorded="2026-05-20")
-        observe(session, p["hb_two"], code=HB, value="11.0", taken="2025-11-10", recorded="2025-11-11")
-        observe(session, p["hb_two"], code=HB, value="12", taken="2026-02-01", recorded="2026-02-02")
+        observe(
+            session,
+            p["late_value"],
+            code=HBF,
+            value="21",
+            taken="2026-04-01",
+            recorded="2026-05-20",
+        )
+        observe(
+            session, p["hb_two"], code=HB, value="11.0", taken="2025-11-10", recorded="2025-11-11"
+        )
+        observe(
+            session, p["hb_two"], code=HB, value="12", taken="2026-02-01", recorded="2026-02-02"
+        )
         session.commit()
         world = World(
             ids={name: patient.id for name, patient in people.items()},
@@ -251,7 +396,9 @@ EXPECTED_NOW: dict[str, dict[str, tuple[Status, str | None]]] = {
 EVENT_MEASURES = ("no-voc-stay", "no-voc-any", "no-stay", "no-ed")
 
 
-def expected(measure: str, table: dict[str, dict[str, tuple[Status, str | None]]]) -> dict:
+def expected(
+    measure: str, table: dict[str, dict[str, tuple[Status, str | None]]]
+) -> dict[str, tuple[Status, str | None]]:
     default = DEFAULTS["events" if measure in EVENT_MEASURES else "values"]
     return {name: table[measure].get(name, default) for name in COHORT}
 
@@ -424,3 +571,301 @@ def test_the_evidence_shows_what_decided_each_result(empty_db: Database, world: 
     assert [visit.visit_key for visit in corrected.visits] == ["month-12"]
     assert {visit.status for visit in corrected.visits} == {"due"}
     assert outside.result is None
+
+
+# --- the pages: who sees what ----------------------------------------------------------------
+
+CASGEVY = "/reports/outcomes/casgevy-2025"
+_CELL = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def cells_of(markup: str) -> list[str]:
+    """The text of every table cell of a page."""
+    return [plain(_TAG.sub(" ", cell)) for cell in _CELL.findall(markup)]
+
+
+def assert_no_small_count(markup: str) -> None:
+    small = [text for text in cells_of(markup) if text.isdigit() and 1 <= int(text) <= 10]
+    assert small == [], f"counts from 1 to 10 shown: {small}"
+
+
+@dataclass
+class Staff:
+    analyst_md: str
+    analyst_co: str
+    coordinator_md: str
+    coordinator_co: str
+    admin: str
+
+
+@pytest.fixture
+def staff(empty_db: Database, world: World) -> Staff:
+    with empty_db.factory() as session:
+        make = Factory(session, world.clock)
+        md, co = make.state("MD"), make.state("CO")
+        logins = Staff(
+            analyst_md=make.staff(Role.STATE_ANALYST, states=[md]).login or "",
+            analyst_co=make.staff(Role.STATE_ANALYST, states=[co]).login or "",
+            coordinator_md=make.staff(Role.COORDINATOR, states=[md]).login or "",
+            coordinator_co=make.staff(Role.COORDINATOR, states=[co]).login or "",
+            admin=make.staff(Role.ADMIN).login or "",
+        )
+        session.commit()
+    return logins
+
+
+@pytest.fixture
+def open_as(empty_app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
+    with ExitStack() as stack:
+
+        def browser(login: str) -> Browser:
+            client = stack.enter_context(
+                TestClient(empty_app, raise_server_exceptions=False, follow_redirects=False)
+            )
+            return Browser(client, log_in(client, login, clock, password=PASSWORD))
+
+        yield browser
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_an_analyst_sees_their_states_figures_suppressed_and_marked_illustrative(
+    staff: Staff, open_as: Callable[[str], Browser], htmx: bool
+) -> None:
+    analyst = open_as(staff.analyst_md)
+    page = analyst.get(CASGEVY, htmx=htmx)
+    assert page.status_code == 200
+    text = plain(page.text)
+    assert "Illustrative terms." in text
+    assert ("<html" in page.text) is not htmx  # htmx gets the dashboard block only
+    # Maryland's 19 patients (the one who moved to Colorado is not theirs any more): 12 met
+    # the crisis-stay measure; the rest are small counts.
+    table = cells_of(page.text)
+    figures = ["12", "<11", "<11", "0", "<11", "<11", "19"]  # met, not met, ..., patients
+    assert table[8:24] == ["Maryland (MD)", *figures, "All", *figures]
+    assert "Colorado" not in text
+    assert_no_small_count(page.text)
+    charts = re.findall(r"<svg .*?</svg>", page.text, re.S)
+    assert len(charts) == 2  # one per measure, inline, nothing that runs
+    assert not [chart for chart in charts if "<script" in chart or "http" in chart.split(">", 1)[1]]
+    assert '<html lang="en">' in page.text or htmx
+    # Another state's figures are not the analyst's, even suppressed; nor its centers'.
+    assert analyst.get(f"{CASGEVY}?state=2").status_code == 404
+    # The patients behind a figure: refused without access to patients.
+    behind = analyst.get(f"{CASGEVY}/no-voc-stay-6-18/patients?status=not_met")
+    assert behind.status_code == 403
+
+
+def test_the_admin_sees_every_state_and_a_breakdown_that_would_reveal_a_patient_is_withheld(
+    staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    admin = open_as(staff.admin)
+    page = admin.get(f"{CASGEVY}?by=state")
+    assert page.status_code == 200
+    text = plain(page.text)
+    # 20 patients, one of them in Colorado: by state, the one would be worked out (20 - 19).
+    assert "The breakdown by state is not shown" in text
+    assert_no_small_count(page.text)
+    csv_text = admin.get(f"{CASGEVY}/figures.csv?by=state").text
+    assert csv_text.startswith("# ILLUSTRATIVE")
+    counts = [line.rsplit(",", 1)[1] for line in csv_text.strip().splitlines()[2:]]
+    assert counts and not [c for c in counts if c.isdigit() and 1 <= int(c) <= 10]
+    assert ",Colorado" not in csv_text and ",Maryland" not in csv_text  # no group lines
+
+
+def test_a_coordinator_lists_only_their_own_patients_behind_a_figure_and_it_is_audited(
+    empty_db: Database, world: World, staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    colorado = open_as(staff.coordinator_co)
+    page = colorado.get(f"{CASGEVY}/no-voc-stay-6-18/patients?status=not_met")
+    assert page.status_code == 200
+    # Five patients did not meet it; the Colorado coordinator may see one of them.
+    with empty_db.factory() as session:
+        moved = session.get(Patient, world.ids["moved_state"])
+        start = session.get(Patient, world.ids["start_day"])
+        assert moved is not None and start is not None
+        assert moved.full_name in page.text
+        assert start.full_name not in page.text
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "outcomes.patients")
+        ).all()
+    assert [event.patient_id for event in events] == [world.ids["moved_state"]]
+    # One patient's evidence: theirs, yes (audited as a read); another state's, no.
+    own = colorado.get(f"{CASGEVY}/no-voc-stay-6-18/patients/{world.ids['moved_state']}")
+    assert own.status_code == 200
+    assert "Not met" in plain(own.text) and "D57.00" in own.text
+    other = colorado.get(f"{CASGEVY}/no-voc-stay-6-18/patients/{world.ids['start_day']}")
+    assert other.status_code == 404
+    with empty_db.factory() as session:
+        actions = [
+            (event.action, event.patient_id, event.outcome.value)
+            for event in session.scalars(
+                select(AuditEvent).where(AuditEvent.action.in_(["patient.read", "patient.access"]))
+            )
+        ]
+    assert ("patient.read", world.ids["moved_state"], "success") in actions
+    assert ("patient.access", world.ids["start_day"], "denied") in actions
+
+
+def test_measure_reports_are_valid_r4_and_mask_small_counts(
+    world: World, staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    coordinator = open_as(staff.coordinator_md)
+    summary = coordinator.get(f"{CASGEVY}/no-voc-stay-6-18/measure-report.json")
+    assert summary.status_code == 200
+    assert summary.headers["content-type"].startswith("application/fhir+json")
+    resource = summary.json()
+    assert validate_resource(resource, expected_type="MeasureReport").ok, resource
+    assert resource["type"] == "summary"
+    assert resource["extension"][0]["valueBoolean"] is True  # illustrative
+    populations = {
+        p["code"]["coding"][0]["code"]: p.get("count", "masked")
+        for p in resource["group"][0]["population"]
+    }
+    # Maryland: 19 patients, 12 met; the decided ones (19 less the one "not yet") would
+    # give the hidden "not yet" away: masked.
+    assert populations == {"initial-population": 19, "numerator": 12, "denominator": "masked"}
+    masked = next(p for p in resource["group"][0]["population"] if "count" not in p)
+    assert masked["_count"]["extension"][0]["valueCode"] == "masked"
+    for stratifier in resource["group"][0]["stratifier"]:
+        for stratum in stratifier["stratum"]:
+            for population in stratum["population"]:
+                assert not 1 <= population.get("count", 0) <= 10
+    individual = coordinator.get(
+        f"{CASGEVY}/no-voc-stay-6-18/patients/{world.ids['start_day']}/measure-report.json"
+    )
+    resource = individual.json()
+    assert validate_resource(resource, expected_type="MeasureReport").ok, resource
+    assert resource["type"] == "individual"
+    assert resource["subject"]["reference"] == f"Patient/{world.ids['start_day']}"
+    assert resource["group"][0]["extension"][0]["valueCoding"]["code"] == "not_met"
+
+
+# --- suppression over random cohorts (no database: the cube is what the database counts) ----
+
+SHIPPED = shipped_agreements().get("lyfgenia-2025")
+LABELS = Labels(
+    states={1: ("MD", "Maryland"), 2: ("CO", "Colorado"), 3: ("GA", "Georgia")},
+    centers={center: f"Center {center}" for center in range(1, 10)},
+)
+# A patient: state, center (three per state), infusion year and quarter, and a status for
+# each of the agreement's three measures (the same patients in every measure).
+patient_rows = st.tuples(
+    st.sampled_from([1, 2, 3]),
+    st.integers(0, 2),
+    st.sampled_from([2025, 2026]),
+    st.integers(1, 4),
+    st.lists(st.sampled_from(STATUSES), min_size=3, max_size=3),
+)
+# Weighted towards groups of a few patients, where small counts live.
+cohorts = st.lists(patient_rows, min_size=0, max_size=60).flatmap(
+    lambda rows: (
+        st.just(rows)
+        if len(rows) < 20
+        else st.tuples(st.just(rows), st.lists(patient_rows, min_size=0, max_size=120)).map(
+            lambda pair: pair[0] + pair[1]
+        )
+    )
+)
+
+
+def cube_from(rows: list[tuple[int, int, int, int, list[Status]]]) -> OutcomeCube:
+    assert SHIPPED is not None
+    measures = []
+    for index, measure in enumerate(SHIPPED.measures):
+        counts: Counter[tuple[int, int, int, int, Status]] = Counter(
+            (state, (state - 1) * 3 + center + 1, year, quarter, statuses[index])
+            for state, center, year, quarter, statuses in rows
+        )
+        measures.append(
+            MeasureCube(
+                measure.key,
+                tuple(
+                    CubeCell(s, c, y, q, status, n) for (s, c, y, q, status), n in counts.items()
+                ),
+            )
+        )
+    return OutcomeCube(SHIPPED.key, SHIPPED.version, T0, tuple(measures))
+
+
+Row = tuple[int, int, int, int, list[Status]]
+
+
+def true_groups(rows: list[Row], selection: Selection, by: str, index: int) -> dict[str, list[int]]:
+    """What the report counts, counted again here: measure `index`'s statuses by group."""
+    groups: dict[str, list[int]] = {}
+    for state, center, year, quarter, statuses in rows:
+        cell = CubeCell(state, (state - 1) * 3 + center + 1, year, quarter, statuses[index], 1)
+        if not selection.keeps(cell):
+            continue
+        key = {
+            "state": str(state),
+            "center": str(cell.center_id),
+            "cohort_year": str(year),
+            "cohort_quarter": cell.cohort,
+        }[by]
+        groups.setdefault(key, [0] * len(STATUSES))[STATUSES.index(cell.status)] += 1
+    return groups
+
+
+def published_lines(
+    view: MeasureView, groups: dict[str, list[int]]
+) -> list[list[tuple[int, Figure]]]:
+    """Every line a reader sees of one measure's figures, with the true counts."""
+    totals = [sum(row[index] for row in groups.values()) for index in range(len(STATUSES))]
+    margins = [*zip(totals, view.totals, strict=True), (sum(totals), view.patients)]
+    if not view.rows:
+        return [margins]
+    assert sorted(row.key for row in view.rows) == sorted(groups)
+    table = SuppressedTable(
+        cells=tuple(row.cells for row in view.rows),
+        row_totals=tuple(row.patients for row in view.rows),
+        column_totals=view.totals,
+        grand_total=view.patients,
+    )
+    return lines_of([groups[row.key] for row in view.rows], table)
+
+
+SELECTIONS = [
+    Selection(),
+    Selection(state_ids=frozenset({1, 2})),  # an analyst of two states
+    Selection(state_id=1),
+    Selection(state_id=2),
+    Selection(center_id=1),
+    Selection(cohort="2025"),
+    Selection(cohort="2026-Q2"),
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=cohorts)
+def test_no_published_count_is_from_1_to_10_nor_can_be_worked_out(rows: list[Row]) -> None:
+    """Over random cohorts, every selection, breakdown and measure: no count from 1 to 10 is
+    shown, no hidden count can be worked out from its line (the attacker of the
+    suppression's unit tests), and a figure two tables share reads the same in both."""
+    assert SHIPPED is not None
+    cube = cube_from(rows)
+    for selection in SELECTIONS:
+        seen: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        for by in GROUPINGS:
+            report = outcome_report(
+                cube, agreement=SHIPPED, labels=LABELS, selection=selection, by=by
+            )
+            for index, view in enumerate(report.measures):
+                key = view.measure.key
+                seen.setdefault(("patients", ""), set()).add((view.patients.text,))
+                if view.totals_withheld:
+                    continue
+                seen.setdefault(("totals", key), set()).add(tuple(f.text for f in view.totals))
+                for row in view.rows:
+                    seen.setdefault(("group", f"{by}:{row.key}"), set()).add((row.patients.text,))
+                for line in published_lines(view, true_groups(rows, selection, by, index)):
+                    for value, figure in line:
+                        assert figure.text == ("0" if value == 0 else figure.text)
+                        assert not (1 <= value <= 10) or figure.text == "<11", line
+                    assert revealed_in(line) == [], (selection, by, line)
+            published = [line.rsplit(",", 1)[1] for line in report_csv(report).splitlines()[2:]]
+            assert not [count for count in published if count.isdigit() and 1 <= int(count) <= 10]
+        # The patients of the selection, of each group, and a measure's totals by status
+        # read the same in every table that shows them.
+        assert all(len(texts) == 1 for texts in seen.values()), seen

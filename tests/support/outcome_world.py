@@ -77,19 +77,22 @@ measures:
     title: {en: "HbF at least 20%", es: "HbF de al menos 20 %"}
     description: {en: "Last HbF, months 9-15.", es: "Ultima HbF, meses 9-15."}
     window: {from_month: 9, to_month: 15}
-    rule: {kind: observation, code: "http://loinc.org|4576-5", unit: "%", comparator: ">=", value: 20, pick: last}
+    rule: {kind: observation, code: "http://loinc.org|4576-5", unit: "%",
+           comparator: ">=", value: 20, pick: last}
     rebate: {amount: 30000}
   - key: hbf-min
     title: {en: "HbF never under 20%", es: "HbF nunca bajo 20 %"}
     description: {en: "Lowest HbF, months 9-15.", es: "HbF mas baja, meses 9-15."}
     window: {from_month: 9, to_month: 15}
-    rule: {kind: observation, code: "http://loinc.org|4576-5", unit: "%", comparator: ">=", value: 20, pick: min}
+    rule: {kind: observation, code: "http://loinc.org|4576-5", unit: "%",
+           comparator: ">=", value: 20, pick: min}
     rebate: {amount: 30000}
   - key: hb-first
     title: {en: "First Hb above 11", es: "Primera Hb sobre 11"}
     description: {en: "First Hb, months 9-15.", es: "Primera Hb, meses 9-15."}
     window: {from_month: 9, to_month: 15}
-    rule: {kind: observation, code: "http://loinc.org|718-7", unit: "g/dL", comparator: ">", value: 11, pick: first}
+    rule: {kind: observation, code: "http://loinc.org|718-7", unit: "g/dL",
+           comparator: ">", value: 11, pick: first}
     rebate: {amount: 5000}
 """
 
@@ -107,9 +110,7 @@ def day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def enrol(
-    make: Factory, clock: FrozenClock, *, when: str, infused: str, **fields: Any
-) -> Patient:
+def enrol(make: Factory, clock: FrozenClock, *, when: str, infused: str, **fields: Any) -> Patient:
     """A patient enrolled on `when` (their record's first version holds from then)."""
     clock.set(at(when, 9))
     return make.patient(infusion_date=day(infused), schedule=True, **fields)
@@ -266,7 +267,15 @@ def claim(
     return line
 
 
-def adjust(session: Session, original: ClaimLine, *, loaded: str, **flags: bool) -> ClaimLine:
+def adjust(
+    session: Session,
+    original: ClaimLine,
+    *,
+    loaded: str,
+    crisis: bool = False,
+    stay: bool = False,
+    emergency: bool = False,
+) -> ClaimLine:
     """An adjusted claim replacing `original` (loaded on `loaded`, which supersedes it)."""
     patient = session.get(Patient, original.patient_id)
     assert patient is not None
@@ -277,7 +286,9 @@ def adjust(session: Session, original: ClaimLine, *, loaded: str, **flags: bool)
         service=original.service_begin.isoformat(),
         loaded=loaded,
         claim_id=f"{original.claim_id}-A",
-        **flags,
+        crisis=crisis,
+        stay=stay,
+        emergency=emergency,
     )
     original.superseded_by_file_id = replacement.file_id
     session.flush()
