@@ -3,7 +3,7 @@ adjustments of a claim (partial: only adjustments have an adjusted claim), used 
 a claim's lines when a later adjustment or a void arrives.
 
 Revision ID: 5c1d7e2a9b40
-Revises: 62024d2fd4c9
+Revises: 88a2e219cbcd
 Create Date: 2026-12-06 22:30:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5c1d7e2a9b40"
-down_revision: str | None = "62024d2fd4c9"
+down_revision: str | None = "88a2e219cbcd"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 "other" with the coordinator's words
 
 Revision ID: 92049d04bea0
-Revises: 88a2e219cbcd
+Revises: 5c1d7e2a9b40
 Create Date: 2026-12-07 10:00:00+00:00
 
 Until now `caregiver_links.relationship` held whatever a coordinator typed ("Mom", "abuela",
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "92049d04bea0"
-down_revision: str | None = "88a2e219cbcd"
+down_revision: str | None = "5c1d7e2a9b40"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
