@@ -44,8 +44,8 @@ from portal.deps import (
 from portal.middleware import SecurityMiddleware, loggable_path
 from portal.static import STATIC_DIR, static_app
 from portal.web import redirect, render
-from reporting.code_lists import shipped_code_lists
 from reporting.agreements import shipped_agreements
+from reporting.code_lists import shipped_code_lists
 
 log = logging.getLogger("cgt_access")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from coordination.followup.outcomes import LTFU_SYSTEM, correct_outcome
+from coordination.followup.corrections import correct_outcome
+from coordination.followup.outcomes import LTFU_SYSTEM
 from coordination.followup.protocol import shipped_protocols
 from coordination.records import change_record
 from core.audit.service import Actor
