@@ -23,7 +23,7 @@ from core.clock import FrozenClock
 from core.models import State
 from core.service import PatientData
 from reporting.claims import ClaimLoad, LoadOutcome, load_claims, rederive_flags
-from reporting.code_lists import load_code_lists
+from reporting.code_lists import CODES_DIR, load_code_lists
 from reporting.models import ClaimFile, ClaimLine
 from tests.conftest import Database
 from tests.factories import SYSTEM, building
@@ -414,7 +414,7 @@ def test_rederive_works_the_flags_out_again_after_a_list_changed(
     empty_db: Database, clock: FrozenClock, tmp_path: Path
 ) -> None:
     _world(empty_db, clock)
-    shipped = Path(__file__).resolve().parents[2] / "reporting" / "codes"
+    shipped = CODES_DIR
     for source in shipped.glob("*.yaml"):
         text = source.read_text(encoding="utf-8")
         if source.name == "emergency_department.yaml":
