@@ -50,6 +50,7 @@ from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES, fhir_ingest_figure
 from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES, fhir_search_figures
 from portal.dev.bench_reporting_claims import CLAIMS_FIGURES, claims_figures
 from portal.dev.bench_reporting_dashboard import DASHBOARD_FIGURES, dashboard_figures
+from portal.dev.bench_reporting_outcomes import OUTCOME_FIGURES, outcome_figures
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data, seed_demo_follow_up
 from portal.migrate import upgrade_database
 
@@ -93,6 +94,7 @@ FIGURES = (
     + FHIR_SEARCH_FIGURES
     + FHIR_EXPORT_FIGURES
     + FHIR_INGEST_FIGURES
+    + OUTCOME_FIGURES
     + CLAIMS_FIGURES
     + DASHBOARD_FIGURES
 )
@@ -141,14 +143,15 @@ def run_benchmarks(
     fhir_resources: int = 10_000,
     claim_rows: int = 1_000_000,
     dashboard_patients: int = 100_000,
+    outcome_patients: int = 100_000,
 ) -> Iterator[str]:
     """Run the figures whose name starts with `only`; yield one JSON line per figure.
 
     `future_rows` is the big outbox of `dispatch.tick_1m_ms`, `export_observations` the
     size of the `fhir.export_` run, `fhir_resources` the load of the FHIR ingest figures,
     `claim_rows` the claims file of `reporting.claims_import_rows_per_s`,
-    `dashboard_patients` the world of `reporting.dashboard_p95_ms` (all smaller in the unit
-    test)."""
+    `dashboard_patients` the world of `reporting.dashboard_p95_ms`, `outcome_patients` the
+    world of `reporting.outcomes_*` (all smaller in the unit tests)."""
     selected = [name for name in FIGURES if name.startswith(only)]
     if not selected:
         return
@@ -172,6 +175,8 @@ def run_benchmarks(
         ):
             yield json.dumps(item)
         for item in fhir_ingest_figures(Path(folder), selected=selected, resources=fhir_resources):
+            yield json.dumps(item)
+        for item in outcome_figures(Path(folder), selected=selected, patients=outcome_patients):
             yield json.dumps(item)
         for item in claims_figures(Path(folder), selected=selected, rows=claim_rows):
             yield json.dumps(item)
