@@ -1,0 +1,175 @@
+"""Rebate statements (reporting/rebates.py) and snapshots (reporting/snapshots.py) on the
+hand-computed cohort of test_outcomes.py, on SQLite and PostgreSQL.
+
+The measure `no-voc-stay` (10% of 1,000,000: 100,000.00 a patient), Maryland's patients,
+by quarter. A result not met is owed in the quarter it was decided, to the state the
+patient was in that day; a past quarter is computed as of its end; a result that changed
+later shows as added or withdrawn in the quarter it changed:
+
+quarter   owed                                 added           withdrawn
+2025-Q3   start_day, event_then_died, adjusted
+2025-Q4
+2026-Q1   moved_state (in Maryland until May)                  adjusted (its claim adjusted
+                                                               on 2026-02-01: no crisis)
+2026-Q2
+2026-Q3   late_claim
+2026-Q4   (runs: as of 2026-11-27)             moved_infusion (its infusion date set right
+                                               on 2026-10-01 puts its August stay in the
+                                               window; decided 2026-08-10, in 2026-Q3)
+
+Added up: 5 patients, Maryland's five results not met today."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.models import Patient
+from reporting.agreements import AgreementLibrary
+from reporting.outcomes import AsOf
+from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
+from reporting.snapshots import reproduce, take_snapshot
+from tests.conftest import Database
+from tests.integration.reporting.test_outcomes import World, build
+from tests.support.outcome_world import agreement_for_tests, claim
+
+MEASURE = "no-voc-stay"
+UNIT = 100_000
+
+# quarter: (owed, added, withdrawn) patients of `no-voc-stay` in Maryland.
+EXPECTED_MARYLAND = {
+    "2025-Q3": ({"start_day", "event_then_died", "adjusted"}, set(), set()),
+    "2025-Q4": (set(), set(), set()),
+    "2026-Q1": ({"moved_state"}, set(), {"adjusted"}),
+    "2026-Q2": (set(), set(), set()),
+    "2026-Q3": ({"late_claim"}, set(), set()),
+    "2026-Q4": (set(), {"moved_infusion"}, set()),
+}
+
+
+@pytest.fixture
+def world(empty_db: Database) -> World:
+    return build(empty_db)
+
+
+def lines_by_kind(
+    session: Session, world: World, *, state_id: int, quarter: str
+) -> tuple[set[str], set[str], set[str]]:
+    """The patients of `no-voc-stay`'s lines on a statement: (owed, added, withdrawn)."""
+    names = {patient_id: name for name, patient_id in world.ids.items()}
+    chosen = Quarter.parse(quarter)
+    assert chosen is not None
+    found: dict[LineKind, set[str]] = {kind: set() for kind in LineKind}
+    for line in statement_lines(
+        session,
+        clock=world.clock,
+        agreement=agreement_for_tests(),
+        state_id=state_id,
+        quarter=chosen,
+    ):
+        if line.measure.key == MEASURE:
+            expected_amount = -UNIT if line.kind is LineKind.WITHDRAWN else UNIT
+            assert line.amount == expected_amount
+            found[line.kind].add(names[line.patient_id])
+    return found[LineKind.OWED], found[LineKind.ADDED], found[LineKind.WITHDRAWN]
+
+
+@pytest.mark.parametrize("quarter", list(EXPECTED_MARYLAND))
+def test_each_quarter_owes_what_was_decided_in_it_with_later_changes_as_adjustments(
+    empty_db: Database, world: World, quarter: str
+) -> None:
+    owed, added, withdrawn = EXPECTED_MARYLAND[quarter]
+    with empty_db.factory() as session:
+        lines = lines_by_kind(session, world, state_id=world.maryland, quarter=quarter)
+        chosen = Quarter.parse(quarter)
+        assert chosen is not None
+        counts = statement_counts(
+            session,
+            clock=world.clock,
+            agreement=agreement_for_tests(),
+            state_id=world.maryland,
+            quarter=chosen,
+        )
+    assert lines == (owed, added, withdrawn)
+    measure = next(item for item in counts.measures if item.measure.key == MEASURE)
+    assert (measure.owed, measure.added, measure.withdrawn) == tuple(
+        map(len, (owed, added, withdrawn))
+    )
+    assert measure.amount == UNIT * (len(owed) + len(added) - len(withdrawn))
+    assert counts.provisional is (quarter == "2026-Q4")
+
+
+def test_the_statements_add_up_to_todays_results_and_colorado_owes_nothing_for_maryland(
+    empty_db: Database, world: World
+) -> None:
+    total = sum(
+        len(owed) + len(added) - len(withdrawn)
+        for owed, added, withdrawn in EXPECTED_MARYLAND.values()
+    )
+    assert total == 5  # start_day, event_then_died, moved_state, late_claim, moved_infusion
+    with empty_db.factory() as session:
+        for quarter in EXPECTED_MARYLAND:
+            # moved_state's stay was decided while the patient was in Maryland.
+            assert lines_by_kind(session, world, state_id=world.colorado, quarter=quarter) == (
+                set(),
+                set(),
+                set(),
+            )
+
+
+def test_a_past_quarter_reads_the_same_after_new_data_arrived(
+    empty_db: Database, world: World
+) -> None:
+    with empty_db.factory() as session:
+        before = lines_by_kind(session, world, state_id=world.maryland, quarter="2025-Q3")
+        # A claim for a crisis stay in 2025-Q3 arrives today for the patient without events.
+        clean = session.get(Patient, world.ids["clean"])
+        assert clean is not None
+        claim(session, clean, service="2025-08-20", loaded="2026-11-27", crisis=True, stay=True)
+        session.commit()
+        after = lines_by_kind(session, world, state_id=world.maryland, quarter="2025-Q3")
+        current = lines_by_kind(session, world, state_id=world.maryland, quarter="2026-Q4")
+    assert after == before == EXPECTED_MARYLAND["2025-Q3"]
+    # Decided the day it arrived: owed in the quarter that runs.
+    assert current == ({"clean"}, {"moved_infusion"}, set())
+
+
+def test_a_snapshot_computed_again_as_of_its_moment_gives_its_figures_after_new_data(
+    empty_db: Database, world: World
+) -> None:
+    agreement = agreement_for_tests()
+    library = AgreementLibrary(versions={agreement.key: {1: agreement}}, definition_hash="t")
+    with empty_db.factory() as session:
+        kept = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=agreement,
+            library=library,
+            as_of=AsOf.end_of(date(2026, 3, 31)),
+            computed_by="test",
+        )
+        today = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=agreement,
+            library=library,
+            as_of=AsOf(world.clock.now()),
+            computed_by="test",
+        )
+        session.commit()
+        # New data: a crisis stay in the window of a patient who met every measure.
+        clean = session.get(Patient, world.ids["clean"])
+        assert clean is not None
+        claim(session, clean, service="2025-08-20", loaded="2026-11-27", crisis=True, stay=True)
+        session.commit()
+        world.clock.advance(timedelta(hours=1))
+        again = reproduce(session, snapshot=kept, library=library)
+        now_again = reproduce(session, snapshot=today, library=library)
+    assert again.same and again.changed_measures == () and not again.terms_changed
+    # The check can fail: the snapshot as of 15:00 today was taken before the claim was
+    # written, but the claim reads as loaded at 08:00 (as a load restored from a backup
+    # would): computed again, its figures differ, and the page says which measures.
+    assert not now_again.same
+    assert set(now_again.changed_measures) == {"no-voc-stay", "no-voc-any", "no-stay"}
