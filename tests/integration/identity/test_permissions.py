@@ -44,6 +44,9 @@ from fhir_adapter.clients import ClientInput, register_client
 from fhir_adapter.models import FhirClient
 from portal.app import create_app
 from portal.dev.demo import DEMO_PASSWORD
+from reporting.agreements import shipped_agreements
+from reporting.outcomes import AsOf
+from reporting.snapshots import take_snapshots
 from tests.conftest import (
     ADMIN,
     ANALYST,
@@ -87,6 +90,14 @@ PUBLIC = frozenset(
 )
 # Logged-in routes that answer 403 by design outside demo mode (the matrix runs without it).
 DEMO_ONLY = frozenset({"mfa_skip"})
+# Routes that need a query to name what they show (without one: 404, nothing named).
+QUERIES = {
+    "reports_program_csv": "table=retention",
+    "reports_program_patients": "table=retention",
+}
+# Routes open to a permission that refuse, in words (403), those without a second one: the
+# patients behind a program figure are for staff who may see patients' records.
+REFUSED_IN_WORDS = {"reports_program_patients": Permission.RECORD_VIEW}
 MISSING_ID = 999_999
 # An education module offered to the seeded patient and caregiver (core, every therapy).
 MODULE_KEY = "what-is-gene-therapy"
@@ -429,6 +440,9 @@ def expected_outcome(
         return Outcome.SECOND_FACTOR
     if not guard.permissions <= ROLE_PERMISSIONS[person.role]:
         return Outcome.FORBIDDEN
+    needed = REFUSED_IN_WORDS.get(route.name)
+    if needed is not None and needed not in ROLE_PERMISSIONS[person.role]:
+        return Outcome.FORBIDDEN
     if guard.readers_only and person.role not in (Role.PATIENT, Role.CAREGIVER):
         return Outcome.FORBIDDEN
     if guard.scoped_permission is not None:
@@ -554,6 +568,19 @@ def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> 
             )
 
 
+def _take_the_outcome_snapshots(db: Database, clock: FrozenClock) -> int:
+    """Snapshots of the outcome figures, for the snapshot pages' paths: the first's id."""
+    with transaction(db.factory) as session:
+        taken = take_snapshots(
+            session,
+            clock=clock,
+            library=shipped_agreements(),
+            as_of=AsOf(clock.now()),
+            computed_by="test",
+        )
+        return taken[0].id
+
+
 def _register_a_fhir_client(db: Database, clock: FrozenClock) -> None:
     """A client for the FHIR client admin pages' paths."""
     with transaction(db.factory) as session:
@@ -576,6 +603,7 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
     routes = [route for route in api_routes(app) if route.guard.exists]
     _give_everyone_a_schedule_and_a_report(db, clock)
     _register_a_fhir_client(db, clock)
+    snapshot_id = _take_the_outcome_snapshots(db, clock)
     with db.factory() as session:
         world = World.load(session)
     failures: list[str] = []
@@ -597,6 +625,10 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                             "group_id": "1",
                             "job_id": "no-such-export-job",
                             "file_name": "Patient-1.ndjson",
+                            # Reports: a shipped agreement and measure, a snapshot kept.
+                            "agreement_key": "casgevy-2025",
+                            "measure_key": "no-voc-stay-6-18",
+                            "snapshot_id": str(snapshot_id),
                             **{k: str(v) for k, v in world.ids.items()},
                         }
                         chosen = target or world.targets[0]
@@ -608,6 +640,8 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         values["module_key"] = MODULE_KEY
                         values["section_id"] = shipped_modules().modules[MODULE_KEY].section_ids[0]
                         url = _fill_path(route, values)
+                        if route.name in QUERIES:
+                            url = f"{url}?{QUERIES[route.name]}"
                         expected = expected_outcome(world, browser.persona, route, target)
                         seen_outcomes.add(expected)
                         if method == "GET":
