@@ -56,6 +56,9 @@ from core.models import CaregiverLink, Patient, State, TreatmentCenter
 from core.settings import Settings
 from education.content import shipped_modules
 from portal.app import create_app
+from reporting.agreements import shipped_agreements
+from reporting.outcomes import AsOf
+from reporting.snapshots import take_snapshots
 from tests.conftest import (
     ADMIN,
     ANALYST,
@@ -232,6 +235,13 @@ def _world(db: Database, clock: FrozenClock) -> World:
         other = session.scalar(select(User.id).where(User.login == COORDINATOR_CO))
         module = shipped_modules().get(MODULE_KEY)
         assert visit and link and center and other and module is not None
+        snapshots = take_snapshots(
+            session,
+            clock=clock,
+            library=shipped_agreements(),
+            as_of=AsOf(clock.now()),
+            computed_by="test",
+        )
         return World(
             path={
                 "patient_id": str(maya.id),
@@ -250,6 +260,10 @@ def _world(db: Database, clock: FrozenClock) -> World:
                 "group_id": str(center),
                 "job_id": "no-such-export-job",
                 "file_name": "Patient-1.ndjson",
+                # Reports: a shipped agreement and measure, a snapshot kept.
+                "agreement_key": "casgevy-2025",
+                "measure_key": "no-voc-stay-6-18",
+                "snapshot_id": str(snapshots[0].id),
             },
             answer_fields=tuple(f"q-{question.id}" for question in module.en.questions),
         )
