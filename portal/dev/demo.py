@@ -172,6 +172,11 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
         from portal.dev.demo_claims import seed_demo_claims
 
         seed_demo_claims(session, clock=clock)
+        # Infused cohorts with results and claims, and the nightly snapshots: the outcome
+        # dashboards and rebate statements show living figures from the first minute.
+        from portal.dev.demo_outcomes import seed_demo_outcome_cohorts
+
+        seed_demo_outcome_cohorts(session, clock=clock)
     return True
 
 

@@ -3,8 +3,8 @@ program figures, outcomes of each agreement, rebate statements, snapshots, claim
 axe-clean, fit a phone's width, draw their charts as inline SVG with a title, and make no
 request to another host.
 
-The server of this module holds the demo with its follow-up (visits, outcomes, reports)
-and its claims files loaded."""
+The server of this module holds the demo as `cgt-access demo seed` makes it: its follow-up
+(visits, outcomes, reports), its claims files loaded, the infused cohorts and snapshots."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import User
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_follow_up
 from portal.dev.demo_claims import seed_demo_claims
+from portal.dev.demo_outcomes import seed_demo_outcome_cohorts
 from tests.conftest import ANALYST
 from tests.e2e.conftest import (
     DESKTOP,
@@ -58,7 +59,7 @@ CHART_PAGES = {
 def reports_server(
     e2e_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """The platform with the demo's follow-up and claims: living figures."""
+    """The platform with the demo's follow-up, claims and cohorts: living figures."""
     with serve_platform(tmp_path_factory.mktemp("reports")) as server:
         engine = make_engine(server.database_url)
         try:
@@ -66,6 +67,7 @@ def reports_server(
                 users = {user.login or "": user for user in session.scalars(select(User))}
                 seed_demo_follow_up(session, clock=SystemClock(), users=users)
                 seed_demo_claims(session, clock=SystemClock())
+                seed_demo_outcome_cohorts(session, clock=SystemClock())
         finally:
             engine.dispose()
         yield server
