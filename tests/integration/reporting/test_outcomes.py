@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -25,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
-from core.identity.models import Role
 from core.models import ObservationStatus, Patient
 from fhir_adapter.validation import validate_resource
 from reporting.agreements import shipped_agreements
@@ -52,8 +48,9 @@ from reporting.outcomes import (
 )
 from reporting.sqlfunc import add_months_to
 from reporting.suppression import Figure, SuppressedTable
-from tests.conftest import T0, Browser, Database, log_in, plain
-from tests.factories import PASSWORD, Factory
+from tests.conftest import T0, Browser, Database, plain
+from tests.factories import Factory
+from tests.integration.reporting.conftest import Staff
 from tests.support.outcome_world import (
     HB,
     HBF,
@@ -588,44 +585,6 @@ def cells_of(markup: str) -> list[str]:
 def assert_no_small_count(markup: str) -> None:
     small = [text for text in cells_of(markup) if text.isdigit() and 1 <= int(text) <= 10]
     assert small == [], f"counts from 1 to 10 shown: {small}"
-
-
-@dataclass
-class Staff:
-    analyst_md: str
-    analyst_co: str
-    coordinator_md: str
-    coordinator_co: str
-    admin: str
-
-
-@pytest.fixture
-def staff(empty_db: Database, world: World) -> Staff:
-    with empty_db.factory() as session:
-        make = Factory(session, world.clock)
-        md, co = make.state("MD"), make.state("CO")
-        logins = Staff(
-            analyst_md=make.staff(Role.STATE_ANALYST, states=[md]).login or "",
-            analyst_co=make.staff(Role.STATE_ANALYST, states=[co]).login or "",
-            coordinator_md=make.staff(Role.COORDINATOR, states=[md]).login or "",
-            coordinator_co=make.staff(Role.COORDINATOR, states=[co]).login or "",
-            admin=make.staff(Role.ADMIN).login or "",
-        )
-        session.commit()
-    return logins
-
-
-@pytest.fixture
-def open_as(empty_app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Browser]]:
-    with ExitStack() as stack:
-
-        def browser(login: str) -> Browser:
-            client = stack.enter_context(
-                TestClient(empty_app, raise_server_exceptions=False, follow_redirects=False)
-            )
-            return Browser(client, log_in(client, login, clock, password=PASSWORD))
-
-        yield browser
 
 
 @pytest.mark.parametrize("htmx", [False, True])

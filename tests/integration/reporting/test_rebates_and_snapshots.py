@@ -21,18 +21,23 @@ Added up: 5 patients, Maryland's five results not met today."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.audit.models import AuditEvent
 from core.models import Patient
 from reporting.agreements import AgreementLibrary
 from reporting.outcomes import AsOf
 from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
 from reporting.snapshots import reproduce, take_snapshot
-from tests.conftest import Database
-from tests.integration.reporting.test_outcomes import World, build
+from tests.conftest import Browser, Database, plain
+from tests.integration.reporting.conftest import Staff
+from tests.integration.reporting.test_outcomes import World, assert_no_small_count, build
 from tests.support.outcome_world import agreement_for_tests, claim
 
 MEASURE = "no-voc-stay"
@@ -173,3 +178,73 @@ def test_a_snapshot_computed_again_as_of_its_moment_gives_its_figures_after_new_
     # would): computed again, its figures differ, and the page says which measures.
     assert not now_again.same
     assert set(now_again.changed_measures) == {"no-voc-stay", "no-voc-any", "no-stay"}
+
+
+# --- the statement's page and CSV: who sees the per-patient basis ------------------------------
+
+REBATES = "/reports/rebates?agreement=casgevy-2025"
+
+
+def medicaid_ids(empty_db: Database, world: World, *names: str) -> list[str]:
+    with empty_db.factory() as session:
+        found = []
+        for name in names:
+            patient = session.get(Patient, world.ids[name])
+            assert patient is not None
+            found.append(patient.medicaid_id)
+    return found
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_an_analyst_gets_the_counts_small_ones_hidden_and_no_patient(
+    empty_db: Database,
+    world: World,
+    staff: Staff,
+    open_as: Callable[[str], Browser],
+    htmx: bool,
+) -> None:
+    analyst = open_as(staff.analyst_md)
+    url = f"{REBATES}&state={world.maryland}&quarter=2025-Q3"
+    page = analyst.get(url, htmx=htmx)
+    assert page.status_code == 200
+    assert "Illustrative terms." in plain(page.text)
+    assert_no_small_count(page.text)
+    # 2025-Q3 owes three patients the crisis-stay measure (100,000 x 3 under the test
+    # terms; 220,000 each under the shipped ones): a count the analyst sees as "<11".
+    assert "&lt;11" in page.text or "<11" in plain(page.text)
+    exported = analyst.get(url.replace("/reports/rebates?", "/reports/rebates/statement.csv?"))
+    assert exported.status_code == 200
+    assert exported.text.startswith("# ILLUSTRATIVE")
+    for medicaid_id in medicaid_ids(empty_db, world, "start_day", "event_then_died", "adjusted"):
+        assert medicaid_id not in page.text and medicaid_id not in exported.text
+    rows = list(csv.reader(line for line in exported.text.splitlines() if line[:1] != "#"))
+    assert rows[0][-2:] == ["patients", "amount"]
+    counts = [row[-2] for row in rows[1:]]
+    assert counts and not [count for count in counts if count.isdigit() and 1 <= int(count) <= 10]
+    # Another state's statement is not the analyst's to see.
+    assert analyst.get(f"{REBATES}&state={world.colorado}&quarter=2025-Q3").status_code == 404
+
+
+def test_a_coordinator_sees_the_basis_only_when_they_may_see_every_patient_on_it(
+    empty_db: Database, world: World, staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    coordinator = open_as(staff.coordinator_md)
+    page = coordinator.get(f"{REBATES}&state={world.maryland}&quarter=2025-Q3")
+    assert page.status_code == 200
+    owed = medicaid_ids(empty_db, world, "start_day", "event_then_died", "adjusted")
+    assert all(medicaid_id in page.text for medicaid_id in owed)
+    with empty_db.factory() as session:
+        read = {
+            event.patient_id
+            for event in session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "rebates.statement")
+            )
+        }
+    assert read == {world.ids[name] for name in ("start_day", "event_then_died", "adjusted")}
+    # 2026-Q1 owes Maryland for moved_state, who lives in Colorado now: outside this
+    # coordinator's patients, so the basis is not shown, only the counts.
+    later = coordinator.get(f"{REBATES}&state={world.maryland}&quarter=2026-Q1")
+    assert later.status_code == 200
+    assert "The per-patient basis is not shown" in plain(later.text)
+    (moved,) = medicaid_ids(empty_db, world, "moved_state")
+    assert moved not in later.text
