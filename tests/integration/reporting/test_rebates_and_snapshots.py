@@ -29,9 +29,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.locks import acquire_lock
 from core.audit.models import AuditEvent
 from core.models import Patient
 from reporting.agreements import AgreementLibrary
+from reporting.jobs import SNAPSHOT_LOCK, nightly_snapshots
+from reporting.models import ReportSnapshot
 from reporting.outcomes import AsOf
 from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
 from reporting.snapshots import reproduce, take_snapshot
@@ -248,3 +251,32 @@ def test_a_coordinator_sees_the_basis_only_when_they_may_see_every_patient_on_it
     assert "The per-patient basis is not shown" in plain(later.text)
     (moved,) = medicaid_ids(empty_db, world, "moved_state")
     assert moved not in later.text
+
+
+def test_the_nightly_job_takes_the_snapshots_once_a_day_under_its_lease(
+    empty_db: Database, world: World
+) -> None:
+    agreement = agreement_for_tests()
+    library = AgreementLibrary(versions={agreement.key: {1: agreement}}, definition_hash="t")
+    clock = world.clock
+    # Another worker holds the lease: this one takes nothing.
+    assert acquire_lock(
+        empty_db.factory, name=SNAPSHOT_LOCK, clock=clock, lease=timedelta(hours=1), owner="other"
+    )
+    assert nightly_snapshots(empty_db.factory, clock, library=library) is None
+    clock.advance(timedelta(hours=2))  # its lease ran out
+    # The agreement's outcome figures and the program figures; then nothing more today.
+    assert nightly_snapshots(empty_db.factory, clock, library=library) == 2
+    clock.advance(timedelta(hours=1))
+    assert nightly_snapshots(empty_db.factory, clock, library=library) == 0
+    clock.advance(timedelta(days=1))
+    assert nightly_snapshots(empty_db.factory, clock, library=library) == 2
+    with empty_db.factory() as session:
+        kept = session.scalars(select(ReportSnapshot).order_by(ReportSnapshot.id)).all()
+    assert [snapshot.report for snapshot in kept] == [
+        "outcomes:test-2025",
+        "program",
+        "outcomes:test-2025",
+        "program",
+    ]
+    assert all(snapshot.as_of == snapshot.computed_at for snapshot in kept)
