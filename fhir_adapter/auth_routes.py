@@ -37,7 +37,7 @@ async def token(request: Request, session: SessionDep, clock: ClockDep) -> Respo
     that every refusal is an RFC 6749 JSON error."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = request.headers.get("content-length", "")
-    if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+    if length and (not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES):
         return _oauth_error(TokenRefused("invalid_request", "the request body is too large"))
     if content_type != "application/x-www-form-urlencoded":
         return _oauth_error(

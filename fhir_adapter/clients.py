@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from core.audit.service import Actor, record_event
 from core.clock import Clock
 from core.errors import FieldErrors
+from core.ids import parse_id, parse_int
 from core.models import TreatmentCenter
 from core.text import N_
 from fhir_adapter.keys import KeySetProblem, check_jwks_url, parse_pasted_key_set
@@ -129,7 +130,8 @@ def register_client(
     name = data.name.strip()
     if not name or len(name) > 120:
         errors["name"] = N_("Enter a name that says which system this is (at most 120 characters).")
-    center = session.get(TreatmentCenter, int(data.center_id)) if data.center_id.isdigit() else None
+    center_pk = parse_id(data.center_id)
+    center = session.get(TreatmentCenter, center_pk) if center_pk is not None else None
     if center is None:
         errors["center_id"] = N_("Choose the treatment center this client acts for.")
     url, pasted = _clean_keys(
@@ -259,7 +261,8 @@ def rotate_keys(
     gap); with none it stops at once and the live tokens are revoked (the way to answer a
     leaked key). Raises FieldErrors."""
     errors: dict[str, str] = {}
-    grace_hours = int(data.grace_hours) if data.grace_hours.isdigit() else -1
+    grace_hours = parse_int(data.grace_hours, low=0, high=24 * 365)
+    grace_hours = -1 if grace_hours is None else grace_hours
     if grace_hours not in GRACE_HOURS:
         errors["grace_hours"] = N_("Choose how long the old keys keep working.")
     url, pasted = _clean_keys(

@@ -207,7 +207,12 @@ async def read_json_body(request: Request, *, max_bytes: int | None = None) -> A
             415, "not-supported", f"Content-Encoding {encoding[:40]} is not supported"
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0

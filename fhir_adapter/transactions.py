@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from coordination.followup.protocol import ProtocolLibrary
 from coordination.records import schedule_new_patients
 from core.clock import Clock
+from core.ids import parse_id
 from fhir_adapter.bearer import FhirCaller, scope_denied
 from fhir_adapter.errors import FhirError, Issue
 from fhir_adapter.mapping.clinical import infusion_facts
@@ -111,9 +112,10 @@ class References:
         if "?" in reference:
             return self._conditional(reference)
         match = _RELATIVE.match(reference)
-        if match is None or not match["id"].isdigit():
+        local_id = parse_id(match["id"]) if match is not None else None
+        if match is None or local_id is None:
             return None
-        resource_type, local_id = match["type"], int(match["id"])
+        resource_type = match["type"]
         handler = HANDLERS.get(resource_type)
         if handler is not None:
             # A record of a type the platform keeps: the client's own, or unknown.
@@ -263,7 +265,7 @@ def _write(context: WriteContext, entry: _Entry, resource: JSON) -> Written:
     if query:
         return conditional_update(context, resource_type, query, resource, if_match=entry.if_match)
     match = _RELATIVE.match(target)
-    if match is None or match["type"] != resource_type or not match["id"].isdigit():
+    if match is None or match["type"] != resource_type or parse_id(match["id"]) is None:
         raise FhirError.single(
             400,
             "invalid",

@@ -52,7 +52,7 @@ def phone_link(value: str | None) -> Markup:
     that never breaks across lines (class "phone": `white-space: nowrap`)."""
     if not value:
         return Markup("")
-    dial = "+" + "".join(ch for ch in value if ch.isdigit())
+    dial = "+" + "".join(ch for ch in value if ch in "0123456789")
     return Markup('<a class="phone" href="tel:{}">{}</a>').format(dial, display_phone(value))
 
 

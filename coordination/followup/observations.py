@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from coordination.followup.corrections import keep_revision
 from coordination.followup.models import Visit, VisitObservation, VisitStatus
 from coordination.followup.outcomes import (
     LOINC,
@@ -36,7 +37,6 @@ from core.errors import FieldErrors
 from core.models import (
     RESULT_STATUSES,
     Observation,
-    ObservationRevision,
     ObservationSource,
     ObservationStatus,
     Patient,
@@ -393,26 +393,7 @@ def update_observation(
     _apply(probe, facts)
     if _facts_of(probe) == before:
         return False
-    session.add(
-        ObservationRevision(
-            observation_id=observation.id,
-            version_id=observation.version_id,
-            status=observation.status.value,
-            value_quantity=observation.value_quantity,
-            value_unit=observation.value_unit,
-            value_code_system=observation.value_code_system,
-            value_code=observation.value_code,
-            value_text=observation.value_text,
-            value_boolean=observation.value_boolean,
-            effective_at=observation.effective_at,
-            recorded_by_user_id=observation.recorded_by_user_id,
-            recorded_at=observation.last_updated,
-            replaced_at=clock.now(),
-            replaced_by_user_id=actor.user_id,
-            replaced_by_label=actor.label[:254],
-            reason=reason[:500],
-        )
-    )
+    keep_revision(session, clock=clock, actor=actor, observation=observation, reason=reason[:500])
     if facts.status is ObservationStatus.ENTERED_IN_ERROR:
         observation.status = ObservationStatus.ENTERED_IN_ERROR
     else:

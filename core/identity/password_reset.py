@@ -228,7 +228,7 @@ def reset_password(
         raise refuse("no_code")
     if pending.expires_at <= now:
         raise refuse("code_expired")
-    cleaned = "".join(ch for ch in code if ch.isdigit())
+    cleaned = "".join(ch for ch in code if ch in "0123456789")
     if not digests_match(pending.code_hash, token_digest(f"{user.id}:{cleaned}")):
         pending.attempts += 1
         spent = pending.attempts >= RESET_CODE_MAX_ATTEMPTS

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from core.errors import FieldErrors
 from core.identity.access import Permission
 from core.identity.models import User
+from core.ids import PathId
 from core.reference import list_centers
 from core.text import N_
 from fhir_adapter.clients import (
@@ -187,7 +188,7 @@ def client_page(
     session: SessionDep,
     context: ContextDep,
     user: ClientsAdmin,
-    fhir_client_id: int,
+    fhir_client_id: PathId,
 ) -> Response:
     client = _client(session, fhir_client_id)
     return render(request, CLIENT_TEMPLATE, _client_context(context, client), block="client")
@@ -199,7 +200,7 @@ def client_update(
     session: SessionDep,
     context: ContextDep,
     user: ClientsAdmin,
-    fhir_client_id: int,
+    fhir_client_id: PathId,
     data: Annotated[ClientUpdateForm, Form()],
 ) -> Response:
     client = _client(session, fhir_client_id)
@@ -232,7 +233,7 @@ def client_keys(
     session: SessionDep,
     context: ContextDep,
     user: ClientsAdmin,
-    fhir_client_id: int,
+    fhir_client_id: PathId,
     data: Annotated[KeysForm, Form()],
 ) -> Response:
     client = _client(session, fhir_client_id)
@@ -266,7 +267,7 @@ def client_action(
     session: SessionDep,
     context: ContextDep,
     user: ClientsAdmin,
-    fhir_client_id: int,
+    fhir_client_id: PathId,
     action: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Disable or enable the client, or end the old keys' grace period now."""

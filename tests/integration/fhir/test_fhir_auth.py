@@ -2,8 +2,7 @@
 signed client assertion (RS384 or ES384), and the FHIR API lets it do only what its scopes
 allow, only to its own center's patients, every read and write audited with the client.
 
-The FHIR resource routes are built elsewhere; small routes declared here use the same
-dependency (`require_fhir`) and patient scoping the real ones use."""
+The tests go through the real resource routes (a read, a search, a create)."""
 
 from __future__ import annotations
 
@@ -13,10 +12,10 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
@@ -26,12 +25,8 @@ from core.audit.models import AuditEvent, AuditOutcome
 from core.clock import FrozenClock
 from core.db import transaction
 from core.models import Patient
-from core.web import SessionDep
-from fhir_adapter.bearer import FhirAccess, own_patients, patient_for_caller, require_fhir
 from fhir_adapter.clients import KeysInput, rotate_keys, set_client_enabled
-from fhir_adapter.errors import FhirError
 from fhir_adapter.models import FhirAccessToken, FhirClient
-from fhir_adapter.scopes import Interaction
 from fhir_adapter.tokens import CLIENT_ASSERTION_TYPE
 from tests.conftest import Database
 from tests.support.smart import (
@@ -45,53 +40,10 @@ from tests.support.smart import (
     register,
 )
 
-# --- small FHIR routes built on the real dependency --------------------------------------
-
-probe = APIRouter()
-
-
-@probe.get("/fhir/Patient/{patient_id}")
-def read_patient(
-    patient_id: int,
-    session: SessionDep,
-    access: Annotated[FhirAccess, require_fhir("Patient", Interaction.READ)],
-) -> dict[str, Any]:
-    patient = patient_for_caller(session, caller=access.caller, patient_id=patient_id)
-    if patient is None:
-        raise FhirError.single(404, "not-found", f"Patient/{patient_id} is not known")
-    access.record(patient_id=patient.id, resource_id=str(patient.id))
-    return {"resourceType": "Patient", "id": str(patient.id)}
-
-
-@probe.get("/fhir/Patient")
-def search_patients(
-    session: SessionDep,
-    access: Annotated[FhirAccess, require_fhir("Patient", Interaction.SEARCH)],
-) -> dict[str, Any]:
-    ids = list(session.scalars(own_patients(select(Patient.id), access.caller)))
-    for patient_id in ids:
-        access.record(patient_id=patient_id, resource_id=str(patient_id))
-    return {"resourceType": "Bundle", "total": len(ids), "ids": ids}
-
-
-@probe.post("/fhir/Observation", status_code=201)
-async def create_observation(
-    request: Request,
-    session: SessionDep,
-    access: Annotated[FhirAccess, require_fhir("Observation", Interaction.CREATE)],
-) -> dict[str, Any]:
-    subject = int((await request.json())["subject"])
-    patient = patient_for_caller(session, caller=access.caller, patient_id=subject)
-    if patient is None:
-        raise FhirError.single(404, "not-found", f"Patient/{subject} is not known")
-    access.record(patient_id=patient.id, resource_id="new")
-    return {"resourceType": "Observation", "subject": subject}
-
 
 @pytest.fixture
 def http(app: FastAPI) -> Iterator[TestClient]:
-    """A machine client (no cookies of a browser) of the app with the probe routes."""
-    app.include_router(probe)
+    """A machine client (no cookies of a browser) of the app."""
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
         yield client
 
@@ -104,6 +56,23 @@ def rsa_center() -> CenterSystem:
 @pytest.fixture(scope="module")
 def ec_center() -> CenterSystem:
     return CenterSystem.generate("ES384")
+
+
+def hemoglobin(patient_id: int) -> dict[str, Any]:
+    """A center's hemoglobin result about `patient_id`, valid R4."""
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-11-02",
+        "valueQuantity": {
+            "value": 11.2,
+            "unit": "g/dL",
+            "system": "http://unitsofmeasure.org",
+            "code": "g/dL",
+        },
+    }
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -461,10 +430,8 @@ def test_a_read_scope_cannot_write(
     ]
 
     writer = rsa_center.token(http, clock, scope="system/Observation.c")
-    assert (
-        http.post("/fhir/Observation", json={"subject": maya}, headers=bearer(writer)).status_code
-        == 201
-    )
+    created = http.post("/fhir/Observation", json=hemoglobin(maya), headers=bearer(writer))
+    assert created.status_code == 201, created.text
 
 
 def test_a_client_sees_and_writes_only_its_own_centers_patients(
@@ -475,16 +442,18 @@ def test_a_client_sees_and_writes_only_its_own_centers_patients(
     own, others = patients_of(db, HARBORVIEW), patients_of(db, FRONT_RANGE)
     assert own and others
 
-    found = http.get("/fhir/Patient", headers=bearer(token))
+    found = http.get("/fhir/Patient", params={"_count": 1000}, headers=bearer(token))
     assert found.status_code == 200
-    assert found.json()["ids"] == own
+    matches = [e for e in found.json()["entry"] if e["search"]["mode"] == "match"]
+    assert sorted(int(entry["resource"]["id"]) for entry in matches) == own
     assert http.get(f"/fhir/Patient/{own[0]}", headers=bearer(token)).status_code == 200
     # Another center's patient is answered like one that does not exist.
     elsewhere = http.get(f"/fhir/Patient/{others[0]}", headers=bearer(token))
     assert elsewhere.status_code == 404
     assert elsewhere.json()["issue"][0]["code"] == "not-found"
-    written = http.post("/fhir/Observation", json={"subject": others[0]}, headers=bearer(token))
-    assert written.status_code == 404
+    written = http.post("/fhir/Observation", json=hemoglobin(others[0]), headers=bearer(token))
+    assert written.status_code == 422
+    assert f"Patient/{others[0]}" in written.text
 
     # Every read is audited with the client and the patient; the refused ones are not reads.
     reads = events(db, "fhir.read")

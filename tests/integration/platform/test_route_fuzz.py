@@ -254,6 +254,10 @@ def _world(db: Database, clock: FrozenClock) -> World:
                 "module_key": MODULE_KEY,
                 "section_id": module.section_ids[0],
                 "token": "no-such-token-0123456789",
+                # No such inbox item or FHIR client: the other parameters' odd values still
+                # reach the route, which answers 404 (never a 5xx).
+                "item_id": "1",
+                "fhir_client_id": "1",
                 # FHIR bulk export (every FHIR route answers 401 without a token anyway).
                 "resource_type": "Patient",
                 "resource_id": str(maya.id),
