@@ -39,11 +39,19 @@ FHIR_CONTENT_TYPE = "application/fhir+json; charset=utf-8"
 HEMOGLOBIN = "Observation/uscore-lab-cbc-hemoglobin.json"
 
 
+@pytest.fixture(scope="module")
+def center() -> CenterSystem:
+    """One RSA key for the module's tests (making one takes a while; each test's database
+    registers it afresh)."""
+    return CenterSystem.generate("RS384")
+
+
 @pytest.fixture
-def client(app: FastAPI, db: Database, clock: FrozenClock) -> Iterator[TestClient]:
+def client(
+    app: FastAPI, db: Database, clock: FrozenClock, center: CenterSystem
+) -> Iterator[TestClient]:
     """A treatment center's system with a token for every type: `$validate` and the other
     routes a center calls need one (metadata does not)."""
-    center = CenterSystem.generate("RS384")
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as http:
         register(db, clock, center=center, scopes="system/*.cruds")
         token = center.token(http, clock, scope="system/*.cruds")
