@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
@@ -28,6 +29,7 @@ from coordination.texting.gateway import ConsoleGateway
 from core.clock import FrozenClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import Role, User
+from core.identity.passwords import use_hasher
 from core.settings import Settings, load_settings
 from portal.app import create_app
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data
@@ -324,3 +326,8 @@ def browsers(app: FastAPI, clock: FrozenClock) -> Iterator[Callable[[str], Brows
 # slow example must not fail a test by Hypothesis's deadline.
 hypothesis_settings.register_profile("cgt-access", deadline=None)
 hypothesis_settings.load_profile("cgt-access")
+
+# Argon2 at the production cost takes a quarter of a second per login on the CI machine,
+# and the suite logs in thousands of times: the tests hash with cheap parameters (the same
+# code; tests/unit/test_passwords.py checks the production parameters themselves).
+use_hasher(PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))

@@ -12,9 +12,21 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from core.text import N_
 
-_hasher = PasswordHasher()
+# Argon2id with RFC 9106's second recommended (low-memory) parameters: 64 MiB, 3 passes.
+PRODUCTION_HASHER = PasswordHasher()
+_hasher = PRODUCTION_HASHER
 # Verified against when the login is unknown, so both paths cost the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def use_hasher(hasher: PasswordHasher) -> None:
+    """Hash and verify with `hasher`'s parameters from now on. Only the test suite calls
+    this (cheap parameters: thousands of logins at the real cost take minutes); hashes made
+    with other parameters still verify, and `needs_rehash` says they differ."""
+    global _hasher, _DUMMY_HASH
+    _hasher = hasher
+    _DUMMY_HASH = hasher.hash(secrets.token_urlsafe(16))
+
 
 MIN_PASSWORD_LENGTH = 10
 _COMMON = {

@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 
 from core.identity.passwords import (
     MIN_PASSWORD_LENGTH,
+    PRODUCTION_HASHER,
     WeakPassword,
     check_new_password,
     digests_match,
@@ -95,6 +96,15 @@ def test_hashes_made_with_weaker_parameters_are_flagged_for_rehash() -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("old parameters")
     assert needs_rehash(weak)
     assert verify_password("old parameters", weak)
+
+
+def test_production_hashes_use_rfc_9106_parameters_and_verify_here() -> None:
+    """The suite hashes cheaply (tests/conftest.py); what the platform runs with is this."""
+    assert (PRODUCTION_HASHER.time_cost, PRODUCTION_HASHER.memory_cost) == (3, 65536)
+    assert PRODUCTION_HASHER.parallelism == 4
+    stored = PRODUCTION_HASHER.hash("a sentence from before")
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert verify_password("a sentence from before", stored)
 
 
 def test_tokens_are_long_url_safe_and_unique() -> None:
