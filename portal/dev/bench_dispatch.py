@@ -98,7 +98,7 @@ AUTH_TOKEN = "bench-only-token-" + "0" * 15
 FROM_NUMBER = "+12025550100"
 STATUS_CALLBACK = "http://bench.invalid/sms/status"
 BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the double lives in tests/doubles
 # Started with `python -c` in the repository root, where `tests` is importable.
 _DOUBLE_SCRIPT = """
 import sys
