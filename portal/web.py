@@ -89,6 +89,18 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
+def attachment(
+    content: str, *, filename: str, media_type: str = "text/csv; charset=utf-8"
+) -> Response:
+    """A download: `content` saved by the browser as `filename` (an export's CSV, a FHIR
+    resource)."""
+    return Response(
+        content,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def redirect(request: Request, url: str) -> Response:
     """A redirect after a form post; htmx gets HX-Redirect so it swaps the whole page."""
     if is_htmx(request):

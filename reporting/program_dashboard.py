@@ -52,14 +52,6 @@ _cubes: OrderedDict[int, ProgramCube] = OrderedDict()
 _CACHED = 3
 
 
-def viewer_states(user: User) -> frozenset[int] | None:
-    """The states whose figures a viewer sees: an admin every state (None), analysts and
-    coordinators their own."""
-    if user.role is Role.ADMIN:
-        return None
-    return frozenset(user.state_ids)
-
-
 def _snapshot_cube(session: Session, snapshot_id: int) -> ProgramCube | None:
     with _cache_lock:
         found = _cubes.get(snapshot_id)

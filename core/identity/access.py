@@ -151,6 +151,12 @@ def may_access_patient(
             return False
 
 
+def report_state_ids(user: User) -> frozenset[int] | None:
+    """The states whose figures `user` sees in reports: every state for an admin (None),
+    their own for analysts and coordinators."""
+    return None if user.role is Role.ADMIN else frozenset(user.state_ids)
+
+
 def claims_state_ids(user: User) -> set[int] | None:
     """The states whose Medicaid claims `user` may load (and whose loads they see): None
     for an admin (every state), a state analyst's own states, none for anyone else."""

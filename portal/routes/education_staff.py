@@ -45,7 +45,7 @@ from portal.deps import (
     require_patient,
 )
 from portal.routes.pages import page_router
-from portal.web import redirect, render
+from portal.web import attachment, redirect, render
 from reporting.education_reach import StateReach, reach_csv, state_reach
 
 router = page_router()
@@ -384,8 +384,4 @@ def education_reach_csv(
     if reach is None:
         raise PageNotFound()
     filename = f"education-reach-{reach.state.code}-{reach.year}.csv"
-    return Response(
-        reach_csv(reach),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return attachment(reach_csv(reach), filename=filename)

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 
 from core.audit.service import record_event
 from core.clock import Clock
-from core.identity.access import Permission, role_allows, scope_patients
-from core.identity.models import Role, User
+from core.identity.access import Permission, report_state_ids, role_allows, scope_patients
+from core.identity.models import User
 from core.ids import PathId, parse_id
 from core.models import Patient, State, TreatmentCenter
+from core.reference import list_centers, list_states
 from core.text import N_
 from portal import i18n
 from portal.deps import (
@@ -42,7 +43,7 @@ from portal.deps import (
     require_patient,
 )
 from portal.routes.pages import page_router
-from portal.web import render
+from portal.web import attachment, render
 from portal.words import word
 from reporting.agreements import Agreement, Measure, shipped_agreements
 from reporting.charts import Bar, horizontal_bars
@@ -87,11 +88,6 @@ PATIENT_LIST_LIMIT = 500
 # --- what every outcome page reads from its query string ------------------------------------
 
 
-def viewer_states(user: User) -> frozenset[int] | None:
-    """The states whose figures `user` sees: their own, or every state for an admin."""
-    return None if user.role is Role.ADMIN else frozenset(user.state_ids)
-
-
 @dataclass
 class Choice:
     """The filters as asked (ids and codes only), checked against the viewer's states."""
@@ -129,7 +125,7 @@ def _choice(
     by: str,
     as_of: str,
 ) -> Choice:
-    scope = viewer_states(user)
+    scope = report_state_ids(user)
     chosen = Choice(by=by if by in GROUPINGS else "state")
     if state:
         state_id = parse_id(state)
@@ -190,7 +186,7 @@ def _measure(agreement: Agreement, key: str) -> Measure:
 
 def _selection(user: User, choice: Choice) -> Selection:
     return Selection(
-        state_ids=viewer_states(user),
+        state_ids=report_state_ids(user),
         state_id=choice.state_id,
         center_id=choice.center_id,
         cohort=choice.cohort,
@@ -238,27 +234,17 @@ def _dashboard_context(
     report = outcome_report(
         cube, agreement=agreement, labels=labels, selection=_selection(user, choice), by=choice.by
     )
-    scope = viewer_states(user)
-    states = [
-        State(id=state_id, code=code, name=name)
-        for state_id, (code, name) in sorted(labels.states.items(), key=lambda item: item[1][1])
-        if scope is None or state_id in scope
-    ]
-    centers = session.execute(
-        select(TreatmentCenter.id, TreatmentCenter.name, TreatmentCenter.state_id).order_by(
-            TreatmentCenter.name
-        )
-    ).all()
+    scope = report_state_ids(user)
+    state_ids = None if scope is None else set(scope)
     return {
         "agreement": agreement,
         "report": report,
         "charts": {view.measure.key: _chart(report, view) for view in report.measures},
         "choice": choice,
-        "states": states,
+        "states": list_states(session, state_ids=state_ids),
         "centers": [
-            (center_id, labels.centers[center_id])
-            for center_id, _name, state_id in centers
-            if scope is None or state_id in scope
+            (center.id, labels.centers[center.id])
+            for center in list_centers(session, state_ids=state_ids)
         ],
         "cohorts": cohorts_of(cube),
         "groupings": GROUPINGS,
@@ -379,22 +365,14 @@ def outcome_figures_csv(
         query=choice.query(),
     )
     day = report.as_of.astimezone(UTC).date().isoformat()
-    return _csv(report_csv(report, translate=i18n.gettext), f"outcomes-{agreement.key}-{day}.csv")
-
-
-def _csv(text: str, filename: str) -> Response:
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    return attachment(
+        report_csv(report, translate=i18n.gettext), filename=f"outcomes-{agreement.key}-{day}.csv"
     )
 
 
 def _fhir(resource: dict[str, Any], filename: str) -> Response:
-    return Response(
-        json.dumps(resource, indent=2, ensure_ascii=False),
-        media_type=FHIR_JSON,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    return attachment(
+        json.dumps(resource, indent=2, ensure_ascii=False), filename=filename, media_type=FHIR_JSON
     )
 
 

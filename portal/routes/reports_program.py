@@ -22,7 +22,7 @@ from coordination.followup.protocol import shipped_protocols
 from core.audit.models import AuditOutcome
 from core.audit.service import record_event
 from core.dates import parse_day_or_none
-from core.identity.access import Permission, role_allows
+from core.identity.access import Permission, report_state_ids, role_allows
 from core.identity.models import User
 from core.ids import parse_id
 from core.models import State, Therapy, TreatmentCenter
@@ -32,7 +32,7 @@ from portal import i18n
 from portal.context import AppContext
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
 from portal.routes.pages import page_router
-from portal.web import render
+from portal.web import attachment, render
 from reporting.program import NOT_INFUSED, Period, Selection
 from reporting.program_dashboard import (
     NoPatientAccess,
@@ -41,7 +41,6 @@ from reporting.program_dashboard import (
     patients_behind,
     period_choices,
     program_dashboard,
-    viewer_states,
 )
 from reporting.program_fhir import program_measure_report
 from reporting.program_report import TABLES, ProgramReport, table_csv, visit_order
@@ -190,7 +189,7 @@ def _filters(
     """The filters of the request as a selection of what the viewer may see. A state or
     center outside the viewer's states answers 404 (as if it did not exist); anything
     else not understood is left out."""
-    scope = viewer_states(user)
+    scope = report_state_ids(user)
     states = list_states(session, state_ids=set(scope) if scope is not None else None)
     centers = list_centers(session, state_ids=set(scope) if scope is not None else None)
     therapies = list_therapies(session)
@@ -432,11 +431,7 @@ def reports_program_csv(
         detail={"table": table},
     )
     day = report.as_of.date().isoformat()
-    return Response(
-        table_csv(report, table),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="program-{table}-{day}.csv"'},
-    )
+    return attachment(table_csv(report, table), filename=f"program-{table}-{day}.csv")
 
 
 @router.get("/reports/program/measure-report.json", name="reports_program_fhir")

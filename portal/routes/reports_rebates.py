@@ -17,15 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit.service import record_event
-from core.identity.access import Permission, role_allows, scope_patients
+from core.identity.access import Permission, report_state_ids, role_allows, scope_patients
 from core.identity.models import User
 from core.ids import parse_id
 from core.models import Patient, State
 from portal import i18n
 from portal.deps import ContextDep, PageNotFound, SessionDep, actor_for, require
 from portal.routes.pages import page_router
-from portal.routes.reports_outcomes import viewer_states
-from portal.web import render
+from portal.web import attachment, render
 from reporting.agreements import Agreement, shipped_agreements
 from reporting.outcome_report import ILLUSTRATIVE_NOTE
 from reporting.rebates import (
@@ -46,7 +45,7 @@ Text = Annotated[str, Query(max_length=48)]
 
 
 def _states(session: Session, user: User, agreement: Agreement) -> list[State]:
-    scope = viewer_states(user)
+    scope = report_state_ids(user)
     query = select(State).order_by(State.name)
     if scope is not None:
         query = query.where(State.id.in_(scope or {-1}))
@@ -218,8 +217,4 @@ def rebate_statement_csv(
     else:
         text = published_statement_csv(values["published"], state_code=chosen_state.code, note=note)
     filename = f"rebates-{values['agreement'].key}-{chosen_state.code}-{values['quarter']}.csv"
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return attachment(text, filename=filename)
