@@ -79,6 +79,22 @@ def _snapshot_id(session: Session, *, as_of: datetime | None) -> tuple[int, date
     return (row[0], row[1]) if row else None
 
 
+def _source(
+    session: Session, *, now: datetime, as_of_day: date | None
+) -> tuple[ProgramCube | None, datetime | None]:
+    """Where the dashboard's counts come from: a snapshot's cube (the one of `as_of_day`'s
+    end, or a fresh one for now), or None and the moment to count live (None: now)."""
+    wanted = end_of_day(as_of_day) if as_of_day is not None else None
+    if wanted is not None and wanted >= now:
+        return None, None
+    found = _snapshot_id(session, as_of=wanted)
+    if found is not None and (wanted is not None or now - found[1] <= FRESH):
+        cube = _snapshot_cube(session, found[0])
+        if cube is not None:
+            return cube, wanted
+    return None, wanted
+
+
 def program_dashboard(
     session: Session,
     *,
@@ -90,22 +106,23 @@ def program_dashboard(
     """The dashboard's suppressed tables for the selection (see the module's docstring for
     where the counts come from)."""
     now = clock.now()
-    wanted = end_of_day(as_of_day) if as_of_day is not None else None
-    if wanted is not None and wanted >= now:
-        wanted = None
-        live = True
-    else:
-        live = False
-    if not live:
-        found = _snapshot_id(session, as_of=wanted)
-        if found is not None and (wanted is not None or now - found[1] <= FRESH):
-            cube = _snapshot_cube(session, found[0])
-            if cube is not None:
-                return program_report(
-                    cube, selection=selection, protocols=protocols, from_snapshot=True
-                )
+    snapshot, wanted = _source(session, now=now, as_of_day=as_of_day)
+    if snapshot is not None:
+        return program_report(
+            snapshot, selection=selection, protocols=protocols, from_snapshot=True
+        )
     cube = program_cube(session, as_of=wanted, now=now, selection=selection)
     return program_report(cube, selection=selection, protocols=protocols)
+
+
+def dashboard_as_of(session: Session, *, clock: Clock, as_of_day: date | None) -> datetime:
+    """The moment `program_dashboard` would count as of, without counting (the patients
+    behind a figure are read as of the moment the figure was)."""
+    now = clock.now()
+    snapshot, wanted = _source(session, now=now, as_of_day=as_of_day)
+    if snapshot is not None:
+        return snapshot.as_of
+    return wanted if wanted is not None else now
 
 
 def forget_cached_snapshots() -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from core.audit.service import record_event
 from core.clock import Clock
+from core.dates import parse_day_or_none
 from core.identity.access import Permission, report_state_ids, role_allows, scope_patients
 from core.identity.models import User
 from core.ids import PathId, parse_id
@@ -79,7 +80,6 @@ Text = Annotated[str, Query(max_length=20)]
 # An agreement's or measure's key, as the agreement files allow them.
 PathKey = Path(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")
 _COHORT = re.compile(r"^\d{4}(-Q[1-4])?$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FHIR_JSON = "application/fhir+json"
 # At most this many patients listed behind one figure (a page, not an export of the record).
 PATIENT_LIST_LIMIT = 500
@@ -114,39 +114,49 @@ class Choice:
         )
 
 
-def _choice(
-    session: Session,
-    *,
-    user: User,
-    clock: Clock,
-    state: str,
-    center: str,
-    cohort: str,
-    by: str,
-    as_of: str,
-) -> Choice:
+@dataclass(frozen=True)
+class FilterText:
+    """The filters as the query string gives them (ids and codes only, never a name)."""
+
+    state: str = ""
+    center: str = ""
+    cohort: str = ""
+    by: str = ""
+    as_of: str = ""
+
+
+def _filter_text(
+    state: Text = "", center: Text = "", cohort: Text = "", by: Text = "", as_of: Text = ""
+) -> FilterText:
+    return FilterText(state, center, cohort, by, as_of)
+
+
+AskedFilters = Annotated[FilterText, Depends(_filter_text)]
+
+
+def _choice(session: Session, *, user: User, clock: Clock, asked: FilterText) -> Choice:
     scope = report_state_ids(user)
-    chosen = Choice(by=by if by in GROUPINGS else "state")
-    if state:
-        state_id = parse_id(state)
+    chosen = Choice(by=asked.by if asked.by in GROUPINGS else "state")
+    if asked.state:
+        state_id = parse_id(asked.state)
         if state_id is None or (scope is not None and state_id not in scope):
             raise PageNotFound()  # another state's figures are not this person's to see
         if session.get(State, state_id) is None:
             raise PageNotFound()
         chosen.state_id = state_id
-    if center:
-        center_id = parse_id(center)
+    if asked.center:
+        center_id = parse_id(asked.center)
         found = session.get(TreatmentCenter, center_id) if center_id is not None else None
         if found is None or (scope is not None and found.state_id not in scope):
             raise PageNotFound()
         chosen.center_id = found.id
-    if cohort:
-        if _COHORT.match(cohort):
-            chosen.cohort = cohort
+    if asked.cohort:
+        if _COHORT.match(asked.cohort):
+            chosen.cohort = asked.cohort
         else:
             chosen.notices.append(i18n.gettext(N_("The infusion cohort was not understood.")))
-    if as_of:
-        day = _day(as_of)
+    if asked.as_of:
+        day = parse_day_or_none(asked.as_of)
         today = clock.now().astimezone(UTC).date()
         if day is None:
             chosen.notices.append(i18n.gettext(N_("The date was not understood: as of now.")))
@@ -155,15 +165,6 @@ def _choice(
         else:
             chosen.as_of_day = day
     return chosen
-
-
-def _day(text: str) -> date | None:
-    if not _DAY.match(text):
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _as_of(choice: Choice, clock: Clock) -> AsOf:
@@ -268,6 +269,33 @@ def _audit(
     )
 
 
+def _figures(
+    request: Request,
+    session: Session,
+    context: ContextDep,
+    user: User,
+    agreement_key: str,
+    asked: FilterText,
+    *,
+    action: str,
+) -> tuple[Agreement, Choice, OutcomeCube]:
+    """An agreement's counts for the filters asked (live or as of a past day), the
+    reading audited as `action`."""
+    agreement = _agreement(agreement_key)
+    choice = _choice(session, user=user, clock=context.clock, asked=asked)
+    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
+    _audit(
+        request,
+        session,
+        context,
+        user,
+        action,
+        target=f"agreement:{agreement.key}",
+        query=choice.query(),
+    )
+    return agreement, choice, cube
+
+
 @router.get("/reports/outcomes", name="outcome_reports")
 def outcome_reports(request: Request, user: Reader) -> Response:
     """The agreements, each a link to its dashboard."""
@@ -285,32 +313,10 @@ def outcome_dashboard(
     context: ContextDep,
     user: Reader,
     agreement_key: Annotated[str, PathKey],
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    by: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
-    agreement = _agreement(agreement_key)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        state=state,
-        center=center,
-        cohort=cohort,
-        by=by,
-        as_of=as_of,
-    )
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
-    _audit(
-        request,
-        session,
-        context,
-        user,
-        "outcomes.view",
-        target=f"agreement:{agreement.key}",
-        query=choice.query(),
+    agreement, choice, cube = _figures(
+        request, session, context, user, agreement_key, asked, action="outcomes.view"
     )
     return render(
         request,
@@ -329,40 +335,18 @@ def outcome_figures_csv(
     context: ContextDep,
     user: Reader,
     agreement_key: Annotated[str, PathKey],
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    by: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
     """The dashboard's figures as published (suppressed), one per line."""
-    agreement = _agreement(agreement_key)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        state=state,
-        center=center,
-        cohort=cohort,
-        by=by,
-        as_of=as_of,
+    agreement, choice, cube = _figures(
+        request, session, context, user, agreement_key, asked, action="outcomes.export"
     )
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
     report = outcome_report(
         cube,
         agreement=agreement,
         labels=labels_for(session),
         selection=_selection(user, choice),
         by=choice.by,
-    )
-    _audit(
-        request,
-        session,
-        context,
-        user,
-        "outcomes.export",
-        target=f"agreement:{agreement.key}",
-        query=choice.query(),
     )
     day = report.as_of.astimezone(UTC).date().isoformat()
     return attachment(
@@ -400,11 +384,7 @@ def outcome_measure_report(
         session,
         user=user,
         clock=context.clock,
-        state=state,
-        center=center,
-        cohort=cohort,
-        by="state",
-        as_of=as_of,
+        asked=FilterText(state=state, center=center, cohort=cohort, by="state", as_of=as_of),
     )
     cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
     labels, selection = labels_for(session), _selection(user, choice)
@@ -446,26 +426,13 @@ def outcome_patients(
     user: PatientsReader,
     agreement_key: Annotated[str, PathKey],
     measure_key: Annotated[str, PathKey],
+    asked: AskedFilters,
     status: Text = "",
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    by: Text = "",
-    as_of: Text = "",
 ) -> Response:
     """The patients a figure counts, among those this person may see; each one audited."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        state=state,
-        center=center,
-        cohort=cohort,
-        by=by,
-        as_of=as_of,
-    )
+    choice = _choice(session, user=user, clock=context.clock, asked=asked)
     wanted = Status(status) if status in {s.value for s in STATUSES} else None
     year, quarter = _cohort_parts(choice.cohort)
     results = patient_results(
@@ -543,16 +510,7 @@ def outcome_patient(
     audited by `require_patient`)."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    choice = _choice(
-        session,
-        user=access.user,
-        clock=context.clock,
-        state="",
-        center="",
-        cohort="",
-        by="",
-        as_of=as_of,
-    )
+    choice = _choice(session, user=access.user, clock=context.clock, asked=FilterText(as_of=as_of))
     moment = _as_of(choice, context.clock)
     outcome = patient_outcome(
         session,
@@ -592,7 +550,7 @@ def outcome_patient_measure_report(
     """The individual MeasureReport (FHIR R4) of one patient's result."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    day = _day(as_of) if as_of else None
+    day = parse_day_or_none(as_of)
     today = context.clock.now().astimezone(UTC).date()
     moment = AsOf.end_of(day) if day is not None and day < today else AsOf(context.clock.now())
     outcome = patient_outcome(
@@ -653,11 +611,7 @@ def outcome_snapshot(
         session,
         user=user,
         clock=context.clock,
-        state=state,
-        center=center,
-        cohort=cohort,
-        by=by,
-        as_of="",
+        asked=FilterText(state=state, center=center, cohort=cohort, by=by),
     )
     _audit(
         request,

@@ -38,6 +38,7 @@ from reporting.program_dashboard import (
     NoPatientAccess,
     behind_of,
     cohort_choices,
+    dashboard_as_of,
     patients_behind,
     period_choices,
     program_dashboard,
@@ -174,17 +175,34 @@ class Choices:
     periods: list[str]
 
 
+@dataclass(frozen=True)
+class FilterText:
+    """The filters as the query string gives them (ids and codes only, never a name)."""
+
+    state: str
+    therapy: str
+    center: str
+    cohort: str
+    period: str
+    as_of: str
+
+
+def _filter_text(
+    state: Text = "",
+    therapy: Text = "",
+    center: Text = "",
+    cohort: Text = "",
+    period: Text = "",
+    as_of: Text = "",
+) -> FilterText:
+    return FilterText(state, therapy, center, cohort, period, as_of)
+
+
+AskedFilters = Annotated[FilterText, Depends(_filter_text)]
+
+
 def _filters(
-    session: Session,
-    app: AppContext,
-    user: User,
-    *,
-    state: str,
-    therapy: str,
-    center: str,
-    cohort: str,
-    period: str,
-    as_of: str,
+    session: Session, app: AppContext, user: User, asked: FilterText
 ) -> tuple[Filters, Selection, Choices]:
     """The filters of the request as a selection of what the viewer may see. A state or
     center outside the viewer's states answers 404 (as if it did not exist); anything
@@ -195,18 +213,18 @@ def _filters(
     therapies = list_therapies(session)
     today = app.clock.now().date()
     choices = Choices(states, therapies, centers, cohort_choices(today), period_choices(today))
-    state_id = parse_id(state) if state else None
-    if state and (state_id is None or state_id not in {s.id for s in states}):
+    state_id = parse_id(asked.state) if asked.state else None
+    if asked.state and (state_id is None or state_id not in {s.id for s in states}):
         raise PageNotFound()
-    center_id = parse_id(center) if center else None
-    if center and (center_id is None or center_id not in {c.id for c in centers}):
+    center_id = parse_id(asked.center) if asked.center else None
+    if asked.center and (center_id is None or center_id not in {c.id for c in centers}):
         raise PageNotFound()
-    therapy_id = parse_id(therapy) if therapy else None
+    therapy_id = parse_id(asked.therapy) if asked.therapy else None
     if therapy_id not in {t.id for t in therapies}:
         therapy_id = None
-    chosen_cohort = cohort if cohort in (*choices.cohorts, NOT_INFUSED) else None
-    chosen_period = Period.parse(period) if period in choices.periods else None
-    day = parse_day_or_none(as_of) if as_of else None
+    chosen_cohort = asked.cohort if asked.cohort in (*choices.cohorts, NOT_INFUSED) else None
+    chosen_period = Period.parse(asked.period) if asked.period in choices.periods else None
+    day = parse_day_or_none(asked.as_of) if asked.as_of else None
     if day is not None and day >= today:
         day = None
     filters = Filters(
@@ -280,27 +298,12 @@ def _report(
     session: Session,
     app: AppContext,
     user: User,
+    asked: FilterText,
     *,
-    state: str,
-    therapy: str,
-    center: str,
-    cohort: str,
-    period: str,
-    as_of: str,
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> tuple[Filters, Choices, ProgramReport]:
-    filters, selection, choices = _filters(
-        session,
-        app,
-        user,
-        state=state,
-        therapy=therapy,
-        center=center,
-        cohort=cohort,
-        period=period,
-        as_of=as_of,
-    )
+    filters, selection, choices = _filters(session, app, user, asked)
     report = program_dashboard(
         session,
         clock=app.clock,
@@ -371,24 +374,14 @@ def reports_program(
     session: SessionDep,
     context: ContextDep,
     user: Viewer,
-    state: Text = "",
-    therapy: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    period: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
     filters, choices, report = _report(
         request,
         session,
         context,
         user,
-        state=state,
-        therapy=therapy,
-        center=center,
-        cohort=cohort,
-        period=period,
-        as_of=as_of,
+        asked,
         action="reports.program",
     )
     return render(
@@ -405,13 +398,8 @@ def reports_program_csv(
     session: SessionDep,
     context: ContextDep,
     user: Viewer,
+    asked: AskedFilters,
     table: Annotated[str, Query(max_length=32)] = "",
-    state: Text = "",
-    therapy: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    period: Text = "",
-    as_of: Text = "",
 ) -> Response:
     """One table's figures as the page shows them (suppressed), one per line."""
     if table not in TABLES:
@@ -421,12 +409,7 @@ def reports_program_csv(
         session,
         context,
         user,
-        state=state,
-        therapy=therapy,
-        center=center,
-        cohort=cohort,
-        period=period,
-        as_of=as_of,
+        asked,
         action="reports.program_export",
         detail={"table": table},
     )
@@ -440,12 +423,7 @@ def reports_program_fhir(
     session: SessionDep,
     context: ContextDep,
     user: Viewer,
-    state: Text = "",
-    therapy: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    period: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
     """The program figures as a FHIR R4 summary MeasureReport (suppressed counts masked)."""
     _unused, _choices, report = _report(
@@ -453,12 +431,7 @@ def reports_program_fhir(
         session,
         context,
         user,
-        state=state,
-        therapy=therapy,
-        center=center,
-        cohort=cohort,
-        period=period,
-        as_of=as_of,
+        asked,
         action="reports.program_export",
         detail={"table": "measure_report"},
     )
@@ -474,42 +447,21 @@ def reports_program_patients(
     session: SessionDep,
     context: ContextDep,
     user: Viewer,
+    asked: AskedFilters,
     table: Annotated[str, Query(max_length=32)] = "",
     row: Annotated[str, Query(max_length=32)] = "",
     column: Annotated[str, Query(max_length=32)] = "",
-    state: Text = "",
-    therapy: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    period: Text = "",
-    as_of: Text = "",
 ) -> Response:
     """The patients behind one figure: a coordinator's own patients, audited; anyone else
     is told they have no access to patients."""
     protocols = shipped_protocols()
-    asked = behind_of(table, row or None, column or None, protocols=protocols)
-    if asked is None:
+    figure = behind_of(table, row or None, column or None, protocols=protocols)
+    if figure is None:
         raise PageNotFound()
-    behind, narrow = asked
-    filters, selection, _choices = _filters(
-        session,
-        context,
-        user,
-        state=state,
-        therapy=therapy,
-        center=center,
-        cohort=cohort,
-        period=period,
-        as_of=as_of,
-    )
+    behind, narrow = figure
+    filters, selection, _choices = _filters(session, context, user, asked)
     actor = actor_for(request, user)
-    report = program_dashboard(
-        session,
-        clock=context.clock,
-        selection=selection,
-        as_of_day=filters.as_of,
-        protocols=protocols,
-    )
+    as_of = dashboard_as_of(session, clock=context.clock, as_of_day=filters.as_of)
     target = f"reports:program:{table}"
     asked_for = {"filters": filters.query(), "row": row, "column": column}
     if not role_allows(user, Permission.RECORD_VIEW):
@@ -534,7 +486,7 @@ def reports_program_patients(
             clock=context.clock,
             viewer=user,
             selection=selection,
-            as_of=report.as_of,
+            as_of=as_of,
             behind=behind,
             narrow=narrow,
         )
@@ -561,7 +513,7 @@ def reports_program_patients(
             "title": _(TITLES.get(table, table)),
             "column": column_label(labels, table, column) if column else "",
             "row": row,
-            "as_of": report.as_of,
+            "as_of": as_of,
         },
     )
 
