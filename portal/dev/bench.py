@@ -20,7 +20,6 @@ import math
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -36,14 +35,12 @@ from coordination.followup.bulk import generate_schedules
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
-from coordination.texting.gateway import ConsoleGateway
 from core.audit.service import Actor
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import Role, User
 from core.models import Language, Patient, PatientStatus, State, Therapy, TreatmentCenter
-from core.settings import load_settings
-from portal.app import create_app
+from portal.dev.bench_app import bench_app, in_process
 from portal.dev.bench_dispatch import DISPATCH_FIGURES, dispatch_figures
 from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES, fhir_export_figures
 from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES, fhir_ingest_figures
@@ -111,8 +108,6 @@ REGENERATIONS = 50
 WARM_UP = 100
 CHUNK = 2_000
 BENCH_PATIENT_LOGIN = "maya"  # the demo patient (portal/demo.py)
-# A key for this throw-away database only; never used anywhere else.
-BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 _GIVEN = ("Ava", "Noah", "Zuri", "Kofi", "Lena", "Rafael", "Tia", "Jonah", "Esme", "Andrés")
@@ -401,29 +396,10 @@ def _regenerations(world: _World) -> list[float]:
 
 
 def _portal_figures(world: _World, *, selected: list[str], requests: int) -> Iterator[str]:
-    with warnings.catch_warnings():
-        # Starlette's notice about httpx vs httpx2 (pytest filters it too): not a figure.
-        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
-        from fastapi.testclient import TestClient
-
-    settings = load_settings(
-        database_url=world.url,
-        secret_key=BENCH_SECRET,
-        demo_mode=False,
-        run_scheduler=False,
-        sms_backend="console",
-        public_base_url="http://testserver",
-    )
-    app = create_app(
-        settings,
-        clock=world.clock,
-        factory=world.factory,
-        gateway=ConsoleGateway(),
-        run_scheduler=False,
-    )
+    app = bench_app(url=world.url, clock=world.clock, factory=world.factory)
     wants_home = any(name in selected for name in PORTAL_FIGURES[2:])
     wants_worklist = any(name in selected for name in WORKLIST_FIGURES)
-    with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+    with in_process(app) as client:
         healthz = _measure(client, ["/healthz"], requests, check=_is_ok)
         home: list[float] = []
         if wants_home:
@@ -434,7 +410,7 @@ def _portal_figures(world: _World, *, selected: list[str], requests: int) -> Ite
             )
     worklist: list[float] = []
     if wants_worklist:
-        with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+        with in_process(app) as client:
             _log_in(client, BENCH_COORDINATOR_LOGIN, DEMO_PASSWORD, totp_secret=BENCH_TOTP)
             paths = [f"/worklist?bucket={bucket}" for bucket in WORKLIST_BUCKETS]
             worklist = _measure(
@@ -561,28 +537,10 @@ def _education_figures(world: _World, *, selected: list[str], requests: int) -> 
     assert module is not None
     with transaction(world.factory) as session:
         rows = _add_education_readers(session, clock=world.clock)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
-        from fastapi.testclient import TestClient
-
-    settings = load_settings(
-        database_url=world.url,
-        secret_key=BENCH_SECRET,
-        demo_mode=False,
-        run_scheduler=False,
-        sms_backend="console",
-        public_base_url="http://testserver",
-    )
-    app = create_app(
-        settings,
-        clock=world.clock,
-        factory=world.factory,
-        gateway=ConsoleGateway(),
-        run_scheduler=False,
-    )
+    app = bench_app(url=world.url, clock=world.clock, factory=world.factory)
     section = module.en.sections[1]
     path = f"/learn/{module.key}/{section.id}"
-    with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+    with in_process(app) as client:
         healthz = _measure(client, ["/healthz"], requests, check=_is_ok)
         _log_in(client, BENCH_PATIENT_LOGIN, DEMO_PASSWORD)
         page = _measure(client, [path], requests, check=lambda r: _shows(r, 'id="section"'))

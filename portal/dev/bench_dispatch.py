@@ -66,6 +66,7 @@ from core.models import (
     TreatmentCenter,
 )
 from core.settings import load_settings
+from portal.dev.bench_app import BENCH_SECRET
 from portal.dev.demo import seed_demo_data
 from portal.migrate import upgrade_database
 
@@ -97,7 +98,6 @@ ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "bench-only-token-" + "0" * 15
 FROM_NUMBER = "+12025550100"
 STATUS_CALLBACK = "http://bench.invalid/sms/status"
-BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the double lives in tests/doubles
 # Started with `python -c` in the repository root, where `tests` is importable.
 _DOUBLE_SCRIPT = """

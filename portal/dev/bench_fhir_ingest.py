@@ -27,7 +27,6 @@ import gc
 import json
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,15 +39,13 @@ from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.texting.gateway import ConsoleGateway
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import make_engine, make_session_factory, transaction
 from core.models import Observation, Patient, State, Therapy, TreatmentCenter
-from core.settings import load_settings
 from fhir_adapter.clients import ClientInput, register_client
 from fhir_adapter.tokens import CLIENT_ASSERTION_TYPE
-from portal.app import create_app
+from portal.dev.bench_app import bench_app, in_process
 from portal.migrate import upgrade_database
 
 if TYPE_CHECKING:
@@ -58,7 +55,6 @@ FHIR_INGEST_FIGURES = ("fhir.ingest_resources_per_s", "fhir.ingest_ratio_bare_pa
 # Friday noon in Baltimore: a fixed instant, so the load's dates and windows never move.
 BENCH_NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
 BASE_URL = "http://testserver"
-BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
 CLIENT_ID = "bench-center-system"
 SCOPE = "system/*.cruds"
 # Resources per patient: the Patient, its infusion Procedure, 8 Observations.
@@ -353,21 +349,9 @@ class _World:
         key = ECKey.generate_key("P-384", parameters={"kid": "bench-es384", "use": "sig"})
         with transaction(factory) as session:
             _seed_place(session, clock=clock, public_jwks={"keys": [key.as_dict(private=False)]})
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
-            from fastapi.testclient import TestClient
-        settings = load_settings(
-            database_url=url,
-            secret_key=BENCH_SECRET,
-            demo_mode=False,
-            run_scheduler=False,
-            sms_backend="console",
-            public_base_url=BASE_URL,
+        http = in_process(
+            bench_app(url=url, clock=clock, factory=factory, public_base_url=BASE_URL)
         )
-        app = create_app(
-            settings, clock=clock, factory=factory, gateway=ConsoleGateway(), run_scheduler=False
-        )
-        http = TestClient(app, raise_server_exceptions=True, follow_redirects=False)
         http.__enter__()
         token = _token(http, key, clock=clock)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}

@@ -23,7 +23,6 @@ import json
 import math
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +35,6 @@ from joserfc.jwk import ECKey
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordination.texting.gateway import ConsoleGateway
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import make_engine, make_session_factory, transaction
@@ -51,10 +49,9 @@ from core.models import (
     Therapy,
     TreatmentCenter,
 )
-from core.settings import load_settings
 from fhir_adapter.clients import ClientInput, register_client
 from fhir_adapter.tokens import CLIENT_ASSERTION_TYPE
-from portal.app import create_app
+from portal.dev.bench_app import bench_app, in_process
 from portal.dev.demo import seed_demo_data
 from portal.migrate import upgrade_database
 
@@ -73,7 +70,6 @@ OBSERVATIONS_PER_PATIENT = 30
 NEXT_PAGES = 200
 WARM_UP = 50
 CHUNK = 5_000
-BENCH_SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 # What a follow-up record holds, in turn: hemoglobin, fetal hemoglobin, crises, stays.
@@ -265,27 +261,9 @@ def _add_observations(session: Session, *, clock: FrozenClock) -> int:
 
 
 def _measure(world: _World, *, selected: list[str], requests: int) -> Iterator[dict[str, Any]]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
-        from fastapi.testclient import TestClient
-
-    settings = load_settings(
-        database_url=world.url,
-        secret_key=BENCH_SECRET,
-        demo_mode=False,
-        run_scheduler=False,
-        sms_backend="console",
-        public_base_url="http://testserver",
-    )
-    app = create_app(
-        settings,
-        clock=world.clock,
-        factory=world.factory,
-        gateway=ConsoleGateway(),
-        run_scheduler=False,
-    )
+    app = bench_app(url=world.url, clock=world.clock, factory=world.factory)
     extra = {"patients": world.patients, "observations": world.observations}
-    with TestClient(app, raise_server_exceptions=True) as client:
+    with in_process(app) as client:
         headers = {"Authorization": f"Bearer {_token(client, world)}"}
         if set(FHIR_SEARCH_FIGURES[:3]) & set(selected):
             healthz = _healthz(client, requests)

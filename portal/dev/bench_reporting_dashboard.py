@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,12 @@ from sqlalchemy import column, insert, text
 from sqlalchemy import table as sa_table
 
 from coordination.followup.protocol import shipped_protocols
-from coordination.texting.gateway import ConsoleGateway
 from core.clock import SystemClock
 from core.db import make_engine, make_session_factory, transaction
 from core.identity.models import Role, User, UserStateScope
 from core.identity.passwords import hash_password
 from core.models import Language
-from core.settings import load_settings
-from portal.app import create_app
+from portal.dev.bench_app import bench_app, in_process
 from portal.dev.bench_reporting_outcomes import build_world
 from portal.migrate import upgrade_database
 from reporting.program import Selection, program_cube
@@ -53,7 +50,6 @@ ANALYST = "analyst.bench@bench.cgt-access.test"
 # This throw-away database's only secrets.
 PASSWORD = "bench-analyst-password-2026"
 TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-SECRET = "bench-only-secret-key-for-a-throwaway-database-0000"
 TEXTS_PER_PATIENT = 4
 
 
@@ -106,29 +102,11 @@ def dashboard_figures(
 
 
 def _page_samples(url: str, factory: Any, *, requests: int) -> list[float]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*starlette.testclient.*deprecated")
-        from fastapi.testclient import TestClient
-
     from portal.dev.bench import _log_in
 
-    settings = load_settings(
-        database_url=url,
-        secret_key=SECRET,
-        demo_mode=False,
-        run_scheduler=False,
-        sms_backend="console",
-        public_base_url="http://testserver",
-    )
-    app = create_app(
-        settings,
-        clock=SystemClock(),
-        factory=factory,
-        gateway=ConsoleGateway(),
-        run_scheduler=False,
-    )
+    app = bench_app(url=url, clock=SystemClock(), factory=factory)
     samples: list[float] = []
-    with TestClient(app, raise_server_exceptions=True, follow_redirects=False) as client:
+    with in_process(app) as client:
         _log_in(client, ANALYST, PASSWORD, totp_secret=TOTP)
         for _ in range(WARM_UP):
             _check(client.get("/reports/program"))
