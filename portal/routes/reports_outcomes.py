@@ -550,9 +550,8 @@ def outcome_patient_measure_report(
     """The individual MeasureReport (FHIR R4) of one patient's result."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    day = parse_day_or_none(as_of)
-    today = context.clock.now().astimezone(UTC).date()
-    moment = AsOf.end_of(day) if day is not None and day < today else AsOf(context.clock.now())
+    choice = _choice(session, user=access.user, clock=context.clock, asked=FilterText(as_of=as_of))
+    moment = _as_of(choice, context.clock)
     outcome = patient_outcome(
         session,
         agreement=agreement,
