@@ -10,7 +10,12 @@ A text from the number is about
 - else the patients its caregivers help through a link that lets them see the schedule or
   receive the reminders (`CaregiverLink.can_view_schedule` or `can_receive_reminders`).
   A link without either right (education only, say) names who the caregiver is to the
-  patient, but a text from the caregiver's phone cannot confirm or move that patient's visits.
+  patient, and the text is filed for that patient's care team no further.
+
+A text from the number acts on (confirms or asks to move) the visits of its own patients, else
+of the linked patients whose link also has the right to confirm visits or ask to move them
+(`can_manage_visits`), the same right the portal asks for: a caregiver who only sees the
+schedule or gets the reminders is answered that a person will call.
 
 The number's language is its first own patient's, else its first caregiver's. To name the
 number, its first own patient comes first, else the caregiver of its oldest link (whatever
@@ -58,6 +63,19 @@ class PhoneOwners:
         """The patients a text from the number is about: its own patients, else the
         linked ones."""
         return self.patients or self.linked
+
+    @property
+    def acting_for(self) -> tuple[Patient, ...]:
+        """The patients whose visits a text from the number may confirm or ask to move: its
+        own patients, else the linked ones whose link has the right to manage visits."""
+        if self.patients:
+            return self.patients
+        managed = {
+            link.patient.id: link.patient
+            for link in self.links
+            if acts_for_patient(link) and link.can_manage_visits
+        }
+        return tuple(managed[patient_id] for patient_id in sorted(managed))
 
     @property
     def first_link(self) -> CaregiverLink | None:

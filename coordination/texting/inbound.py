@@ -351,11 +351,16 @@ def _confirm(
 ) -> _Answer:
     booked = [
         (patient, visit)
-        for patient in owners.candidates
+        for patient in owners.acting_for
         if (visit := _next_booked(session, clock=clock, patient=patient)) is not None
     ]
     if len(booked) != 1:
-        why = "no booked appointment" if not booked else "several patients with appointments"
+        if owners.candidates and not owners.acting_for:
+            why = "the caregiver may not confirm visits"
+        elif not booked:
+            why = "no booked appointment"
+        else:
+            why = "several patients with appointments"
         # A person promised to call: the text goes to the care team's inbox.
         return _Answer(
             PERSON_WILL_CALL.text(language), f"confirm not done: {why}", for_care_team=True
@@ -372,11 +377,16 @@ def _confirm(
 def _move(
     session: Session, *, clock: Clock, phone: str, owners: PhoneOwners, record: InboundMessage
 ) -> tuple[Reply, str]:
-    candidates = owners.candidates
-    if len(candidates) != 1:
-        why = "unknown number" if not candidates else "several patients on this number"
+    acting_for = owners.acting_for
+    if len(acting_for) != 1:
+        if owners.candidates and not acting_for:
+            why = "the caregiver may not ask to move visits"
+        elif not acting_for:
+            why = "unknown number"
+        else:
+            why = "several patients on this number"
         return PERSON_WILL_CALL, f"move not requested: {why}"
-    patient = candidates[0]
+    patient = acting_for[0]
     visit = next_visit(visits_for_patient(session, patient_id=patient.id))
     if visit is None:
         return PERSON_WILL_CALL, "move not requested: no open visit"

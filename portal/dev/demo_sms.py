@@ -373,8 +373,9 @@ class _Snapshot:
 
 
 def _patients_of(session: Session, phone: str) -> tuple[Patient, ...]:
-    """The patients a text from `phone` acts on, by the rule inbound replies use (a
-    caregiver's number: only patients whose link gives a schedule or reminder right)."""
+    """The patients a text from `phone` is about, by the rule inbound replies use (a
+    caregiver's number: only patients whose link gives a schedule or reminder right); what
+    changes among their visits is what the text did."""
     return owners_of_number(session, phone=phone).candidates
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from coordination.followup.models import Visit, VisitStatus
+from coordination.followup.models import MoveRequest, Visit, VisitStatus
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import (
     book_appointment,
@@ -25,7 +25,7 @@ from coordination.followup.schedule import (
 from coordination.texting.consent import opt_in
 from coordination.texting.contacts import owners_of_number, owners_of_numbers
 from coordination.texting.inbound import handle_inbound
-from coordination.texting.models import ConsentHow, InboundMessage
+from coordination.texting.models import ConsentHow, InboundMessage, InboxItem
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
@@ -227,13 +227,22 @@ def test_a_caregiver_acts_for_a_patient_only_with_a_schedule_or_reminder_right(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-@pytest.mark.parametrize("may_see_schedule", [False, True])
+@pytest.mark.parametrize(
+    ("may_see_schedule", "may_manage_visits"), [(False, False), (True, False), (True, True)]
+)
 def test_the_demo_answer_shows_what_a_caregivers_c_really_does(
-    db: Database, clock: FrozenClock, may_see_schedule: bool
+    db: Database, clock: FrozenClock, may_see_schedule: bool, may_manage_visits: bool
 ) -> None:
     """ "Answer as the patient" from a caregiver's number: her C confirms Maya's appointment
-    only when her link lets her see Maya's schedule, and the page says so either way."""
-    _add_tanya(db, clock, can_view_schedule=may_see_schedule, can_receive_reminders=False)
+    only when her link lets her see Maya's schedule and confirm her visits (the right the
+    portal asks for), and the page says so either way."""
+    _add_tanya(
+        db,
+        clock,
+        can_view_schedule=may_see_schedule,
+        can_receive_reminders=False,
+        can_manage_visits=may_manage_visits,
+    )
     with transaction(db.factory) as session:
         maya = _patient(session, "Maya")
         coordinator = user_by_login(session, COORDINATOR_MD)
@@ -275,7 +284,7 @@ def test_the_demo_answer_shows_what_a_caregivers_c_really_does(
     with db.factory() as session:
         confirmed = session.get(Visit, visit_id)
         assert confirmed is not None
-        if may_see_schedule:
+        if may_manage_visits:
             assert confirmed.status is VisitStatus.CONFIRMED
             assert [e.kind for e in answer.effects] == ["confirmed"]
             assert answer.reply.startswith("Gracias. Su cita del ")
@@ -301,3 +310,47 @@ def test_the_demos_numbers_take_a_fixed_number_of_queries(
         expected = next_visit(visits_for_patient(session, patient_id=andre.id))
         assert expected is not None and his.next_visit is expected
         assert his.zone == andre.time_zone == "America/Denver"
+
+
+@pytest.mark.parametrize("may_manage_visits", [False, True])
+def test_a_caregivers_r_asks_to_move_a_visit_only_with_the_right_to_manage_visits(
+    db: Database, clock: FrozenClock, may_manage_visits: bool
+) -> None:
+    """Tanya sees Maya's schedule and gets her reminders; her "R" asks to move Maya's next
+    visit only when her link also lets her confirm or move visits, as the portal requires.
+    Without it nothing is asked, and the text waits in the care team's inbox."""
+    _add_tanya(
+        db,
+        clock,
+        can_view_schedule=True,
+        can_receive_reminders=True,
+        can_manage_visits=may_manage_visits,
+    )
+    with transaction(db.factory) as session:
+        maya = _patient(session, "Maya")
+        coordinator = user_by_login(session, COORDINATOR_MD)
+        actor = Actor(user_id=coordinator.id, label="coordinator", role="coordinator")
+        sync_schedule(session, clock=clock, actor=actor, library=shipped_protocols(), patient=maya)
+        opt_in(
+            session,
+            clock=clock,
+            phone=TANYA,
+            how=ConsentHow.COORDINATOR,
+            by_user_id=coordinator.id,
+            wording="Tanya agrees to visit reminders by text.",
+        )
+        maya_id = maya.id
+    stored = _text(db, clock, TANYA, "R")
+    with db.factory() as session:
+        asked = session.scalars(select(MoveRequest).where(MoveRequest.patient_id == maya_id)).all()
+        filed = session.scalars(
+            select(InboxItem).where(InboxItem.inbound_message_id == stored.id)
+        ).all()
+    assert stored.patient_id == maya_id
+    if may_manage_visits:
+        assert len(asked) == 1 and stored.handled_note.startswith("move request ")
+        assert filed == []
+    else:
+        assert asked == []
+        assert stored.handled_note == "move not requested: the caregiver may not ask to move visits"
+        assert [item.patient_id for item in filed] == [maya_id]
