@@ -348,7 +348,7 @@ def test_a_caregivers_r_asks_to_move_a_visit_only_with_the_right_to_manage_visit
         ).all()
     assert stored.patient_id == maya_id
     if may_manage_visits:
-        assert len(asked) == 1 and stored.handled_note.startswith("move request ")
+        assert len(asked) == 1 and (stored.handled_note or "").startswith("move request ")
         assert filed == []
     else:
         assert asked == []
