@@ -13,6 +13,7 @@ from coordination.texting.dispatcher import CONCURRENCY, dispatch_due
 from coordination.texting.gateway import SmsGateway
 from coordination.texting.planning import plan_reminders
 from core.clock import Clock
+from core.identity.auth import prune_login_attempts
 
 log = logging.getLogger("cgt_access.jobs")
 
@@ -28,8 +29,9 @@ def add_jobs(
     planning_interval_minutes: int = 10,
 ) -> None:
     """Register coordination's recurring jobs on `scheduler`: the dispatcher (every worker
-    runs it; rows are claimed, never shared), reminder planning and the missed-visit job
-    (each under a lock, so one worker runs them at a time)."""
+    runs it; rows are claimed, never shared), reminder planning, the missed-visit job and
+    the pruning of old login attempts (each under a lock, so one worker runs them at a
+    time)."""
 
     def dispatch_outbox() -> None:
         try:
@@ -106,6 +108,30 @@ def add_jobs(
         "cron",
         minute=5,
         id="missed-visits",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )
+
+    def old_login_attempts() -> None:
+        try:
+            ran, pruned = run_exclusively(
+                factory,
+                name="prune-login-attempts",
+                clock=clock,
+                job=lambda session: prune_login_attempts(session, clock=clock),
+            )
+        except Exception:
+            log.exception("pruning login attempts failed; it runs again next hour")
+            return
+        if ran and pruned:
+            log.info("deleted %d old login attempt(s)", pruned)
+
+    scheduler.add_job(
+        old_login_attempts,
+        "cron",
+        minute=35,
+        id="prune-login-attempts",
         max_instances=1,
         coalesce=True,
         replace_existing=True,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.audit.models import AuditOutcome
@@ -40,6 +40,9 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_LOGIN = 5  # per known device, and for all unknown devices together
 MAX_FAILURES_PER_IP = 30
 LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+# Attempts only feed the throttle windows above; the audit log keeps every login's outcome.
+# An address is personal data, so the rows go once they no longer count (with a day's margin).
+LOGIN_ATTEMPTS_KEPT = timedelta(days=1)
 TOTP_ISSUER = "CGT Access"
 
 
@@ -149,6 +152,15 @@ def record_failed_attempt(
         )
     )
     session.flush()
+
+
+def prune_login_attempts(session: Session, *, clock: Clock) -> int:
+    """Delete the login attempts older than `LOGIN_ATTEMPTS_KEPT`, which no throttle window
+    reads any more; return how many went."""
+    cutoff = clock.now() - LOGIN_ATTEMPTS_KEPT
+    gone = session.execute(delete(LoginAttempt).where(LoginAttempt.at < cutoff))
+    session.flush()
+    return int(getattr(gone, "rowcount", 0) or 0)
 
 
 def authenticate(
