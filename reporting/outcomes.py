@@ -283,7 +283,15 @@ def _observation_versions(
     else the replaced version that held then."""
     current = Observation.__table__.alias(f"o_{name}")
     recorded = func.coalesce(current.c.updated_at, current.c.created_at)
-    opens, closes = day_start(patients.c.window_start), day_start(patients.c.window_end)
+    patient_and_code, *terms = _current_version_terms(
+        current,
+        patient_id=patients.c.patient_id,
+        window_start=patients.c.window_start,
+        window_end=patients.c.window_end,
+        at=at,
+        code_system=code_system,
+        codes=codes,
+    )
     now_version = (
         select(
             patients.c.patient_id,
@@ -292,21 +300,31 @@ def _observation_versions(
             current.c.value_quantity.label("value"),
             recorded.label("recorded_at"),
         )
-        .join(
-            current,
-            and_(
-                current.c.patient_id == patients.c.patient_id,
-                current.c.code == codes[0] if len(codes) == 1 else current.c.code.in_(codes),
-            ),
-        )
-        .where(
-            current.c.code_system == code_system,
-            current.c.status.in_(_RESULT_STATUS_VALUES),
-            recorded <= at,
-            current.c.effective_at >= opens,
-            current.c.effective_at < closes,
-        )
+        .join(current, patient_and_code)
+        .where(*terms)
     )
+    if unit is not None:
+        now_version = now_version.where(
+            current.c.value_unit == unit, current.c.value_quantity.is_not(None)
+        )
+    old_version = _replaced_versions(
+        patients, at=at, code_system=code_system, codes=codes, unit=unit, name=name
+    )
+    return union_all(now_version, old_version).subquery(f"versions_{name}")
+
+
+def _replaced_versions(
+    patients: Any,
+    *,
+    at: ColumnElement[datetime],
+    code_system: str,
+    codes: Sequence[str],
+    unit: str | None,
+    name: str,
+) -> Select[Any]:
+    """The versions of `_observation_versions` that a correction replaced after `at` (the
+    version that held then): few, found from the replacements after that moment."""
+    opens, closes = day_start(patients.c.window_start), day_start(patients.c.window_end)
     revision = ObservationRevision.__table__.alias(f"r_{name}")
     owner = Observation.__table__.alias(f"ro_{name}")
     old_version = (
@@ -331,39 +349,82 @@ def _observation_versions(
         )
     )
     if unit is not None:
-        now_version = now_version.where(
-            current.c.value_unit == unit, current.c.value_quantity.is_not(None)
-        )
         old_version = old_version.where(
             revision.c.value_unit == unit, revision.c.value_quantity.is_not(None)
         )
-    return union_all(now_version, old_version).subquery(f"versions_{name}")
+    return old_version
 
 
 def _claim_events(
     patients: Any, *, at: ColumnElement[datetime], flags: Sequence[str]
 ) -> Select[Any]:
     lines = ClaimLine.__table__
+    in_window, *terms = _claim_terms(
+        patient_id=patients.c.patient_id,
+        window_start=patients.c.window_start,
+        window_end=patients.c.window_end,
+        at=at,
+        flags=flags,
+    )
     return (
         select(
             patients.c.patient_id,
             lines.c.service_begin.label("event_day"),
             utc_day(lines.c.loaded_at).label("known_day"),
         )
-        .join(
-            lines,
-            and_(
-                lines.c.patient_id == patients.c.patient_id,
-                lines.c.service_begin >= patients.c.window_start,
-                lines.c.service_begin < patients.c.window_end,
-            ),
-        )
-        .where(
-            lines.c.loaded_at <= at,
-            or_(lines.c.superseded_at.is_(None), lines.c.superseded_at > at),
-            *(lines.c[flag] == true() for flag in flags),
-        )
+        .join(lines, in_window)
+        .where(*terms)
     )
+
+
+def _current_version_terms(
+    current: Any,
+    *,
+    patient_id: ColumnElement[int],
+    window_start: ColumnElement[date],
+    window_end: ColumnElement[date],
+    at: ColumnElement[datetime],
+    code_system: str,
+    codes: Sequence[str],
+) -> list[ColumnElement[bool]]:
+    """The conditions an observation row (`current`, an alias of the table) meets when its
+    current version counts for the patient: first the patient and code (what the index
+    leads with), then a result recorded by `at` and taken in the window."""
+    recorded = func.coalesce(current.c.updated_at, current.c.created_at)
+    return [
+        and_(
+            current.c.patient_id == patient_id,
+            current.c.code == codes[0] if len(codes) == 1 else current.c.code.in_(codes),
+        ),
+        current.c.code_system == code_system,
+        current.c.status.in_(_RESULT_STATUS_VALUES),
+        recorded <= at,
+        current.c.effective_at >= day_start(window_start),
+        current.c.effective_at < day_start(window_end),
+    ]
+
+
+def _claim_terms(
+    *,
+    patient_id: ColumnElement[int],
+    window_start: ColumnElement[date],
+    window_end: ColumnElement[date],
+    at: ColumnElement[datetime],
+    flags: Sequence[str],
+) -> list[ColumnElement[bool]]:
+    """The conditions a claim line meets when it is a qualifying event of the patient's
+    window known at `at`: first the patient and the window (what the index leads with)."""
+    lines = ClaimLine.__table__
+    return [
+        and_(
+            lines.c.patient_id == patient_id,
+            lines.c.service_begin >= window_start,
+            lines.c.service_begin < window_end,
+        ),
+        lines.c.loaded_at <= at,
+        or_(lines.c.superseded_at.is_(None), lines.c.superseded_at > at),
+        *(lines.c[flag] == true() for flag in flags),
+    ]
 
 
 def measure_results(
@@ -546,6 +607,95 @@ def _found(measure: Measure, patients: Any, *, at: ColumnElement[datetime], name
     return found
 
 
+def _left_early(
+    *,
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+) -> tuple[ColumnElement[bool], ColumnElement[str]]:
+    """Whether the patient left follow-up before the window closed, and the status that
+    then is theirs (deceased, or lost to follow-up)."""
+    left_status = case(
+        (
+            type_coerce(record_status, String()) == PatientStatus.DECEASED.value,
+            Status.DECEASED.value,
+        ),
+        else_=Status.LOST_TO_FOLLOW_UP.value,
+    )
+    return and_(left_on.is_not(None), left_on < window_end), left_status
+
+
+def _event_status(
+    hit: ColumnElement[bool],
+    *,
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+    day: ColumnElement[date],
+) -> ColumnElement[str]:
+    """An event rule's status: not met once a qualifying event is known (`hit`), else
+    left follow-up before the window closed, met once it closed, else not yet."""
+    left_early, left_status = _left_early(
+        window_end=window_end, left_on=left_on, record_status=record_status
+    )
+    return case(
+        (hit, Status.NOT_MET.value),
+        (left_early, left_status),
+        (day >= window_end, Status.MET.value),
+        else_=Status.NOT_YET.value,
+    )
+
+
+def _event_known(
+    measure: Measure, patients: Any, *, at: ColumnElement[datetime], name: str
+) -> ColumnElement[bool]:
+    """Whether a qualifying event of the event rule's window is known at `at`, for the row
+    of `patients` (the population with its windows) it is evaluated on: the conditions of
+    `_found`, asked as EXISTS per patient (stops at the first event, through the indexes
+    by patient) instead of gathering every event."""
+    rule = measure.rule
+    assert isinstance(rule, NoEventRule)
+    source = EVENT_SOURCES[rule.event]
+    row = patients.c
+    window_start = row[f"month_{measure.window.from_month}"]
+    window_end = row[f"month_{measure.window.to_month}"]
+    known: list[ColumnElement[bool]] = []
+    if source.claim_flags:
+        terms = _claim_terms(
+            patient_id=row.patient_id,
+            window_start=window_start,
+            window_end=window_end,
+            at=at,
+            flags=source.claim_flags,
+        )
+        known.append(select(literal(1)).select_from(ClaimLine.__table__).where(*terms).exists())
+    if source.reports:
+        codes = [REPORT_MEASURES[kind].code for kind in source.reports]
+        system = REPORT_MEASURES[source.reports[0]].code_system
+        current = Observation.__table__.alias(f"o_ev_{name}")
+        terms = _current_version_terms(
+            current,
+            patient_id=row.patient_id,
+            window_start=window_start,
+            window_end=window_end,
+            at=at,
+            code_system=system,
+            codes=codes,
+        )
+        known.append(select(literal(1)).select_from(current).where(*terms).exists())
+        # The versions replaced since are few: gathered once, not asked per patient.
+        replaced = _replaced_versions(
+            _measure_patients(measure, patients, name=name),
+            at=at,
+            code_system=system,
+            codes=codes,
+            unit=None,
+            name=f"ev_{name}",
+        ).subquery(f"replaced_{name}")
+        known.append(row.patient_id.in_(select(replaced.c.patient_id)))
+    return or_(*known)
+
+
 @dataclass(frozen=True)
 class _Verdict:
     status: ColumnElement[Any]
@@ -566,11 +716,8 @@ def _verdict(
     """A patient's status and the day it was decided, from their window's end, since when
     they left follow-up, their record's status and what the rule found (see the module's
     docstring for the order of the verdicts)."""
-    record_status = type_coerce(record_status, String())
-    left_early = and_(left_on.is_not(None), left_on < window_end)
-    left_status = case(
-        (record_status == PatientStatus.DECEASED.value, Status.DECEASED.value),
-        else_=Status.LOST_TO_FOLLOW_UP.value,
+    left_early, left_status = _left_early(
+        window_end=window_end, left_on=left_on, record_status=record_status
     )
     closed = day >= window_end
     # Typed nulls: PostgreSQL reads a bare NULL as text.
@@ -578,11 +725,8 @@ def _verdict(
     observation_id: ColumnElement[Any] = cast(null(), Integer())
     if isinstance(rule, NoEventRule):
         hit = found.c.found_on.is_not(None)
-        status = case(
-            (hit, Status.NOT_MET.value),
-            (left_early, left_status),
-            (closed, Status.MET.value),
-            else_=Status.NOT_YET.value,
+        status = _event_status(
+            hit, window_end=window_end, left_on=left_on, record_status=record_status, day=day
         )
         decided_on = case(
             (hit, found.c.found_on),
@@ -674,17 +818,30 @@ def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf
     joined: Any = patients
     for index, measure in enumerate(agreement.measures):
         name = f"a{index}"
-        found = _found(measure, _measure_patients(measure, patients, name=name), at=at, name=name)
-        joined = joined.outerjoin(found, found.c.patient_id == row.patient_id)
-        verdict = _verdict(
-            measure.rule,
-            found,
-            window_end=row[f"month_{measure.window.to_month}"],
-            left_on=row.left_on,
-            record_status=row.status,
-            day=day,
-        )
-        statuses.append(verdict.status.label(f"status_{index}"))
+        window_end = row[f"month_{measure.window.to_month}"]
+        if isinstance(measure.rule, NoEventRule):
+            # Only whether an event is known decides the status, not which one.
+            status = _event_status(
+                _event_known(measure, patients, at=at, name=name),
+                window_end=window_end,
+                left_on=row.left_on,
+                record_status=row.status,
+                day=day,
+            )
+        else:
+            found = _found(
+                measure, _measure_patients(measure, patients, name=name), at=at, name=name
+            )
+            joined = joined.outerjoin(found, found.c.patient_id == row.patient_id)
+            status = _verdict(
+                measure.rule,
+                found,
+                window_end=window_end,
+                left_on=row.left_on,
+                record_status=row.status,
+                day=day,
+            ).status
+        statuses.append(status.label(f"status_{index}"))
     places = (row.state_id, row.center_id, row.cohort_year, row.cohort_quarter)
     counted = _materialized(
         select(*places, *statuses, func.count().label("patients"))
