@@ -283,7 +283,15 @@ def _observation_versions(
     else the replaced version that held then."""
     current = Observation.__table__.alias(f"o_{name}")
     recorded = func.coalesce(current.c.updated_at, current.c.created_at)
-    opens, closes = day_start(patients.c.window_start), day_start(patients.c.window_end)
+    patient_and_code, *terms = _current_version_terms(
+        current,
+        patient_id=patients.c.patient_id,
+        window_start=patients.c.window_start,
+        window_end=patients.c.window_end,
+        at=at,
+        code_system=code_system,
+        codes=codes,
+    )
     now_version = (
         select(
             patients.c.patient_id,
@@ -292,21 +300,31 @@ def _observation_versions(
             current.c.value_quantity.label("value"),
             recorded.label("recorded_at"),
         )
-        .join(
-            current,
-            and_(
-                current.c.patient_id == patients.c.patient_id,
-                current.c.code == codes[0] if len(codes) == 1 else current.c.code.in_(codes),
-            ),
-        )
-        .where(
-            current.c.code_system == code_system,
-            current.c.status.in_(_RESULT_STATUS_VALUES),
-            recorded <= at,
-            current.c.effective_at >= opens,
-            current.c.effective_at < closes,
-        )
+        .join(current, patient_and_code)
+        .where(*terms)
     )
+    if unit is not None:
+        now_version = now_version.where(
+            current.c.value_unit == unit, current.c.value_quantity.is_not(None)
+        )
+    old_version = _replaced_versions(
+        patients, at=at, code_system=code_system, codes=codes, unit=unit, name=name
+    )
+    return union_all(now_version, old_version).subquery(f"versions_{name}")
+
+
+def _replaced_versions(
+    patients: Any,
+    *,
+    at: ColumnElement[datetime],
+    code_system: str,
+    codes: Sequence[str],
+    unit: str | None,
+    name: str,
+) -> Select[Any]:
+    """The versions of `_observation_versions` that a correction replaced after `at` (the
+    version that held then): few, found from the replacements after that moment."""
+    opens, closes = day_start(patients.c.window_start), day_start(patients.c.window_end)
     revision = ObservationRevision.__table__.alias(f"r_{name}")
     owner = Observation.__table__.alias(f"ro_{name}")
     old_version = (
@@ -331,39 +349,82 @@ def _observation_versions(
         )
     )
     if unit is not None:
-        now_version = now_version.where(
-            current.c.value_unit == unit, current.c.value_quantity.is_not(None)
-        )
         old_version = old_version.where(
             revision.c.value_unit == unit, revision.c.value_quantity.is_not(None)
         )
-    return union_all(now_version, old_version).subquery(f"versions_{name}")
+    return old_version
 
 
 def _claim_events(
     patients: Any, *, at: ColumnElement[datetime], flags: Sequence[str]
 ) -> Select[Any]:
     lines = ClaimLine.__table__
+    in_window, *terms = _claim_terms(
+        patient_id=patients.c.patient_id,
+        window_start=patients.c.window_start,
+        window_end=patients.c.window_end,
+        at=at,
+        flags=flags,
+    )
     return (
         select(
             patients.c.patient_id,
             lines.c.service_begin.label("event_day"),
             utc_day(lines.c.loaded_at).label("known_day"),
         )
-        .join(
-            lines,
-            and_(
-                lines.c.patient_id == patients.c.patient_id,
-                lines.c.service_begin >= patients.c.window_start,
-                lines.c.service_begin < patients.c.window_end,
-            ),
-        )
-        .where(
-            lines.c.loaded_at <= at,
-            or_(lines.c.superseded_at.is_(None), lines.c.superseded_at > at),
-            *(lines.c[flag] == true() for flag in flags),
-        )
+        .join(lines, in_window)
+        .where(*terms)
     )
+
+
+def _current_version_terms(
+    current: Any,
+    *,
+    patient_id: ColumnElement[int],
+    window_start: ColumnElement[date],
+    window_end: ColumnElement[date],
+    at: ColumnElement[datetime],
+    code_system: str,
+    codes: Sequence[str],
+) -> list[ColumnElement[bool]]:
+    """The conditions an observation row (`current`, an alias of the table) meets when its
+    current version counts for the patient: first the patient and code (what the index
+    leads with), then a result recorded by `at` and taken in the window."""
+    recorded = func.coalesce(current.c.updated_at, current.c.created_at)
+    return [
+        and_(
+            current.c.patient_id == patient_id,
+            current.c.code == codes[0] if len(codes) == 1 else current.c.code.in_(codes),
+        ),
+        current.c.code_system == code_system,
+        current.c.status.in_(_RESULT_STATUS_VALUES),
+        recorded <= at,
+        current.c.effective_at >= day_start(window_start),
+        current.c.effective_at < day_start(window_end),
+    ]
+
+
+def _claim_terms(
+    *,
+    patient_id: ColumnElement[int],
+    window_start: ColumnElement[date],
+    window_end: ColumnElement[date],
+    at: ColumnElement[datetime],
+    flags: Sequence[str],
+) -> list[ColumnElement[bool]]:
+    """The conditions a claim line meets when it is a qualifying event of the patient's
+    window known at `at`: first the patient and the window (what the index leads with)."""
+    lines = ClaimLine.__table__
+    return [
+        and_(
+            lines.c.patient_id == patient_id,
+            lines.c.service_begin >= window_start,
+            lines.c.service_begin < window_end,
+        ),
+        lines.c.loaded_at <= at,
+        or_(lines.c.superseded_at.is_(None), lines.c.superseded_at > at),
+        *(lines.c[flag] == true() for flag in flags),
+    ]
 
 
 def measure_results(
@@ -394,19 +455,16 @@ def agreement_results(
     as_of: AsOf,
     name: str = "a",
     patient_ids: Sequence[int] | None = None,
-    lean: bool = False,
 ) -> Any:
     """Every measure of the agreement in one statement (the population worked out once):
-    the rows of `measure_results` with a `measure_key` column first (`lean`: only the
-    columns counts are grouped by: patient_id, state_id, center_id, cohort_year,
-    cohort_quarter, status)."""
+    the rows of `measure_results` with a `measure_key` column first."""
     at = literal(as_of.at, UTCDateTime())
     day = literal(as_of.day, Date())
     facts = _facts(agreement, population, at=at, day=day, name=name, patient_ids=patient_ids)
     patients = _with_windows(facts, agreement.measures, name=name)
     parts = []
     for index, measure in enumerate(agreement.measures):
-        rows = _measure_rows(measure, patients, at=at, day=day, name=f"{name}{index}", lean=lean)
+        rows = _measure_rows(measure, patients, at=at, day=day, name=f"{name}{index}")
         parts.append(select(literal(measure.key).label("measure_key"), *rows.c))
     return union_all(*parts).subquery(f"results_{name}")
 
@@ -424,18 +482,59 @@ def _measure_rows(
     at: ColumnElement[datetime],
     day: ColumnElement[date],
     name: str,
-    lean: bool = False,
 ) -> Any:
     """One measure's verdicts over `population` (with its windows): each patient, with what the
     rule found for them (the day the first qualifying event became known, or the picked
     observation), grouped first and joined by patient."""
+    patients = _measure_patients(measure, population, name=name)
+    found = _found(measure, patients, at=at, name=name)
+    row = patients.c
+    verdict = _verdict(
+        measure.rule,
+        found,
+        window_end=row.window_end,
+        left_on=row.left_on,
+        record_status=row.status,
+        day=day,
+    )
+    return (
+        select(
+            row.patient_id,
+            row.state_id,
+            row.center_id,
+            row.cohort_year,
+            row.cohort_quarter,
+            verdict.status.label("status"),
+            row.therapy_id,
+            row.medicaid_id,
+            row.infusion_date,
+            row.window_start,
+            row.window_end,
+            type_coerce(verdict.decided_on, Date()).label("decided_on"),
+            type_coerce(verdict.value, Observation.__table__.c.value_quantity.type).label("value"),
+            type_coerce(verdict.observation_id, Integer()).label("observation_id"),
+        )
+        .select_from(patients)
+        .outerjoin(found, found.c.patient_id == row.patient_id)
+        .subquery(f"results_{name}")
+    )
+
+
+def _measure_patients(measure: Measure, population: Any, *, name: str) -> Any:
+    """The population with the measure's window as `window_start` and `window_end`."""
     window = measure.window
     columns = population.c
-    patients = select(
+    return select(
         *(column for column in columns if not column.name.startswith("month_")),
         columns[f"month_{window.from_month}"].label("window_start"),
         columns[f"month_{window.to_month}"].label("window_end"),
     ).subquery(f"patients_{name}")
+
+
+def _found(measure: Measure, patients: Any, *, at: ColumnElement[datetime], name: str) -> Any:
+    """What the rule found for each patient of `patients` (with their window) who has
+    something (a CTE by patient_id): the day the first qualifying event became known
+    (`found_on`), or the picked observation (`value`, `recorded_on`, `observation_id`)."""
     rule = measure.rule
     if isinstance(rule, NoEventRule):
         source = EVENT_SOURCES[rule.event]
@@ -505,43 +604,134 @@ def _measure_rows(
             ).where(ranked.c.rank == 1),
             f"found_{name}",
         )
-    return _verdicts(patients, found, rule=rule, day=day, name=name, lean=lean)
+    return found
 
 
-def _verdicts(
-    patients: Any,
-    found: Any,
+def _left_early(
     *,
-    rule: NoEventRule | ObservationRule,
-    day: ColumnElement[date],
-    name: str,
-    lean: bool,
-) -> Any:
-    """Each patient's status and the day it was decided, from their row and what the rule
-    found (see the module's docstring for the order of the verdicts)."""
-    row = patients.c
-    record_status = type_coerce(row.status, String())
-    left_early = and_(row.left_on.is_not(None), row.left_on < row.window_end)
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+) -> tuple[ColumnElement[bool], ColumnElement[str]]:
+    """Whether the patient left follow-up before the window closed, and the status that
+    then is theirs (deceased, or lost to follow-up)."""
     left_status = case(
-        (record_status == PatientStatus.DECEASED.value, Status.DECEASED.value),
+        (
+            type_coerce(record_status, String()) == PatientStatus.DECEASED.value,
+            Status.DECEASED.value,
+        ),
         else_=Status.LOST_TO_FOLLOW_UP.value,
     )
-    closed = day >= row.window_end
+    return and_(left_on.is_not(None), left_on < window_end), left_status
+
+
+def _event_status(
+    hit: ColumnElement[bool],
+    *,
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+    day: ColumnElement[date],
+) -> ColumnElement[str]:
+    """An event rule's status: not met once a qualifying event is known (`hit`), else
+    left follow-up before the window closed, met once it closed, else not yet."""
+    left_early, left_status = _left_early(
+        window_end=window_end, left_on=left_on, record_status=record_status
+    )
+    return case(
+        (hit, Status.NOT_MET.value),
+        (left_early, left_status),
+        (day >= window_end, Status.MET.value),
+        else_=Status.NOT_YET.value,
+    )
+
+
+def _event_known(
+    measure: Measure, patients: Any, *, at: ColumnElement[datetime], name: str
+) -> ColumnElement[bool]:
+    """Whether a qualifying event of the event rule's window is known at `at`, for the row
+    of `patients` (the population with its windows) it is evaluated on: the conditions of
+    `_found`, asked as EXISTS per patient (stops at the first event, through the indexes
+    by patient) instead of gathering every event."""
+    rule = measure.rule
+    assert isinstance(rule, NoEventRule)
+    source = EVENT_SOURCES[rule.event]
+    row = patients.c
+    window_start = row[f"month_{measure.window.from_month}"]
+    window_end = row[f"month_{measure.window.to_month}"]
+    known: list[ColumnElement[bool]] = []
+    if source.claim_flags:
+        terms = _claim_terms(
+            patient_id=row.patient_id,
+            window_start=window_start,
+            window_end=window_end,
+            at=at,
+            flags=source.claim_flags,
+        )
+        known.append(select(literal(1)).select_from(ClaimLine.__table__).where(*terms).exists())
+    if source.reports:
+        codes = [REPORT_MEASURES[kind].code for kind in source.reports]
+        system = REPORT_MEASURES[source.reports[0]].code_system
+        current = Observation.__table__.alias(f"o_ev_{name}")
+        terms = _current_version_terms(
+            current,
+            patient_id=row.patient_id,
+            window_start=window_start,
+            window_end=window_end,
+            at=at,
+            code_system=system,
+            codes=codes,
+        )
+        known.append(select(literal(1)).select_from(current).where(*terms).exists())
+        # The versions replaced since are few: gathered once, not asked per patient.
+        replaced = _replaced_versions(
+            _measure_patients(measure, patients, name=name),
+            at=at,
+            code_system=system,
+            codes=codes,
+            unit=None,
+            name=f"ev_{name}",
+        ).subquery(f"replaced_{name}")
+        known.append(row.patient_id.in_(select(replaced.c.patient_id)))
+    return or_(*known)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    status: ColumnElement[Any]
+    decided_on: ColumnElement[Any]
+    value: ColumnElement[Any]
+    observation_id: ColumnElement[Any]
+
+
+def _verdict(
+    rule: NoEventRule | ObservationRule,
+    found: Any,
+    *,
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+    day: ColumnElement[date],
+) -> _Verdict:
+    """A patient's status and the day it was decided, from their window's end, since when
+    they left follow-up, their record's status and what the rule found (see the module's
+    docstring for the order of the verdicts)."""
+    left_early, left_status = _left_early(
+        window_end=window_end, left_on=left_on, record_status=record_status
+    )
+    closed = day >= window_end
     # Typed nulls: PostgreSQL reads a bare NULL as text.
     value: ColumnElement[Any] = cast(null(), Observation.__table__.c.value_quantity.type)
     observation_id: ColumnElement[Any] = cast(null(), Integer())
     if isinstance(rule, NoEventRule):
         hit = found.c.found_on.is_not(None)
-        status = case(
-            (hit, Status.NOT_MET.value),
-            (left_early, left_status),
-            (closed, Status.MET.value),
-            else_=Status.NOT_YET.value,
+        status = _event_status(
+            hit, window_end=window_end, left_on=left_on, record_status=record_status, day=day
         )
         decided_on = case(
             (hit, found.c.found_on),
-            (left_early, row.left_on),
-            (closed, row.window_end),
+            (left_early, left_on),
+            (closed, window_end),
             else_=null(),
         )
     else:
@@ -561,37 +751,15 @@ def _verdicts(
             else_=Status.NOT_MET.value,
         )
         decided_on = case(
-            (left_early, row.left_on),
+            (left_early, left_on),
             (~closed, null()),
-            (picked.value.is_(None), row.window_end),
-            else_=later_day(row.window_end, picked.recorded_on),
+            (picked.value.is_(None), window_end),
+            else_=later_day(window_end, picked.recorded_on),
         )
         value = case((and_(closed, ~left_early), picked.value), else_=null())
         observation_id = case((and_(closed, ~left_early), picked.observation_id), else_=null())
-    columns: list[ColumnElement[Any]] = [
-        row.patient_id,
-        row.state_id,
-        row.center_id,
-        row.cohort_year,
-        row.cohort_quarter,
-        status.label("status"),
-    ]
-    if not lean:
-        columns += [
-            row.therapy_id,
-            row.medicaid_id,
-            row.infusion_date,
-            row.window_start,
-            row.window_end,
-            type_coerce(decided_on, Date()).label("decided_on"),
-            type_coerce(value, Observation.__table__.c.value_quantity.type).label("value"),
-            type_coerce(observation_id, Integer()).label("observation_id"),
-        ]
-    return (
-        select(*columns)
-        .select_from(patients)
-        .outerjoin(found, found.c.patient_id == row.patient_id)
-        .subquery(f"results_{name}")
+    return _Verdict(
+        status=status, decided_on=decided_on, value=value, observation_id=observation_id
     )
 
 
@@ -634,22 +802,84 @@ class OutcomeCube:
         return next((cube for cube in self.measures if cube.measure_key == key), None)
 
 
+def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf) -> Any:
+    """The counts of `outcome_cube`: (measure_key, state_id, center_id, cohort_year,
+    cohort_quarter, status, patients), in that order.
+
+    Each patient is read once with every measure's status side by side and counted by
+    those statuses (one grouping of the population, not one per measure); each measure's
+    counts are then the sums over that much smaller table."""
+    at = literal(as_of.at, UTCDateTime())
+    day = literal(as_of.day, Date())
+    facts = _facts(agreement, population, at=at, day=day, name="a", patient_ids=None)
+    patients = _with_windows(facts, agreement.measures, name="a")
+    row = patients.c
+    statuses: list[ColumnElement[Any]] = []
+    joined: Any = patients
+    for index, measure in enumerate(agreement.measures):
+        name = f"a{index}"
+        window_end = row[f"month_{measure.window.to_month}"]
+        if isinstance(measure.rule, NoEventRule):
+            # Only whether an event is known decides the status, not which one.
+            status = _event_status(
+                _event_known(measure, patients, at=at, name=name),
+                window_end=window_end,
+                left_on=row.left_on,
+                record_status=row.status,
+                day=day,
+            )
+        else:
+            found = _found(
+                measure, _measure_patients(measure, patients, name=name), at=at, name=name
+            )
+            joined = joined.outerjoin(found, found.c.patient_id == row.patient_id)
+            status = _verdict(
+                measure.rule,
+                found,
+                window_end=window_end,
+                left_on=row.left_on,
+                record_status=row.status,
+                day=day,
+            ).status
+        statuses.append(status.label(f"status_{index}"))
+    places = (row.state_id, row.center_id, row.cohort_year, row.cohort_quarter)
+    counted = _materialized(
+        select(*places, *statuses, func.count().label("patients"))
+        .select_from(joined)
+        .group_by(*places, *statuses),
+        "counted_a",
+    )
+    keys = (
+        counted.c.state_id,
+        counted.c.center_id,
+        counted.c.cohort_year,
+        counted.c.cohort_quarter,
+    )
+    parts = [
+        select(
+            literal(measure.key).label("measure_key"),
+            *keys,
+            counted.c[f"status_{index}"].label("status"),
+            type_coerce(func.sum(counted.c.patients), Integer()).label("patients"),
+        ).group_by(*keys, counted.c[f"status_{index}"])
+        for index, measure in enumerate(agreement.measures)
+    ]
+    cube = union_all(*parts).subquery("cube_a")
+    return select(cube).order_by(
+        cube.c.measure_key,
+        cube.c.state_id,
+        cube.c.center_id,
+        cube.c.cohort_year,
+        cube.c.cohort_quarter,
+        cube.c.status,
+    )
+
+
 def outcome_cube(session: Session, *, agreement: Agreement, as_of: AsOf) -> OutcomeCube:
     """Every measure of `agreement` as of `as_of`, counted by the database in one
     statement (see `OutcomeCube`)."""
     population = population_of(session, agreement)
-    results = agreement_results(agreement, population, as_of=as_of, lean=True)
-    keys = (
-        results.c.measure_key,
-        results.c.state_id,
-        results.c.center_id,
-        results.c.cohort_year,
-        results.c.cohort_quarter,
-        results.c.status,
-    )
-    rows = session.execute(
-        select(*keys, func.count().label("patients")).group_by(*keys).order_by(*keys)
-    )
+    rows = session.execute(_cube_statement(agreement, population, as_of=as_of))
     cells: dict[str, list[CubeCell]] = {measure.key: [] for measure in agreement.measures}
     for measure_key, state_id, center_id, year, quarter, status, count in rows:
         cells[measure_key].append(

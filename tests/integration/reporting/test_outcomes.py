@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.followup.corrections import correct_outcome
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
 from core.models import ObservationStatus, Patient
@@ -54,6 +55,7 @@ from tests.integration.reporting.conftest import Staff
 from tests.support.outcome_world import (
     HB,
     HBF,
+    SYSTEM,
     adjust,
     agreement_for_tests,
     at,
@@ -511,6 +513,60 @@ def test_counts_by_state_center_and_cohort_follow_the_record_as_of_then(
     april_stay = april.measure("no-voc-stay")
     assert april_stay is not None
     assert {cell.state_id for cell in april_stay.cells} == {md}
+
+
+@pytest.mark.parametrize(
+    ("as_of", "removed_report"),
+    [
+        (NOW, MET),
+        (AsOf.end_of(date(2025, 12, 31)), NOT_MET),
+        (AsOf.end_of(date(2026, 4, 30)), NOT_MET),
+    ],
+)
+def test_the_counts_of_every_measure_are_its_patients_results_counted(
+    empty_db: Database, world: World, as_of: AsOf, removed_report: Status
+) -> None:
+    """The cube reads every measure's status side by side in one statement (an event rule
+    only asks whether an event is known): each measure's counts are those of its patients'
+    own results (checked by hand above), for every rule kind, as of now and as of earlier
+    days; here with one more patient whose confirmed crisis report was removed as entered
+    in error on 2026-06-01 (it counted until then)."""
+    agreement = agreement_for_tests()
+    with empty_db.factory() as session:
+        clean = session.get(Patient, world.ids["clean"])
+        assert clean is not None
+        report = report_crisis(session, clean, happened="2025-11-01", confirmed="2025-11-03")
+        world.clock.set(at("2026-06-01", 16))
+        correct_outcome(
+            session,
+            clock=world.clock,
+            actor=SYSTEM,
+            observation=report,
+            value=None,
+            reason="not a crisis",
+        )
+        session.commit()
+    with empty_db.factory() as session:
+        assert results(session, world, "no-voc-any", as_of)["clean"][0] is removed_report
+        cube = outcome_cube(session, agreement=agreement, as_of=as_of)
+        for measure in agreement.measures:
+            counted: Counter[tuple[int, int, str, Status]] = Counter(
+                (result.state_id, result.center_id, result.cohort, result.status)
+                for result in patient_results(
+                    session, agreement=agreement, measure=measure, as_of=as_of, which=ResultFilter()
+                )
+            )
+            found = cube.measure(measure.key)
+            assert found is not None
+            cells = {
+                (cell.state_id, cell.center_id, cell.cohort, cell.status): cell.count
+                for cell in found.cells
+            }
+            assert cells == dict(counted), measure.key
+    # Every status appears in some measure now (the cohort has each edge).
+    if as_of == NOW:
+        seen = {cell.status for cube_measure in cube.measures for cell in cube_measure.cells}
+        assert seen == set(STATUSES)
 
 
 def test_a_window_is_counted_in_months_and_ends_on_the_months_last_day(
