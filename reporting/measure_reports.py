@@ -21,6 +21,7 @@ from typing import Any
 from reporting.agreements import Agreement, Measure
 from reporting.outcome_report import ILLUSTRATIVE_NOTE, MeasureView, OutcomeReport
 from reporting.outcomes import STATUSES, PatientOutcome, Status
+from reporting.program import Period
 from reporting.suppression import Figure, Mark, suppress_count
 
 BASE = "https://cgt-access.org/fhir"
@@ -81,8 +82,19 @@ def _narrative(agreement: Agreement, lines: list[str]) -> dict[str, str]:
 
 
 def _base(
-    agreement: Agreement, measure: Measure, *, kind: str, as_of: datetime, lines: list[str]
+    agreement: Agreement,
+    measure: Measure,
+    *,
+    kind: str,
+    as_of: datetime,
+    lines: list[str],
+    period: Period | None = None,
 ) -> dict[str, Any]:
+    """The parts every MeasureReport has. Its `period`: the results decided in the period
+    asked (up to the moment looked from), else since the agreement's first infusions."""
+    start, end = agreement.infusions.from_, as_of.date()
+    if period is not None and period.start is not None and period.end is not None:
+        start, end = period.start, min(period.end, end)
     resource: dict[str, Any] = {
         "resourceType": "MeasureReport",
         "text": _narrative(agreement, lines),
@@ -90,10 +102,7 @@ def _base(
         "type": kind,
         "measure": measure_url(agreement, measure),
         "date": as_of.isoformat(),
-        "period": {
-            "start": agreement.infusions.from_.isoformat(),
-            "end": as_of.date().isoformat(),
-        },
+        "period": {"start": start.isoformat(), "end": max(start, end).isoformat()},
         "improvementNotation": {
             "coding": [
                 {
@@ -136,11 +145,16 @@ def summary_measure_report(
     view = report.measure(measure.key)
     assert view is not None
     agreement = report.agreement
+    period = report.selection.period
     lines = [
         f"{measure.title.en}: {agreement.title.en}, as of {report.as_of.isoformat()}.",
         "Counts from 1 to 10 are not given (masked), nor counts they could be worked out from.",
     ]
-    resource = _base(agreement, measure, kind="summary", as_of=report.as_of, lines=lines)
+    if period is not None and period.key != "all":
+        lines.append(f"Results decided in {period.key} only.")
+    resource = _base(
+        agreement, measure, kind="summary", as_of=report.as_of, lines=lines, period=period
+    )
     if view.totals_withheld:
         resource["text"] = _narrative(
             agreement, [*lines, "The figures of this selection are withheld: too few patients."]

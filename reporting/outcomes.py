@@ -377,9 +377,10 @@ def measure_results(
 ) -> Any:
     """The statement (a subquery) giving every patient of the population as of `as_of`
     one row: patient_id, state_id, center_id, therapy_id, medicaid_id, infusion_date,
-    cohort_year, cohort_quarter, window_start, window_end, status, decided_on, value (the
-    observation rule's picked value), observation_id (its observation). `name` keeps the
-    statement's parts apart when several are combined in one query."""
+    cohort_year, cohort_quarter, window_start, window_end, status, decided_year,
+    decided_quarter, decided_on, value (the observation rule's picked value),
+    observation_id (its observation). `name` keeps the statement's parts apart when
+    several are combined in one query."""
     at = literal(as_of.at, UTCDateTime())
     day = literal(as_of.day, Date())
     facts = _facts(agreement, population, at=at, day=day, name=name, patient_ids=patient_ids)
@@ -399,7 +400,7 @@ def agreement_results(
     """Every measure of the agreement in one statement (the population worked out once):
     the rows of `measure_results` with a `measure_key` column first (`lean`: only the
     columns counts are grouped by: patient_id, state_id, center_id, cohort_year,
-    cohort_quarter, status)."""
+    cohort_quarter, status, decided_year, decided_quarter)."""
     at = literal(as_of.at, UTCDateTime())
     day = literal(as_of.day, Date())
     facts = _facts(agreement, population, at=at, day=day, name=name, patient_ids=patient_ids)
@@ -568,6 +569,7 @@ def _verdicts(
         )
         value = case((and_(closed, ~left_early), picked.value), else_=null())
         observation_id = case((and_(closed, ~left_early), picked.observation_id), else_=null())
+    decided_day = type_coerce(decided_on, Date())
     columns: list[ColumnElement[Any]] = [
         row.patient_id,
         row.state_id,
@@ -575,6 +577,9 @@ def _verdicts(
         row.cohort_year,
         row.cohort_quarter,
         status.label("status"),
+        # The calendar quarter the result was decided in (None: not yet): a dashboard's period.
+        year_of(decided_day).label("decided_year"),
+        _quarter(decided_day).label("decided_quarter"),
     ]
     if not lean:
         columns += [
@@ -583,7 +588,7 @@ def _verdicts(
             row.infusion_date,
             row.window_start,
             row.window_end,
-            type_coerce(decided_on, Date()).label("decided_on"),
+            decided_day.label("decided_on"),
             type_coerce(value, Observation.__table__.c.value_quantity.type).label("value"),
             type_coerce(observation_id, Integer()).label("observation_id"),
         ]
@@ -600,7 +605,8 @@ def _verdicts(
 
 @dataclass(frozen=True)
 class CubeCell:
-    """How many patients of one state, center and infusion quarter had one status."""
+    """How many patients of one state, center and infusion quarter had one status, decided
+    in one calendar quarter (None: not decided yet, or a snapshot that did not keep it)."""
 
     state_id: int
     center_id: int
@@ -608,10 +614,19 @@ class CubeCell:
     cohort_quarter: int
     status: Status
     count: int
+    decided_year: int | None = None
+    decided_quarter: int | None = None
 
     @property
     def cohort(self) -> str:
         return f"{self.cohort_year}-Q{self.cohort_quarter}"
+
+    @property
+    def decided(self) -> str | None:
+        """The quarter the result was decided in ("2026-Q2"), or None."""
+        if self.decided_year is None or self.decided_quarter is None:
+            return None
+        return f"{self.decided_year}-Q{self.decided_quarter}"
 
 
 @dataclass(frozen=True)
@@ -623,12 +638,16 @@ class MeasureCube:
 @dataclass(frozen=True)
 class OutcomeCube:
     """Every measure of an agreement as of a moment, counted by state, center, infusion
-    quarter and status: what dashboards filter and group, and snapshots keep."""
+    quarter, status and the quarter the result was decided in: what dashboards filter and
+    group, and snapshots keep."""
 
     agreement_key: str
     agreement_version: int
     as_of: datetime
     measures: tuple[MeasureCube, ...] = field(default_factory=tuple)
+    # Whether the cells say the quarter each result was decided in (snapshots taken before
+    # they did cannot be filtered by period).
+    has_decided: bool = True
 
     def measure(self, key: str) -> MeasureCube | None:
         return next((cube for cube in self.measures if cube.measure_key == key), None)
@@ -646,12 +665,14 @@ def outcome_cube(session: Session, *, agreement: Agreement, as_of: AsOf) -> Outc
         results.c.cohort_year,
         results.c.cohort_quarter,
         results.c.status,
+        results.c.decided_year,
+        results.c.decided_quarter,
     )
     rows = session.execute(
         select(*keys, func.count().label("patients")).group_by(*keys).order_by(*keys)
     )
     cells: dict[str, list[CubeCell]] = {measure.key: [] for measure in agreement.measures}
-    for measure_key, state_id, center_id, year, quarter, status, count in rows:
+    for measure_key, state_id, center_id, year, quarter, status, d_year, d_quarter, count in rows:
         cells[measure_key].append(
             CubeCell(
                 state_id=state_id,
@@ -660,6 +681,8 @@ def outcome_cube(session: Session, *, agreement: Agreement, as_of: AsOf) -> Outc
                 cohort_quarter=int(quarter),
                 status=Status(status),
                 count=int(count),
+                decided_year=int(d_year) if d_year is not None else None,
+                decided_quarter=int(d_quarter) if d_quarter is not None else None,
             )
         )
     return OutcomeCube(
@@ -701,6 +724,9 @@ class ResultFilter:
     center_id: int | None = None
     cohort_year: int | None = None
     cohort_quarter: int | None = None
+    # Results decided from this day to that one, both included (a dashboard's period).
+    decided_from: date | None = None
+    decided_until: date | None = None
 
 
 def _result(row: Any) -> PatientResult:
@@ -744,6 +770,10 @@ def patient_results(
         query = query.where(results.c.cohort_year == which.cohort_year)
     if which.cohort_quarter is not None:
         query = query.where(results.c.cohort_quarter == which.cohort_quarter)
+    if which.decided_from is not None:
+        query = query.where(results.c.decided_on >= which.decided_from)
+    if which.decided_until is not None:
+        query = query.where(results.c.decided_on <= which.decided_until)
     query = query.order_by(results.c.medicaid_id, results.c.patient_id)
     if limit is not None:
         query = query.limit(limit)

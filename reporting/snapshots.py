@@ -5,10 +5,11 @@ of the snapshot's moment must give the same figures whatever arrived since (the 
 tables leave later data out).
 
 A snapshot (`ReportSnapshot`, report `outcomes:<agreement key>`) holds the counts by state,
-center, infusion quarter and status of every measure, and each patient's decided result
-(status and day; `not_yet` is left out) that statements rest on. The nightly job
-(`reporting.jobs.nightly_snapshots`) takes one per agreement a day; `cgt-access reports
-snapshot` takes them by hand, also as of a past moment."""
+center, infusion quarter, status and quarter decided of every measure (older snapshots
+without the quarter decided are read and reproduced as they were kept), and each
+patient's decided result (status and day; `not_yet` is left out) that statements rest
+on. The nightly job (`reporting.jobs.nightly_snapshots`) takes one per agreement a day;
+`cgt-access reports snapshot` takes them by hand, also as of a past moment."""
 
 from __future__ import annotations
 
@@ -58,24 +59,40 @@ def _decided_results(session: Session, *, agreement: Agreement, as_of: AsOf) -> 
     return found
 
 
-def _figures(cube: OutcomeCube, patients: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cube": {
-            measure.measure_key: [
-                [
-                    cell.state_id,
-                    cell.center_id,
-                    cell.cohort_year,
-                    cell.cohort_quarter,
-                    cell.status.value,
-                    cell.count,
-                ]
-                for cell in measure.cells
-            ]
-            for measure in cube.measures
-        },
-        "patients": patients,
-    }
+def _cube_cells(cube: OutcomeCube, *, decided: bool = True) -> dict[str, list[list[Any]]]:
+    """The cube as a snapshot keeps it: per measure, [state, center, infusion year,
+    infusion quarter, status, count, decided year, decided quarter]; without the last two
+    (`decided` False) as snapshots kept it before, the counts added up over them."""
+    kept: dict[str, list[list[Any]]] = {}
+    for measure in cube.measures:
+        counts: dict[tuple[Any, ...], int] = {}
+        for cell in measure.cells:
+            key: tuple[Any, ...] = (
+                cell.state_id,
+                cell.center_id,
+                cell.cohort_year,
+                cell.cohort_quarter,
+                cell.status.value,
+            )
+            if decided:
+                key += (cell.decided_year, cell.decided_quarter)
+            counts[key] = counts.get(key, 0) + cell.count
+        kept[measure.measure_key] = [
+            [*key[:5], count, *key[5:]]
+            for key, count in sorted(counts.items(), key=lambda item: _order(item[0]))
+        ]
+    return kept
+
+
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    # None (not decided yet) sorts first, as the database's ORDER BY puts it on SQLite.
+    return tuple((value is not None, value) for value in key)
+
+
+def _figures(
+    cube: OutcomeCube, patients: dict[str, Any], *, decided: bool = True
+) -> dict[str, Any]:
+    return {"cube": _cube_cells(cube, decided=decided), "patients": patients}
 
 
 def take_snapshot(
@@ -160,6 +177,7 @@ def take_nightly_snapshots(
 
 def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
     """The counts a snapshot keeps, as the dashboard reads them."""
+    kept = snapshot.figures["cube"]
     measures = tuple(
         MeasureCube(
             measure_key=key,
@@ -171,11 +189,13 @@ def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
                     cohort_quarter=quarter,
                     status=Status(status),
                     count=count,
+                    decided_year=decided[0] if decided else None,
+                    decided_quarter=decided[1] if decided else None,
                 )
-                for state_id, center_id, year, quarter, status, count in cells
+                for state_id, center_id, year, quarter, status, count, *decided in cells
             ),
         )
-        for key, cells in snapshot.figures["cube"].items()
+        for key, cells in kept.items()
     )
     parameters = snapshot.parameters
     return OutcomeCube(
@@ -183,7 +203,14 @@ def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
         agreement_version=int(parameters["version"]),
         as_of=snapshot.as_of,
         measures=measures,
+        has_decided=_keeps_decided(kept),
     )
+
+
+def _keeps_decided(kept: dict[str, list[list[Any]]]) -> bool:
+    """Whether a snapshot's cells say the quarter each result was decided in (those taken
+    before the dashboards had a period do not)."""
+    return all(len(cell) == 8 for cells in kept.values() for cell in cells)
 
 
 def list_snapshots(session: Session, *, limit: int = 60) -> list[ReportSnapshot]:
@@ -229,16 +256,28 @@ def reproduce(
         return Reproduction(snapshot, empty, False, (), terms_changed, True)
     as_of = AsOf(snapshot.as_of)
     cube = outcome_cube(session, agreement=agreement, as_of=as_of)
-    again = _figures(cube, _decided_results(session, agreement=agreement, as_of=as_of))
     kept = snapshot.figures
+    again = _figures(
+        cube,
+        _decided_results(session, agreement=agreement, as_of=as_of),
+        decided=_keeps_decided(kept["cube"]),
+    )
     keys = sorted(set(kept["cube"]) | set(again["cube"]))
     changed = tuple(
         key
         for key in keys
-        if kept["cube"].get(key) != again["cube"].get(key)
+        if not _same_cells(kept["cube"].get(key), again["cube"].get(key))
         or kept["patients"].get(key) != again["patients"].get(key)
     )
     return Reproduction(snapshot, cube, not changed, changed, terms_changed, False)
+
+
+def _same_cells(kept: list[list[Any]] | None, again: list[list[Any]] | None) -> bool:
+    """The same counts, in whatever order they were kept (older snapshots kept the
+    database's order)."""
+    if kept is None or again is None:
+        return kept is again
+    return sorted(map(tuple, kept), key=_order) == sorted(map(tuple, again), key=_order)
 
 
 def snapshot_day(snapshot: ReportSnapshot) -> date:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date
 from typing import Annotated, Any
 
@@ -58,6 +58,7 @@ from reporting.outcome_report import (
     cohorts_of,
     labels_for,
     outcome_report,
+    periods_of,
     report_csv,
 )
 from reporting.outcomes import (
@@ -70,6 +71,7 @@ from reporting.outcomes import (
     patient_outcome,
     patient_results,
 )
+from reporting.program import Period
 from reporting.snapshots import cube_of, get_snapshot, list_snapshots, reproduce
 
 router = page_router()
@@ -95,6 +97,8 @@ class Choice:
     state_id: int | None = None
     center_id: int | None = None
     cohort: str | None = None
+    # The quarter or year the results were decided in (None: whenever, or not yet).
+    period: Period | None = None
     by: str = "state"
     as_of_day: date | None = None
     notices: list[str] = field(default_factory=list)
@@ -105,6 +109,7 @@ class Choice:
             "state": self.state_id,
             "center": self.center_id,
             "cohort": self.cohort,
+            "period": self.period.key if self.period is not None else None,
             "by": self.by,
             "as_of": self.as_of_day.isoformat() if self.as_of_day else None,
         }
@@ -123,12 +128,18 @@ class FilterText:
     cohort: str = ""
     by: str = ""
     as_of: str = ""
+    period: str = ""
 
 
 def _filter_text(
-    state: Text = "", center: Text = "", cohort: Text = "", by: Text = "", as_of: Text = ""
+    state: Text = "",
+    center: Text = "",
+    cohort: Text = "",
+    by: Text = "",
+    as_of: Text = "",
+    period: Text = "",
 ) -> FilterText:
-    return FilterText(state, center, cohort, by, as_of)
+    return FilterText(state, center, cohort, by, as_of, period)
 
 
 AskedFilters = Annotated[FilterText, Depends(_filter_text)]
@@ -155,6 +166,19 @@ def _choice(session: Session, *, user: User, clock: Clock, asked: FilterText) ->
             chosen.cohort = asked.cohort
         else:
             chosen.notices.append(i18n.gettext(N_("The infusion cohort was not understood.")))
+    if asked.period and asked.period != "all":
+        period = Period.parse(asked.period)
+        if period is None:
+            chosen.notices.append(
+                i18n.gettext(
+                    N_(
+                        "The period was not understood (a year such as 2026, or a quarter "
+                        "such as 2026-Q2): results decided at any time are shown."
+                    )
+                )
+            )
+        else:
+            chosen.period = period
     if asked.as_of:
         day = parse_day_or_none(asked.as_of)
         today = clock.now().astimezone(UTC).date()
@@ -191,6 +215,7 @@ def _selection(user: User, choice: Choice) -> Selection:
         state_id=choice.state_id,
         center_id=choice.center_id,
         cohort=choice.cohort,
+        period=choice.period,
     )
 
 
@@ -231,6 +256,7 @@ def _dashboard_context(
     choice: Choice,
     snapshot: ReportSnapshot | None,
 ) -> dict[str, Any]:
+    _period_kept(choice, cube)
     labels = labels_for(session)
     report = outcome_report(
         cube, agreement=agreement, labels=labels, selection=_selection(user, choice), by=choice.by
@@ -248,12 +274,28 @@ def _dashboard_context(
             for center in list_centers(session, state_ids=state_ids)
         ],
         "cohorts": cohorts_of(cube),
+        "periods": periods_of(cube),
         "groupings": GROUPINGS,
         "statuses": STATUSES,
         "snapshot": snapshot,
         "can_list_patients": role_allows(user, Permission.OUTCOMES_PATIENTS),
         "lang": i18n.current_language().value,
     }
+
+
+def _period_kept(choice: Choice, cube: OutcomeCube) -> None:
+    """Drop the period, and say so, where the counts do not say when each result was
+    decided (a snapshot taken before the dashboards had a period)."""
+    if choice.period is not None and not cube.has_decided:
+        choice.period = None
+        choice.notices.append(
+            i18n.gettext(
+                N_(
+                    "This snapshot does not keep the day each result was decided: "
+                    "the period cannot apply, so results decided at any time are shown."
+                )
+            )
+        )
 
 
 def _audit(
@@ -341,6 +383,7 @@ def outcome_figures_csv(
     agreement, choice, cube = _figures(
         request, session, context, user, agreement_key, asked, action="outcomes.export"
     )
+    _period_kept(choice, cube)
     report = outcome_report(
         cube,
         agreement=agreement,
@@ -371,21 +414,14 @@ def outcome_measure_report(
     user: Reader,
     agreement_key: Annotated[str, PathKey],
     measure_key: Annotated[str, PathKey],
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
-    """The summary MeasureReport (FHIR R4) of one measure over the selection, stratified
-    by state, therapy and year of infusion; suppressed counts are masked."""
+    """The summary MeasureReport (FHIR R4) of one measure over the selection (its period:
+    the results decided in it), stratified by state, therapy and year of infusion;
+    suppressed counts are masked. The rows asked for (`by`) do not apply."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        asked=FilterText(state=state, center=center, cohort=cohort, by="state", as_of=as_of),
-    )
+    choice = _choice(session, user=user, clock=context.clock, asked=replace(asked, by="state"))
     cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
     labels, selection = labels_for(session), _selection(user, choice)
     reports = {
@@ -446,6 +482,8 @@ def outcome_patients(
             center_id=choice.center_id,
             cohort_year=year,
             cohort_quarter=quarter,
+            decided_from=choice.period.start if choice.period is not None else None,
+            decided_until=choice.period.end if choice.period is not None else None,
         ),
         patient_ids=_visible_patient_ids(session, user),
         limit=PATIENT_LIST_LIMIT + 1,
@@ -599,19 +637,12 @@ def outcome_snapshot(
     context: ContextDep,
     user: Reader,
     snapshot_id: PathId,
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    by: Text = "",
+    asked: AskedFilters,
 ) -> Response:
-    """A snapshot's figures on the dashboard (suppressed like the live ones)."""
+    """A snapshot's figures on the dashboard (suppressed like the live ones; the snapshot
+    is of its own moment, so an as-of day does not apply)."""
     snapshot, agreement = _snapshot_or_404(session, snapshot_id)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        asked=FilterText(state=state, center=center, cohort=cohort, by=by),
-    )
+    choice = _choice(session, user=user, clock=context.clock, asked=replace(asked, as_of=""))
     _audit(
         request,
         session,

@@ -46,6 +46,7 @@ from reporting.outcomes import (
     patient_results,
     window_of,
 )
+from reporting.program import Period
 from reporting.sqlfunc import add_months_to
 from reporting.suppression import Figure, SuppressedTable
 from tests.conftest import T0, Browser, Database, plain
@@ -513,6 +514,73 @@ def test_counts_by_state_center_and_cohort_follow_the_record_as_of_then(
     assert {cell.state_id for cell in april_stay.cells} == {md}
 
 
+# The crisis-stay measure by the quarter each result was decided in (EXPECTED_NOW: the met
+# ones on their window's end, 2026-07-15; not met on the day the stay became known):
+#   2025-Q3  not met: start_day (08-01), event_then_died (08-05)
+#   2026-Q1  deceased: died (01-10); lost: lost (03-01); not met: moved_state (03-05, CO)
+#   2026-Q3  met: the twelve others; not met: late_claim (09-15), moved_infusion (08-10)
+#   none     not yet: not_yet
+STAY_BY_PERIOD: dict[str, Counter[Status]] = {
+    "all": Counter({MET: 12, NOT_MET: 5, DEAD: 1, LOST: 1, NOT_YET: 1}),
+    "2025-Q3": Counter({NOT_MET: 2}),
+    "2026-Q1": Counter({DEAD: 1, LOST: 1, NOT_MET: 1}),
+    "2026-Q2": Counter(),
+    "2026-Q3": Counter({MET: 12, NOT_MET: 2}),
+    "2026": Counter({MET: 12, NOT_MET: 3, DEAD: 1, LOST: 1}),
+}
+
+
+def counted(cube: OutcomeCube, measure: str, selection: Selection) -> Counter[Status]:
+    """What the report counts for a selection, before suppression."""
+    found = cube.measure(measure)
+    assert found is not None
+    counted: Counter[Status] = Counter()
+    for cell in found.cells:
+        if selection.keeps(cell):
+            counted[cell.status] += cell.count
+    return counted
+
+
+@pytest.mark.parametrize("period", list(STAY_BY_PERIOD))
+def test_a_period_counts_the_results_decided_in_it(
+    empty_db: Database, world: World, period: str
+) -> None:
+    agreement = agreement_for_tests()
+    chosen = Period.parse(period)
+    assert chosen is not None
+    with empty_db.factory() as session:
+        cube = outcome_cube(session, agreement=agreement, as_of=NOW)
+    assert counted(cube, "no-voc-stay", Selection(period=chosen)) == STAY_BY_PERIOD[period]
+
+
+def test_a_period_as_of_a_past_day_and_the_patients_behind_it(
+    empty_db: Database, world: World
+) -> None:
+    agreement = agreement_for_tests()
+    stay = agreement.measure("no-voc-stay")
+    q3 = Period.parse("2026-Q3")
+    assert stay is not None and q3 is not None
+    september = AsOf.end_of(date(2026, 9, 30))
+    with empty_db.factory() as session:
+        cube = outcome_cube(session, agreement=agreement, as_of=september)
+        behind = patient_results(
+            session,
+            agreement=agreement,
+            measure=stay,
+            as_of=NOW,
+            which=ResultFilter(status=NOT_MET, decided_from=q3.start, decided_until=q3.end),
+        )
+    # At the end of September the infusion date had not been set right yet: moved_infusion
+    # met the measure when its window closed in July.
+    assert counted(cube, "no-voc-stay", Selection(period=q3)) == {MET: 13, NOT_MET: 1}
+    # The not-met results decided in the third quarter, as of now.
+    names = {patient_id: name for name, patient_id in world.ids.items()}
+    assert sorted(names[result.patient_id] for result in behind) == [
+        "late_claim",
+        "moved_infusion",
+    ]
+
+
 def test_a_window_is_counted_in_months_and_ends_on_the_months_last_day(
     empty_db: Database, world: World
 ) -> None:
@@ -613,6 +681,73 @@ def test_an_analyst_sees_their_states_figures_suppressed_and_marked_illustrative
     # The patients behind a figure: refused without access to patients.
     behind = analyst.get(f"{CASGEVY}/no-voc-stay-6-18/patients?status=not_met")
     assert behind.status_code == 403
+
+
+def test_the_period_filter_changes_the_figures_their_exports_and_links(
+    staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    coordinator = open_as(staff.coordinator_md)
+    page = coordinator.get(f"{CASGEVY}?period=2026-Q3")
+    assert page.status_code == 200
+    assert "Only the results decided in 2026-Q3 are counted" in plain(page.text)
+    assert '<option value="2026-Q3" selected>' in page.text
+    # Maryland's results decided in the third quarter of 2026: 12 met and 2 not met (see
+    # STAY_BY_PERIOD). The 2 is small, so the 12 goes too (or 14 - 2 would give it away).
+    figures = ["*", "<11", "0", "0", "0", "0", "14"]
+    assert cells_of(page.text)[8:24] == ["Maryland (MD)", *figures, "All", *figures]
+    assert_no_small_count(page.text)
+    # The links to the patients behind a figure and to the exports keep the period.
+    behind = re.findall(
+        r'href="([^"]*/no-voc-stay-6-18/patients\?[^"]*status=not_met[^"]*)"', page.text
+    )
+    assert behind and all("period=2026-Q3" in link for link in behind)
+    assert "figures.csv?period=2026-Q3" in page.text.replace("&amp;", "&")
+    listed = coordinator.get(behind[-1].replace("&amp;", "&"))  # the total's link
+    assert listed.status_code == 200
+    assert "Results decided in 2026-Q3." in plain(listed.text)
+    assert "2 patients" in plain(listed.text)  # late_claim and moved_infusion
+    # The CSV says the period on every line.
+    csv_text = coordinator.get(f"{CASGEVY}/figures.csv?period=2026-Q3").text
+    header, *lines = csv_text.strip().splitlines()[1:]
+    assert header.split(",")[3] == "period"
+    assert lines and all(line.split(",")[3] == "2026-Q3" for line in lines)
+    # The MeasureReport covers the quarter, and counts what the page counts.
+    resource = coordinator.get(
+        f"{CASGEVY}/no-voc-stay-6-18/measure-report.json?period=2026-Q3"
+    ).json()
+    assert validate_resource(resource, expected_type="MeasureReport").ok, resource
+    assert resource["period"] == {"start": "2026-07-01", "end": "2026-09-30"}
+    counts = {
+        p["code"]["coding"][0]["code"]: p.get("count", "masked")
+        for p in resource["group"][0]["population"]
+    }
+    assert counts["initial-population"] == 14
+
+
+@pytest.mark.parametrize("bad", ["2026-Q5", "Q3", "26-Q1", "0000", "2026-q3", "x" * 20])
+def test_a_period_not_understood_is_said_in_words(
+    staff: Staff, open_as: Callable[[str], Browser], bad: str
+) -> None:
+    analyst = open_as(staff.analyst_md)
+    for path in (
+        CASGEVY,
+        f"{CASGEVY}/figures.csv",
+        f"{CASGEVY}/no-voc-stay-6-18/measure-report.json",
+    ):
+        assert analyst.get(f"{path}?period={bad}").status_code == 200
+    page = analyst.get(f"{CASGEVY}?period={bad}")
+    assert "The period was not understood" in plain(page.text)
+    # Every result is counted, as without a period.
+    assert cells_of(page.text)[8:16] == [
+        "Maryland (MD)",
+        "12",
+        "<11",
+        "<11",
+        "0",
+        "<11",
+        "<11",
+        "19",
+    ]
 
 
 def test_the_admin_sees_every_state_and_a_breakdown_that_would_reveal_a_patient_is_withheld(

@@ -22,6 +22,7 @@ Added up: 5 patients, Maryland's five results not met today."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -32,15 +33,23 @@ from sqlalchemy.orm import Session
 from coordination.locks import acquire_lock
 from core.audit.models import AuditEvent
 from core.models import Patient
-from reporting.agreements import AgreementLibrary
+from reporting.agreements import AgreementLibrary, shipped_agreements
 from reporting.jobs import SNAPSHOT_LOCK, nightly_snapshots
 from reporting.models import ReportSnapshot
-from reporting.outcomes import AsOf
+from reporting.outcome_report import Selection
+from reporting.outcomes import AsOf, outcome_cube
+from reporting.program import Period
 from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
-from reporting.snapshots import reproduce, take_snapshot
+from reporting.snapshots import cube_of, reproduce, take_snapshot
 from tests.conftest import Browser, Database, plain
 from tests.integration.reporting.conftest import Staff
-from tests.integration.reporting.test_outcomes import World, assert_no_small_count, build
+from tests.integration.reporting.test_outcomes import (
+    STAY_BY_PERIOD,
+    World,
+    assert_no_small_count,
+    build,
+    counted,
+)
 from tests.support.outcome_world import agreement_for_tests, claim
 
 MEASURE = "no-voc-stay"
@@ -181,6 +190,82 @@ def test_a_snapshot_computed_again_as_of_its_moment_gives_its_figures_after_new_
     # would): computed again, its figures differ, and the page says which measures.
     assert not now_again.same
     assert set(now_again.changed_measures) == {"no-voc-stay", "no-voc-any", "no-stay"}
+
+
+def test_a_snapshot_keeps_the_quarter_each_result_was_decided_in(
+    empty_db: Database, world: World, staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    """The period filter works from a snapshot as it does live; a snapshot kept before
+    the quarter decided was (its cells without it) still reads and reproduces, and the
+    page says the period cannot apply to it."""
+    agreement = agreement_for_tests()
+    library = AgreementLibrary(versions={agreement.key: {1: agreement}}, definition_hash="t")
+    q3 = Period.parse("2026-Q3")
+    assert q3 is not None
+    with empty_db.factory() as session:
+        kept = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=agreement,
+            library=library,
+            as_of=AsOf(world.clock.now()),
+            computed_by="test",
+        )
+        live = outcome_cube(session, agreement=agreement, as_of=AsOf(world.clock.now()))
+        for selection in (Selection(), Selection(period=q3)):
+            assert counted(cube_of(kept), MEASURE, selection) == counted(live, MEASURE, selection)
+        assert counted(cube_of(kept), MEASURE, Selection(period=q3)) == STAY_BY_PERIOD["2026-Q3"]
+        old = as_kept_before(kept)
+        session.add(old)
+        assert not cube_of(old).has_decided
+        assert counted(cube_of(old), MEASURE, Selection()) == STAY_BY_PERIOD["all"]
+        assert reproduce(session, snapshot=old, library=library).same
+        assert reproduce(session, snapshot=kept, library=library).same
+        # The shipped agreement's, for its page.
+        shipped = shipped_agreements()
+        casgevy = shipped.get("casgevy-2025")
+        assert casgevy is not None
+        new = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=casgevy,
+            library=shipped,
+            as_of=AsOf(world.clock.now()),
+            computed_by="test",
+        )
+        before = as_kept_before(new)
+        session.add(before)
+        session.commit()
+        new_id, before_id = new.id, before.id
+    coordinator = open_as(staff.coordinator_md)
+    page = coordinator.get(f"/reports/snapshots/{new_id}?period=2026-Q3")
+    assert page.status_code == 200
+    assert "Only the results decided in 2026-Q3 are counted" in plain(page.text)
+    assert_no_small_count(page.text)
+    page = coordinator.get(f"/reports/snapshots/{before_id}?period=2026-Q3")
+    assert page.status_code == 200
+    assert "the period cannot apply" in plain(page.text)
+    assert "Only the results decided in" not in plain(page.text)
+
+
+def as_kept_before(snapshot: ReportSnapshot) -> ReportSnapshot:
+    """A copy of `snapshot` as snapshots were kept before the quarter decided: six columns
+    a cell, the counts added up over the quarters decided."""
+    old_cube: dict[str, list[list[object]]] = {}
+    for key, cells in snapshot.figures["cube"].items():
+        added: Counter[tuple[object, ...]] = Counter()
+        for *where, count, _year, _quarter in cells:
+            added[tuple(where)] += count
+        old_cube[key] = [[*where, count] for where, count in added.items()]
+    return ReportSnapshot(
+        report=snapshot.report,
+        parameters=snapshot.parameters,
+        definition_hash=snapshot.definition_hash,
+        as_of=snapshot.as_of,
+        computed_at=snapshot.computed_at,
+        computed_by="test",
+        figures={"cube": old_cube, "patients": snapshot.figures["patients"]},
+    )
 
 
 # --- the statement's page and CSV: who sees the per-patient basis ------------------------------
