@@ -3,7 +3,8 @@ does not import the FHIR adapter; the tests validate them with it).
 
 - summary: an agreement's measure over a selection (`reporting.outcome_report`), with the
   populations initial-population (the patients), denominator (those whose result is decided:
-  every status but "not yet") and numerator (met), and stratifiers by state, therapy and
+  every status but "not yet"; a stratifier whose denominators cannot be protected gives
+  none) and numerator (met), and stratifiers by state, therapy and
   infusion year. Every count is the published figure: a suppressed one has no `count`, only
   the data-absent-reason "masked" on it; the score is given only when both its counts are.
 - individual: one patient's result (for staff who may see the patient), the populations
@@ -22,7 +23,7 @@ from reporting.agreements import Agreement, Measure
 from reporting.outcome_report import ILLUSTRATIVE_NOTE, MeasureView, OutcomeReport
 from reporting.outcomes import STATUSES, PatientOutcome, Status
 from reporting.program import Period
-from reporting.suppression import Figure, Mark, suppress_count
+from reporting.suppression import Figure, Mark
 
 BASE = "https://cgt-access.org/fhir"
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
@@ -48,26 +49,21 @@ def _population(code: str, figure: Figure) -> dict[str, Any]:
     return entry
 
 
-def _decided(patients: Figure, not_yet: Figure) -> Figure:
-    """The patients whose result is decided: shown only when it follows from shown figures,
-    and then itself suppressed like any count."""
-    if patients.mark is Mark.SHOWN and not_yet.mark is Mark.SHOWN:
-        return suppress_count(int(patients.text) - int(not_yet.text))
-    return Figure(Mark.COMPLEMENT, "*")
-
-
-def _populations(patients: Figure, cells: tuple[Figure, ...]) -> list[dict[str, Any]]:
+def _populations(
+    patients: Figure, cells: tuple[Figure, ...], decided: Figure | None
+) -> list[dict[str, Any]]:
+    """The populations of a group or stratum; the denominator (the decided patients,
+    suppressed by `reporting.outcome_report`) left out where it is withheld."""
     by_status = dict(zip(STATUSES, cells, strict=True))
     return [
         _population("initial-population", patients),
-        _population("denominator", _decided(patients, by_status[Status.NOT_YET])),
+        *([_population("denominator", decided)] if decided is not None else []),
         _population("numerator", by_status[Status.MET]),
     ]
 
 
-def _score(patients: Figure, cells: tuple[Figure, ...]) -> dict[str, Any] | None:
+def _score(cells: tuple[Figure, ...], decided: Figure) -> dict[str, Any] | None:
     by_status = dict(zip(STATUSES, cells, strict=True))
-    decided = _decided(patients, by_status[Status.NOT_YET])
     met = by_status[Status.MET]
     if decided.mark is not Mark.SHOWN or met.mark is not Mark.SHOWN or decided.text == "0":
         return None
@@ -125,7 +121,7 @@ def _stratifier(code: str, view: MeasureView) -> dict[str, Any] | None:
         "stratum": [
             {
                 "value": {"text": row.label},
-                "population": _populations(row.patients, row.cells),
+                "population": _populations(row.patients, row.cells, row.decided),
             }
             for row in view.rows
         ],
@@ -162,9 +158,9 @@ def summary_measure_report(
         return resource
     group: dict[str, Any] = {
         "code": {"text": measure.key},
-        "population": _populations(view.patients, view.totals),
+        "population": _populations(view.patients, view.totals, view.decided),
     }
-    score = _score(view.patients, view.totals)
+    score = _score(view.totals, view.decided)
     if score is not None:
         group["measureScore"] = score
     therapy = {
@@ -172,7 +168,7 @@ def summary_measure_report(
         "stratum": [
             {
                 "value": {"text": agreement.therapy},
-                "population": _populations(view.patients, view.totals),
+                "population": _populations(view.patients, view.totals, view.decided),
             }
         ],
     }

@@ -37,9 +37,17 @@ from core.models import State, TreatmentCenter
 from reporting.agreements import Agreement, Measure
 from reporting.outcomes import STATUSES, CubeCell, OutcomeCube, Status
 from reporting.program import Period
-from reporting.suppression import Figure, Mark, suppress_count, suppress_table
+from reporting.suppression import (
+    HIDDEN_TEXT,
+    Figure,
+    Mark,
+    suppress_count,
+    suppress_line,
+    suppress_table,
+)
 
 GROUPINGS = ("state", "center", "cohort_year", "cohort_quarter")
+HIDDEN = Figure(Mark.COMPLEMENT, HIDDEN_TEXT)
 ILLUSTRATIVE_NOTE = (
     "ILLUSTRATIVE: the shipped agreements are made up for the demonstration; "
     "real outcomes-based agreement terms are confidential."
@@ -138,6 +146,9 @@ class GroupRow:
     label: str
     cells: tuple[Figure, ...]  # one per status, in STATUSES' order
     patients: Figure
+    # The patients whose result is decided (every status but "not yet"), as a MeasureReport
+    # gives them; None where the breakdown of those cannot be protected.
+    decided: Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,7 @@ class MeasureView:
     rows: tuple[GroupRow, ...]
     totals_withheld: bool = False  # nothing of the measure can be shown for this selection
     breakdown_withheld: bool = False  # the breakdown cannot be protected; totals stand
+    decided: Figure = HIDDEN  # the selection's decided patients
 
     def total_of(self, status: Status) -> Figure:
         return self.totals[STATUSES.index(status)]
@@ -207,15 +219,18 @@ def measure_view(
     )
     patients = suppress_count(everyone)
     if margins.unprotected_lines:
-        hidden = tuple(Figure(Mark.COMPLEMENT, "*") for _status in STATUSES)
+        hidden = tuple(HIDDEN for _status in STATUSES)
         return MeasureView(measure, patients, hidden, (), totals_withheld=True)
     total_figures = margins.cells[0]
+    decided_total = _decided_mark(totals, total_figures, patients)
+    decided = HIDDEN if decided_total is Mark.COMPLEMENT else suppress_count(_decided_count(totals))
     if len(keys) <= 1:
         # One group: its row is the totals themselves.
         rows = tuple(
-            GroupRow(key, _group_label(key, by, labels), total_figures, patients) for key in keys
+            GroupRow(key, _group_label(key, by, labels), total_figures, patients, decided)
+            for key in keys
         )
-        return MeasureView(measure, patients, total_figures, rows)
+        return MeasureView(measure, patients, total_figures, rows, decided=decided)
     group_patients = [suppress_count(sum(row)) for row in grid]
     table = suppress_table(
         grid,
@@ -224,12 +239,55 @@ def measure_view(
         fixed_grand_total=everyone_mark,
     )
     if table.unprotected_lines:
-        return MeasureView(measure, patients, total_figures, (), breakdown_withheld=True)
+        return MeasureView(
+            measure, patients, total_figures, (), breakdown_withheld=True, decided=decided
+        )
+    # The decided patients of each group, beside the selection's: a line of its own in a
+    # MeasureReport's stratifier. A group's is shown only where the page gives it away
+    # anyway (its patients and its "not yet" shown); then it is hidden further where the
+    # line would give away another group's.
+    by_group = suppress_line(
+        [_decided_count(row) for row in grid],
+        hidden=[
+            _decided_mark(row, cells, group) is Mark.COMPLEMENT
+            for row, cells, group in zip(grid, table.cells, group_patients, strict=True)
+        ],
+        total_mark=decided_total,
+    )
+    group_decided: list[Figure | None] = list(by_group.entries)
+    if by_group.unprotected:
+        group_decided = [None] * len(keys)
     rows = tuple(
-        GroupRow(key, _group_label(key, by, labels), table.cells[index], group_patients[index])
+        GroupRow(
+            key,
+            _group_label(key, by, labels),
+            table.cells[index],
+            group_patients[index],
+            group_decided[index],
+        )
         for index, key in enumerate(keys)
     )
-    return MeasureView(measure, patients, total_figures, rows)
+    return MeasureView(measure, patients, total_figures, rows, decided=decided)
+
+
+def _decided_count(counts: list[int]) -> int:
+    """The patients of a row of counts by status whose result is decided."""
+    return sum(counts) - counts[STATUSES.index(Status.NOT_YET)]
+
+
+def _decided_mark(counts: list[int], cells: tuple[Figure, ...], patients: Figure) -> Mark:
+    """The mark the decided patients of a row of counts get: what the shown figures give
+    away (the patients and "not yet" shown, or every decided status shown: their primary
+    mark), else hidden ("<11" or "*")."""
+    not_yet = STATUSES.index(Status.NOT_YET)
+    decided = _decided_count(counts)
+    known = (patients.mark is Mark.SHOWN and cells[not_yet].mark is Mark.SHOWN) or all(
+        figure.mark is Mark.SHOWN for index, figure in enumerate(cells) if index != not_yet
+    )
+    primary = suppress_count(decided).mark
+    if known or primary is not Mark.SHOWN:
+        return primary
+    return Mark.COMPLEMENT
 
 
 def outcome_report(
