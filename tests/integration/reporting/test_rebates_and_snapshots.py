@@ -22,17 +22,24 @@ Added up: 5 patients, Maryland's five results not met today."""
 from __future__ import annotations
 
 import csv
+import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination import locks
 from coordination.locks import acquire_lock
 from core.audit.models import AuditEvent
+from core.clock import FrozenClock
 from core.models import Patient
+from portal.scheduler import build_scheduler
+from reporting import snapshots
 from reporting.agreements import AgreementLibrary, shipped_agreements
 from reporting.jobs import SNAPSHOT_LOCK, nightly_snapshots
 from reporting.models import ReportSnapshot
@@ -365,3 +372,82 @@ def test_the_nightly_job_takes_the_snapshots_once_a_day_under_its_lease(
         "program",
     ]
     assert all(snapshot.as_of == snapshot.computed_at for snapshot in kept)
+
+
+# --- the worker's scheduler ---------------------------------------------------------------------
+
+
+def _kept(db: Database) -> list[str]:
+    with db.factory() as session:
+        return list(session.scalars(select(ReportSnapshot.report).order_by(ReportSnapshot.id)))
+
+
+def test_the_workers_scheduler_takes_the_nightly_snapshots_at_02_15_once(
+    empty_db: Database, empty_app: FastAPI, clock: FrozenClock
+) -> None:
+    context = empty_app.state.context
+    job = build_scheduler(context, blocking=False).get_job("outcome-snapshots")
+    assert job is not None
+    # It fires at 02:15 UTC, then hourly (a night missed while the worker was down is
+    # caught up within the hour).
+    midnight = datetime(2026, 11, 28, tzinfo=UTC)
+    assert job.trigger.get_next_fire_time(None, midnight) == midnight.replace(hour=2, minute=15)
+    assert job.trigger.get_next_fire_time(None, midnight.replace(hour=2, minute=16)) == (
+        midnight.replace(hour=3, minute=15)
+    )
+    every = [f"outcomes:{agreement.key}" for agreement in shipped_agreements().current()]
+    clock.set(midnight.replace(hour=2, minute=15))
+    job.func()
+    assert _kept(empty_db) == [*every, "program"]
+    clock.set(midnight.replace(hour=3, minute=15))
+    job.func()  # the next hour: tonight's are there
+    assert _kept(empty_db) == [*every, "program"]
+    clock.set(midnight.replace(day=29, hour=2, minute=15))
+    job.func()
+    assert _kept(empty_db) == [*every, "program"] * 2
+
+
+def test_two_workers_at_the_nightly_time_store_the_snapshots_once(
+    empty_db: Database, empty_app: FastAPI, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' schedulers fire together: both go for the job lease at the same
+    moment; one takes the snapshots, the other finds the lease held (the winner waits
+    until then, so that the lease, not the "taken tonight" check, keeps the second out)."""
+    clock.set(datetime(2026, 11, 28, 2, 15, tzinfo=UTC))
+    workers = [
+        build_scheduler(empty_app.state.context, blocking=False).get_job("outcome-snapshots")
+        for _ in range(2)
+    ]
+    together = threading.Barrier(2, timeout=20)
+    loser_done = threading.Event()
+    taking: list[str] = []
+    original_lease, original_take = locks.run_exclusively, snapshots.take_nightly_snapshots
+
+    def racing_lease(*args: Any, **kwargs: Any) -> Any:
+        together.wait()
+        ran, taken = original_lease(*args, **kwargs)
+        if not ran:
+            loser_done.set()
+        return ran, taken
+
+    def slow_take(*args: Any, **kwargs: Any) -> Any:
+        taking.append(threading.current_thread().name)
+        loser_done.wait(timeout=20)
+        return original_take(*args, **kwargs)
+
+    # The job's own names for them (reporting/jobs.py imported both).
+    monkeypatch.setattr("reporting.jobs.run_exclusively", racing_lease)
+    monkeypatch.setattr("reporting.jobs.take_nightly_snapshots", slow_take)
+    threads = [
+        threading.Thread(target=worker.func, name=f"worker-{index}")
+        for index, worker in enumerate(workers)
+        if worker is not None
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert loser_done.is_set()  # the second worker was refused the lease
+    assert len(taking) == 1
+    every = [f"outcomes:{agreement.key}" for agreement in shipped_agreements().current()]
+    assert _kept(empty_db) == [*every, "program"]
