@@ -13,8 +13,10 @@ on. The nightly job (`reporting.jobs.nightly_snapshots`) takes one per agreement
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,6 +39,12 @@ from reporting.outcomes import (
 REPORT_PREFIX = "outcomes:"
 NIGHTLY = "nightly"
 BY_HAND = "by_hand"
+# A dashboard without an as-of day reads the nightly snapshot while it is this fresh.
+FRESH = timedelta(days=2)
+_CACHED = 8
+_cache_lock = Lock()
+# By database and snapshot id (a process may serve several databases: tests do).
+_cubes: OrderedDict[tuple[str, int], OutcomeCube] = OrderedDict()
 
 
 def report_name(agreement_key: str) -> str:
@@ -211,6 +219,60 @@ def _keeps_decided(kept: dict[str, list[list[Any]]]) -> bool:
     """Whether a snapshot's cells say the quarter each result was decided in (those taken
     before the dashboards had a period do not)."""
     return all(len(cell) == 8 for cells in kept.values() for cell in cells)
+
+
+@dataclass(frozen=True)
+class Nightly:
+    """The nightly snapshot a dashboard reads: its id and the moment its figures are of."""
+
+    snapshot_id: int
+    as_of: datetime
+
+
+def fresh_nightly(session: Session, *, agreement: Agreement, now: datetime) -> Nightly | None:
+    """The newest nightly snapshot of `agreement` (this version) when it is under two days
+    old and keeps the quarter each result was decided in; else None (count live)."""
+    row = session.execute(
+        select(ReportSnapshot.id, ReportSnapshot.as_of, ReportSnapshot.parameters)
+        .where(
+            ReportSnapshot.report == report_name(agreement.key),
+            ReportSnapshot.computed_by == NIGHTLY,
+        )
+        .order_by(ReportSnapshot.as_of.desc(), ReportSnapshot.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or now - row.as_of > FRESH:
+        return None
+    if int(row.parameters.get("version", 0)) != agreement.version:
+        return None
+    cube = nightly_cube(session, Nightly(row.id, row.as_of))
+    return Nightly(row.id, row.as_of) if cube is not None and cube.has_decided else None
+
+
+def nightly_cube(session: Session, nightly: Nightly) -> OutcomeCube | None:
+    """A nightly snapshot's counts, read from the database once per process (snapshots
+    never change; the patients' results they also keep are not read)."""
+    key = (str(session.get_bind().engine.url), nightly.snapshot_id)
+    with _cache_lock:
+        found = _cubes.get(key)
+        if found is not None:
+            _cubes.move_to_end(key)
+            return found
+    snapshot = get_snapshot(session, snapshot_id=nightly.snapshot_id)
+    if snapshot is None:
+        return None
+    cube = cube_of(snapshot)
+    with _cache_lock:
+        _cubes[key] = cube
+        while len(_cubes) > _CACHED:
+            _cubes.popitem(last=False)
+    return cube
+
+
+def forget_cached_cubes() -> None:
+    """Drop the counts read from snapshots (tests that delete them)."""
+    with _cache_lock:
+        _cubes.clear()
 
 
 def list_snapshots(session: Session, *, limit: int = 60) -> list[ReportSnapshot]:

@@ -72,7 +72,15 @@ from reporting.outcomes import (
     patient_results,
 )
 from reporting.program import Period
-from reporting.snapshots import cube_of, get_snapshot, list_snapshots, reproduce
+from reporting.snapshots import (
+    Nightly,
+    cube_of,
+    fresh_nightly,
+    get_snapshot,
+    list_snapshots,
+    nightly_cube,
+    reproduce,
+)
 
 router = page_router()
 Reader = Annotated[User, Depends(require(Permission.REPORTS_VIEW))]
@@ -195,6 +203,30 @@ def _as_of(choice: Choice, clock: Clock) -> AsOf:
     return AsOf.end_of(choice.as_of_day) if choice.as_of_day else AsOf(clock.now())
 
 
+def _counts(
+    session: Session, *, agreement: Agreement, choice: Choice, clock: Clock
+) -> tuple[OutcomeCube, Nightly | None]:
+    """An agreement's counts for the dashboard and its exports: as of the day asked
+    (counted from the history), else from last night's snapshot while it is fresh (the
+    live count takes seconds at scale), else counted now."""
+    if choice.as_of_day is None:
+        nightly = fresh_nightly(session, agreement=agreement, now=clock.now())
+        cube = nightly_cube(session, nightly) if nightly is not None else None
+        if nightly is not None and cube is not None:
+            return cube, nightly
+    return outcome_cube(session, agreement=agreement, as_of=_as_of(choice, clock)), None
+
+
+def _moment(session: Session, *, agreement: Agreement, choice: Choice, clock: Clock) -> AsOf:
+    """The moment the dashboard's figures are of (`_counts`), without counting: the
+    patients behind a figure are read as of it."""
+    if choice.as_of_day is None:
+        nightly = fresh_nightly(session, agreement=agreement, now=clock.now())
+        if nightly is not None:
+            return AsOf(nightly.as_of)
+    return _as_of(choice, clock)
+
+
 def _agreement(key: str) -> Agreement:
     agreement = shipped_agreements().get(key)
     if agreement is None:
@@ -255,6 +287,7 @@ def _dashboard_context(
     cube: OutcomeCube,
     choice: Choice,
     snapshot: ReportSnapshot | None,
+    nightly: Nightly | None = None,
 ) -> dict[str, Any]:
     _period_kept(choice, cube)
     labels = labels_for(session)
@@ -278,6 +311,7 @@ def _dashboard_context(
         "groupings": GROUPINGS,
         "statuses": STATUSES,
         "snapshot": snapshot,
+        "nightly": nightly,
         "can_list_patients": role_allows(user, Permission.OUTCOMES_PATIENTS),
         "lang": i18n.current_language().value,
     }
@@ -320,12 +354,12 @@ def _figures(
     asked: FilterText,
     *,
     action: str,
-) -> tuple[Agreement, Choice, OutcomeCube]:
-    """An agreement's counts for the filters asked (live or as of a past day), the
-    reading audited as `action`."""
+) -> tuple[Agreement, Choice, OutcomeCube, Nightly | None]:
+    """An agreement's counts for the filters asked (`_counts`), the reading audited as
+    `action`."""
     agreement = _agreement(agreement_key)
     choice = _choice(session, user=user, clock=context.clock, asked=asked)
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
+    cube, nightly = _counts(session, agreement=agreement, choice=choice, clock=context.clock)
     _audit(
         request,
         session,
@@ -334,8 +368,9 @@ def _figures(
         action,
         target=f"agreement:{agreement.key}",
         query=choice.query(),
+        snapshot=nightly.snapshot_id if nightly is not None else None,
     )
-    return agreement, choice, cube
+    return agreement, choice, cube, nightly
 
 
 @router.get("/reports/outcomes", name="outcome_reports")
@@ -357,14 +392,20 @@ def outcome_dashboard(
     agreement_key: Annotated[str, PathKey],
     asked: AskedFilters,
 ) -> Response:
-    agreement, choice, cube = _figures(
+    agreement, choice, cube, nightly = _figures(
         request, session, context, user, agreement_key, asked, action="outcomes.view"
     )
     return render(
         request,
         "portal/outcomes.html",
         _dashboard_context(
-            session, user=user, agreement=agreement, cube=cube, choice=choice, snapshot=None
+            session,
+            user=user,
+            agreement=agreement,
+            cube=cube,
+            choice=choice,
+            snapshot=None,
+            nightly=nightly,
         ),
         block="dashboard",
     )
@@ -380,7 +421,7 @@ def outcome_figures_csv(
     asked: AskedFilters,
 ) -> Response:
     """The dashboard's figures as published (suppressed), one per line."""
-    agreement, choice, cube = _figures(
+    agreement, choice, cube, _nightly = _figures(
         request, session, context, user, agreement_key, asked, action="outcomes.export"
     )
     _period_kept(choice, cube)
@@ -422,7 +463,8 @@ def outcome_measure_report(
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
     choice = _choice(session, user=user, clock=context.clock, asked=replace(asked, by="state"))
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
+    cube, nightly = _counts(session, agreement=agreement, choice=choice, clock=context.clock)
+    _period_kept(choice, cube)
     labels, selection = labels_for(session), _selection(user, choice)
     reports = {
         by: outcome_report(cube, agreement=agreement, labels=labels, selection=selection, by=by)
@@ -440,6 +482,7 @@ def outcome_measure_report(
         target=f"measure:{agreement.key}/{measure.key}",
         query=choice.query(),
         format="MeasureReport",
+        snapshot=nightly.snapshot_id if nightly is not None else None,
     )
     return _fhir(resource, f"measure-report-{agreement.key}-{measure.key}.json")
 
@@ -475,7 +518,7 @@ def outcome_patients(
         session,
         agreement=agreement,
         measure=measure,
-        as_of=_as_of(choice, context.clock),
+        as_of=_moment(session, agreement=agreement, choice=choice, clock=context.clock),
         which=ResultFilter(
             status=wanted,
             state_ids=frozenset({choice.state_id}) if choice.state_id else None,

@@ -47,7 +47,7 @@ from reporting.outcome_report import Selection
 from reporting.outcomes import AsOf, outcome_cube
 from reporting.program import Period
 from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
-from reporting.snapshots import cube_of, reproduce, take_snapshot
+from reporting.snapshots import NIGHTLY, cube_of, reproduce, take_snapshot, take_snapshots
 from tests.conftest import Browser, Database, plain
 from tests.integration.reporting.conftest import Staff
 from tests.integration.reporting.test_outcomes import (
@@ -55,6 +55,7 @@ from tests.integration.reporting.test_outcomes import (
     World,
     assert_no_small_count,
     build,
+    cells_of,
     counted,
 )
 from tests.support.outcome_world import agreement_for_tests, claim
@@ -451,3 +452,48 @@ def test_two_workers_at_the_nightly_time_store_the_snapshots_once(
     assert len(taking) == 1
     every = [f"outcomes:{agreement.key}" for agreement in shipped_agreements().current()]
     assert _kept(empty_db) == [*every, "program"]
+
+
+def test_without_an_as_of_day_the_dashboard_reads_last_nights_snapshot(
+    empty_db: Database,
+    world: World,
+    staff: Staff,
+    open_as: Callable[[str], Browser],
+    clock: FrozenClock,
+) -> None:
+    """The figures stay those of the nightly snapshot until the next one (the patients
+    behind them too, as of its moment); an as-of day counts from the record."""
+    shipped = shipped_agreements()
+    with empty_db.factory() as session:
+        take_snapshots(
+            session,
+            clock=world.clock,
+            library=shipped,
+            as_of=AsOf(world.clock.now()),
+            computed_by=NIGHTLY,
+            kind=NIGHTLY,
+        )
+        # The next day a crisis stay of a patient who met the measure arrives.
+        clean = session.get(Patient, world.ids["clean"])
+        assert clean is not None
+        claim(session, clean, service="2025-08-20", loaded="2026-11-28", crisis=True, stay=True)
+        session.commit()
+    clock.set(datetime(2026, 11, 29, 12, tzinfo=UTC))
+    coordinator = open_as(staff.coordinator_md)
+    casgevy = "/reports/outcomes/casgevy-2025"
+    page = coordinator.get(casgevy)
+    assert "from the nightly snapshot" in plain(page.text)
+    # Maryland as of the snapshot: 12 met (test_outcomes' page test).
+    assert cells_of(page.text)[9] == "12"
+    behind = coordinator.get(f"{casgevy}/no-voc-stay-6-18/patients?status=not_met")
+    (clean_id,) = medicaid_ids(empty_db, world, "clean")
+    assert clean_id not in behind.text
+    # As of the end of yesterday, counted: the stay is there.
+    live = coordinator.get(f"{casgevy}?as_of=2026-11-28")
+    assert "from the nightly snapshot" not in plain(live.text)
+    assert cells_of(live.text)[9] == "11"
+    behind = coordinator.get(f"{casgevy}/no-voc-stay-6-18/patients?status=not_met&as_of=2026-11-28")
+    assert clean_id in behind.text
+    # Two days on, the snapshot is stale: counted now.
+    clock.set(datetime(2026, 11, 30, 16, tzinfo=UTC))
+    assert "from the nightly snapshot" not in plain(coordinator.get(casgevy).text)
