@@ -3,7 +3,8 @@ does not import the FHIR adapter; the tests validate them with it).
 
 - summary: an agreement's measure over a selection (`reporting.outcome_report`), with the
   populations initial-population (the patients), denominator (those whose result is decided:
-  every status but "not yet") and numerator (met), and stratifiers by state, therapy and
+  every status but "not yet"; a stratifier whose denominators cannot be protected gives
+  none) and numerator (met), and stratifiers by state, therapy and
   infusion year. Every count is the published figure: a suppressed one has no `count`, only
   the data-absent-reason "masked" on it; the score is given only when both its counts are.
 - individual: one patient's result (for staff who may see the patient), the populations
@@ -21,7 +22,8 @@ from typing import Any
 from reporting.agreements import Agreement, Measure
 from reporting.outcome_report import ILLUSTRATIVE_NOTE, MeasureView, OutcomeReport
 from reporting.outcomes import STATUSES, PatientOutcome, Status
-from reporting.suppression import Figure, Mark, suppress_count
+from reporting.program import Period
+from reporting.suppression import Figure, Mark
 
 BASE = "https://cgt-access.org/fhir"
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
@@ -47,26 +49,21 @@ def _population(code: str, figure: Figure) -> dict[str, Any]:
     return entry
 
 
-def _decided(patients: Figure, not_yet: Figure) -> Figure:
-    """The patients whose result is decided: shown only when it follows from shown figures,
-    and then itself suppressed like any count."""
-    if patients.mark is Mark.SHOWN and not_yet.mark is Mark.SHOWN:
-        return suppress_count(int(patients.text) - int(not_yet.text))
-    return Figure(Mark.COMPLEMENT, "*")
-
-
-def _populations(patients: Figure, cells: tuple[Figure, ...]) -> list[dict[str, Any]]:
+def _populations(
+    patients: Figure, cells: tuple[Figure, ...], decided: Figure | None
+) -> list[dict[str, Any]]:
+    """The populations of a group or stratum; the denominator (the decided patients,
+    suppressed by `reporting.outcome_report`) left out where it is withheld."""
     by_status = dict(zip(STATUSES, cells, strict=True))
     return [
         _population("initial-population", patients),
-        _population("denominator", _decided(patients, by_status[Status.NOT_YET])),
+        *([_population("denominator", decided)] if decided is not None else []),
         _population("numerator", by_status[Status.MET]),
     ]
 
 
-def _score(patients: Figure, cells: tuple[Figure, ...]) -> dict[str, Any] | None:
+def _score(cells: tuple[Figure, ...], decided: Figure) -> dict[str, Any] | None:
     by_status = dict(zip(STATUSES, cells, strict=True))
-    decided = _decided(patients, by_status[Status.NOT_YET])
     met = by_status[Status.MET]
     if decided.mark is not Mark.SHOWN or met.mark is not Mark.SHOWN or decided.text == "0":
         return None
@@ -81,8 +78,19 @@ def _narrative(agreement: Agreement, lines: list[str]) -> dict[str, str]:
 
 
 def _base(
-    agreement: Agreement, measure: Measure, *, kind: str, as_of: datetime, lines: list[str]
+    agreement: Agreement,
+    measure: Measure,
+    *,
+    kind: str,
+    as_of: datetime,
+    lines: list[str],
+    period: Period | None = None,
 ) -> dict[str, Any]:
+    """The parts every MeasureReport has. Its `period`: the results decided in the period
+    asked (up to the moment looked from), else since the agreement's first infusions."""
+    start, end = agreement.infusions.from_, as_of.date()
+    if period is not None and period.start is not None and period.end is not None:
+        start, end = period.start, min(period.end, end)
     resource: dict[str, Any] = {
         "resourceType": "MeasureReport",
         "text": _narrative(agreement, lines),
@@ -90,10 +98,7 @@ def _base(
         "type": kind,
         "measure": measure_url(agreement, measure),
         "date": as_of.isoformat(),
-        "period": {
-            "start": agreement.infusions.from_.isoformat(),
-            "end": as_of.date().isoformat(),
-        },
+        "period": {"start": start.isoformat(), "end": max(start, end).isoformat()},
         "improvementNotation": {
             "coding": [
                 {
@@ -116,7 +121,7 @@ def _stratifier(code: str, view: MeasureView) -> dict[str, Any] | None:
         "stratum": [
             {
                 "value": {"text": row.label},
-                "population": _populations(row.patients, row.cells),
+                "population": _populations(row.patients, row.cells, row.decided),
             }
             for row in view.rows
         ],
@@ -136,11 +141,16 @@ def summary_measure_report(
     view = report.measure(measure.key)
     assert view is not None
     agreement = report.agreement
+    period = report.selection.period
     lines = [
         f"{measure.title.en}: {agreement.title.en}, as of {report.as_of.isoformat()}.",
         "Counts from 1 to 10 are not given (masked), nor counts they could be worked out from.",
     ]
-    resource = _base(agreement, measure, kind="summary", as_of=report.as_of, lines=lines)
+    if period is not None and period.key != "all":
+        lines.append(f"Results decided in {period.key} only.")
+    resource = _base(
+        agreement, measure, kind="summary", as_of=report.as_of, lines=lines, period=period
+    )
     if view.totals_withheld:
         resource["text"] = _narrative(
             agreement, [*lines, "The figures of this selection are withheld: too few patients."]
@@ -148,9 +158,9 @@ def summary_measure_report(
         return resource
     group: dict[str, Any] = {
         "code": {"text": measure.key},
-        "population": _populations(view.patients, view.totals),
+        "population": _populations(view.patients, view.totals, view.decided),
     }
-    score = _score(view.patients, view.totals)
+    score = _score(view.totals, view.decided)
     if score is not None:
         group["measureScore"] = score
     therapy = {
@@ -158,7 +168,7 @@ def summary_measure_report(
         "stratum": [
             {
                 "value": {"text": agreement.therapy},
-                "population": _populations(view.patients, view.totals),
+                "population": _populations(view.patients, view.totals, view.decided),
             }
         ],
     }

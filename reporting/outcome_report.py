@@ -1,14 +1,16 @@
 """The outcomes dashboard's figures: an agreement's measures as of a moment, for the states a
-viewer may see, filtered (state, center, infusion cohort) and broken down (by state,
-center, infusion year or quarter), every count suppressed (`reporting.suppression`) before
+viewer may see, filtered (state, center, infusion cohort, and period: the quarter or year
+results were decided in) and broken down (by state, center, infusion year or quarter),
+every count suppressed (`reporting.suppression`) before
 it leaves this module: the raw counts stay here, a page or an export only gets `Figure`s.
 
 Figures that several tables publish are marked once, so that no table hides what another
 shows:
 
 - the patients of a selection and of each group (the population, the same for every
-  measure of the agreement): shown, or "<11" from 1 to 10, never hidden further (anyone can
-  count them from a table whose cells are all shown);
+  measure of the agreement; with a period, each measure's patients decided in it):
+  shown, or "<11" from 1 to 10, never hidden further (anyone can count them from a table
+  whose cells are all shown);
 - a measure's counts by status over the selection (the totals of its table whatever the
   breakdown): suppressed once as their own line, with the selection's patients as total;
 - then each breakdown's cells, around those fixed totals. A breakdown no hiding can protect
@@ -34,9 +36,18 @@ from sqlalchemy.orm import Session
 from core.models import State, TreatmentCenter
 from reporting.agreements import Agreement, Measure
 from reporting.outcomes import STATUSES, CubeCell, OutcomeCube, Status
-from reporting.suppression import Figure, Mark, suppress_count, suppress_table
+from reporting.program import Period
+from reporting.suppression import (
+    HIDDEN_TEXT,
+    Figure,
+    Mark,
+    suppress_count,
+    suppress_line,
+    suppress_table,
+)
 
 GROUPINGS = ("state", "center", "cohort_year", "cohort_quarter")
+HIDDEN = Figure(Mark.COMPLEMENT, HIDDEN_TEXT)
 ILLUSTRATIVE_NOTE = (
     "ILLUSTRATIVE: the shipped agreements are made up for the demonstration; "
     "real outcomes-based agreement terms are confidential."
@@ -68,11 +79,28 @@ def labels_for(session: Session) -> Labels:
 
 def cohorts_of(cube: OutcomeCube) -> list[str]:
     """The infusion years and quarters the cube holds, newest first ("2026", "2026-Q3", ...)."""
-    quarters = {
-        (cell.cohort_year, cell.cohort_quarter)
-        for measure in cube.measures
-        for cell in measure.cells
-    }
+    return _years_and_quarters(
+        {
+            (cell.cohort_year, cell.cohort_quarter)
+            for measure in cube.measures
+            for cell in measure.cells
+        }
+    )
+
+
+def periods_of(cube: OutcomeCube) -> list[str]:
+    """The years and quarters results of the cube were decided in, newest first."""
+    return _years_and_quarters(
+        {
+            (cell.decided_year, cell.decided_quarter)
+            for measure in cube.measures
+            for cell in measure.cells
+            if cell.decided_year is not None and cell.decided_quarter is not None
+        }
+    )
+
+
+def _years_and_quarters(quarters: set[tuple[int, int]]) -> list[str]:
     found: list[str] = []
     for year in sorted({year for year, _q in quarters}, reverse=True):
         found.append(str(year))
@@ -84,12 +112,15 @@ def cohorts_of(cube: OutcomeCube) -> list[str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which patients the figures count: the viewer's states (None: all) and the filters."""
+    """Which patients the figures count: the viewer's states (None: all) and the filters.
+    A period keeps the results decided in it (the quarter a rebate is owed in): results
+    not decided yet are in no period."""
 
     state_ids: frozenset[int] | None = None
     state_id: int | None = None
     center_id: int | None = None
     cohort: str | None = None  # "2025" (infusion year) or "2025-Q2" (quarter)
+    period: Period | None = None  # None or "all": whenever decided, or not yet
 
     def keeps(self, cell: CubeCell) -> bool:
         if self.state_ids is not None and cell.state_id not in self.state_ids:
@@ -98,7 +129,15 @@ class Selection:
             return False
         if self.center_id is not None and cell.center_id != self.center_id:
             return False
+        if self.period is not None and self.period.key != "all":
+            decided = cell.decided
+            if decided is None or not self.period.holds(decided):
+                return False
         return self.cohort is None or self.cohort in (str(cell.cohort_year), cell.cohort)
+
+    @property
+    def period_key(self) -> str:
+        return self.period.key if self.period is not None else "all"
 
 
 @dataclass(frozen=True)
@@ -107,6 +146,9 @@ class GroupRow:
     label: str
     cells: tuple[Figure, ...]  # one per status, in STATUSES' order
     patients: Figure
+    # The patients whose result is decided (every status but "not yet"), as a MeasureReport
+    # gives them; None where the breakdown of those cannot be protected.
+    decided: Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +159,7 @@ class MeasureView:
     rows: tuple[GroupRow, ...]
     totals_withheld: bool = False  # nothing of the measure can be shown for this selection
     breakdown_withheld: bool = False  # the breakdown cannot be protected; totals stand
+    decided: Figure = HIDDEN  # the selection's decided patients
 
     def total_of(self, status: Status) -> Figure:
         return self.totals[STATUSES.index(status)]
@@ -176,15 +219,18 @@ def measure_view(
     )
     patients = suppress_count(everyone)
     if margins.unprotected_lines:
-        hidden = tuple(Figure(Mark.COMPLEMENT, "*") for _status in STATUSES)
+        hidden = tuple(HIDDEN for _status in STATUSES)
         return MeasureView(measure, patients, hidden, (), totals_withheld=True)
     total_figures = margins.cells[0]
+    decided_total = _decided_mark(totals, total_figures, patients)
+    decided = HIDDEN if decided_total is Mark.COMPLEMENT else suppress_count(_decided_count(totals))
     if len(keys) <= 1:
         # One group: its row is the totals themselves.
         rows = tuple(
-            GroupRow(key, _group_label(key, by, labels), total_figures, patients) for key in keys
+            GroupRow(key, _group_label(key, by, labels), total_figures, patients, decided)
+            for key in keys
         )
-        return MeasureView(measure, patients, total_figures, rows)
+        return MeasureView(measure, patients, total_figures, rows, decided=decided)
     group_patients = [suppress_count(sum(row)) for row in grid]
     table = suppress_table(
         grid,
@@ -193,12 +239,55 @@ def measure_view(
         fixed_grand_total=everyone_mark,
     )
     if table.unprotected_lines:
-        return MeasureView(measure, patients, total_figures, (), breakdown_withheld=True)
+        return MeasureView(
+            measure, patients, total_figures, (), breakdown_withheld=True, decided=decided
+        )
+    # The decided patients of each group, beside the selection's: a line of its own in a
+    # MeasureReport's stratifier. A group's is shown only where the page gives it away
+    # anyway (its patients and its "not yet" shown); then it is hidden further where the
+    # line would give away another group's.
+    by_group = suppress_line(
+        [_decided_count(row) for row in grid],
+        hidden=[
+            _decided_mark(row, cells, group) is Mark.COMPLEMENT
+            for row, cells, group in zip(grid, table.cells, group_patients, strict=True)
+        ],
+        total_mark=decided_total,
+    )
+    group_decided: list[Figure | None] = list(by_group.entries)
+    if by_group.unprotected:
+        group_decided = [None] * len(keys)
     rows = tuple(
-        GroupRow(key, _group_label(key, by, labels), table.cells[index], group_patients[index])
+        GroupRow(
+            key,
+            _group_label(key, by, labels),
+            table.cells[index],
+            group_patients[index],
+            group_decided[index],
+        )
         for index, key in enumerate(keys)
     )
-    return MeasureView(measure, patients, total_figures, rows)
+    return MeasureView(measure, patients, total_figures, rows, decided=decided)
+
+
+def _decided_count(counts: list[int]) -> int:
+    """The patients of a row of counts by status whose result is decided."""
+    return sum(counts) - counts[STATUSES.index(Status.NOT_YET)]
+
+
+def _decided_mark(counts: list[int], cells: tuple[Figure, ...], patients: Figure) -> Mark:
+    """The mark the decided patients of a row of counts get: what the shown figures give
+    away (the patients and "not yet" shown, or every decided status shown: their primary
+    mark), else hidden ("<11" or "*")."""
+    not_yet = STATUSES.index(Status.NOT_YET)
+    decided = _decided_count(counts)
+    known = (patients.mark is Mark.SHOWN and cells[not_yet].mark is Mark.SHOWN) or all(
+        figure.mark is Mark.SHOWN for index, figure in enumerate(cells) if index != not_yet
+    )
+    primary = suppress_count(decided).mark
+    if known or primary is not Mark.SHOWN:
+        return primary
+    return Mark.COMPLEMENT
 
 
 def outcome_report(
@@ -226,22 +315,38 @@ def outcome_report(
     )
 
 
-CSV_HEADER = ("agreement", "version", "as_of", "measure", "group_by", "group", "status", "patients")
+CSV_HEADER = (
+    "agreement",
+    "version",
+    "as_of",
+    "period",
+    "measure",
+    "group_by",
+    "group",
+    "status",
+    "patients",
+)
 TOTAL = "total"
 
 
 def report_csv(report: OutcomeReport, *, translate: Callable[[str], str] = str) -> str:
     """The figures as published on the page (suppressed), one per line: each group's count
     by status and its patients (status "total"), the selection's counts by status (group
-    "total") and its patients. A withheld breakdown has no group lines; withheld figures
-    have no lines at all. Illustrative terms are said on the first line."""
+    "total") and its patients; `period` is the quarter or year the results were decided in
+    ("all": whenever, or not yet). A withheld breakdown has no group lines; withheld
+    figures have no lines at all. Illustrative terms are said on the first line."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     if report.agreement.illustrative:
         out.write(f"# {translate(ILLUSTRATIVE_NOTE)}\r\n")
     writer.writerow(CSV_HEADER)
     agreement = report.agreement
-    start = (agreement.key, agreement.version, report.as_of.isoformat())
+    start = (
+        agreement.key,
+        agreement.version,
+        report.as_of.isoformat(),
+        report.selection.period_key,
+    )
     for view in report.measures:
         if view.totals_withheld:
             continue

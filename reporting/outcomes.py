@@ -438,9 +438,10 @@ def measure_results(
 ) -> Any:
     """The statement (a subquery) giving every patient of the population as of `as_of`
     one row: patient_id, state_id, center_id, therapy_id, medicaid_id, infusion_date,
-    cohort_year, cohort_quarter, window_start, window_end, status, decided_on, value (the
-    observation rule's picked value), observation_id (its observation). `name` keeps the
-    statement's parts apart when several are combined in one query."""
+    cohort_year, cohort_quarter, window_start, window_end, status, decided_year,
+    decided_quarter, decided_on, value (the observation rule's picked value),
+    observation_id (its observation). `name` keeps the statement's parts apart when
+    several are combined in one query."""
     at = literal(as_of.at, UTCDateTime())
     day = literal(as_of.day, Date())
     facts = _facts(agreement, population, at=at, day=day, name=name, patient_ids=patient_ids)
@@ -646,21 +647,22 @@ def _event_status(
     )
 
 
-def _event_known(
+def _event_first_known(
     measure: Measure, patients: Any, *, at: ColumnElement[datetime], name: str
-) -> ColumnElement[bool]:
-    """Whether a qualifying event of the event rule's window is known at `at`, for the row
-    of `patients` (the population with its windows) it is evaluated on: the conditions of
-    `_found`, asked as EXISTS per patient (stops at the first event, through the indexes
-    by patient) instead of gathering every event."""
+) -> list[ColumnElement[date]]:
+    """The day the first qualifying event of the event rule's window became known at `at`
+    (None: none is), for the row of `patients` (the population with its windows) it is
+    evaluated on, one expression per source: the conditions of `_found`, asked per patient
+    through the indexes by patient instead of gathering every event and grouping them."""
     rule = measure.rule
     assert isinstance(rule, NoEventRule)
     source = EVENT_SOURCES[rule.event]
     row = patients.c
     window_start = row[f"month_{measure.window.from_month}"]
     window_end = row[f"month_{measure.window.to_month}"]
-    known: list[ColumnElement[bool]] = []
+    firsts: list[ColumnElement[date]] = []
     if source.claim_flags:
+        lines = ClaimLine.__table__
         terms = _claim_terms(
             patient_id=row.patient_id,
             window_start=window_start,
@@ -668,7 +670,8 @@ def _event_known(
             at=at,
             flags=source.claim_flags,
         )
-        known.append(select(literal(1)).select_from(ClaimLine.__table__).where(*terms).exists())
+        known_on = later_day(lines.c.service_begin, utc_day(lines.c.loaded_at))
+        firsts.append(select(func.min(known_on)).where(*terms).scalar_subquery())
     if source.reports:
         codes = [REPORT_MEASURES[kind].code for kind in source.reports]
         system = REPORT_MEASURES[source.reports[0]].code_system
@@ -682,8 +685,11 @@ def _event_known(
             code_system=system,
             codes=codes,
         )
-        known.append(select(literal(1)).select_from(current).where(*terms).exists())
-        # The versions replaced since are few: gathered once, not asked per patient.
+        recorded = func.coalesce(current.c.updated_at, current.c.created_at)
+        known_on = later_day(utc_day(current.c.effective_at), utc_day(recorded))
+        firsts.append(select(func.min(known_on)).where(*terms).scalar_subquery())
+        # The versions replaced since are few: gathered and grouped once, not asked per
+        # patient.
         replaced = _replaced_versions(
             _measure_patients(measure, patients, name=name),
             at=at,
@@ -692,8 +698,35 @@ def _event_known(
             unit=None,
             name=f"ev_{name}",
         ).subquery(f"replaced_{name}")
-        known.append(row.patient_id.in_(select(replaced.c.patient_id)))
-    return or_(*known)
+        first_replaced = _materialized(
+            select(
+                replaced.c.patient_id,
+                func.min(
+                    later_day(utc_day(replaced.c.effective_at), utc_day(replaced.c.recorded_at))
+                ).label("found_on"),
+            ).group_by(replaced.c.patient_id),
+            f"first_replaced_{name}",
+        )
+        firsts.append(
+            select(first_replaced.c.found_on)
+            .where(first_replaced.c.patient_id == row.patient_id)
+            .scalar_subquery()
+        )
+    return firsts
+
+
+def _earliest(days: Sequence[ColumnElement[date]]) -> ColumnElement[date]:
+    """The earliest of nullable days (None when all are): NULL-safe on both databases
+    (SQLite's two-argument min() is NULL when either is)."""
+    first = days[0]
+    for other in days[1:]:
+        first = case(
+            (first.is_(None), other),
+            (other.is_(None), first),
+            (other < first, other),
+            else_=first,
+        )
+    return first
 
 
 @dataclass(frozen=True)
@@ -720,46 +753,69 @@ def _verdict(
         window_end=window_end, left_on=left_on, record_status=record_status
     )
     closed = day >= window_end
-    # Typed nulls: PostgreSQL reads a bare NULL as text.
-    value: ColumnElement[Any] = cast(null(), Observation.__table__.c.value_quantity.type)
-    observation_id: ColumnElement[Any] = cast(null(), Integer())
     if isinstance(rule, NoEventRule):
-        hit = found.c.found_on.is_not(None)
-        status = _event_status(
-            hit, window_end=window_end, left_on=left_on, record_status=record_status, day=day
+        return _event_verdict(
+            found.c.found_on,
+            window_end=window_end,
+            left_on=left_on,
+            record_status=record_status,
+            day=day,
         )
-        decided_on = case(
-            (hit, found.c.found_on),
-            (left_early, left_on),
-            (closed, window_end),
-            else_=null(),
-        )
-    else:
-        picked = found.c
-        threshold = literal(rule.value, picked.value.type)
-        meets = {
-            ">=": picked.value >= threshold,
-            ">": picked.value > threshold,
-            "<=": picked.value <= threshold,
-            "<": picked.value < threshold,
-        }[rule.comparator.value]
-        status = case(
-            (left_early, left_status),
-            (~closed, Status.NOT_YET.value),
-            (picked.value.is_(None), Status.MISSING_DATA.value),
-            (meets, Status.MET.value),
-            else_=Status.NOT_MET.value,
-        )
-        decided_on = case(
-            (left_early, left_on),
-            (~closed, null()),
-            (picked.value.is_(None), window_end),
-            else_=later_day(window_end, picked.recorded_on),
-        )
-        value = case((and_(closed, ~left_early), picked.value), else_=null())
-        observation_id = case((and_(closed, ~left_early), picked.observation_id), else_=null())
+    picked = found.c
+    threshold = literal(rule.value, picked.value.type)
+    meets = {
+        ">=": picked.value >= threshold,
+        ">": picked.value > threshold,
+        "<=": picked.value <= threshold,
+        "<": picked.value < threshold,
+    }[rule.comparator.value]
+    status = case(
+        (left_early, left_status),
+        (~closed, Status.NOT_YET.value),
+        (picked.value.is_(None), Status.MISSING_DATA.value),
+        (meets, Status.MET.value),
+        else_=Status.NOT_MET.value,
+    )
+    decided_on = case(
+        (left_early, left_on),
+        (~closed, null()),
+        (picked.value.is_(None), window_end),
+        else_=later_day(window_end, picked.recorded_on),
+    )
+    value = case((and_(closed, ~left_early), picked.value), else_=null())
+    observation_id = case((and_(closed, ~left_early), picked.observation_id), else_=null())
     return _Verdict(
         status=status, decided_on=decided_on, value=value, observation_id=observation_id
+    )
+
+
+def _event_verdict(
+    found_on: ColumnElement[date],
+    *,
+    window_end: ColumnElement[date],
+    left_on: ColumnElement[date],
+    record_status: ColumnElement[Any],
+    day: ColumnElement[date],
+) -> _Verdict:
+    """An event rule's status and the day it was decided, from the day its first
+    qualifying event became known (`found_on`, None: none is)."""
+    left_early, _ = _left_early(window_end=window_end, left_on=left_on, record_status=record_status)
+    hit = found_on.is_not(None)
+    status = _event_status(
+        hit, window_end=window_end, left_on=left_on, record_status=record_status, day=day
+    )
+    decided_on = case(
+        (hit, found_on),
+        (left_early, left_on),
+        (day >= window_end, window_end),
+        else_=null(),
+    )
+    # Typed nulls: PostgreSQL reads a bare NULL as text.
+    return _Verdict(
+        status=status,
+        decided_on=decided_on,
+        value=cast(null(), Observation.__table__.c.value_quantity.type),
+        observation_id=cast(null(), Integer()),
     )
 
 
@@ -768,7 +824,8 @@ def _verdict(
 
 @dataclass(frozen=True)
 class CubeCell:
-    """How many patients of one state, center and infusion quarter had one status."""
+    """How many patients of one state, center and infusion quarter had one status, decided
+    in one calendar quarter (None: not decided yet, or a snapshot that did not keep it)."""
 
     state_id: int
     center_id: int
@@ -776,10 +833,19 @@ class CubeCell:
     cohort_quarter: int
     status: Status
     count: int
+    decided_year: int | None = None
+    decided_quarter: int | None = None
 
     @property
     def cohort(self) -> str:
         return f"{self.cohort_year}-Q{self.cohort_quarter}"
+
+    @property
+    def decided(self) -> str | None:
+        """The quarter the result was decided in ("2026-Q2"), or None."""
+        if self.decided_year is None or self.decided_quarter is None:
+            return None
+        return f"{self.decided_year}-Q{self.decided_quarter}"
 
 
 @dataclass(frozen=True)
@@ -791,12 +857,16 @@ class MeasureCube:
 @dataclass(frozen=True)
 class OutcomeCube:
     """Every measure of an agreement as of a moment, counted by state, center, infusion
-    quarter and status: what dashboards filter and group, and snapshots keep."""
+    quarter, status and the quarter the result was decided in: what dashboards filter and
+    group, and snapshots keep."""
 
     agreement_key: str
     agreement_version: int
     as_of: datetime
     measures: tuple[MeasureCube, ...] = field(default_factory=tuple)
+    # Whether the cells say the quarter each result was decided in (snapshots taken before
+    # they did cannot be filtered by period).
+    has_decided: bool = True
 
     def measure(self, key: str) -> MeasureCube | None:
         return next((cube for cube in self.measures if cube.measure_key == key), None)
@@ -804,25 +874,34 @@ class OutcomeCube:
 
 def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf) -> Any:
     """The counts of `outcome_cube`: (measure_key, state_id, center_id, cohort_year,
-    cohort_quarter, status, patients), in that order.
+    cohort_quarter, status, decided_year, decided_quarter, patients), in that order.
 
-    Each patient is read once with every measure's status side by side and counted by
-    those statuses (one grouping of the population, not one per measure); each measure's
-    counts are then the sums over that much smaller table."""
+    Each patient is read once with every measure's status and decided quarter side by side
+    and counted by those (one grouping of the population, not one per measure); each
+    measure's counts are then the sums over that much smaller table. An event rule asks,
+    per patient through the indexes, only for the day its first event became known."""
     at = literal(as_of.at, UTCDateTime())
     day = literal(as_of.day, Date())
     facts = _facts(agreement, population, at=at, day=day, name="a", patient_ids=None)
-    patients = _with_windows(facts, agreement.measures, name="a")
+    windowed = _with_windows(facts, agreement.measures, name="a")
+    # The first-known days are correlated subqueries: computed once per patient here (a
+    # materialized CTE), then read as plain columns by the verdicts that use them twice.
+    firsts: list[ColumnElement[Any]] = []
+    for index, measure in enumerate(agreement.measures):
+        if isinstance(measure.rule, NoEventRule):
+            days = _event_first_known(measure, windowed, at=at, name=f"a{index}")
+            firsts += [first.label(f"first_{index}_{n}") for n, first in enumerate(days)]
+    patients = _materialized(select(*windowed.c, *firsts), "patients_a")
     row = patients.c
-    statuses: list[ColumnElement[Any]] = []
+    verdicts: list[ColumnElement[Any]] = []
     joined: Any = patients
     for index, measure in enumerate(agreement.measures):
         name = f"a{index}"
         window_end = row[f"month_{measure.window.to_month}"]
         if isinstance(measure.rule, NoEventRule):
-            # Only whether an event is known decides the status, not which one.
-            status = _event_status(
-                _event_known(measure, patients, at=at, name=name),
+            sources = [column for column in row if column.name.startswith(f"first_{index}_")]
+            verdict = _event_verdict(
+                _earliest(sources),
                 window_end=window_end,
                 left_on=row.left_on,
                 record_status=row.status,
@@ -833,20 +912,25 @@ def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf
                 measure, _measure_patients(measure, patients, name=name), at=at, name=name
             )
             joined = joined.outerjoin(found, found.c.patient_id == row.patient_id)
-            status = _verdict(
+            verdict = _verdict(
                 measure.rule,
                 found,
                 window_end=window_end,
                 left_on=row.left_on,
                 record_status=row.status,
                 day=day,
-            ).status
-        statuses.append(status.label(f"status_{index}"))
+            )
+        decided = type_coerce(verdict.decided_on, Date())
+        verdicts += [
+            verdict.status.label(f"status_{index}"),
+            year_of(decided).label(f"decided_year_{index}"),
+            _quarter(decided).label(f"decided_quarter_{index}"),
+        ]
     places = (row.state_id, row.center_id, row.cohort_year, row.cohort_quarter)
     counted = _materialized(
-        select(*places, *statuses, func.count().label("patients"))
+        select(*places, *verdicts, func.count().label("patients"))
         .select_from(joined)
-        .group_by(*places, *statuses),
+        .group_by(*places, *verdicts),
         "counted_a",
     )
     keys = (
@@ -855,15 +939,23 @@ def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf
         counted.c.cohort_year,
         counted.c.cohort_quarter,
     )
-    parts = [
-        select(
-            literal(measure.key).label("measure_key"),
-            *keys,
-            counted.c[f"status_{index}"].label("status"),
-            type_coerce(func.sum(counted.c.patients), Integer()).label("patients"),
-        ).group_by(*keys, counted.c[f"status_{index}"])
-        for index, measure in enumerate(agreement.measures)
-    ]
+    parts = []
+    for index, measure in enumerate(agreement.measures):
+        own = (
+            counted.c[f"status_{index}"],
+            counted.c[f"decided_year_{index}"],
+            counted.c[f"decided_quarter_{index}"],
+        )
+        parts.append(
+            select(
+                literal(measure.key).label("measure_key"),
+                *keys,
+                own[0].label("status"),
+                own[1].label("decided_year"),
+                own[2].label("decided_quarter"),
+                type_coerce(func.sum(counted.c.patients), Integer()).label("patients"),
+            ).group_by(*keys, *own)
+        )
     cube = union_all(*parts).subquery("cube_a")
     return select(cube).order_by(
         cube.c.measure_key,
@@ -872,6 +964,8 @@ def _cube_statement(agreement: Agreement, population: Population, *, as_of: AsOf
         cube.c.cohort_year,
         cube.c.cohort_quarter,
         cube.c.status,
+        cube.c.decided_year,
+        cube.c.decided_quarter,
     )
 
 
@@ -881,7 +975,7 @@ def outcome_cube(session: Session, *, agreement: Agreement, as_of: AsOf) -> Outc
     population = population_of(session, agreement)
     rows = session.execute(_cube_statement(agreement, population, as_of=as_of))
     cells: dict[str, list[CubeCell]] = {measure.key: [] for measure in agreement.measures}
-    for measure_key, state_id, center_id, year, quarter, status, count in rows:
+    for measure_key, state_id, center_id, year, quarter, status, d_year, d_quarter, count in rows:
         cells[measure_key].append(
             CubeCell(
                 state_id=state_id,
@@ -890,6 +984,8 @@ def outcome_cube(session: Session, *, agreement: Agreement, as_of: AsOf) -> Outc
                 cohort_quarter=int(quarter),
                 status=Status(status),
                 count=int(count),
+                decided_year=int(d_year) if d_year is not None else None,
+                decided_quarter=int(d_quarter) if d_quarter is not None else None,
             )
         )
     return OutcomeCube(
@@ -931,6 +1027,9 @@ class ResultFilter:
     center_id: int | None = None
     cohort_year: int | None = None
     cohort_quarter: int | None = None
+    # Results decided from this day to that one, both included (a dashboard's period).
+    decided_from: date | None = None
+    decided_until: date | None = None
 
 
 def _result(row: Any) -> PatientResult:
@@ -974,6 +1073,10 @@ def patient_results(
         query = query.where(results.c.cohort_year == which.cohort_year)
     if which.cohort_quarter is not None:
         query = query.where(results.c.cohort_quarter == which.cohort_quarter)
+    if which.decided_from is not None:
+        query = query.where(results.c.decided_on >= which.decided_from)
+    if which.decided_until is not None:
+        query = query.where(results.c.decided_on <= which.decided_until)
     query = query.order_by(results.c.medicaid_id, results.c.patient_id)
     if limit is not None:
         query = query.limit(limit)

@@ -5,15 +5,18 @@ of the snapshot's moment must give the same figures whatever arrived since (the 
 tables leave later data out).
 
 A snapshot (`ReportSnapshot`, report `outcomes:<agreement key>`) holds the counts by state,
-center, infusion quarter and status of every measure, and each patient's decided result
-(status and day; `not_yet` is left out) that statements rest on. The nightly job
-(`reporting.jobs.nightly_snapshots`) takes one per agreement a day; `cgt-access reports
-snapshot` takes them by hand, also as of a past moment."""
+center, infusion quarter, status and quarter decided of every measure (older snapshots
+without the quarter decided are read and reproduced as they were kept), and each
+patient's decided result (status and day; `not_yet` is left out) that statements rest
+on. The nightly job (`reporting.jobs.nightly_snapshots`) takes one per agreement a day;
+`cgt-access reports snapshot` takes them by hand, also as of a past moment."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,6 +39,12 @@ from reporting.outcomes import (
 REPORT_PREFIX = "outcomes:"
 NIGHTLY = "nightly"
 BY_HAND = "by_hand"
+# A dashboard without an as-of day reads the nightly snapshot while it is this fresh.
+FRESH = timedelta(days=2)
+_CACHED = 8
+_cache_lock = Lock()
+# By database and snapshot id (a process may serve several databases: tests do).
+_cubes: OrderedDict[tuple[str, int], OutcomeCube] = OrderedDict()
 
 
 def report_name(agreement_key: str) -> str:
@@ -58,24 +67,40 @@ def _decided_results(session: Session, *, agreement: Agreement, as_of: AsOf) -> 
     return found
 
 
-def _figures(cube: OutcomeCube, patients: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cube": {
-            measure.measure_key: [
-                [
-                    cell.state_id,
-                    cell.center_id,
-                    cell.cohort_year,
-                    cell.cohort_quarter,
-                    cell.status.value,
-                    cell.count,
-                ]
-                for cell in measure.cells
-            ]
-            for measure in cube.measures
-        },
-        "patients": patients,
-    }
+def _cube_cells(cube: OutcomeCube, *, decided: bool = True) -> dict[str, list[list[Any]]]:
+    """The cube as a snapshot keeps it: per measure, [state, center, infusion year,
+    infusion quarter, status, count, decided year, decided quarter]; without the last two
+    (`decided` False) as snapshots kept it before, the counts added up over them."""
+    kept: dict[str, list[list[Any]]] = {}
+    for measure in cube.measures:
+        counts: dict[tuple[Any, ...], int] = {}
+        for cell in measure.cells:
+            key: tuple[Any, ...] = (
+                cell.state_id,
+                cell.center_id,
+                cell.cohort_year,
+                cell.cohort_quarter,
+                cell.status.value,
+            )
+            if decided:
+                key += (cell.decided_year, cell.decided_quarter)
+            counts[key] = counts.get(key, 0) + cell.count
+        kept[measure.measure_key] = [
+            [*key[:5], count, *key[5:]]
+            for key, count in sorted(counts.items(), key=lambda item: _order(item[0]))
+        ]
+    return kept
+
+
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    # None (not decided yet) sorts first, as the database's ORDER BY puts it on SQLite.
+    return tuple((value is not None, value) for value in key)
+
+
+def _figures(
+    cube: OutcomeCube, patients: dict[str, Any], *, decided: bool = True
+) -> dict[str, Any]:
+    return {"cube": _cube_cells(cube, decided=decided), "patients": patients}
 
 
 def take_snapshot(
@@ -160,6 +185,7 @@ def take_nightly_snapshots(
 
 def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
     """The counts a snapshot keeps, as the dashboard reads them."""
+    kept = snapshot.figures["cube"]
     measures = tuple(
         MeasureCube(
             measure_key=key,
@@ -171,11 +197,13 @@ def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
                     cohort_quarter=quarter,
                     status=Status(status),
                     count=count,
+                    decided_year=decided[0] if decided else None,
+                    decided_quarter=decided[1] if decided else None,
                 )
-                for state_id, center_id, year, quarter, status, count in cells
+                for state_id, center_id, year, quarter, status, count, *decided in cells
             ),
         )
-        for key, cells in snapshot.figures["cube"].items()
+        for key, cells in kept.items()
     )
     parameters = snapshot.parameters
     return OutcomeCube(
@@ -183,7 +211,68 @@ def cube_of(snapshot: ReportSnapshot) -> OutcomeCube:
         agreement_version=int(parameters["version"]),
         as_of=snapshot.as_of,
         measures=measures,
+        has_decided=_keeps_decided(kept),
     )
+
+
+def _keeps_decided(kept: dict[str, list[list[Any]]]) -> bool:
+    """Whether a snapshot's cells say the quarter each result was decided in (those taken
+    before the dashboards had a period do not)."""
+    return all(len(cell) == 8 for cells in kept.values() for cell in cells)
+
+
+@dataclass(frozen=True)
+class Nightly:
+    """The nightly snapshot a dashboard reads: its id and the moment its figures are of."""
+
+    snapshot_id: int
+    as_of: datetime
+
+
+def fresh_nightly(session: Session, *, agreement: Agreement, now: datetime) -> Nightly | None:
+    """The newest nightly snapshot of `agreement` (this version) when it is under two days
+    old and keeps the quarter each result was decided in; else None (count live)."""
+    row = session.execute(
+        select(ReportSnapshot.id, ReportSnapshot.as_of, ReportSnapshot.parameters)
+        .where(
+            ReportSnapshot.report == report_name(agreement.key),
+            ReportSnapshot.computed_by == NIGHTLY,
+        )
+        .order_by(ReportSnapshot.as_of.desc(), ReportSnapshot.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or now - row.as_of > FRESH:
+        return None
+    if int(row.parameters.get("version", 0)) != agreement.version:
+        return None
+    cube = nightly_cube(session, Nightly(row.id, row.as_of))
+    return Nightly(row.id, row.as_of) if cube is not None and cube.has_decided else None
+
+
+def nightly_cube(session: Session, nightly: Nightly) -> OutcomeCube | None:
+    """A nightly snapshot's counts, read from the database once per process (snapshots
+    never change; the patients' results they also keep are not read)."""
+    key = (str(session.get_bind().engine.url), nightly.snapshot_id)
+    with _cache_lock:
+        found = _cubes.get(key)
+        if found is not None:
+            _cubes.move_to_end(key)
+            return found
+    snapshot = get_snapshot(session, snapshot_id=nightly.snapshot_id)
+    if snapshot is None:
+        return None
+    cube = cube_of(snapshot)
+    with _cache_lock:
+        _cubes[key] = cube
+        while len(_cubes) > _CACHED:
+            _cubes.popitem(last=False)
+    return cube
+
+
+def forget_cached_cubes() -> None:
+    """Drop the counts read from snapshots (tests that delete them)."""
+    with _cache_lock:
+        _cubes.clear()
 
 
 def list_snapshots(session: Session, *, limit: int = 60) -> list[ReportSnapshot]:
@@ -229,16 +318,28 @@ def reproduce(
         return Reproduction(snapshot, empty, False, (), terms_changed, True)
     as_of = AsOf(snapshot.as_of)
     cube = outcome_cube(session, agreement=agreement, as_of=as_of)
-    again = _figures(cube, _decided_results(session, agreement=agreement, as_of=as_of))
     kept = snapshot.figures
+    again = _figures(
+        cube,
+        _decided_results(session, agreement=agreement, as_of=as_of),
+        decided=_keeps_decided(kept["cube"]),
+    )
     keys = sorted(set(kept["cube"]) | set(again["cube"]))
     changed = tuple(
         key
         for key in keys
-        if kept["cube"].get(key) != again["cube"].get(key)
+        if not _same_cells(kept["cube"].get(key), again["cube"].get(key))
         or kept["patients"].get(key) != again["patients"].get(key)
     )
     return Reproduction(snapshot, cube, not changed, changed, terms_changed, False)
+
+
+def _same_cells(kept: list[list[Any]] | None, again: list[list[Any]] | None) -> bool:
+    """The same counts, in whatever order they were kept (older snapshots kept the
+    database's order)."""
+    if kept is None or again is None:
+        return kept is again
+    return sorted(map(tuple, kept), key=_order) == sorted(map(tuple, again), key=_order)
 
 
 def snapshot_day(snapshot: ReportSnapshot) -> date:

@@ -43,6 +43,11 @@ so a report decides such a figure's mark once and passes it as fixed: the algori
 it as given, hides only other entries, and counts a line it could protect only by changing
 a fixed entry among `unprotected_lines`.
 
+A figure derived from a table and published as a line of its own (a MeasureReport's
+patients whose result is decided, by state, beside the whole selection's) goes through
+`suppress_line`: entries the table's figures give away keep their primary mark, those
+they do not are hidden, then the line hides more as a table's line would.
+
 What it guarantees: in the result, no hidden entry can be worked out from the shown
 entries and the marks of any one of its lines (the unit tests check it with random tables).
 What it does not: solving several lines as one system can narrow a hidden count (as with
@@ -65,9 +70,11 @@ __all__ = [
     "THRESHOLD",
     "Figure",
     "Mark",
+    "SuppressedLine",
     "SuppressedTable",
     "small_text",
     "suppress_count",
+    "suppress_line",
     "suppress_table",
 ]
 
@@ -128,6 +135,74 @@ def suppress_count(count: int, *, threshold: int = THRESHOLD) -> Figure:
 def _check_count(count: int) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"a count is a non-negative integer, not {count!r}")
+
+
+# --- one line -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuppressedLine:
+    entries: tuple[Figure, ...]
+    total: Figure
+    unprotected: bool = False  # some hidden entry can still be worked out
+
+
+def suppress_line(
+    counts: Sequence[int],
+    *,
+    hidden: Sequence[bool] | None = None,
+    total_mark: Mark | None = None,
+    threshold: int = THRESHOLD,
+) -> SuppressedLine:
+    """Suppress counts that add up to a total and are published as one line of their own,
+    outside any table (say a figure derived from a table, by group, beside its total).
+    `hidden`: entries that must not be shown whatever this line says (they would give away
+    a count hidden elsewhere): marked "<11" or "*"; `total_mark`: the total's mark when it
+    is decided elsewhere, kept as given (it must suit the count, as in `suppress_table`).
+    Then, while the line gives a hidden entry away, the smallest non-zero entry it still
+    shows is hidden ("*"), else its total; `unprotected` when neither is left."""
+    for count in counts:
+        _check_count(count)
+    if hidden is not None and len(hidden) != len(counts):
+        raise ValueError("one hidden flag per count")
+    total = sum(counts)
+    marks = [suppress_count(count, threshold=threshold).mark for count in counts]
+    for index, must_hide in enumerate(hidden or ()):
+        if must_hide and marks[index] is Mark.SHOWN:
+            if counts[index] == 0:
+                raise ValueError("a zero is never hidden")
+            marks[index] = Mark.COMPLEMENT
+    mark_of_total = suppress_count(total, threshold=threshold).mark
+    if total_mark is not None:
+        if not (
+            total_mark is mark_of_total
+            or (total_mark is Mark.COMPLEMENT and mark_of_total is Mark.SHOWN and total > 0)
+        ):
+            raise ValueError(f"a {total_mark.value} mark does not suit the count {total}")
+        mark_of_total = total_mark
+    unprotected = False
+    while line_exposes(counts, marks, total, mark_of_total, threshold):
+        shown = [i for i, m in enumerate(marks) if m is Mark.SHOWN and counts[i] > 0]
+        if shown:
+            marks[min(shown, key=lambda i: counts[i])] = Mark.COMPLEMENT
+        elif mark_of_total is Mark.SHOWN and total_mark is None:
+            mark_of_total = Mark.COMPLEMENT
+        else:
+            unprotected = True
+            break
+
+    def figure(count: int, mark: Mark) -> Figure:
+        if mark is Mark.SHOWN:
+            return Figure(Mark.SHOWN, str(count))
+        if mark is Mark.SMALL:
+            return Figure(Mark.SMALL, small_text(threshold))
+        return Figure(Mark.COMPLEMENT, HIDDEN_TEXT)
+
+    return SuppressedLine(
+        entries=tuple(figure(c, m) for c, m in zip(counts, marks, strict=True)),
+        total=figure(total, mark_of_total),
+        unprotected=unprotected,
+    )
 
 
 # --- the table ----------------------------------------------------------------------------

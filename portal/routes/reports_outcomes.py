@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date
 from typing import Annotated, Any
 
@@ -58,6 +58,7 @@ from reporting.outcome_report import (
     cohorts_of,
     labels_for,
     outcome_report,
+    periods_of,
     report_csv,
 )
 from reporting.outcomes import (
@@ -70,7 +71,16 @@ from reporting.outcomes import (
     patient_outcome,
     patient_results,
 )
-from reporting.snapshots import cube_of, get_snapshot, list_snapshots, reproduce
+from reporting.program import Period
+from reporting.snapshots import (
+    Nightly,
+    cube_of,
+    fresh_nightly,
+    get_snapshot,
+    list_snapshots,
+    nightly_cube,
+    reproduce,
+)
 
 router = page_router()
 Reader = Annotated[User, Depends(require(Permission.REPORTS_VIEW))]
@@ -95,6 +105,8 @@ class Choice:
     state_id: int | None = None
     center_id: int | None = None
     cohort: str | None = None
+    # The quarter or year the results were decided in (None: whenever, or not yet).
+    period: Period | None = None
     by: str = "state"
     as_of_day: date | None = None
     notices: list[str] = field(default_factory=list)
@@ -105,6 +117,7 @@ class Choice:
             "state": self.state_id,
             "center": self.center_id,
             "cohort": self.cohort,
+            "period": self.period.key if self.period is not None else None,
             "by": self.by,
             "as_of": self.as_of_day.isoformat() if self.as_of_day else None,
         }
@@ -123,12 +136,18 @@ class FilterText:
     cohort: str = ""
     by: str = ""
     as_of: str = ""
+    period: str = ""
 
 
 def _filter_text(
-    state: Text = "", center: Text = "", cohort: Text = "", by: Text = "", as_of: Text = ""
+    state: Text = "",
+    center: Text = "",
+    cohort: Text = "",
+    by: Text = "",
+    as_of: Text = "",
+    period: Text = "",
 ) -> FilterText:
-    return FilterText(state, center, cohort, by, as_of)
+    return FilterText(state, center, cohort, by, as_of, period)
 
 
 AskedFilters = Annotated[FilterText, Depends(_filter_text)]
@@ -155,6 +174,19 @@ def _choice(session: Session, *, user: User, clock: Clock, asked: FilterText) ->
             chosen.cohort = asked.cohort
         else:
             chosen.notices.append(i18n.gettext(N_("The infusion cohort was not understood.")))
+    if asked.period and asked.period != "all":
+        period = Period.parse(asked.period)
+        if period is None:
+            chosen.notices.append(
+                i18n.gettext(
+                    N_(
+                        "The period was not understood (a year such as 2026, or a quarter "
+                        "such as 2026-Q2): results decided at any time are shown."
+                    )
+                )
+            )
+        else:
+            chosen.period = period
     if asked.as_of:
         day = parse_day_or_none(asked.as_of)
         today = clock.now().astimezone(UTC).date()
@@ -169,6 +201,30 @@ def _choice(session: Session, *, user: User, clock: Clock, asked: FilterText) ->
 
 def _as_of(choice: Choice, clock: Clock) -> AsOf:
     return AsOf.end_of(choice.as_of_day) if choice.as_of_day else AsOf(clock.now())
+
+
+def _counts(
+    session: Session, *, agreement: Agreement, choice: Choice, clock: Clock
+) -> tuple[OutcomeCube, Nightly | None]:
+    """An agreement's counts for the dashboard and its exports: as of the day asked
+    (counted from the history), else from last night's snapshot while it is fresh (the
+    live count takes seconds at scale), else counted now."""
+    if choice.as_of_day is None:
+        nightly = fresh_nightly(session, agreement=agreement, now=clock.now())
+        cube = nightly_cube(session, nightly) if nightly is not None else None
+        if nightly is not None and cube is not None:
+            return cube, nightly
+    return outcome_cube(session, agreement=agreement, as_of=_as_of(choice, clock)), None
+
+
+def _moment(session: Session, *, agreement: Agreement, choice: Choice, clock: Clock) -> AsOf:
+    """The moment the dashboard's figures are of (`_counts`), without counting: the
+    patients behind a figure are read as of it."""
+    if choice.as_of_day is None:
+        nightly = fresh_nightly(session, agreement=agreement, now=clock.now())
+        if nightly is not None:
+            return AsOf(nightly.as_of)
+    return _as_of(choice, clock)
 
 
 def _agreement(key: str) -> Agreement:
@@ -191,6 +247,7 @@ def _selection(user: User, choice: Choice) -> Selection:
         state_id=choice.state_id,
         center_id=choice.center_id,
         cohort=choice.cohort,
+        period=choice.period,
     )
 
 
@@ -230,7 +287,9 @@ def _dashboard_context(
     cube: OutcomeCube,
     choice: Choice,
     snapshot: ReportSnapshot | None,
+    nightly: Nightly | None = None,
 ) -> dict[str, Any]:
+    _period_kept(choice, cube)
     labels = labels_for(session)
     report = outcome_report(
         cube, agreement=agreement, labels=labels, selection=_selection(user, choice), by=choice.by
@@ -248,12 +307,29 @@ def _dashboard_context(
             for center in list_centers(session, state_ids=state_ids)
         ],
         "cohorts": cohorts_of(cube),
+        "periods": periods_of(cube),
         "groupings": GROUPINGS,
         "statuses": STATUSES,
         "snapshot": snapshot,
+        "nightly": nightly,
         "can_list_patients": role_allows(user, Permission.OUTCOMES_PATIENTS),
         "lang": i18n.current_language().value,
     }
+
+
+def _period_kept(choice: Choice, cube: OutcomeCube) -> None:
+    """Drop the period, and say so, where the counts do not say when each result was
+    decided (a snapshot taken before the dashboards had a period)."""
+    if choice.period is not None and not cube.has_decided:
+        choice.period = None
+        choice.notices.append(
+            i18n.gettext(
+                N_(
+                    "This snapshot does not keep the day each result was decided: "
+                    "the period cannot apply, so results decided at any time are shown."
+                )
+            )
+        )
 
 
 def _audit(
@@ -278,12 +354,12 @@ def _figures(
     asked: FilterText,
     *,
     action: str,
-) -> tuple[Agreement, Choice, OutcomeCube]:
-    """An agreement's counts for the filters asked (live or as of a past day), the
-    reading audited as `action`."""
+) -> tuple[Agreement, Choice, OutcomeCube, Nightly | None]:
+    """An agreement's counts for the filters asked (`_counts`), the reading audited as
+    `action`."""
     agreement = _agreement(agreement_key)
     choice = _choice(session, user=user, clock=context.clock, asked=asked)
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
+    cube, nightly = _counts(session, agreement=agreement, choice=choice, clock=context.clock)
     _audit(
         request,
         session,
@@ -292,8 +368,9 @@ def _figures(
         action,
         target=f"agreement:{agreement.key}",
         query=choice.query(),
+        snapshot=nightly.snapshot_id if nightly is not None else None,
     )
-    return agreement, choice, cube
+    return agreement, choice, cube, nightly
 
 
 @router.get("/reports/outcomes", name="outcome_reports")
@@ -315,14 +392,20 @@ def outcome_dashboard(
     agreement_key: Annotated[str, PathKey],
     asked: AskedFilters,
 ) -> Response:
-    agreement, choice, cube = _figures(
+    agreement, choice, cube, nightly = _figures(
         request, session, context, user, agreement_key, asked, action="outcomes.view"
     )
     return render(
         request,
         "portal/outcomes.html",
         _dashboard_context(
-            session, user=user, agreement=agreement, cube=cube, choice=choice, snapshot=None
+            session,
+            user=user,
+            agreement=agreement,
+            cube=cube,
+            choice=choice,
+            snapshot=None,
+            nightly=nightly,
         ),
         block="dashboard",
     )
@@ -338,9 +421,10 @@ def outcome_figures_csv(
     asked: AskedFilters,
 ) -> Response:
     """The dashboard's figures as published (suppressed), one per line."""
-    agreement, choice, cube = _figures(
+    agreement, choice, cube, _nightly = _figures(
         request, session, context, user, agreement_key, asked, action="outcomes.export"
     )
+    _period_kept(choice, cube)
     report = outcome_report(
         cube,
         agreement=agreement,
@@ -371,22 +455,16 @@ def outcome_measure_report(
     user: Reader,
     agreement_key: Annotated[str, PathKey],
     measure_key: Annotated[str, PathKey],
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    as_of: Text = "",
+    asked: AskedFilters,
 ) -> Response:
-    """The summary MeasureReport (FHIR R4) of one measure over the selection, stratified
-    by state, therapy and year of infusion; suppressed counts are masked."""
+    """The summary MeasureReport (FHIR R4) of one measure over the selection (its period:
+    the results decided in it), stratified by state, therapy and year of infusion;
+    suppressed counts are masked. The rows asked for (`by`) do not apply."""
     agreement = _agreement(agreement_key)
     measure = _measure(agreement, measure_key)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        asked=FilterText(state=state, center=center, cohort=cohort, by="state", as_of=as_of),
-    )
-    cube = outcome_cube(session, agreement=agreement, as_of=_as_of(choice, context.clock))
+    choice = _choice(session, user=user, clock=context.clock, asked=replace(asked, by="state"))
+    cube, nightly = _counts(session, agreement=agreement, choice=choice, clock=context.clock)
+    _period_kept(choice, cube)
     labels, selection = labels_for(session), _selection(user, choice)
     reports = {
         by: outcome_report(cube, agreement=agreement, labels=labels, selection=selection, by=by)
@@ -404,6 +482,7 @@ def outcome_measure_report(
         target=f"measure:{agreement.key}/{measure.key}",
         query=choice.query(),
         format="MeasureReport",
+        snapshot=nightly.snapshot_id if nightly is not None else None,
     )
     return _fhir(resource, f"measure-report-{agreement.key}-{measure.key}.json")
 
@@ -439,13 +518,15 @@ def outcome_patients(
         session,
         agreement=agreement,
         measure=measure,
-        as_of=_as_of(choice, context.clock),
+        as_of=_moment(session, agreement=agreement, choice=choice, clock=context.clock),
         which=ResultFilter(
             status=wanted,
             state_ids=frozenset({choice.state_id}) if choice.state_id else None,
             center_id=choice.center_id,
             cohort_year=year,
             cohort_quarter=quarter,
+            decided_from=choice.period.start if choice.period is not None else None,
+            decided_until=choice.period.end if choice.period is not None else None,
         ),
         patient_ids=_visible_patient_ids(session, user),
         limit=PATIENT_LIST_LIMIT + 1,
@@ -599,19 +680,12 @@ def outcome_snapshot(
     context: ContextDep,
     user: Reader,
     snapshot_id: PathId,
-    state: Text = "",
-    center: Text = "",
-    cohort: Text = "",
-    by: Text = "",
+    asked: AskedFilters,
 ) -> Response:
-    """A snapshot's figures on the dashboard (suppressed like the live ones)."""
+    """A snapshot's figures on the dashboard (suppressed like the live ones; the snapshot
+    is of its own moment, so an as-of day does not apply)."""
     snapshot, agreement = _snapshot_or_404(session, snapshot_id)
-    choice = _choice(
-        session,
-        user=user,
-        clock=context.clock,
-        asked=FilterText(state=state, center=center, cohort=cohort, by=by),
-    )
+    choice = _choice(session, user=user, clock=context.clock, asked=replace(asked, as_of=""))
     _audit(
         request,
         session,

@@ -18,6 +18,7 @@ from reporting.suppression import (
     Mark,
     SuppressedTable,
     suppress_count,
+    suppress_line,
     suppress_table,
 )
 
@@ -295,3 +296,36 @@ def test_suppression_is_deterministic_and_only_hides(counts: list[list[int]]) ->
     if all(value == 0 or value >= 11 for row in counts for value in row):
         assert not any(figure.hidden for row in first.cells for figure in row)
         assert not first.grand_total.hidden
+
+
+# --- one line of its own -------------------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(counts_strategy, st.booleans()), min_size=1, max_size=8),
+    st.sampled_from([None, Mark.SHOWN, Mark.COMPLEMENT]),
+)
+@example([(9, False), (32, False)], Mark.SHOWN)
+def test_a_line_of_its_own_gives_no_hidden_count_away(
+    drawn: list[tuple[int, bool]], total_mark: Mark | None
+) -> None:
+    counts = [count for count, _hide in drawn]
+    # Only non-zero counts can be asked hidden; a fixed total mark must suit its count.
+    hidden = [hide and count > 0 for count, hide in drawn]
+    total = sum(counts)
+    if total_mark is not None and (
+        0 < total < 11 or (total_mark is Mark.COMPLEMENT and total == 0)
+    ):
+        total_mark = Mark.SMALL if 0 < total < 11 else None
+    line = suppress_line(counts, hidden=hidden, total_mark=total_mark)
+    entries = [*zip(counts, line.entries, strict=True), (total, line.total)]
+    for (value, figure), must_hide in zip(entries, [*hidden, False], strict=True):
+        assert not (1 <= value <= 10) or figure.text == SMALL
+        assert not must_hide or figure.hidden
+    if total_mark is not None:
+        assert line.total.mark is total_mark
+    if not line.unprotected:
+        assert revealed_in(entries) == [], entries
+    else:
+        assert revealed_in(entries) != []

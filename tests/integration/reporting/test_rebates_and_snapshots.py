@@ -22,25 +22,42 @@ Added up: 5 patients, Maryland's five results not met today."""
 from __future__ import annotations
 
 import csv
+import threading
+from collections import Counter
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination import locks
 from coordination.locks import acquire_lock
 from core.audit.models import AuditEvent
+from core.clock import FrozenClock
 from core.models import Patient
-from reporting.agreements import AgreementLibrary
+from portal.scheduler import build_scheduler
+from reporting import snapshots
+from reporting.agreements import AgreementLibrary, shipped_agreements
 from reporting.jobs import SNAPSHOT_LOCK, nightly_snapshots
 from reporting.models import ReportSnapshot
-from reporting.outcomes import AsOf
+from reporting.outcome_report import Selection
+from reporting.outcomes import AsOf, outcome_cube
+from reporting.program import Period
 from reporting.rebates import LineKind, Quarter, statement_counts, statement_lines
-from reporting.snapshots import reproduce, take_snapshot
+from reporting.snapshots import NIGHTLY, cube_of, reproduce, take_snapshot, take_snapshots
 from tests.conftest import Browser, Database, plain
 from tests.integration.reporting.conftest import Staff
-from tests.integration.reporting.test_outcomes import World, assert_no_small_count, build
+from tests.integration.reporting.test_outcomes import (
+    STAY_BY_PERIOD,
+    World,
+    assert_no_small_count,
+    build,
+    cells_of,
+    counted,
+)
 from tests.support.outcome_world import agreement_for_tests, claim
 
 MEASURE = "no-voc-stay"
@@ -183,6 +200,82 @@ def test_a_snapshot_computed_again_as_of_its_moment_gives_its_figures_after_new_
     assert set(now_again.changed_measures) == {"no-voc-stay", "no-voc-any", "no-stay"}
 
 
+def test_a_snapshot_keeps_the_quarter_each_result_was_decided_in(
+    empty_db: Database, world: World, staff: Staff, open_as: Callable[[str], Browser]
+) -> None:
+    """The period filter works from a snapshot as it does live; a snapshot kept before
+    the quarter decided was (its cells without it) still reads and reproduces, and the
+    page says the period cannot apply to it."""
+    agreement = agreement_for_tests()
+    library = AgreementLibrary(versions={agreement.key: {1: agreement}}, definition_hash="t")
+    q3 = Period.parse("2026-Q3")
+    assert q3 is not None
+    with empty_db.factory() as session:
+        kept = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=agreement,
+            library=library,
+            as_of=AsOf(world.clock.now()),
+            computed_by="test",
+        )
+        live = outcome_cube(session, agreement=agreement, as_of=AsOf(world.clock.now()))
+        for selection in (Selection(), Selection(period=q3)):
+            assert counted(cube_of(kept), MEASURE, selection) == counted(live, MEASURE, selection)
+        assert counted(cube_of(kept), MEASURE, Selection(period=q3)) == STAY_BY_PERIOD["2026-Q3"]
+        old = as_kept_before(kept)
+        session.add(old)
+        assert not cube_of(old).has_decided
+        assert counted(cube_of(old), MEASURE, Selection()) == STAY_BY_PERIOD["all"]
+        assert reproduce(session, snapshot=old, library=library).same
+        assert reproduce(session, snapshot=kept, library=library).same
+        # The shipped agreement's, for its page.
+        shipped = shipped_agreements()
+        casgevy = shipped.get("casgevy-2025")
+        assert casgevy is not None
+        new = take_snapshot(
+            session,
+            clock=world.clock,
+            agreement=casgevy,
+            library=shipped,
+            as_of=AsOf(world.clock.now()),
+            computed_by="test",
+        )
+        before = as_kept_before(new)
+        session.add(before)
+        session.commit()
+        new_id, before_id = new.id, before.id
+    coordinator = open_as(staff.coordinator_md)
+    page = coordinator.get(f"/reports/snapshots/{new_id}?period=2026-Q3")
+    assert page.status_code == 200
+    assert "Only the results decided in 2026-Q3 are counted" in plain(page.text)
+    assert_no_small_count(page.text)
+    page = coordinator.get(f"/reports/snapshots/{before_id}?period=2026-Q3")
+    assert page.status_code == 200
+    assert "the period cannot apply" in plain(page.text)
+    assert "Only the results decided in" not in plain(page.text)
+
+
+def as_kept_before(snapshot: ReportSnapshot) -> ReportSnapshot:
+    """A copy of `snapshot` as snapshots were kept before the quarter decided: six columns
+    a cell, the counts added up over the quarters decided."""
+    old_cube: dict[str, list[list[object]]] = {}
+    for key, cells in snapshot.figures["cube"].items():
+        added: Counter[tuple[object, ...]] = Counter()
+        for *where, count, _year, _quarter in cells:
+            added[tuple(where)] += count
+        old_cube[key] = [[*where, count] for where, count in added.items()]
+    return ReportSnapshot(
+        report=snapshot.report,
+        parameters=snapshot.parameters,
+        definition_hash=snapshot.definition_hash,
+        as_of=snapshot.as_of,
+        computed_at=snapshot.computed_at,
+        computed_by="test",
+        figures={"cube": old_cube, "patients": snapshot.figures["patients"]},
+    )
+
+
 # --- the statement's page and CSV: who sees the per-patient basis ------------------------------
 
 REBATES = "/reports/rebates?agreement=casgevy-2025"
@@ -280,3 +373,127 @@ def test_the_nightly_job_takes_the_snapshots_once_a_day_under_its_lease(
         "program",
     ]
     assert all(snapshot.as_of == snapshot.computed_at for snapshot in kept)
+
+
+# --- the worker's scheduler ---------------------------------------------------------------------
+
+
+def _kept(db: Database) -> list[str]:
+    with db.factory() as session:
+        return list(session.scalars(select(ReportSnapshot.report).order_by(ReportSnapshot.id)))
+
+
+def test_the_workers_scheduler_takes_the_nightly_snapshots_at_02_15_once(
+    empty_db: Database, empty_app: FastAPI, clock: FrozenClock
+) -> None:
+    context = empty_app.state.context
+    job = build_scheduler(context, blocking=False).get_job("outcome-snapshots")
+    assert job is not None
+    # It fires at 02:15 UTC, then hourly (a night missed while the worker was down is
+    # caught up within the hour).
+    midnight = datetime(2026, 11, 28, tzinfo=UTC)
+    assert job.trigger.get_next_fire_time(None, midnight) == midnight.replace(hour=2, minute=15)
+    assert job.trigger.get_next_fire_time(None, midnight.replace(hour=2, minute=16)) == (
+        midnight.replace(hour=3, minute=15)
+    )
+    every = [f"outcomes:{agreement.key}" for agreement in shipped_agreements().current()]
+    clock.set(midnight.replace(hour=2, minute=15))
+    job.func()
+    assert _kept(empty_db) == [*every, "program"]
+    clock.set(midnight.replace(hour=3, minute=15))
+    job.func()  # the next hour: tonight's are there
+    assert _kept(empty_db) == [*every, "program"]
+    clock.set(midnight.replace(day=29, hour=2, minute=15))
+    job.func()
+    assert _kept(empty_db) == [*every, "program"] * 2
+
+
+def test_two_workers_at_the_nightly_time_store_the_snapshots_once(
+    empty_db: Database, empty_app: FastAPI, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' schedulers fire together: both go for the job lease at the same
+    moment; one takes the snapshots, the other finds the lease held (the winner waits
+    until then, so that the lease, not the "taken tonight" check, keeps the second out)."""
+    clock.set(datetime(2026, 11, 28, 2, 15, tzinfo=UTC))
+    workers = [
+        build_scheduler(empty_app.state.context, blocking=False).get_job("outcome-snapshots")
+        for _ in range(2)
+    ]
+    together = threading.Barrier(2, timeout=20)
+    loser_done = threading.Event()
+    taking: list[str] = []
+    original_lease, original_take = locks.run_exclusively, snapshots.take_nightly_snapshots
+
+    def racing_lease(*args: Any, **kwargs: Any) -> Any:
+        together.wait()
+        ran, taken = original_lease(*args, **kwargs)
+        if not ran:
+            loser_done.set()
+        return ran, taken
+
+    def slow_take(*args: Any, **kwargs: Any) -> Any:
+        taking.append(threading.current_thread().name)
+        loser_done.wait(timeout=20)
+        return original_take(*args, **kwargs)
+
+    # The job's own names for them (reporting/jobs.py imported both).
+    monkeypatch.setattr("reporting.jobs.run_exclusively", racing_lease)
+    monkeypatch.setattr("reporting.jobs.take_nightly_snapshots", slow_take)
+    threads = [
+        threading.Thread(target=worker.func, name=f"worker-{index}")
+        for index, worker in enumerate(workers)
+        if worker is not None
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert loser_done.is_set()  # the second worker was refused the lease
+    assert len(taking) == 1
+    every = [f"outcomes:{agreement.key}" for agreement in shipped_agreements().current()]
+    assert _kept(empty_db) == [*every, "program"]
+
+
+def test_without_an_as_of_day_the_dashboard_reads_last_nights_snapshot(
+    empty_db: Database,
+    world: World,
+    staff: Staff,
+    open_as: Callable[[str], Browser],
+    clock: FrozenClock,
+) -> None:
+    """The figures stay those of the nightly snapshot until the next one (the patients
+    behind them too, as of its moment); an as-of day counts from the record."""
+    shipped = shipped_agreements()
+    with empty_db.factory() as session:
+        take_snapshots(
+            session,
+            clock=world.clock,
+            library=shipped,
+            as_of=AsOf(world.clock.now()),
+            computed_by=NIGHTLY,
+            kind=NIGHTLY,
+        )
+        # The next day a crisis stay of a patient who met the measure arrives.
+        clean = session.get(Patient, world.ids["clean"])
+        assert clean is not None
+        claim(session, clean, service="2025-08-20", loaded="2026-11-28", crisis=True, stay=True)
+        session.commit()
+    clock.set(datetime(2026, 11, 29, 12, tzinfo=UTC))
+    coordinator = open_as(staff.coordinator_md)
+    casgevy = "/reports/outcomes/casgevy-2025"
+    page = coordinator.get(casgevy)
+    assert "from the nightly snapshot" in plain(page.text)
+    # Maryland as of the snapshot: 12 met (test_outcomes' page test).
+    assert cells_of(page.text)[9] == "12"
+    behind = coordinator.get(f"{casgevy}/no-voc-stay-6-18/patients?status=not_met")
+    (clean_id,) = medicaid_ids(empty_db, world, "clean")
+    assert clean_id not in behind.text
+    # As of the end of yesterday, counted: the stay is there.
+    live = coordinator.get(f"{casgevy}?as_of=2026-11-28")
+    assert "from the nightly snapshot" not in plain(live.text)
+    assert cells_of(live.text)[9] == "11"
+    behind = coordinator.get(f"{casgevy}/no-voc-stay-6-18/patients?status=not_met&as_of=2026-11-28")
+    assert clean_id in behind.text
+    # Two days on, the snapshot is stale: counted now.
+    clock.set(datetime(2026, 11, 30, 16, tzinfo=UTC))
+    assert "from the nightly snapshot" not in plain(coordinator.get(casgevy).text)
