@@ -6,8 +6,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import io
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -278,28 +277,32 @@ class _Plan:
 
 def plan_load(lines: list[Line], loaded: list[_Loaded]) -> _Plan:
     """What to insert and what to supersede (see the package's docstring, step 4)."""
-    # The version of each claim (its family: the original's number) that stands: the last
-    # one to appear in the file.
+    # The version (claim number, indicator) of each claim (its family: the original's
+    # number) that stands: the last one to appear in the file. `others`: every version of
+    # the claims that come in more than one (few).
     final: dict[str, tuple[str, str]] = {}
-    versions: set[tuple[str, str, str]] = set()
+    others: dict[str, set[tuple[str, str]]] = {}
     for line in lines:
         own, indicator = line[CLAIM], line[INDICATOR]
-        version = (line[ADJUSTS] or own, own, indicator)
-        if version not in versions:
-            versions.add(version)
-            final[version[0]] = (own, indicator)
+        family = line[ADJUSTS] or own
+        standing = final.get(family)
+        if standing is None:
+            final[family] = (own, indicator)
+        elif standing[1] != indicator or standing[0] != own:
+            seen = others.setdefault(family, {standing})
+            if (own, indicator) not in seen:
+                seen.add((own, indicator))
+                final[family] = (own, indicator)
     plan = _Plan()
-    # Families that come in more than one version (few): only theirs are compared.
-    several = {family for family, count in Counter(v[0] for v in versions).items() if count > 1}
     if not loaded:
-        _plan_new(plan, lines, final, several)
+        _plan_new(plan, lines, final, others.keys())
     else:
         _plan_against(plan, lines, loaded, final)
     return plan
 
 
 def _plan_new(
-    plan: _Plan, lines: list[Line], final: dict[str, tuple[str, str]], several: set[str]
+    plan: _Plan, lines: list[Line], final: dict[str, tuple[str, str]], several: Collection[str]
 ) -> None:
     """The plan when nothing loaded shares a claim with the file (a first load): every line
     is new; a void has nothing to take away."""
@@ -426,20 +429,21 @@ def _load(
             f"superseded_by_file_id = {MARK} WHERE id = {MARK}",
             ((at, claim_file.id, line_id) for line_id in sorted(plan.supersede)),
         )
-    for lines, superseded in ((plan.live, False), (plan.gone, True)):
-        if lines:
-            _insert_lines(
-                connection,
-                binds,
-                lines,
-                file_values=(
-                    claim_file.id,
-                    state.id,
-                    at,
-                    at if superseded else None,
-                    claim_file.id if superseded else None,
-                ),
-            )
+    with _roomy_page_cache(connection), _indexes_built_after(connection, adding=plan.loaded):
+        for lines, superseded in ((plan.live, False), (plan.gone, True)):
+            if lines:
+                _insert_lines(
+                    connection,
+                    binds,
+                    lines,
+                    file_values=(
+                        claim_file.id,
+                        state.id,
+                        at,
+                        at if superseded else None,
+                        claim_file.id if superseded else None,
+                    ),
+                )
     result.file = claim_file
     result.rows = parsed.count
     result.loaded = plan.loaded
@@ -489,11 +493,41 @@ def _insert_lines(
             *(binds.placeholder(column) for column in LINE_COLUMNS),
         ]
     ).replace(MARK, "?")
-    with _roomy_page_cache(connection):
+    connection.exec_driver_sql(
+        f"INSERT INTO claim_lines ({columns}) VALUES ({placeholders})",  # noqa: S608
+        lines,
+    )
+
+
+@contextmanager
+def _indexes_built_after(connection: Connection, *, adding: int) -> Iterator[None]:
+    """On SQLite, when a load adds at least as many lines as the table holds (a state's
+    first extract, say), the table's secondary indexes are dropped for the duration and
+    built again after: sorting every entry once costs a third of putting a million in,
+    one by one, into five indexes. Within the load's transaction: a load that fails leaves
+    them as they were, and no other connection ever sees the table without them. A load
+    into a bigger table writes its indexes line by line (rebuilding them would read the
+    whole table). PostgreSQL keeps its indexes (dropping one locks the table's readers out
+    until the commit; COPY is fast with them)."""
+    if connection.dialect.name != "sqlite" or adding == 0:
+        yield
+        return
+    # The largest id bounds the lines held (read from the index's end, not a count).
+    held = connection.exec_driver_sql("SELECT max(id) FROM claim_lines").scalar() or 0
+    if held > adding:
+        yield
+        return
+    indexes = list(
         connection.exec_driver_sql(
-            f"INSERT INTO claim_lines ({columns}) VALUES ({placeholders})",  # noqa: S608
-            lines,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'claim_lines' AND sql IS NOT NULL ORDER BY name"
         )
+    )
+    for name, _sql in indexes:
+        connection.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    for _name, sql in indexes:
+        connection.exec_driver_sql(sql)
 
 
 # SQLite's page cache while a load writes its lines (KiB): the indexes of a big table are

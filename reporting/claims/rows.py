@@ -265,7 +265,7 @@ class _RowChecker:
         self.ok_kinds: dict[Any, tuple[Any, ...]] = {}
         # Dates: service begin and end, admission, discharge (as the driver takes them), and
         # their part of the digest.
-        self.ok_days: dict[Any, tuple[Any, Any, Any, Any, bytes]] = {}
+        self.ok_days: dict[Any, tuple[Any, Any, Any, Any, str]] = {}
         self.ok_states: set[str] = set()
         self.ok_ids: dict[str, tuple[str, int | None]] = {}  # the ID, its patient
         self.ok_indicators: dict[str, str] = {}
@@ -325,10 +325,9 @@ class _RowChecker:
             # numbers, indicator, line, dates, place, revenue code, codes), fed in parts.
             digest = seed.copy()
             digest.update(
-                f"{medicaid_id}\x1f{original}\x1f{adjustment}\x1f{indicator}\x1f{number}\x1f".encode()
+                f"{medicaid_id}\x1f{original}\x1f{adjustment}\x1f{indicator}\x1f{number}\x1f"
+                f"{days}{tail}".encode()
             )
-            digest.update(days)
-            digest.update(tail)
             return (
                 patient_id,
                 medicaid_id,
@@ -543,14 +542,14 @@ class _RowChecker:
             f2,
             f3,
             self.seeds[file_type],
-            "\x1f".join((place, revenue, *codes)).encode(),
+            "\x1f".join((place, revenue, *codes)),
         )
         self.ok_days[self.days_of(fields)] = (
             begin_value,
             end_value,
             admitted_value,
             discharged_value,
-            f"{begin}\x1f{end}\x1f{admitted}\x1f{discharged}\x1f".encode(),
+            f"{begin}\x1f{end}\x1f{admitted}\x1f{discharged}\x1f",
         )
         self.ok_states.add(raw_state)
         self.ok_ids[fields[self.p_msis]] = (medicaid_id, self.patients.get(medicaid_id))
