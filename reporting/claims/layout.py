@@ -92,13 +92,12 @@ class Refused(Exception):
         self.count = count if count is not None else len(problems)
 
 
-# A parsed row: (line, medicaid ID, the claim's original number, the row's own claim number,
-# adjustment indicator, line number, content digest, the values of its claim line as the
-# driver takes them, in `INSERT_COLUMNS` order from medicaid_id to content_hash).
-Row = tuple[int, str, str, str, str, int, str, tuple[Any, ...]]
-INSERT_COLUMNS = (
-    "file_id",
-    "state_id",
+# A parsed and matched claim line: its values in `LINE_COLUMNS` order, as the driver takes
+# them (the columns a load fills with one value for all its lines, `FILE_COLUMNS`, are not in
+# it). Plain tuples: a million lines are a million of these, and they go to the driver as
+# they are.
+Line = tuple[Any, ...]
+LINE_COLUMNS = (
     "patient_id",
     "medicaid_id",
     "claim_id",
@@ -117,10 +116,19 @@ INSERT_COLUMNS = (
     "is_inpatient_stay",
     "is_ed_visit",
     "content_hash",
-    "loaded_at",
-    "superseded_at",
-    "superseded_by_file_id",
 )
+PATIENT, CLAIM, NUMBER, ADJUSTS, INDICATOR, DIGEST = (
+    LINE_COLUMNS.index(name)
+    for name in (
+        "patient_id",
+        "claim_id",
+        "line_number",
+        "adjusts_claim_id",
+        "adjustment_indicator",
+        "content_hash",
+    )
+)
+FILE_COLUMNS = ("file_id", "state_id", "loaded_at", "superseded_at", "superseded_by_file_id")
 
 
 MARK = "\x00"  # a statement's placeholder, the driver's own put in by `execute_many`

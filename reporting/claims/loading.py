@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -22,17 +22,23 @@ from core.clock import Clock
 from core.models import Patient, PatientHistory, State
 from core.text import N_
 from reporting.claims.layout import (
-    INSERT_COLUMNS,
+    ADJUSTS,
+    CLAIM,
+    DIGEST,
+    FILE_COLUMNS,
+    INDICATOR,
+    LINE_COLUMNS,
     MARK,
     MAX_PROBLEMS,
     MAX_UNMATCHED_LISTED,
+    NUMBER,
     REPLACEMENT,
     UNMATCHED_NO_PATIENT,
     VOID,
     DriverValues,
+    Line,
     Problem,
     Refused,
-    Row,
 )
 from reporting.claims.rows import Parsed, parse_file
 from reporting.code_lists import ClaimCodes, shipped_code_lists
@@ -116,6 +122,7 @@ def load_claims(
                 allowed_state_ids=allowed_state_ids,
                 codes=codes,
                 binds=DriverValues(session.get_bind().dialect),
+                patients=_patients_by_medicaid_id(session, state_id=state.id),
             )
             _load(
                 session,
@@ -209,13 +216,11 @@ _Loaded = tuple[int, str, str | None, int, str, bool]
 _CHUNK = 500
 
 
-def _loaded_lines(
-    session: Session, *, state_id: int, claims: set[str], families: set[str]
-) -> list[_Loaded]:
-    """The state's lines that a file touching `claims` (own numbers) and `families` (original
-    numbers) needs: every line of those claim numbers, and the live adjustments of those
-    families. Read with the claim-number indexes, or in one pass over the state's lines when
-    it holds few more lines than the file names claims."""
+def _loaded_lines(session: Session, *, state_id: int, lines: list[Line]) -> list[_Loaded]:
+    """The state's lines that these new lines need to be compared with: every line of
+    their claim numbers, and the live adjustments of their claims. Read with the
+    claim-number indexes, or in one pass over the state's lines when it holds few more
+    lines than the file names claims."""
     columns = (
         ClaimLine.id,
         ClaimLine.claim_id,
@@ -224,9 +229,15 @@ def _loaded_lines(
         ClaimLine.content_hash,
         ClaimLine.superseded_at.is_(None),
     )
-    held = session.scalar(select(func.count()).where(ClaimLine.state_id == state_id)) or 0
-    if held == 0:
+    if (
+        not lines
+        or session.scalar(select(ClaimLine.id).where(ClaimLine.state_id == state_id).limit(1))
+        is None
+    ):
         return []
+    held = session.scalar(select(func.count()).where(ClaimLine.state_id == state_id)) or 0
+    claims = {line[CLAIM] for line in lines}
+    families = {line[ADJUSTS] or line[CLAIM] for line in lines}
     wanted = claims | families
     if held <= 2 * len(wanted):
         return [
@@ -252,88 +263,126 @@ def _loaded_lines(
 
 @dataclass
 class _Plan:
-    inserts: list[tuple[Row, int, bool]] = field(default_factory=list)  # row, patient, live
+    live: list[Line] = field(default_factory=list)  # new lines that stand
+    gone: list[Line] = field(default_factory=list)  # ... replaced by a later one in the file
     supersede: set[int] = field(default_factory=set)  # ids of loaded lines
-    loaded: int = 0
     replacing: int = 0
     unchanged: int = 0
     voids: int = 0
-    in_file_superseded: int = 0
+
+    @property
+    def loaded(self) -> int:
+        return len(self.live) + len(self.gone)
 
 
-def plan_load(rows: list[tuple[Row, int]], loaded: list[_Loaded]) -> _Plan:
-    """What to insert and what to supersede (see the module's docstring, step 4)."""
+def plan_load(lines: list[Line], loaded: list[_Loaded]) -> _Plan:
+    """What to insert and what to supersede (see the package's docstring, step 4)."""
+    # The version (claim number, indicator) of each claim (its family: the original's
+    # number) that stands: the last one to appear in the file. `others`: every version of
+    # the claims that come in more than one (few).
+    final: dict[str, tuple[str, str]] = {}
+    others: dict[str, set[tuple[str, str]]] = {}
+    for line in lines:
+        own, indicator = line[CLAIM], line[INDICATOR]
+        family = line[ADJUSTS] or own
+        standing = final.get(family)
+        if standing is None:
+            final[family] = (own, indicator)
+        elif standing[1] != indicator or standing[0] != own:
+            seen = others.setdefault(family, {standing})
+            if (own, indicator) not in seen:
+                seen.add((own, indicator))
+                final[family] = (own, indicator)
+    plan = _Plan()
+    if not loaded:
+        _plan_new(plan, lines, final, others.keys())
+    else:
+        _plan_against(plan, lines, loaded, final)
+    return plan
+
+
+def _plan_new(
+    plan: _Plan, lines: list[Line], final: dict[str, tuple[str, str]], several: Collection[str]
+) -> None:
+    """The plan when nothing loaded shares a claim with the file (a first load): every line
+    is new; a void has nothing to take away."""
+    live, gone = plan.live.append, plan.gone.append
+    for line in lines:
+        indicator = line[INDICATOR]
+        if indicator == VOID:
+            plan.unchanged += 1
+            continue
+        own = line[CLAIM]
+        family = line[ADJUSTS] or own
+        if family in several and final[family] != (own, indicator):
+            gone(line)
+        else:
+            live(line)
+
+
+def _plan_against(
+    plan: _Plan, lines: list[Line], loaded: list[_Loaded], final: dict[str, tuple[str, str]]
+) -> None:
+    """The plan when lines of the file's claims are loaded already."""
     ever = {(claim, number, digest) for _id, claim, _adj, number, digest, _live in loaded}
     live_by_family: dict[str, list[_Loaded]] = {}
-    for line in loaded:
-        if line[5]:
-            live_by_family.setdefault(line[2] or line[1], []).append(line)
-    # The version of each claim that stands: the last one to appear in the file.
-    final: dict[str, tuple[str, str]] = {}
-    versions: set[tuple[str, str, str]] = set()
-    for row, _patient in rows:
-        version = (row[2], row[3], row[4])
-        if version not in versions:
-            versions.add(version)
-            final[row[2]] = (row[3], row[4])
-    plan = _Plan()
-    inserts = plan.inserts
-    fresh: dict[str, list[tuple[Row, int]]] = {}  # family -> new rows of its final version
-    repeated: dict[str, set[tuple[str, int, str]]] = {}  # family -> rows of it already loaded
-    for row, patient in rows:
-        family, own, indicator = row[2], row[3], row[4]
+    for loaded_line in loaded:
+        if loaded_line[5]:
+            live_by_family.setdefault(loaded_line[2] or loaded_line[1], []).append(loaded_line)
+    fresh: dict[str, list[Line]] = {}  # family -> new lines of its final version
+    repeated: dict[str, set[tuple[str, int, str]]] = {}  # family -> lines of it already loaded
+    for line in lines:
+        own, indicator = line[CLAIM], line[INDICATOR]
+        family = line[ADJUSTS] or own
         standing = final[family] == (own, indicator)
-        if indicator != VOID and ever and (own, row[5], row[6]) in ever:
+        if indicator != VOID and (own, line[NUMBER], line[DIGEST]) in ever:
             plan.unchanged += 1
             if standing:
-                repeated.setdefault(family, set()).add((own, row[5], row[6]))
+                repeated.setdefault(family, set()).add((own, line[NUMBER], line[DIGEST]))
         elif not standing:
             if indicator == VOID:
                 plan.unchanged += 1  # a void that a later version in the file overrides
             else:
-                inserts.append((row, patient, False))
-                plan.loaded += 1
-                plan.in_file_superseded += 1
+                plan.gone.append(line)
         elif not live_by_family and indicator != VOID:
-            inserts.append((row, patient, True))  # nothing loaded to compare with
-            plan.loaded += 1
+            plan.live.append(line)  # nothing loaded to compare with
         else:
-            fresh.setdefault(family, []).append((row, patient))
-    for family, new_rows in fresh.items():
+            fresh.setdefault(family, []).append(line)
+    for family, new_lines in fresh.items():
         live = live_by_family.get(family, [])
-        indicator = new_rows[0][0][4]
+        indicator = new_lines[0][INDICATOR]
         if indicator == VOID:
             if live:
-                plan.voids += len(new_rows)
-                plan.supersede.update(line[0] for line in live)
+                plan.voids += len(new_lines)
+                plan.supersede.update(loaded_line[0] for loaded_line in live)
             else:
-                plan.unchanged += len(new_rows)
+                plan.unchanged += len(new_lines)
             continue
         if indicator == REPLACEMENT:
             keep = repeated.get(family, set())
-            gone = [line for line in live if (line[1], line[3], line[4]) not in keep]
-            plan.supersede.update(line[0] for line in gone)
-            inserts.extend((row, patient, True) for row, patient in new_rows)
-            plan.loaded += len(new_rows)
+            gone = [
+                loaded_line
+                for loaded_line in live
+                if (loaded_line[1], loaded_line[3], loaded_line[4]) not in keep
+            ]
+            plan.supersede.update(loaded_line[0] for loaded_line in gone)
+            plan.live.extend(new_lines)
             if gone:
-                plan.replacing += len(new_rows)
+                plan.replacing += len(new_lines)
             continue
         # Originals: a corrected line replaces the same line; an adjusted claim stays so.
-        if any(line[2] is not None for line in live):
-            plan.unchanged += len(new_rows)
+        if any(loaded_line[2] is not None for loaded_line in live):
+            plan.unchanged += len(new_lines)
             continue
-        same_line = {line[3]: line[0] for line in live if line[1] == family}
-        for row, patient in new_rows:
-            inserts.append((row, patient, True))
-            plan.loaded += 1
-            replaced = same_line.get(row[5])
+        same_line = {
+            loaded_line[3]: loaded_line[0] for loaded_line in live if loaded_line[1] == family
+        }
+        for line in new_lines:
+            plan.live.append(line)
+            replaced = same_line.get(line[NUMBER])
             if replaced is not None:
                 plan.supersede.add(replaced)
                 plan.replacing += 1
-    return plan
-
-
-BATCH = 20_000
 
 
 def _load(
@@ -347,22 +396,8 @@ def _load(
     digest: str,
 ) -> None:
     now = clock.now()
-    patients = _patients_by_medicaid_id(session, state_id=state.id)
-    matched: list[tuple[Row, int]] = []
-    unmatched: list[int] = []
-    for row in parsed.rows:
-        patient_id = patients.get(row[1])
-        if patient_id is None:
-            unmatched.append(row[0])
-        else:
-            matched.append((row, patient_id))
-    loaded = _loaded_lines(
-        session,
-        state_id=state.id,
-        claims={row[3] for row, _patient in matched},
-        families={row[2] for row, _patient in matched},
-    )
-    plan = plan_load(matched, loaded)
+    plan = plan_load(parsed.lines, _loaded_lines(session, state_id=state.id, lines=parsed.lines))
+    unmatched = parsed.unmatched
     claim_file = ClaimFile(
         state_id=state.id,
         filename=result.filename,
@@ -376,7 +411,7 @@ def _load(
         rows_unchanged=plan.unchanged + parsed.repeats,
         rows_unmatched=len(unmatched),
         rows_voids=plan.voids,
-        lines_superseded=len(plan.supersede) + plan.in_file_superseded,
+        lines_superseded=len(plan.supersede) + len(plan.gone),
         unmatched=[
             {"line": line, "reason": UNMATCHED_NO_PATIENT}
             for line in unmatched[:MAX_UNMATCHED_LISTED]
@@ -394,18 +429,21 @@ def _load(
             f"superseded_by_file_id = {MARK} WHERE id = {MARK}",
             ((at, claim_file.id, line_id) for line_id in sorted(plan.supersede)),
         )
-    placeholders = ", ".join(binds.placeholder(column) for column in INSERT_COLUMNS)
-    live, gone = (at, binds.null, binds.null_id), (at, at, claim_file.id)
-    with _roomy_page_cache(connection):
-        execute_many(
-            connection,
-            f"INSERT INTO claim_lines ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608 (constants)
-            f"VALUES ({placeholders})",
-            (
-                (claim_file.id, state.id, patient_id) + row[7] + (live if standing else gone)
-                for row, patient_id, standing in plan.inserts
-            ),
-        )
+    with _roomy_page_cache(connection), _indexes_built_after(connection, adding=plan.loaded):
+        for lines, superseded in ((plan.live, False), (plan.gone, True)):
+            if lines:
+                _insert_lines(
+                    connection,
+                    binds,
+                    lines,
+                    file_values=(
+                        claim_file.id,
+                        state.id,
+                        at,
+                        at if superseded else None,
+                        claim_file.id if superseded else None,
+                    ),
+                )
     result.file = claim_file
     result.rows = parsed.count
     result.loaded = plan.loaded
@@ -416,6 +454,80 @@ def _load(
     result.unmatched = len(unmatched)
     result.unmatched_rows = list(claim_file.unmatched or [])
     # The lines were written behind the ORM's back: nothing of them is cached in the session.
+
+
+def _sql_literal(value: int | str | None) -> str:
+    """A value of ours (an id, a time the driver takes as text) written in a statement."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(int(value))
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _insert_lines(
+    connection: Connection,
+    binds: DriverValues,
+    lines: list[Line],
+    *,
+    file_values: tuple[Any, ...],
+) -> None:
+    """Write `lines`, each with `file_values` (`FILE_COLUMNS`): on PostgreSQL with COPY,
+    on SQLite with the driver's executemany, the file's values written once in the
+    statement (the lines go to the driver as they are, no tuple built per line)."""
+    columns = ", ".join((*FILE_COLUMNS, *LINE_COLUMNS))
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY claim_lines ({columns}) FROM STDIN") as copy,
+        ):
+            write = copy.write_row
+            for line in lines:
+                write(file_values + line)
+        return
+    placeholders = ", ".join(
+        [
+            *(_sql_literal(value) for value in file_values),
+            *(binds.placeholder(column) for column in LINE_COLUMNS),
+        ]
+    ).replace(MARK, "?")
+    connection.exec_driver_sql(
+        f"INSERT INTO claim_lines ({columns}) VALUES ({placeholders})",  # noqa: S608
+        lines,
+    )
+
+
+@contextmanager
+def _indexes_built_after(connection: Connection, *, adding: int) -> Iterator[None]:
+    """On SQLite, when a load adds at least as many lines as the table holds (a state's
+    first extract, say), the table's secondary indexes are dropped for the duration and
+    built again after: sorting every entry once costs a third of putting a million in,
+    one by one, into five indexes. Within the load's transaction: a load that fails leaves
+    them as they were, and no other connection ever sees the table without them. A load
+    into a bigger table writes its indexes line by line (rebuilding them would read the
+    whole table). PostgreSQL keeps its indexes (dropping one locks the table's readers out
+    until the commit; COPY is fast with them)."""
+    if connection.dialect.name != "sqlite" or adding == 0:
+        yield
+        return
+    # The largest id bounds the lines held (read from the index's end, not a count).
+    held = connection.exec_driver_sql("SELECT max(id) FROM claim_lines").scalar() or 0
+    if held > adding:
+        yield
+        return
+    indexes = list(
+        connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'claim_lines' AND sql IS NOT NULL ORDER BY name"
+        )
+    )
+    for name, _sql in indexes:
+        connection.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    for _name, sql in indexes:
+        connection.exec_driver_sql(sql)
 
 
 # SQLite's page cache while a load writes its lines (KiB): the indexes of a big table are
@@ -436,6 +548,9 @@ def _roomy_page_cache(connection: Connection) -> Iterator[None]:
         yield
     finally:
         connection.exec_driver_sql(f"PRAGMA cache_size = {int(before or -2000)}")
+
+
+BATCH = 20_000
 
 
 def execute_many(connection: Connection, statement: str, rows: Iterable[tuple[Any, ...]]) -> None:

@@ -1,5 +1,5 @@
-"""Reading a claims file: every row checked and normalized (`parse_file`); a file with any
-malformed row is refused whole, each problem with its line."""
+"""Reading a claims file: every row checked, normalized and matched to its patient
+(`parse_file`); a file with any malformed row is refused whole, each problem with its line."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ from core.models import State
 from core.text import N_
 from reporting.claims.layout import (
     ADJUSTMENT_INDICATORS,
+    CLAIM,
     CLAIM_NUMBER,
     DASHED_DATE,
     DIAGNOSIS_COLUMNS,
+    DIGEST,
     MAX_LINE_NUMBER,
     MEDICAID_ID,
+    NUMBER,
     ORIGINAL,
+    PATIENT,
     PLAIN_DATE,
     STATE_CODES,
     DriverValues,
+    Line,
     Problem,
     Refused,
-    Row,
     header_positions,
 )
 from reporting.code_lists import (
@@ -42,7 +46,8 @@ from reporting.code_lists import (
 
 @dataclass
 class Parsed:
-    rows: list[Row]
+    lines: list[Line]  # the matched rows, in the file's order (a repeated row once)
+    unmatched: list[int]  # the file's line of each row without a patient
     count: int  # data rows (a repeated identical row counts, and is unchanged)
     repeats: int
 
@@ -54,7 +59,11 @@ def parse_file(
     allowed_state_ids: set[int] | None,
     codes: ClaimCodes,
     binds: DriverValues,
+    patients: dict[str, int],
 ) -> Parsed:
+    """Every row of the file checked and normalized, and matched to its patient by its
+    Medicaid ID (`patients`: the state's IDs, upper case); raises `Refused` with every
+    problem by line when any row is malformed."""
     # A BOM, if any, is skipped; the caller's stream stays open (detached below).
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     reader = csv.reader(text)
@@ -66,20 +75,26 @@ def parse_file(
         except StopIteration:
             raise Refused([Problem(None, N_("The file is empty."))]) from None
         positions = header_positions(header)
-        checker = _RowChecker(state=state, codes=codes, binds=binds, positions=positions)
+        checker = _RowChecker(
+            state=state, codes=codes, binds=binds, positions=positions, patients=patients
+        )
+        fast, careful = checker.fast, checker.check_new
         width = len(header)
-        rows: list[Row] = []
+        lines: list[Line] = []
+        unmatched: list[int] = []
+        keep, skip = lines.append, unmatched.append
+        # Each claim line seen: its content digest and the file's line it is on.
         seen: dict[tuple[str, int], tuple[str, int]] = {}
+        seen_get = seen.get
         repeats = 0
         for fields in reader:
-            if not fields:
-                continue  # a blank line
-            count += 1
-            line = reader.line_num
             if len(fields) != width:
+                if not fields:
+                    continue  # a blank line
+                count += 1
                 problems.append(
                     Problem(
-                        line,
+                        reader.line_num,
                         N_(
                             "This line has %(found)s fields; the header has %(expected)s.",
                             found=len(fields),
@@ -88,25 +103,33 @@ def parse_file(
                     )
                 )
                 continue
-            row = checker.check(fields, line, problems)
-            if row is None:
-                continue
-            key = (row[3], row[5])
-            earlier = seen.get(key)
+            count += 1
+            try:
+                values = fast(fields)
+            except KeyError:  # something not seen valid yet: the careful way
+                fixed = careful(fields, reader.line_num, problems)
+                if fixed is None:
+                    continue
+                values = fast(fixed)
+            key = (values[CLAIM], values[NUMBER])
+            earlier = seen_get(key)
             if earlier is None:
-                seen[key] = (row[6], line)
-                rows.append(row)
-            elif earlier[0] == row[6]:
+                seen[key] = (values[DIGEST], reader.line_num)
+                if values[PATIENT] is None:
+                    skip(reader.line_num)
+                else:
+                    keep(values)
+            elif earlier[0] == values[DIGEST]:
                 repeats += 1  # the same line twice: loaded once
             else:
                 problems.append(
                     Problem(
-                        line,
+                        reader.line_num,
                         N_(
                             "Claim %(claim)s line %(number)s is also on line %(other)s, with "
                             "other content.",
-                            claim=row[3],
-                            number=row[5],
+                            claim=key[0],
+                            number=key[1],
                             other=earlier[1],
                         ),
                     )
@@ -134,7 +157,7 @@ def parse_file(
         )
     if count == 0:
         raise Refused([Problem(None, N_("The file has no claim rows."))])
-    return Parsed(rows=rows, count=count, repeats=repeats)
+    return Parsed(lines=lines, unmatched=unmatched, count=count, repeats=repeats)
 
 
 def _other_states(problems: list[Problem]) -> Counter[str]:
@@ -176,19 +199,27 @@ def _with_state_reason(
 
 
 class _RowChecker:
-    """Checks and normalizes one row.
+    """Checks, normalizes and matches one row.
 
-    `check` takes the fast way: every value is looked up among the values already found
-    valid (a date, a code, an ID is checked once however many rows repeat it). Anything not
-    seen yet goes the careful way (`_check_new`), which explains every problem of the row
-    and remembers the valid values for the next rows."""
+    `fast` looks every value up among the values already found valid (a date, a code, an
+    ID is checked once however many rows repeat it; the dates of a row, and its file type,
+    codes and places, are each one lookup of the raw fields together). Anything not seen yet
+    raises KeyError, and the row goes the careful way (`check_new`), which explains every
+    problem of the row and remembers the valid values for the next rows."""
 
     def __init__(
-        self, *, state: State, codes: ClaimCodes, binds: DriverValues, positions: list[int]
+        self,
+        *,
+        state: State,
+        codes: ClaimCodes,
+        binds: DriverValues,
+        positions: list[int],
+        patients: dict[str, int],
     ) -> None:
         self.state = state.code
         self.codes = codes
         self.binds = binds
+        self.patients = patients
         (
             self.p_type,
             self.p_state,
@@ -209,7 +240,14 @@ class _RowChecker:
             name for name, p in zip(DIAGNOSIS_COLUMNS, diagnosis_positions, strict=True) if p >= 0
         ]
         self.p_place, self.p_revenue = rest[len(DIAGNOSIS_COLUMNS) :]
-        self.raw_codes = _picker(self.p_diagnoses)
+        # The raw fields looked up together: what kind of line it is (file type, codes,
+        # places), and its dates.
+        self.kind_of = _picker(
+            [self.p_type, *self.p_diagnoses, *(p for p in (self.p_place, self.p_revenue) if p >= 0)]
+        )
+        self.days_of = _picker(
+            [p for p in (self.p_begin, self.p_end, self.p_admission, self.p_discharge) if p >= 0]
+        )
         # What the careful way worked out, valid or not (None: not valid).
         self.dates: dict[str, tuple[str, Any] | None] = {"": ("", binds.null)}
         self.diagnoses: dict[tuple[str, ...], tuple[tuple[str, ...], Any] | None] = {}
@@ -217,138 +255,98 @@ class _RowChecker:
         self.revenues: dict[str, str | None] = {"": ""}
         self.flags: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
         self.states: dict[str, str | None] = {}
+        # The content digest of every line starts the same way for a file type.
+        self.seeds = {
+            kind: hashlib.blake2b(f"{kind}\x1f".encode(), digest_size=16) for kind in ("IP", "OT")
+        }
         # The values found valid, as the fast way reads them (raw text -> normalized).
-        self.ok_types: dict[str, str] = {}
+        # A kind: the claim type, the codes, place and revenue code, the flags (as the driver
+        # takes them), the digest's start for the file type, and its end (places and codes).
+        self.ok_kinds: dict[Any, tuple[Any, ...]] = {}
+        # Dates: service begin and end, admission, discharge (as the driver takes them), and
+        # their part of the digest.
+        self.ok_days: dict[Any, tuple[Any, Any, Any, Any, str]] = {}
         self.ok_states: set[str] = set()
-        self.ok_ids: dict[str, str] = {}
+        self.ok_ids: dict[str, tuple[str, int | None]] = {}  # the ID, its patient
         self.ok_indicators: dict[str, str] = {}
         self.ok_numbers: dict[str, int] = {}
-        self.ok_days: dict[str, tuple[str, Any]] = {}  # a required date
-        self.ok_optional_days: dict[str, tuple[str, Any]] = {"": ("", binds.null)}
-        self.ok_codes: dict[Any, tuple[tuple[str, ...], Any]] = {}
-        self.ok_places: dict[str, str] = {"": ""}
-        self.ok_revenues: dict[str, str] = {"": ""}
         self.fast = self._fast_check()
 
-    def check(self, fields: list[str], line: int, problems: list[Problem]) -> Row | None:
-        """The row normalized (see `Row`), or None after adding its problems to `problems`."""
-        return self.fast(fields, line, problems)
-
-    def _fast_check(self) -> Callable[[list[str], int, list[Problem]], Row | None]:
-        """`check`'s fast way, as a closure: its positions and tables are local names (a
-        name lookup per value instead of an attribute lookup: a third of the time)."""
-        p_type, p_state, p_msis = self.p_type, self.p_state, self.p_msis
-        p_original = self.p_original
+    def _fast_check(self) -> Callable[[list[str]], Line]:
+        """`fast`, as a closure: its positions and tables are local names (a name lookup
+        per value instead of an attribute lookup: a third of the time)."""
+        p_state, p_msis, p_original = self.p_state, self.p_msis, self.p_original
         p_indicator, p_adjustment, p_line = self.p_indicator, self.p_adjustment, self.p_line
-        p_begin, p_end, p_admission, p_discharge = (
-            self.p_begin,
-            self.p_end,
-            self.p_admission,
-            self.p_discharge,
+        ok_kinds, ok_days, ok_states, ok_ids = (
+            self.ok_kinds,
+            self.ok_days,
+            self.ok_states,
+            self.ok_ids,
         )
-        p_place, p_revenue = self.p_place, self.p_revenue
-        ok_types, ok_states, ok_ids = self.ok_types, self.ok_states, self.ok_ids
-        ok_indicators, ok_numbers, ok_days = self.ok_indicators, self.ok_numbers, self.ok_days
-        ok_optional_days, ok_codes = self.ok_optional_days, self.ok_codes
-        ok_places, ok_revenues, flag_table = self.ok_places, self.ok_revenues, self.flags
-        raw_codes, careful, work_flags = self.raw_codes, self._check_new, self._flags
+        ok_indicators, ok_numbers = self.ok_indicators, self.ok_numbers
+        kind_of, days_of, patients = self.kind_of, self.days_of, self.patients
         null = self.binds.null
-        claim_types = self.binds.claim_type
-        no_day = ("", null)
         claim_number = CLAIM_NUMBER.fullmatch
         medicaid_check = MEDICAID_ID.fullmatch
-        blake2b = hashlib.blake2b
+        checked_claim = ""  # the last claim number found valid (a claim's lines come together)
 
-        def fast(fields: list[str], line: int, problems: list[Problem]) -> Row | None:
-            try:
-                file_type = ok_types[fields[p_type]]
-                if fields[p_state] not in ok_states:
+        def fast(fields: list[str]) -> Line:
+            """The row's `Line` (patient None: unmatched); KeyError for anything not seen
+            valid before."""
+            nonlocal checked_claim
+            claim_type, place, revenue, codes, f1, f2, f3, seed, tail = ok_kinds[kind_of(fields)]
+            if fields[p_state] not in ok_states:
+                raise KeyError
+            raw_id = fields[p_msis]
+            known = ok_ids.get(raw_id)
+            if known is None:  # most IDs come once or a few times: checked here
+                medicaid_id = raw_id.strip().upper()
+                if medicaid_check(medicaid_id) is None:
                     raise KeyError
-                raw_id = fields[p_msis]
-                medicaid_id = ok_ids.get(raw_id)
-                if medicaid_id is None:  # most IDs come once or a few times: checked here
-                    medicaid_id = raw_id.strip().upper()
-                    if medicaid_check(medicaid_id) is None:
-                        raise KeyError
-                    ok_ids[raw_id] = medicaid_id
-                original = fields[p_original]
+                known = ok_ids[raw_id] = (medicaid_id, patients.get(medicaid_id))
+            medicaid_id, patient_id = known
+            original = fields[p_original]
+            if original != checked_claim:
                 if claim_number(original) is None:
                     raise KeyError
-                indicator = ok_indicators[fields[p_indicator]] if p_indicator >= 0 else ORIGINAL
-                adjustment = fields[p_adjustment] if p_adjustment >= 0 else ""
-                if adjustment:
-                    if indicator == ORIGINAL or claim_number(adjustment) is None:
-                        raise KeyError
-                elif indicator != ORIGINAL:
+                checked_claim = original
+            indicator = ok_indicators[fields[p_indicator]] if p_indicator >= 0 else ORIGINAL
+            adjustment = fields[p_adjustment] if p_adjustment >= 0 else ""
+            if adjustment:
+                if indicator == ORIGINAL or claim_number(adjustment) is None:
                     raise KeyError
-                number = ok_numbers[fields[p_line]]
-                begin, begin_value = ok_days[fields[p_begin]]
-                end, end_value = ok_days[fields[p_end]]
-                admitted, admitted_value = (
-                    ok_optional_days[fields[p_admission]] if p_admission >= 0 else no_day
-                )
-                discharged, discharged_value = (
-                    ok_optional_days[fields[p_discharge]] if p_discharge >= 0 else no_day
-                )
-                if begin > end or (admitted and discharged and admitted > discharged):
-                    raise KeyError
-                codes, codes_value = ok_codes[raw_codes(fields)]
-                place = ok_places[fields[p_place]] if p_place >= 0 else ""
-                revenue = ok_revenues[fields[p_revenue]] if p_revenue >= 0 else ""
-            except KeyError:
-                return careful(fields, line, problems)
-            flag_key = (file_type, codes, place, revenue)
-            flags = flag_table.get(flag_key)
-            if flags is None:
-                flags = flag_table[flag_key] = work_flags(file_type, codes, place, revenue)
-            # The digest of the line as read (normalized): the same line written another way
-            # (dates without dashes, codes without dots) has the same digest.
-            digest = blake2b(
-                "\x1f".join(
-                    (
-                        file_type,
-                        medicaid_id,
-                        original,
-                        adjustment,
-                        indicator,
-                        str(number),
-                        begin,
-                        end,
-                        admitted,
-                        discharged,
-                        place,
-                        revenue,
-                        *codes,
-                    )
-                ).encode(),
-                digest_size=16,
-            ).hexdigest()
-            own = adjustment or original
+            elif indicator != ORIGINAL:
+                raise KeyError
+            number = ok_numbers[fields[p_line]]
+            begin, end, admitted, discharged, days = ok_days[days_of(fields)]
+            # The digest of the line as read (normalized): the same line written another
+            # way (dates without dashes, codes without dots) has the same digest. It is the
+            # BLAKE2b of the normalized values joined by \x1f (file type, Medicaid ID, claim
+            # numbers, indicator, line, dates, place, revenue code, codes), fed in parts.
+            digest = seed.copy()
+            digest.update(
+                f"{medicaid_id}\x1f{original}\x1f{adjustment}\x1f{indicator}\x1f{number}\x1f"
+                f"{days}{tail}".encode()
+            )
             return (
-                line,
+                patient_id,
                 medicaid_id,
-                original,
-                own,
-                indicator,
+                adjustment or original,
                 number,
-                digest,
-                (
-                    medicaid_id,
-                    own,
-                    number,
-                    claim_types[file_type],
-                    original if adjustment else null,
-                    indicator,
-                    begin_value,
-                    end_value,
-                    admitted_value,
-                    discharged_value,
-                    place or null,
-                    revenue or null,
-                    codes_value,
-                    *flags,
-                    digest,
-                ),
+                claim_type,
+                original if adjustment else null,
+                indicator,
+                begin,
+                end,
+                admitted,
+                discharged,
+                place,
+                revenue,
+                codes,
+                f1,
+                f2,
+                f3,
+                digest.hexdigest(),
             )
 
         return fast
@@ -373,9 +371,10 @@ class _RowChecker:
         self.dates[text] = value
         return value
 
-    def _check_new(self, fields: list[str], line: int, problems: list[Problem]) -> Row | None:
-        """The careful way: every problem of the row, in words; for a valid row, its values
-        are remembered for the fast way and the row goes through it."""
+    def check_new(self, fields: list[str], line: int, problems: list[Problem]) -> list[str] | None:
+        """The careful way: every problem of the row, in words (None); for a valid row, its
+        values are remembered for the fast way, and the row is returned as the fast way
+        reads it (claim numbers without blanks)."""
         found: list[Problem] = []
 
         def problem(message: str) -> None:
@@ -530,29 +529,38 @@ class _RowChecker:
             problems.extend(found)
             return None
         assert diagnoses is not None and place is not None and revenue is not None
-        # Valid: remember each value as the fast way reads it, then take the fast way.
-        self.ok_types[fields[self.p_type]] = file_type
+        # Valid: remember each value as the fast way reads it.
+        codes, codes_value = diagnoses
+        f1, f2, f3 = self._flags(file_type, codes, place, revenue)
+        null = self.binds.null
+        self.ok_kinds[self.kind_of(fields)] = (
+            self.binds.claim_type[file_type],
+            place or null,
+            revenue or null,
+            codes_value,
+            f1,
+            f2,
+            f3,
+            self.seeds[file_type],
+            "\x1f".join((place, revenue, *codes)),
+        )
+        self.ok_days[self.days_of(fields)] = (
+            begin_value,
+            end_value,
+            admitted_value,
+            discharged_value,
+            f"{begin}\x1f{end}\x1f{admitted}\x1f{discharged}\x1f",
+        )
         self.ok_states.add(raw_state)
-        self.ok_ids[fields[self.p_msis]] = medicaid_id
+        self.ok_ids[fields[self.p_msis]] = (medicaid_id, self.patients.get(medicaid_id))
         if self.p_indicator >= 0:
             self.ok_indicators[fields[self.p_indicator]] = indicator
         self.ok_numbers[fields[self.p_line]] = number
-        self.ok_days[fields[self.p_begin]] = (begin, begin_value)
-        self.ok_days[fields[self.p_end]] = (end, end_value)
-        if self.p_admission >= 0:
-            self.ok_optional_days[fields[self.p_admission]] = (admitted, admitted_value)
-        if self.p_discharge >= 0:
-            self.ok_optional_days[fields[self.p_discharge]] = (discharged, discharged_value)
-        self.ok_codes[self.raw_codes(fields)] = diagnoses
-        if self.p_place >= 0:
-            self.ok_places[fields[self.p_place]] = place
-        if self.p_revenue >= 0:
-            self.ok_revenues[fields[self.p_revenue]] = revenue
-        fast = fields[:]
-        fast[self.p_original] = original
+        fixed = fields[:]
+        fixed[self.p_original] = original
         if self.p_adjustment >= 0:
-            fast[self.p_adjustment] = adjustment
-        return self.check(fast, line, problems)
+            fixed[self.p_adjustment] = adjustment
+        return fixed
 
     def _diagnoses(self, raw_codes: tuple[str, ...]) -> tuple[tuple[str, ...], Any] | None:
         codes = []
@@ -592,10 +600,6 @@ class _RowChecker:
         )
         binds = self.binds
         return tuple(binds.true if flag else binds.false for flag in flags)
-
-
-def _claim_number(text: str) -> bool:
-    return CLAIM_NUMBER.fullmatch(text) is not None
 
 
 def _picker(positions: list[int]) -> Callable[[list[str]], Any]:

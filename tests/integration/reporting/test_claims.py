@@ -9,11 +9,12 @@ written by hand."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.protocol import shipped_protocols
@@ -269,6 +270,101 @@ def test_when_one_file_holds_a_claim_and_its_adjustment_the_adjustment_stands(
     assert (result.loaded, result.superseded) == (4, 2)
 
 
+def test_a_void_in_the_same_file_as_its_claim_leaves_nothing_of_it_live(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    _world(empty_db, clock)
+    void = f"OT,MD,{MD_ID},C200,V200,1,1,2025-10-02,2025-10-02,,,D57.1,,11,\n"
+    with empty_db.factory() as session:
+        result = _load(session, clock, ORIGINAL + void)
+        live = _live_as_of(session, clock.now())
+        stored = {line.claim_id for line in session.scalars(select(ClaimLine))}
+    assert live == {("C100", 1), ("C100", 2)}
+    assert stored == {"C100", "C200"}  # C200 kept, superseded from the start
+    assert (result.loaded, result.superseded, result.unchanged) == (3, 1, 1)
+
+
+def test_an_original_sent_again_after_its_adjustment_in_one_file_stays_replaced(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    _world(empty_db, clock)
+    # The original, its adjustment, then the original's first line again and a third line
+    # of it: the adjustment came last as a new version, it stands.
+    text = (
+        ORIGINAL
+        + REPLACEMENT.removeprefix(HEADER)
+        + ORIGINAL.removeprefix(HEADER).splitlines(keepends=True)[0]
+        + f"IP,MD,{MD_ID},C100,,0,3,2025-09-01,2025-09-04,2025-09-01,2025-09-04,D57.00,,,0300\n"
+    )
+    with empty_db.factory() as session:
+        result = _load(session, clock, text)
+        live = _live_as_of(session, clock.now())
+    assert live == {("A100", 1), ("C200", 1)}
+    assert (result.rows, result.loaded, result.unchanged, result.superseded) == (6, 5, 1, 3)
+
+
+def test_a_lines_content_digest_is_the_same_as_lines_loaded_before(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    """Lines loaded by an earlier version of the loader compare by this digest: a file
+    sent again must find them unchanged."""
+    _world(empty_db, clock)
+    with empty_db.factory() as session:
+        _load(session, clock, ORIGINAL.replace("C100,,0,1,2025-09-01", "C100,,0,1,20250901"))
+        lines = _lines(session)
+    # BLAKE2b (16 bytes) of the normalized values joined by \x1f: file type, Medicaid ID,
+    # claim number, adjustment number, indicator, line, service dates, admission,
+    # discharge, place, revenue code, diagnoses.
+    values = (
+        ("C100", 1, "IP\x1fMD1000001\x1fC100\x1f\x1f0\x1f1\x1f2025-09-01\x1f2025-09-04\x1f"
+         "2025-09-01\x1f2025-09-04\x1f\x1f0120\x1fD57.00"),
+        ("C200", 1, "OT\x1fMD1000001\x1fC200\x1f\x1f0\x1f1\x1f2025-10-02\x1f2025-10-02\x1f"
+         "\x1f\x1f11\x1f\x1fD57.1"),
+    )  # fmt: skip
+    for claim, number, joined in values:
+        expected = hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+        assert lines[(claim, number)].content_hash == expected
+
+
+def test_a_first_big_load_leaves_the_tables_indexes_as_they_were(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    """A load bigger than the table builds its indexes after the lines (on SQLite): they
+    are all there after the commit, and after a rollback nothing of the load is."""
+    _world(empty_db, clock)
+
+    def indexes() -> list[tuple[str | None, list[str | None]]]:
+        found = inspect(empty_db.engine).get_indexes("claim_lines")
+        return sorted((index["name"], index["column_names"]) for index in found)
+
+    before = indexes()
+    rows = "".join(
+        f"OT,MD,{MD_ID},K{claim:05d},,0,1,2025-10-02,2025-10-02,,,D57.00,,23,\n"
+        for claim in range(500)
+    )
+    with empty_db.factory() as session:
+        found = session.scalar(select(State).where(State.code == "MD"))
+        assert found is not None
+        result = load_claims(
+            session,
+            clock=clock,
+            actor=SYSTEM,
+            state=found,
+            filename="first.csv",
+            data=(HEADER + rows).encode(),
+        )
+        assert result.loaded == 500
+        session.rollback()
+    assert indexes() == before
+    with empty_db.factory() as session:
+        assert session.scalars(select(ClaimLine)).first() is None
+        committed = _load(session, clock, HEADER + rows)
+        ed_visits = session.scalars(select(ClaimLine).where(ClaimLine.is_ed_visit)).all()
+    assert committed.loaded == len(ed_visits) == 500
+    assert indexes() == before
+    assert len(before) >= 5
+
+
 # --- refused files, unmatched rows ----------------------------------------------------------
 
 
@@ -300,6 +396,26 @@ def test_one_malformed_row_loads_nothing_and_every_problem_is_listed(
     assert stored == ([], [])
     assert event is not None and event.outcome is AuditOutcome.FAILURE
     assert event.detail == {"outcome": "refused", "problems": 5}
+
+
+def test_a_malformed_row_in_the_middle_of_a_big_file_loads_nothing(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    _world(empty_db, clock)
+    rows = [
+        f"OT,MD,{MD_ID},K{claim:05d},,0,1,2025-10-02,2025-10-02,,,D57.00,,23,\n"
+        for claim in range(3000)
+    ]
+    rows[1500] = rows[1500].replace("2025-10-02,2025-10-02", "2025-10-02,2025-13-02")
+    rows.append("OT,MD,MD0000000,K99999,,0,1,2025-10-02,2025-10-02,,,D57.00,,23,\n")
+    with empty_db.factory() as session:
+        result = _load(session, clock, HEADER + "".join(rows))
+        stored = session.scalars(select(ClaimLine)).all(), session.scalars(select(ClaimFile)).all()
+    assert result.outcome is LoadOutcome.REFUSED
+    assert [(problem.line, str(problem.message)) for problem in result.problems] == [
+        (1502, "SRVC_END_DT is “2025-13-02”, not a date (YYYY-MM-DD or YYYYMMDD).")
+    ]
+    assert stored == ([], [])
 
 
 def test_a_header_without_a_required_column_or_with_an_unknown_one_is_refused(
