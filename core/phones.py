@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -20,25 +21,35 @@ def normalize_phone(text: str, *, region: str = "US", mobile_only: bool = True) 
     cleaned = text.strip()
     if not cleaned:
         raise InvalidPhoneNumber(N_("Enter a mobile phone number."))
+    number, problem = _normalized(cleaned, region, mobile_only)
+    if problem is not None:
+        raise InvalidPhoneNumber(problem)
+    assert number is not None
+    return number
+
+
+# phonenumbers takes about a millisecond a number, and one record's number is read several
+# times (the mapping, the form's checks, the service's): each is worked out once.
+@functools.lru_cache(maxsize=4096)
+def _normalized(cleaned: str, region: str, mobile_only: bool) -> tuple[str | None, str | None]:
+    """(the E.164 number, None) or (None, why it is refused)."""
     try:
         parsed = phonenumbers.parse(cleaned, region)
     except phonenumbers.NumberParseException:
-        raise InvalidPhoneNumber(
-            N_("This is not a phone number. Use a form like (202) 555-0123 or +1 202 555 0123.")
-        ) from None
+        return None, N_(
+            "This is not a phone number. Use a form like (202) 555-0123 or +1 202 555 0123."
+        )
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidPhoneNumber(
-            N_("This phone number does not exist. Check the area code and the number of digits.")
+        return None, N_(
+            "This phone number does not exist. Check the area code and the number of digits."
         )
     number_type = phonenumbers.number_type(parsed)
     if mobile_only and number_type not in (
         phonenumbers.PhoneNumberType.MOBILE,
         phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
     ):
-        raise InvalidPhoneNumber(
-            N_("This is not a mobile number; text messages need a mobile phone.")
-        )
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+        return None, N_("This is not a mobile number; text messages need a mobile phone.")
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)), None
 
 
 # E.164 as providers write it: "+", a country code, at most 15 ASCII digits in all.

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
@@ -86,6 +86,14 @@ class _Entry:
     if_match: str | None
     written: Written | None = None
     refused: FhirError | None = None
+    _sites: list[Site] | None = None
+
+    @property
+    def sites(self) -> list[Site]:
+        """Its resource's references, with where they are (found once)."""
+        if self._sites is None:
+            self._sites = reference_sites(self.resource)
+        return self._sites
 
     @property
     def resource_type(self) -> str:
@@ -172,29 +180,55 @@ def write_context(
     return context
 
 
-def _rewrite(value: Any, written: dict[str, tuple[str, int]]) -> Any:
-    """The resource with every reference to a written entry replaced by `Type/id` (a new
-    object only where something changed: the rest is shared with the request's)."""
-    if isinstance(value, dict):
-        changed: dict[str, Any] | None = None
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                new = _rewrite(item, written)
-                if new is not item:
-                    changed = changed if changed is not None else dict(value)
-                    changed[key] = new
-        reference = value.get("reference")
-        if isinstance(reference, str) and reference in written:
-            resource_type, local_id = written[reference]
-            changed = changed if changed is not None else dict(value)
-            changed["reference"] = f"{resource_type}/{local_id}"
-        return changed if changed is not None else value
-    if isinstance(value, list):
-        items = [_rewrite(item, written) for item in value]
-        return (
-            items if any(new is not old for new, old in zip(items, value, strict=True)) else value
-        )
-    return value
+Site = tuple[tuple[str | int, ...], str]
+"""Where a resource holds a `reference` string (the keys and indexes down to the object
+that holds it), and the string."""
+
+
+def reference_sites(resource: JSON) -> list[Site]:
+    """Every `reference` string of a resource, with where it is: found in one pass, so that
+    rewriting them and asking what an entry refers to need not go over the resource again."""
+    found: list[Site] = []
+
+    def visit(value: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict):
+            reference = value.get("reference")
+            if isinstance(reference, str):
+                found.append((path, reference))
+            for key, item in value.items():
+                if isinstance(item, dict | list):
+                    visit(item, (*path, key))
+        else:
+            for index, item in enumerate(value):
+                if isinstance(item, dict | list):
+                    visit(item, (*path, index))
+
+    visit(resource, ())
+    return found
+
+
+def _rewrite(resource: JSON, sites: list[Site], written: dict[str, tuple[str, int]]) -> JSON:
+    """The resource with every reference to a written entry replaced by `Type/id` (new
+    objects only on the way to what changed: the rest is shared with the request's)."""
+    result: Any = resource
+    copied: set[int] = set()  # the objects already copied, by id
+    for path, reference in sites:
+        if reference not in written:
+            continue
+        resource_type, local_id = written[reference]
+        if id(result) not in copied:
+            result = dict(result)
+            copied.add(id(result))
+        holder = result
+        for step in path:
+            item = holder[step]
+            if id(item) not in copied:
+                item = dict(item) if isinstance(item, dict) else list(item)
+                copied.add(id(item))
+                holder[step] = item
+            holder = item
+        holder["reference"] = f"{resource_type}/{local_id}"
+    return cast("JSON", result)
 
 
 def _entries(bundle: JSON) -> list[_Entry]:
@@ -451,7 +485,7 @@ def _write_group(
     match is looked up for all of them at once, and new records of a type kept together
     (Observations) are made together, each group of them before any entry that refers to
     one, shares an identifier or content with one, or updates."""
-    prepared = [(entry, _rewrite(entry.resource, written)) for entry in group]
+    prepared = [(entry, _rewrite(entry.resource, entry.sites, written)) for entry in group]
     prefetch(
         context,
         handler,
@@ -479,12 +513,16 @@ def _write_group(
 
     in_group = {entry.full_url for entry in group if entry.full_url}
     for entry, resource in prepared:
-        inner = in_group.intersection(_references_in(entry.resource)) if in_group else set()
+        inner = (
+            in_group.intersection(reference for _path, reference in entry.sites)
+            if in_group
+            else set()
+        )
         if inner:
             # It refers to entries of its own type: to the records they became (made first).
             if pending and inner & waiting:
                 make_pending()
-            resource = _rewrite(entry.resource, written)
+            resource = _rewrite(entry.resource, entry.sites, written)
         digest = content_hash(resource)
         known_by = {digest} | match_keys(context, handler, _requested_pairs(entry))
         if pending and (entry.method != "POST" or known_by & waiting):
@@ -518,20 +556,6 @@ def _written_entry(entry: _Entry, result: Written, written: dict[str, tuple[str,
     entry.written = result
     if entry.full_url:
         written[entry.full_url] = (result.resource_type, result.local_id)
-
-
-def _references_in(value: Any) -> Iterator[str]:
-    """Every `reference` string in a resource."""
-    if isinstance(value, dict):
-        reference = value.get("reference")
-        if isinstance(reference, str):
-            yield reference
-        for item in value.values():
-            if isinstance(item, dict | list):
-                yield from _references_in(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references_in(item)
 
 
 def _write_rank(entry: _Entry) -> tuple[int, int]:

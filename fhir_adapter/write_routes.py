@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from coordination.followup.protocol import shipped_protocols
+from core.batch import collector_paused
 from core.web import ClockDep, SessionDep, request_context
 from fhir_adapter.bearer import (
     FhirCaller,
@@ -122,14 +123,15 @@ def post_bundle(
 ) -> Response:
     """A transaction (all or nothing) or batch Bundle (`POST [base]`: added to the base
     router by `fhir_adapter.routes`, since a path cannot be empty here)."""
-    result = process_bundle(
-        session,
-        clock=clock,
-        caller=caller,
-        library=shipped_protocols(),
-        bundle=body,
-        base=_base(request),
-    )
+    with collector_paused():
+        result = process_bundle(
+            session,
+            clock=clock,
+            caller=caller,
+            library=shipped_protocols(),
+            bundle=body,
+            base=_base(request),
+        )
     record_fhir_events(
         session,
         clock=clock,

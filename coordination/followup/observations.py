@@ -28,8 +28,7 @@ from coordination.followup.outcomes import (
     OutcomeValue,
     check_value,
 )
-from coordination.followup.requests import close_visits_move_requests
-from coordination.followup.schedule import complete_visit
+from coordination.followup.schedule import complete_visits
 from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
 from core.db import insert_returning_ids
@@ -315,19 +314,15 @@ def record_observations(
             completed_on[holding.id] = day
         linked[index] = holding.id
     if completed_on:
-        completed = list(
-            session.scalars(select(Visit).where(Visit.id.in_(completed_on)).order_by(Visit.id))
+        completed = session.scalars(
+            select(Visit).where(Visit.id.in_(completed_on)).order_by(Visit.id)
         )
-        for visit in completed:
-            complete_visit(
-                session,
-                clock=clock,
-                actor=actor,
-                visit=visit,
-                completed_on=completed_on[visit.id],
-                close_requests=False,
-            )
-        close_visits_move_requests(session, clock=clock, actor=actor, visits=completed)
+        complete_visits(
+            session,
+            clock=clock,
+            actor=actor,
+            completions=[(visit, completed_on[visit.id]) for visit in completed],
+        )
     if linked:
         session.execute(
             insert(VisitObservation),

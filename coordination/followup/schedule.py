@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import (
@@ -24,7 +24,7 @@ from coordination.followup.models import (
     VisitStatus,
 )
 from coordination.followup.protocol import Protocol, ProtocolLibrary
-from coordination.followup.requests import close_move_requests
+from coordination.followup.requests import close_move_requests, close_visits_move_requests
 from core.audit.service import Actor
 from core.clock import Clock, local_today
 from core.models import Patient, PatientStatus
@@ -542,6 +542,43 @@ def complete_visit(
     if close_requests:
         close_move_requests(session, clock=clock, actor=actor, visit=visit)
     return event
+
+
+def complete_visits(
+    session: Session, *, clock: Clock, actor: Actor, completions: Collection[tuple[Visit, date]]
+) -> None:
+    """`complete_visit` for many visits at once (visit, the day it was done), each checked
+    and recorded as it records one, their history rows in one INSERT and their open move
+    requests closed together (the visits a center's results complete in one transaction).
+    Raises VisitTransitionError, changing nothing, when one cannot be completed."""
+    now = clock.now()
+    events: list[dict[str, Any]] = []
+    for visit, completed_on in completions:
+        target = TRANSITIONS.get(("complete", visit.status))
+        if target is None:
+            raise VisitTransitionError(_REFUSALS["complete"])
+        events.append(
+            {
+                "visit_id": visit.id,
+                "at": now,
+                "actor_user_id": actor.user_id,
+                "actor_label": actor.label[:254],
+                "action": "complete",
+                "from_status": visit.status.value,
+                "to_status": target.value,
+                "reason": None,
+                "detail": {"completed_on": completed_on.isoformat()},
+            }
+        )
+    for (visit, completed_on), event in zip(completions, events, strict=True):
+        visit.status = VisitStatus(event["to_status"])
+        visit.updated_at = now
+        visit.completed_on = completed_on
+    if events:
+        session.execute(insert(VisitEvent), events)
+    close_visits_move_requests(
+        session, clock=clock, actor=actor, visits=[visit for visit, _day in completions]
+    )
 
 
 def visit_on(session: Session, *, patient_id: int, day: date) -> Visit | None:

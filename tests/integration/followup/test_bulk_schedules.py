@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.bulk import generate_schedules
@@ -17,7 +19,14 @@ from coordination.records import enrol_patient, enrol_patients
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
-from core.models import Patient, PatientStatus, Therapy, TreatmentCenter
+from core.models import (
+    Patient,
+    PatientHistory,
+    PatientStatus,
+    State,
+    Therapy,
+    TreatmentCenter,
+)
 from core.service import PatientData
 from tests.conftest import Database
 from tests.support.smart import HARBORVIEW
@@ -202,3 +211,73 @@ def test_patients_enrolled_together_get_the_schedules_enrolling_each_makes(
     visits = [visits for _plan, visits in made_together]
     assert all(visits[:4]) and visits[4:] == [[], []]  # no date / withdrawn: none
     assert any(event[3] == "miss" for visit in visits[0] for event in visit[9])
+
+
+@contextmanager
+def _statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements run inside the block."""
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
+def test_patients_enrolled_together_take_as_many_statements_for_six_as_for_two(
+    db: Database, clock: FrozenClock
+) -> None:
+    """A center's transaction enrols its new patients in a fixed number of statements (their
+    records, their history, the audit, the schedules: each one statement for all), not in
+    one or more a patient; and each gets the first version of its history."""
+    library = shipped_protocols()
+    actor = Actor.fhir_client("harborview-epic")
+    people = _people(db, clock)
+    counts = []
+    enrolled: list[int] = []
+    for prefix, size in (("MDA", 2), ("MDB", 6)):
+        # Alike but for their names and numbers (rows with other empty columns are
+        # written in another statement: a few more, however many patients).
+        batch = [
+            dataclasses.replace(
+                people[index % 2],
+                family_name=f"{prefix} {index}",
+                medicaid_id=f"{prefix}{index:07d}",
+            )
+            for index in range(size)
+        ]
+        with transaction(db.factory) as session:
+            # What every enrolment reads once per transaction (held: the session's map is weak).
+            places = [*session.scalars(select(Therapy)), *session.scalars(select(TreatmentCenter))]
+            places += [session.get(State, person.state_id) for person in batch]
+            with _statements(db) as seen:
+                enrolled += [
+                    patient.id
+                    for patient in enrol_patients(
+                        session,
+                        clock=clock,
+                        actor=actor,
+                        library=library,
+                        items=batch,
+                        allowed_state_ids=None,
+                    )
+                ]
+            counts.append(len(seen))
+    assert counts[0] == counts[1] < 12, counts
+    with db.factory() as session:
+        history = session.execute(
+            select(PatientHistory.patient_id, PatientHistory.version_id, PatientHistory.valid_from)
+            .where(PatientHistory.patient_id.in_(enrolled))
+            .order_by(PatientHistory.patient_id)
+        ).all()
+        assert history == [(patient_id, 1, clock.now()) for patient_id in enrolled]
+        assert [
+            patient.medicaid_id
+            for patient in session.scalars(
+                select(Patient).where(Patient.id.in_(enrolled)).order_by(Patient.id)
+            )
+        ] == [f"MDA{index:07d}" for index in range(2)] + [f"MDB{index:07d}" for index in range(6)]
