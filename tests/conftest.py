@@ -9,7 +9,8 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from core.identity.models import Role, User
 from core.identity.passwords import use_hasher
 from core.settings import Settings, load_settings
 from portal.app import create_app
+from portal.context import AppContext
 from portal.dev.demo import DEMO_PASSWORD, seed_demo_data
 from portal.migrate import upgrade_database
 from tests.support.pg_cluster import PostgresCluster, PostgresUnavailable, start_cluster
@@ -95,6 +97,54 @@ def pg_templates(pg_cluster: PostgresCluster) -> dict[str, str]:
     return names
 
 
+class DatabaseQueue:
+    """Fresh PostgreSQL databases for this worker's tests, each a new copy of a template.
+
+    Making a copy takes the server a fraction of a second, most of it waiting: so while a
+    test runs, the next database of its kind is copied in the background, and used ones
+    are dropped in the background. Each test still gets a database nobody used before."""
+
+    def __init__(self, cluster: PostgresCluster, templates: dict[str, str]) -> None:
+        self._cluster = cluster
+        self._templates = templates
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-databases")
+        self._next: dict[str, Future[str]] = {}
+        self._drops: list[Future[None]] = []
+        self._counter = itertools.count()
+
+    def _copy(self, kind: str) -> str:
+        name = f"t{os.getpid()}_{next(self._counter)}"
+        self._cluster.create_database(name, template=self._templates[kind])
+        return name
+
+    def take(self, kind: str) -> str:
+        """The name of a fresh copy of the `kind` template."""
+        for dropped in [drop for drop in self._drops if drop.done()]:
+            self._drops.remove(dropped)
+            dropped.result()  # a failed drop fails the test that comes after it
+        ready = self._next.pop(kind, None)
+        name = ready.result() if ready is not None else self._copy(kind)
+        self._next[kind] = self._worker.submit(self._copy, kind)
+        return name
+
+    def drop(self, name: str) -> None:
+        self._drops.append(self._worker.submit(self._cluster.drop_database, name))
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def pg_databases(
+    pg_cluster: PostgresCluster, pg_templates: dict[str, str]
+) -> Iterator[DatabaseQueue]:
+    queue = DatabaseQueue(pg_cluster, pg_templates)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
 # --- SQLite ---------------------------------------------------------------------------
 
 
@@ -108,9 +158,6 @@ def sqlite_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
         if kind == "world":
             _seed_world(url)
     return paths
-
-
-_counter = itertools.count()
 
 
 @dataclass
@@ -132,10 +179,10 @@ def _fresh_database(
         cleanup: Callable[[], None] = lambda: None  # noqa: E731
     else:
         cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
-        pg_names: dict[str, str] = request.getfixturevalue("pg_templates")
-        name = f"t{os.getpid()}_{next(_counter)}"
-        url = cluster.create_database(name, template=pg_names[kind])
-        cleanup = lambda: cluster.drop_database(name)  # noqa: E731
+        databases: DatabaseQueue = request.getfixturevalue("pg_databases")
+        name = databases.take(kind)
+        url = cluster.url_for(name)
+        cleanup = lambda: databases.drop(name)  # noqa: E731
     engine = make_engine(url)
     try:
         yield Database(
@@ -199,23 +246,66 @@ def settings(db: Database) -> Settings:
     return make_settings(db.url)
 
 
-@pytest.fixture
-def app(db: Database, settings: Settings, clock: FrozenClock) -> FastAPI:
-    return create_app(
-        settings, clock=clock, factory=db.factory, gateway=ConsoleGateway(), run_scheduler=False
+# Apps this worker built, by their settings (but the database's URL), free for the next test.
+_idle_apps: dict[str, list[FastAPI]] = {}
+
+
+def _build(app: FastAPI) -> tuple[object, ...]:
+    """What a test could have added to an app (routes, handlers, middleware, state)."""
+    return (
+        list(app.router.routes),
+        dict(app.exception_handlers),
+        list(app.user_middleware),
+        dict(app.dependency_overrides),
+        sorted(vars(app.state)["_state"]),
     )
 
 
+@contextmanager
+def app_for_test(
+    settings: Settings, *, clock: FrozenClock, factory: sessionmaker[Session]
+) -> Iterator[FastAPI]:
+    """`create_app` for one test: the platform on this test's database, clock and gateway.
+
+    Building an app and FastAPI's first look at its routes (made lazily, by the first
+    request that reaches each) cost up to 0.7 s of CPU per app; so an app another test of
+    this worker built with equal settings, and left as built, is handed on with this
+    test's own context (everything a request reads of the test's world is on it)."""
+    key = settings.model_dump_json(exclude={"database_url"})
+    idle = _idle_apps.setdefault(key, [])
+    gateway = ConsoleGateway()
+    if idle:
+        app = idle.pop()
+        app.state.context = AppContext(
+            settings=settings,
+            engine=factory.kw["bind"],
+            factory=factory,
+            clock=clock,
+            gateway=gateway,
+        )
+    else:
+        app = create_app(
+            settings, clock=clock, factory=factory, gateway=gateway, run_scheduler=False
+        )
+    as_built = _build(app)
+    yield app
+    if _build(app) == as_built:
+        idle.append(app)
+
+
 @pytest.fixture
-def empty_app(empty_db: Database, clock: FrozenClock) -> FastAPI:
+def app(db: Database, settings: Settings, clock: FrozenClock) -> Iterator[FastAPI]:
+    with app_for_test(settings, clock=clock, factory=db.factory) as platform:
+        yield platform
+
+
+@pytest.fixture
+def empty_app(empty_db: Database, clock: FrozenClock) -> Iterator[FastAPI]:
     """The application on an empty database: tests build their own data (tests/factories.py)."""
-    return create_app(
-        make_settings(empty_db.url),
-        clock=clock,
-        factory=empty_db.factory,
-        gateway=ConsoleGateway(),
-        run_scheduler=False,
-    )
+    with app_for_test(
+        make_settings(empty_db.url), clock=clock, factory=empty_db.factory
+    ) as platform:
+        yield platform
 
 
 @pytest.fixture

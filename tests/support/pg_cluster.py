@@ -130,11 +130,12 @@ class PostgresCluster:
         self.host = _HOST
         self._as_service_user = as_service_user
         self._stopped = False
-        self.url = self._url_for("postgres")
+        self.url = self.url_for("postgres")
+        self._server_version: int | None = None
 
     # -- helpers ----------------------------------------------------------
 
-    def _url_for(self, dbname: str) -> str:
+    def url_for(self, dbname: str) -> str:
         quoted = urllib.parse.quote(dbname, safe="")
         return f"postgresql+psycopg://{_SUPERUSER}@{self.host}:{self.port}/{quoted}"
 
@@ -152,15 +153,26 @@ class PostgresCluster:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         """Create database ``name`` (optionally from ``template``); return its URL."""
-        if template is None:
-            stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        else:
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
         with self._connect() as conn:
+            if template is None:
+                stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            else:
+                stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+                if self._version(conn) >= 150000:
+                    # PostgreSQL 15's default (WAL_LOG) writes every page of the copy to the
+                    # WAL; copying the files is cheaper for a small template, and durability
+                    # is off here anyway (measured on the seeded template: ~190 ms of server
+                    # CPU per database instead of ~280 ms).
+                    stmt = sql.SQL("{} STRATEGY FILE_COPY").format(stmt)
             conn.execute(stmt)
-        return self._url_for(name)
+        return self.url_for(name)
+
+    def _version(self, conn: psycopg.Connection[tuple[object, ...]]) -> int:
+        if self._server_version is None:
+            self._server_version = conn.info.server_version
+        return self._server_version
 
     def drop_database(self, name: str) -> None:
         """Drop database ``name`` if it exists, terminating its connections."""

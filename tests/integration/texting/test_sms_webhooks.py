@@ -23,7 +23,6 @@ from coordination.followup.schedule import (
     visits_for_patient,
 )
 from coordination.texting.consent import consent_history, may_text, opt_in
-from coordination.texting.gateway import ConsoleGateway
 from coordination.texting.models import (
     ConsentAction,
     ConsentHow,
@@ -48,6 +47,7 @@ from tests.conftest import (
     COORDINATOR_MD,
     PATIENT_MD,
     Database,
+    app_for_test,
     make_settings,
     user_by_login,
 )
@@ -70,10 +70,10 @@ def client(db: Database, clock: FrozenClock) -> Iterator[TestClient]:
         twilio_auth_token=AUTH_TOKEN,
         twilio_from_number="+12025550100",
     )
-    app = create_app(
-        settings, clock=clock, factory=db.factory, gateway=ConsoleGateway(), run_scheduler=False
-    )
-    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client:
+    with (
+        app_for_test(settings, clock=clock, factory=db.factory) as app,
+        TestClient(app, raise_server_exceptions=False, follow_redirects=False) as test_client,
+    ):
         yield test_client
 
 
