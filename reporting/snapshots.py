@@ -269,12 +269,6 @@ def nightly_cube(session: Session, nightly: Nightly) -> OutcomeCube | None:
     return cube
 
 
-def forget_cached_cubes() -> None:
-    """Drop the counts read from snapshots (tests that delete them)."""
-    with _cache_lock:
-        _cubes.clear()
-
-
 def list_snapshots(session: Session, *, limit: int = 60) -> list[ReportSnapshot]:
     """The newest outcome snapshots first."""
     return list(
