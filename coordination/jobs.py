@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,50 +89,55 @@ def add_jobs(
         next_run_time=clock.now(),
     )
 
-    def missed_visits() -> None:
-        try:
-            ran, missed = run_exclusively(
-                factory,
-                name="missed-visits",
-                clock=clock,
-                job=lambda session: mark_missed_visits(session, clock=clock),
-            )
-        except Exception:
-            log.exception("missed-visit job failed; it runs again next hour")
-            return
-        if ran and missed:
-            log.info("marked %d visit(s) missed", missed)
-
     # Hourly, so that each time zone gets it soon after its own midnight; it is idempotent.
-    scheduler.add_job(
-        missed_visits,
-        "cron",
+    _add_hourly(
+        scheduler,
+        factory=factory,
+        clock=clock,
+        name="missed-visits",
         minute=5,
-        id="missed-visits",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
+        work=lambda session: mark_missed_visits(session, clock=clock),
+        done="marked %d visit(s) missed",
+    )
+    _add_hourly(
+        scheduler,
+        factory=factory,
+        clock=clock,
+        name="prune-login-attempts",
+        minute=35,
+        work=lambda session: prune_login_attempts(session, clock=clock),
+        done="deleted %d old login attempt(s)",
     )
 
-    def old_login_attempts() -> None:
+
+def _add_hourly(
+    scheduler: BaseScheduler,
+    *,
+    factory: sessionmaker[Session],
+    clock: Clock,
+    name: str,
+    minute: int,
+    work: Callable[[Session], int],
+    done: str,
+) -> None:
+    """Register `work` to run at `minute` past every hour, under the job lock `name` (one
+    worker at a time); a failure is logged and the next hour tries again, a count logged
+    with `done`."""
+
+    def run() -> None:
         try:
-            ran, pruned = run_exclusively(
-                factory,
-                name="prune-login-attempts",
-                clock=clock,
-                job=lambda session: prune_login_attempts(session, clock=clock),
-            )
+            ran, count = run_exclusively(factory, name=name, clock=clock, job=work)
         except Exception:
-            log.exception("pruning login attempts failed; it runs again next hour")
+            log.exception("job %s failed; it runs again next hour", name)
             return
-        if ran and pruned:
-            log.info("deleted %d old login attempt(s)", pruned)
+        if ran and count:
+            log.info(done, count)
 
     scheduler.add_job(
-        old_login_attempts,
+        run,
         "cron",
-        minute=35,
-        id="prune-login-attempts",
+        minute=minute,
+        id=name,
         max_instances=1,
         coalesce=True,
         replace_existing=True,

@@ -224,6 +224,26 @@ class CleanPatient:
     status: PatientStatus
 
 
+def _record_values(clean: CleanPatient) -> dict[str, object]:
+    """A checked patient's record columns, as enrolment writes them and an update compares
+    them."""
+    return {
+        "given_name": clean.given_name,
+        "family_name": clean.family_name,
+        "birth_date": clean.birth_date,
+        "medicaid_id": clean.medicaid_id,
+        "center_mrn": clean.center_mrn,
+        "state_id": clean.state.id,
+        "center_id": clean.center.id,
+        "therapy_id": clean.therapy.id,
+        "preferred_language": clean.preferred_language,
+        "time_zone": clean.time_zone,
+        "mobile_phone": clean.mobile_phone,
+        "infusion_date": clean.infusion_date,
+        "status": clean.status,
+    }
+
+
 def _clean(
     session: Session,
     *,
@@ -462,19 +482,7 @@ def _insert_patients(
         Patient,
         [
             {
-                "given_name": clean.given_name,
-                "family_name": clean.family_name,
-                "birth_date": clean.birth_date,
-                "medicaid_id": clean.medicaid_id,
-                "center_mrn": clean.center_mrn,
-                "state_id": clean.state.id,
-                "center_id": clean.center.id,
-                "therapy_id": clean.therapy.id,
-                "preferred_language": clean.preferred_language,
-                "time_zone": clean.time_zone,
-                "mobile_phone": clean.mobile_phone,
-                "infusion_date": clean.infusion_date,
-                "status": clean.status,
+                **_record_values(clean),
                 "version_id": 1,
                 "created_at": now,
                 "updated_at": now,
@@ -546,21 +554,7 @@ def update_patient(
         other_errors=other_errors,
     )
     _check_identifiers_free(session, clean=clean, patient_id=patient.id, other_errors=other_errors)
-    new_values: dict[str, object] = {
-        "given_name": clean.given_name,
-        "family_name": clean.family_name,
-        "birth_date": clean.birth_date,
-        "medicaid_id": clean.medicaid_id,
-        "center_mrn": clean.center_mrn,
-        "state_id": clean.state.id,
-        "center_id": clean.center.id,
-        "therapy_id": clean.therapy.id,
-        "preferred_language": clean.preferred_language,
-        "time_zone": clean.time_zone,
-        "mobile_phone": clean.mobile_phone,
-        "infusion_date": clean.infusion_date,
-        "status": clean.status,
-    }
+    new_values = _record_values(clean)
     changed = [name for name, value in new_values.items() if getattr(patient, name) != value]
     for name in changed:
         setattr(patient, name, new_values[name])

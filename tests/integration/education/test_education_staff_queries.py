@@ -6,8 +6,6 @@ Every test runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.clock import FrozenClock
@@ -42,6 +40,7 @@ from tests.conftest import (
     user_by_login,
 )
 from tests.support.education import without_funding
+from tests.support.statements import statements_on
 
 
 @pytest.fixture(autouse=True)
@@ -70,21 +69,6 @@ class Readers:
     both_states: int  # helps Maya (Maryland) and Andre (Colorado)
     started: int  # helps Maya only; started a module Maryland does not fund
     assigned: int  # helps Maya only; assigned a module Maryland does not fund
-
-
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run inside the block."""
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def _fund(session: Session, state: State, key: str) -> None:
@@ -194,7 +178,7 @@ def _page(db: Database, app: FastAPI, clock: FrozenClock, maya_id: int) -> tuple
         log_in(client, COORDINATOR_MD, clock)
         url = f"/patients/{maya_id}/education"
         client.get(url)  # warm: the login's first touch is not part of the page
-        with _statements(db) as seen:
+        with statements_on(db.engine) as seen:
             response = client.get(url)
     assert response.status_code == 200
     return response.text, len(seen)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from coordination.followup.bulk import generate_schedules
@@ -30,6 +28,7 @@ from core.models import (
 from core.service import PatientData
 from tests.conftest import Database
 from tests.support.smart import HARBORVIEW
+from tests.support.statements import statements_on
 
 
 def _schedules(db: Database) -> dict[int, list[tuple[str, str, str, str, str]]]:
@@ -213,21 +212,6 @@ def test_patients_enrolled_together_get_the_schedules_enrolling_each_makes(
     assert any(event[3] == "miss" for visit in visits[0] for event in visit[9])
 
 
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run inside the block."""
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-
-
 def test_patients_enrolled_together_take_as_many_statements_for_six_as_for_two(
     db: Database, clock: FrozenClock
 ) -> None:
@@ -254,7 +238,7 @@ def test_patients_enrolled_together_take_as_many_statements_for_six_as_for_two(
             # What every enrolment reads once per transaction (held: the session's map is weak).
             places = [*session.scalars(select(Therapy)), *session.scalars(select(TreatmentCenter))]
             places += [session.get(State, person.state_id) for person in batch]
-            with _statements(db) as seen:
+            with statements_on(db.engine) as seen:
                 enrolled += [
                     patient.id
                     for patient in enrol_patients(

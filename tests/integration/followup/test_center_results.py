@@ -3,14 +3,11 @@ visit whose window holds it, as one result alone would, in a fixed number of sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from coordination.followup.models import Visit, VisitEvent, VisitObservation, VisitStatus
 from coordination.followup.observations import ObservationFacts, record_observations
@@ -20,21 +17,7 @@ from core.db import transaction
 from core.models import Patient
 from tests.conftest import Database
 from tests.factories import building
-
-
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run inside the block."""
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
+from tests.support.statements import statements_on
 
 
 def _hemoglobin(patient: Patient, visit: Visit) -> ObservationFacts:
@@ -73,7 +56,7 @@ def test_results_sent_together_complete_their_visits_in_as_many_statements_for_t
             items = [
                 (patient, _hemoglobin(patient, first_visits[patient.id])) for patient in patients
             ]
-            with _statements(db) as seen:
+            with statements_on(db.engine) as seen:
                 kept = record_observations(session, clock=clock, actor=actor, items=items)
             counts.append(len(seen))
             assert len(kept) == len(group)

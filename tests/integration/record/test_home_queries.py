@@ -4,14 +4,12 @@ when each patient's visits were read one by one. Every test runs on SQLite and P
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import time, timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import portal.routes.home
@@ -29,6 +27,7 @@ from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.models import CaregiverLink, Patient
 from tests.conftest import CAREGIVER_MD, Database, user_by_login
+from tests.support.statements import statements_on
 
 SETUP = Actor.system("test-setup")
 # Denise already helps Maya (every right) and Imani (the schedule only).
@@ -36,21 +35,6 @@ LINKED = ("Maya", "Imani")
 # Patients linked to her in the tests: Zoe's link withholds the schedule.
 MORE = ("Lucía", "Jaylen", "Marcus", "Zoe")
 NO_SCHEDULE = "Zoe"
-
-
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run inside the block."""
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def _patient(session: Session, given_name: str) -> Patient:
@@ -134,13 +118,13 @@ def test_a_caregivers_home_runs_as_many_statements_for_six_patients_as_for_two(
     login_as(CAREGIVER_MD)
     _home(client)  # warm up: the first request of a login writes more
 
-    with _statements(db) as statements:
+    with statements_on(db.engine) as statements:
         home = _home(client)
     few = len(statements)
     assert all(f'id="visit-card-{ids[name]}"' in home for name in LINKED)
 
     _link_denise(db, clock, *MORE)
-    with _statements(db) as statements:
+    with statements_on(db.engine) as statements:
         home = _home(client)
     many = len(statements)
     for name, patient_id in ids.items():
@@ -152,7 +136,7 @@ def test_a_caregivers_home_runs_as_many_statements_for_six_patients_as_for_two(
     # The count does see an N+1: read one by one, each patient whose schedule Denise may see
     # costs a query instead of the one for everyone.
     _read_one_by_one(monkeypatch)
-    with _statements(db) as statements:
+    with statements_on(db.engine) as statements:
         _home(client)
     seeing = len(LINKED) + len(MORE) - 1
     assert len(statements) == many - 1 + seeing, (many, len(statements))
@@ -183,7 +167,7 @@ def test_visits_of_several_patients_are_each_ones_visits_in_date_order(
     with db.factory() as session:
         without_visits = _patient(session, "Lucía").id
         asked = [ids["Maya"], without_visits, ids["Imani"]]
-        with _statements(db) as statements:
+        with statements_on(db.engine) as statements:
             found = visits_for_patients(session, patient_ids=asked)
         assert len(statements) == 1
         assert list(found) == asked
@@ -199,6 +183,6 @@ def test_visits_of_several_patients_are_each_ones_visits_in_date_order(
                     .order_by(Visit.target_date, Visit.id)
                 )
             )
-        with _statements(db) as statements:
+        with statements_on(db.engine) as statements:
             assert visits_for_patients(session, patient_ids=[]) == {}
         assert statements == []

@@ -5,13 +5,10 @@ or whose reminders they get."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import time, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import MoveRequest, Visit, VisitStatus
@@ -40,6 +37,7 @@ from tests.conftest import (
     make_settings,
     user_by_login,
 )
+from tests.support.statements import statements_on
 
 UNKNOWN = "+12025550199"
 TANYA = "+14105550190"  # a new caregiver's number
@@ -101,21 +99,6 @@ def _text(db: Database, clock: FrozenClock, phone: str, body: str) -> InboundMes
         return stored
 
 
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run inside the block."""
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-
-
 def test_a_patients_own_number_is_about_that_patient(db: Database, clock: FrozenClock) -> None:
     with db.factory() as session:
         maya = _patient(session, "Maya")
@@ -160,10 +143,10 @@ def test_many_numbers_at_once_take_as_many_queries_as_one(db: Database) -> None:
             UNKNOWN,
         ]
         session.expunge_all()  # nothing comes from the identity map
-        with _statements(db) as one:
+        with statements_on(db.engine) as one:
             single = owners_of_number(session, phone=denise.mobile_phone or "")
         session.expunge_all()
-        with _statements(db) as many:
+        with statements_on(db.engine) as many:
             found = owners_of_numbers(session, phones=phones)
             people = people_by_phone(session, set(phones))
         assert len(one) == 3
@@ -300,7 +283,7 @@ def test_the_demos_numbers_take_a_fixed_number_of_queries(
 ) -> None:
     assert seed_demo(make_settings(empty_db.url, demo_mode=True), clock=clock)
     with empty_db.factory() as session:
-        with _statements(empty_db) as statements:
+        with statements_on(empty_db.engine) as statements:
             numbers = demo_numbers(session)
         # The outbox, the numbers' people (three), their patients, their visits.
         assert len(statements) == 6 < len(numbers)
