@@ -288,3 +288,19 @@ def arranged_visit_ids(session: Session, *, visit_ids: set[int]) -> set[int]:
             )
         )
     )
+
+
+def arranged_visit_ids_ahead(session: Session, *, now: datetime) -> set[int]:
+    """The visits booked after `now` whose travel is arranged and not waiting for review:
+    few (a request per visit at most, for visits to come), read at once for planning."""
+    return set(
+        session.scalars(
+            select(TravelRequest.visit_id)
+            .join(Visit, Visit.id == TravelRequest.visit_id)
+            .where(
+                TravelRequest.status == TravelStatus.ARRANGED,
+                TravelRequest.review_needed_at.is_(None),
+                Visit.appointment_at > now,
+            )
+        )
+    )
