@@ -22,7 +22,7 @@ from portal import i18n
 from portal.context import AppContext
 from portal.deps import ContextDep, SessionDep, actor_for, require
 from portal.routes.pages import page_router
-from portal.web import redirect, render
+from portal.web import is_htmx, redirect, render
 
 router = page_router()
 _ = i18n.gettext
@@ -63,6 +63,8 @@ def _policy_page(
         "errors": errors or {},
         "notice": notice,
     }
+    if is_htmx(request):
+        status_code = 200  # htmx does not swap a 4xx answer: the errors come in the block
     return render(
         request, "portal/admin_travel.html", values, block="policies", status_code=status_code
     )
