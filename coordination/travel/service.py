@@ -83,17 +83,6 @@ def request_detail(session: Session, *, patient_id: int, request_id: int) -> Req
     return RequestDetail(request, visit, policy, arrangements, events)
 
 
-def requests_of_patient(session: Session, *, patient_id: int) -> list[TravelRequest]:
-    """The patient's requests, the newest first (the record page lists them)."""
-    return list(
-        session.scalars(
-            select(TravelRequest)
-            .where(TravelRequest.patient_id == patient_id)
-            .order_by(TravelRequest.created_at.desc(), TravelRequest.id.desc())
-        )
-    )
-
-
 def _decide(request: TravelRequest, *, clock: Clock, actor: Actor) -> None:
     now = clock.now()
     request.decided_at = now

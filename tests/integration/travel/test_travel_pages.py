@@ -139,12 +139,12 @@ def test_a_request_from_the_page_to_the_arrangement_on_the_schedule(
     assert "Total $532.80" in detail
     assert "Marked arranged" in detail and "Morgan Reyes" in detail
 
-    schedule = plain(patient.get(f"/care/{maya}/schedule", htmx=htmx).text)
-    assert "Your travel is arranged" in schedule
-    assert "Flight: Southwest WN 1234 and back" in schedule
-    assert "Lodging: Hope Lodge" in schedule
+    arranged = plain(patient.get(f"/care/{maya}/schedule", htmx=htmx).text)
+    assert "Your travel is arranged" in arranged
+    assert "Flight: Southwest WN 1234 and back" in arranged
+    assert "Lodging: Hope Lodge" in arranged
     # The patient reads no cost.
-    assert "412.80" not in schedule
+    assert "412.80" not in arranged
     # Nothing is waiting on the worklist any more.
     assert f"{base}" not in staff.get("/worklist?bucket=travel").text
 
