@@ -135,6 +135,7 @@ def create_app(
         sms,
         texts,
         travel,
+        travel_staff,
         visits,
         worklist,
     )
@@ -160,6 +161,7 @@ def create_app(
         education,
         education_staff,
         travel,
+        travel_staff,
         admin,
         admin_travel,
         admin_places,
