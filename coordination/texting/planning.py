@@ -55,6 +55,7 @@ from coordination.texting.rules import (
     taken_times,
     useful_on,
 )
+from coordination.travel.requests import arranged_visit_ids_ahead
 from core.batch import collector_paused
 from core.clock import Clock
 from core.models import Caregiver, CaregiverLink, Patient, State
@@ -355,6 +356,7 @@ def _insert_within_caps(
     taken = taken_times(session, lo=lo, hi=hi)
     fresh.sort(key=attrgetter("send_at", "rank"))
     bodies: dict[tuple[object, ...], str] = {}
+    travel = arranged_visit_ids_ahead(session, now=now)
     rows: list[dict[str, object]] = []
     for c in fresh:
         zone = c.recipient.zone
@@ -382,7 +384,7 @@ def _insert_within_caps(
         rows.append(
             {
                 "to_phone": c.recipient.phone,
-                "body": _body(bodies, c, states),
+                "body": _body(bodies, c, states, travel),
                 "purpose": MessagePurpose.REMINDER.value,
                 "patient_id": c.patient.id,
                 "caregiver_id": c.recipient.caregiver_id,
@@ -408,10 +410,16 @@ def _insert_within_caps(
     session.flush()
 
 
-def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int, State]) -> str:
+def _body(
+    bodies: dict[tuple[object, ...], str],
+    c: _Candidate,
+    states: dict[int, State],
+    travel: set[int],
+) -> str:
     """The reminder's words, made once per distinct text: the words depend on the kind,
     the recipient's role and language, the state, and the window's days or the
-    appointment's local time and confirmation (as `rules.reminder_body` uses them)."""
+    appointment's local time, confirmation and arranged travel (`travel`, visit ids) (as
+    `rules.reminder_body` uses them)."""
     visit = c.visit
     key: tuple[object, ...] = (
         c.rank,
@@ -427,11 +435,19 @@ def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int
             visit.appointment_at,
             visit.appointment_zone or c.patient.time_zone,
             visit.status is VisitStatus.CONFIRMED,
+            visit.id in travel,
         )
     body = bodies.get(key)
     if body is None:
         state = states[c.patient.state_id]
-        body = reminder_body(c.kind, visit, c.recipient, state, c.patient.time_zone)
+        body = reminder_body(
+            c.kind,
+            visit,
+            c.recipient,
+            state,
+            c.patient.time_zone,
+            travel_arranged=c.kind is ReminderKind.APPOINTMENT and visit.id in travel,
+        )
         bodies[key] = body
     return body
 

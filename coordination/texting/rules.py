@@ -30,6 +30,7 @@ from coordination.texting.words import (
     CONFIRMED_REMINDERS,
     MOVED_NOTICES,
     REMINDERS,
+    TRAVEL_ARRANGED,
     Template,
     format_day,
     format_time,
@@ -428,9 +429,11 @@ def reminder_body(
     patient_zone: str,
     *,
     moved: bool = False,
+    travel_arranged: bool = False,
 ) -> str:
     """The reminder's words for `recipient`, filled and folded for GSM-7 (see
-    `reminder_template`)."""
+    `reminder_template`); an appointment's whose travel is arranged says so, in one
+    sentence that tells nothing of what was booked."""
     template = reminder_template(kind, visit, caregiver=recipient.is_caregiver, moved=moved)
     language = recipient.language
     values = program_values(state)
@@ -446,6 +449,8 @@ def reminder_body(
             "date": format_day(local.date(), language),
             "time": format_time(local, language),
         }
+        if travel_arranged:
+            return render(template, language, **values) + " " + render(TRAVEL_ARRANGED, language)
     return render(template, language, **values)
 
 

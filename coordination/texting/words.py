@@ -186,6 +186,15 @@ MOVED_NOTICES: dict[tuple[bool, bool], Template] = {
     ),
 }
 
+# Added to an appointment's reminder when the visit's travel support is arranged: that it
+# is, and where to look; never what was booked (a place, a flight, a hotel).
+TRAVEL_ARRANGED = Template(
+    key="travel_arranged",
+    title=N_("Travel arranged (added to the reminder)"),
+    en="Your travel is arranged; details in the portal.",
+    es="Su viaje está organizado; los detalles están en el portal.",
+)
+
 # --- what a coordinator may send by hand ---------------------------------------------------
 
 ONE_OFF: dict[str, Template] = {

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Subquery,
     and_,
+    case,
     cast,
     false,
     func,
@@ -53,6 +54,7 @@ from coordination.followup.models import (
 )
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
 from coordination.texting.models import InboundMessage, InboxItem, MessageStatus, OutboundMessage
+from coordination.travel.models import OPEN_TRAVEL_STATUSES, TravelRequest
 from coordination.worklist.models import CareAssignment
 from core.audit.service import Actor, record_event
 from core.clock import Clock, local_today
@@ -90,6 +92,7 @@ class Bucket(enum.StrEnum):
     TO_SCHEDULE = "to_schedule"  # the window is open and no appointment is booked
     UNCONFIRMED = "unconfirmed"  # an appointment within 7 days, not confirmed
     MOVE_REQUESTS = "move_requests"  # a patient or caregiver asked to move a visit
+    TRAVEL = "travel"  # travel support asked, approved not booked yet, or its visit changed
     REPORTS = "reports"  # a patient or caregiver reported an event, not reviewed yet
     INBOX = "inbox"  # a text for a person of the care team, not handled yet
     UNREACHABLE = "unreachable"  # the latest text to the patient failed
@@ -112,6 +115,7 @@ class ItemKind(enum.StrEnum):
     MESSAGE = "message"
     CONFIRMATION = "confirmation"
     INBOX = "inbox"  # an inbox item: a text received for the care team
+    TRAVEL_REQUEST = "travel_request"  # a request for travel support to reach a visit
 
 
 ASSIGNED_ANY = ""
@@ -430,6 +434,32 @@ def _move_requests(ask: _Ask) -> Select[Any]:
     return ask.scoped(_move_request_items().where(MoveRequest.status == RequestStatus.OPEN))
 
 
+def _travel(ask: _Ask) -> Select[Any]:
+    """Travel requests waiting for a coordinator: asked, approved but not arranged, or
+    flagged to review because their visit moved or was cancelled (status "to_review")."""
+    to_review = TravelRequest.review_needed_at.is_not(None)
+    query = (
+        select(
+            *_item(
+                kind=ItemKind.TRAVEL_REQUEST,
+                item_id=TravelRequest.id,
+                visit_id=TravelRequest.visit_id,
+                sort_key=func.coalesce(TravelRequest.review_needed_at, TravelRequest.created_at),
+                at=func.coalesce(TravelRequest.review_needed_at, TravelRequest.created_at),
+                status=case(
+                    (to_review, literal_column("'to_review'", String)),
+                    else_=cast(TravelRequest.status, String),
+                ),
+                actor_user_id=TravelRequest.requested_by_user_id,
+            )
+        )
+        .select_from(TravelRequest)
+        .join(Patient, Patient.id == TravelRequest.patient_id)
+        .where(or_(TravelRequest.status.in_(OPEN_TRAVEL_STATUSES), to_review))
+    )
+    return ask.scoped(query)
+
+
 def _reports(ask: _Ask) -> Select[Any]:
     return ask.scoped(_report_items().where(PatientReport.status == ReportStatus.NEW))
 
@@ -596,6 +626,7 @@ _BUCKET_ITEMS: dict[Bucket, Callable[[_Ask], Select[Any]]] = {
     Bucket.TO_SCHEDULE: _to_schedule,
     Bucket.UNCONFIRMED: _unconfirmed,
     Bucket.MOVE_REQUESTS: _move_requests,
+    Bucket.TRAVEL: _travel,
     Bucket.REPORTS: _reports,
     Bucket.INBOX: _inbox,
     Bucket.UNREACHABLE: _unreachable,

@@ -34,6 +34,8 @@ class Permission(enum.StrEnum):
     EDUCATION_ASSIGN = "education.assign"  # assign a module to a patient or caregiver, text it
     EDUCATION_FUND = "education.fund"  # set the modules each state funds, and when
     EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
+    TRAVEL_ARRANGE = "travel.arrange"  # approve, decline, arrange a patient's travel support
+    TRAVEL_POLICY = "travel.policy"  # set what each state funds for travel, and from when
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
@@ -81,6 +83,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EDUCATION_REACH,
             Permission.REPORTS_VIEW,
             Permission.OUTCOMES_PATIENTS,
+            Permission.TRAVEL_ARRANGE,
             Permission.ACCOUNT,
         }
     ),
@@ -101,6 +104,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
             Permission.EDUCATION_FUND,
+            Permission.TRAVEL_POLICY,
             Permission.CLAIMS_LOAD,
             Permission.REPORTS_VIEW,
             Permission.ACCOUNT,

@@ -163,6 +163,10 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
         clock = clock or SystemClock()
         users = seed_demo_data(session, clock=clock)
         seed_demo_follow_up(session, clock=clock, users=users)
+        # Travel support asked and arranged for booked visits.
+        from portal.dev.demo_travel import seed_demo_travel_requests
+
+        seed_demo_travel_requests(session, clock=clock, users=users)
         # Consent and the reminders due: the console page shows texts within a minute.
         from portal.dev.demo_sms import seed_demo_sms
 
@@ -446,6 +450,9 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     session.add_all(users.values())
     session.flush()
     seed_demo_funding(session, clock=clock, states=states, admin=users[DEMO_STAFF[0][0]])
+    from portal.dev.demo_travel import seed_demo_travel_policies
+
+    seed_demo_travel_policies(session, clock=clock, states=states, admin=users[DEMO_STAFF[0][0]])
     return users
 
 

@@ -39,6 +39,7 @@ from coordination.followup.schedule import (
     next_visit,
     visits_for_patient,
 )
+from coordination.travel.requests import travel_for_visits
 from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.access import Permission, linked_patients, may_access_patient
@@ -208,9 +209,13 @@ def _feed_urls(context: AppContext, token: str) -> dict[str, str]:
 def _schedule_context(session: Session, access: PatientAccess, **extra: Any) -> dict[str, Any]:
     patient, user = access.patient, access.user
     shows_feed = user.role in FEED_ROLES
+    schedule = schedule_view(session, patient=patient)
+    upcoming = ([schedule.next] if schedule.next else []) + schedule.later
     values: dict[str, Any] = {
         "patient": patient,
-        "schedule": schedule_view(session, patient=patient),
+        "schedule": schedule,
+        # Travel support beside each visit to come: its request, the arrangements confirmed.
+        "travel": travel_for_visits(session, visit_ids=[item.id for item in upcoming]),
         "own": user.patient_id == patient.id,
         # The forms that act on a visit show only to those who may send them.
         "may_respond": may_access_patient(

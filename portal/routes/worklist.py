@@ -62,6 +62,7 @@ BUCKET_TITLES = {
     Bucket.TO_SCHEDULE: N_("To schedule"),
     Bucket.UNCONFIRMED: N_("Unconfirmed"),
     Bucket.MOVE_REQUESTS: N_("Move requests"),
+    Bucket.TRAVEL: N_("Travel requests"),
     Bucket.REPORTS: N_("Reported events"),
     Bucket.INBOX: N_("Inbox"),
     Bucket.UNREACHABLE: N_("Unreachable"),
@@ -73,6 +74,10 @@ BUCKET_HINTS = {
     Bucket.TO_SCHEDULE: N_("The visit window is open and no appointment is booked."),
     Bucket.UNCONFIRMED: N_("An appointment in the next 7 days that nobody confirmed."),
     Bucket.MOVE_REQUESTS: N_("A patient or caregiver asked to move a visit."),
+    Bucket.TRAVEL: N_(
+        "Travel support to approve, decline or arrange, and arranged travel whose visit moved "
+        "or was cancelled."
+    ),
     Bucket.REPORTS: N_("Events that patients or caregivers reported, not reviewed yet."),
     Bucket.INBOX: N_(
         "Texts from patients and caregivers that a person of the care team was promised to "
@@ -87,6 +92,7 @@ DATE_HEADINGS = {
     Bucket.TO_SCHEDULE: N_("Window"),
     Bucket.UNCONFIRMED: N_("Appointment"),
     Bucket.MOVE_REQUESTS: N_("Asked on"),
+    Bucket.TRAVEL: N_("Asked on, or changed on"),
     Bucket.REPORTS: N_("Reported on"),
     Bucket.INBOX: N_("Received"),
     Bucket.UNREACHABLE: N_("Last attempt"),
@@ -106,6 +112,7 @@ STATUS_WORDS = {
     ItemKind.REPORT: "report_status",
     ItemKind.MESSAGE: "message_status",
     ItemKind.INBOX: "inbox_reason",
+    ItemKind.TRAVEL_REQUEST: "travel_status",
 }
 NO_VISIT = N_("no open visit to remind of")
 
@@ -172,6 +179,7 @@ class Words:
         self.roles = translated("recipient_role")
         self.confirmed = _("Confirmed: %(visit)s")
         self.move = _("Asked to move: %(visit)s")
+        self.travel = _("Travel support: %(visit)s")
         self.failed = _("Text not delivered: %(purpose)s")
         self.received = _("Text from %(phone)s: %(body)s")
         self.visit = _("Visit")
@@ -191,6 +199,8 @@ class Words:
             return self.received % {"phone": phone, "body": row.detail or ""}
         if row.kind is ItemKind.CONFIRMATION:
             return self.confirmed % {"visit": visit}
+        if row.kind is ItemKind.TRAVEL_REQUEST:
+            return self.travel % {"visit": visit}
         if row.kind is ItemKind.MOVE_REQUEST and row.bucket is Bucket.ACTIVITY:
             return self.move % {"visit": visit}
         return visit
