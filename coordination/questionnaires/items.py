@@ -251,7 +251,7 @@ class _Reader:
             self.refuse(link_id, path, f"repeats is supported on choices only, not on '{kind}'")
         if node.get("answerOption") and kind not in {"choice", "open-choice"}:
             self.refuse(link_id, path, f"answerOption is not allowed on '{kind}'")
-        if kind == "choice" and not node.get("answerOption"):
+        if kind == "choice" and not node.get("answerOption") and not node.get("answerValueSet"):
             self.refuse(link_id, path, "a choice needs answerOption")
         if node.get("item") and kind != "group":
             self.refuse(

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -175,3 +176,18 @@ def in_language(
         )
     )
     return other or questionnaire
+
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+
+
+def load_shipped_questionnaires(
+    session: Session, *, clock: Clock, actor: Actor
+) -> list[LoadResult]:
+    """Load the questionnaires written for the project (the demo's check-in, en and es)."""
+    return [
+        load_questionnaire(
+            session, clock=clock, actor=actor, resource=parse_file(path.read_bytes())
+        )
+        for path in sorted(SHIPPED_DIR.glob("*.json"))
+    ]

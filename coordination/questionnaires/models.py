@@ -69,6 +69,9 @@ class QuestionnaireResponse(Base):
     status: Mapped[ResponseStatus] = mapped_column(enum_column(ResponseStatus, 16))
     # The answers so far: linkId -> list of answers ({"option": n} or {"value": ...}).
     answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The pages (by index) saved at least once: the person resumes at the first page that
+    # applies and is not among them.
+    saved_pages: Mapped[list[int]] = mapped_column(JSON)
     started_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # Who submitted: the patient, or a caregiver acting for them (a RelatedPerson in FHIR).
     author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

@@ -79,6 +79,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("answers", sa.JSON(), nullable=False),
+        sa.Column("saved_pages", sa.JSON(), nullable=False),
         sa.Column("started_by_user_id", sa.Integer(), nullable=True),
         sa.Column("author_user_id", sa.Integer(), nullable=True),
         sa.Column("author_caregiver_id", sa.Integer(), nullable=True),
