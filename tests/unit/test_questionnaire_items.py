@@ -126,7 +126,8 @@ def test_phq9_scores_by_its_ordinal_values() -> None:
                 "type": "integer",
                 "enableWhen": [{"question": "nowhere", "operator": "=", "answerBoolean": True}],
             },
-            "item 'q3' (item[1].item[0]): enableWhen[0] looks at 'nowhere', which is not a question",
+            "item 'q3' (item[1].item[0]): enableWhen[0] looks at 'nowhere', "
+            "which is not a question",
         ),
         (
             {
