@@ -266,7 +266,8 @@ def questionnaires(draw: st.DrawFn) -> dict[str, Any]:
                 for n in range(3)
             ]
         targets = [one for one in earlier if one["type"] in {"boolean", "integer"}]
-        if targets and draw(st.booleans()):
+        depends = draw(st.booleans())
+        if targets and depends:
             target = draw(st.sampled_from(targets))
             if target["type"] == "boolean":
                 node["enableWhen"] = [
