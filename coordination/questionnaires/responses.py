@@ -244,11 +244,13 @@ def save_page(
     return next_page(form, answers, page)
 
 
-def _score_code(questionnaire: Questionnaire) -> str:
-    """The questionnaire's url as the score's code (a hash of it when it is too long)."""
-    if len(questionnaire.url) <= SCORE_CODE_MAX:
-        return questionnaire.url
-    return "q-" + hashlib.sha256(questionnaire.url.encode()).hexdigest()[:32]
+def score_code(url: str) -> str:
+    """The score's code in SCORE_SYSTEM for a questionnaire url: the url when it fits the
+    column, else its last segment and a short hash of it (readable, and still unique)."""
+    if len(url) <= SCORE_CODE_MAX:
+        return url
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"{url.rstrip('/').rsplit('/', 1)[-1][: SCORE_CODE_MAX - 13]}-{digest}"
 
 
 def questionnaire_response_resource(
@@ -350,7 +352,7 @@ def _record_score(
     observation = Observation(
         patient_id=response.patient_id,
         code_system=SCORE_SYSTEM,
-        code=_score_code(questionnaire),
+        code=score_code(questionnaire.url),
         display=f"Score: {questionnaire.title}"[:200],
         value_quantity=total,
         value_unit="{score}",
