@@ -402,6 +402,7 @@ CAREGIVER_NEEDS: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+    Permission.QUESTIONNAIRES_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 
