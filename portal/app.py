@@ -125,6 +125,8 @@ def create_app(
         home,
         inbox,
         patients,
+        questionnaires,
+        questionnaires_admin,
         reports,
         reports_claims,
         reports_outcomes,
@@ -161,6 +163,8 @@ def create_app(
         admin_places,
         admin_therapies,
         admin_fhir_clients,
+        questionnaires,
+        questionnaires_admin,
         demo,
         sms,
     ):

@@ -46,6 +46,10 @@ class Permission(enum.StrEnum):
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
+    QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
+    # Answer a questionnaire for a patient: the patient, or a caregiver whose link lets them
+    # report for the patient (the report-events right: they tell the care team how it goes).
+    QUESTIONNAIRE_ANSWER = "questionnaires.answer"
     ACCOUNT = "account"
 
 
@@ -56,6 +60,7 @@ _SELF_SERVICE = {
     Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
+    Permission.QUESTIONNAIRE_ANSWER,
     Permission.ACCOUNT,
 }
 
@@ -100,6 +105,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
+            Permission.QUESTIONNAIRES_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.CLAIMS_LOAD,
             Permission.REPORTS_VIEW,
@@ -116,6 +122,7 @@ _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.REPORT_EVENTS,
 }
 
 
