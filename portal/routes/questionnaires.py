@@ -54,6 +54,7 @@ AnswerAccess = Annotated[PatientAccess, Depends(require_patient(Permission.QUEST
 TEMPLATE = "portal/questionnaire_page.html"
 _ = i18n.gettext
 NOT_AVAILABLE = N_("This questionnaire is no longer offered. Your care team can tell you more.")
+CHOOSE_ONE = N_("Choose a questionnaire on your home page.")
 # The longest a form's field may be (a text item takes 5,000 characters; the rest is noise).
 VALUE_LIMIT = 10_000
 
@@ -111,7 +112,12 @@ async def questionnaire_start(
     questionnaire_id = parse_id(sent if isinstance(sent, str) else None)
     questionnaire = session.get(Questionnaire, questionnaire_id) if questionnaire_id else None
     if questionnaire is None:
-        raise PageNotFound()
+        return render(
+            request,
+            "portal/error.html",
+            {"title": _("Questionnaire"), "message": _(CHOOSE_ONE), "back": "/home"},
+            status_code=400,
+        )
     try:
         response = start_response(
             session,
