@@ -49,6 +49,7 @@ class Permission(enum.StrEnum):
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
+    QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
     ACCOUNT = "account"
 
 
@@ -105,6 +106,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
+            Permission.QUESTIONNAIRES_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.TRAVEL_POLICY,
             Permission.CLAIMS_LOAD,
