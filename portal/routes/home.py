@@ -42,12 +42,12 @@ def home(
         person_summary(session, patient=patient, link=link, visits=visits[patient.id])
         for patient, link in linked
     ]
-    # The questionnaires each person may answer (the patient; a caregiver who may report
+    # The questionnaires each person may answer (the patient; a caregiver who may answer
     # for them), with the drafts they started.
     offered = available_questionnaires(session, language=i18n.current_language())
     for person in people:
         rights = person["rights"]
-        answers = rights is None or ProxyRight.REPORT_EVENTS in rights
+        answers = rights is None or ProxyRight.ANSWER_QUESTIONNAIRES in rights
         person["questionnaires"] = offered if answers else []
         person["drafts"] = (
             {

@@ -1,6 +1,6 @@
 """Answering a questionnaire: one page per top-level group (phone-first), plain forms that
 work without JavaScript, each page saved as it is sent, a review, then submit. A patient
-answers for themself; a caregiver for a patient whose link lets them report for them.
+answers for themself; a caregiver for a patient whose link lets them answer questionnaires for them.
 
 URLs carry ids only (the patient's, the response's, a page number), never an answer."""
 

@@ -174,7 +174,7 @@ def test_a_spanish_reader_answers_in_spanish(
             )
         )
         assert link is not None
-        link.can_report_events = True
+        link.can_answer_questionnaires = True
         session.commit()
     home = plain(rosa.get("/home").text)
     assert "¿Cómo vive con la enfermedad de células falciformes" in home
@@ -189,7 +189,7 @@ def test_a_caregiver_without_the_right_is_refused(
     browsers: Callable[[str], Browser], db: Database
 ) -> None:
     andre = _patient_id(db, "Andre")
-    rosa = browsers(CAREGIVER_CO)  # may see Andre's schedule, not report for him
+    rosa = browsers(CAREGIVER_CO)  # may see Andre's schedule, not answer for him
     assert "questionnaire_id" not in rosa.get("/home").text
     refused = rosa.post(f"/care/{andre}/questionnaires", {"questionnaire_id": "1"})
     assert refused.status_code == 404
