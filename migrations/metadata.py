@@ -2,6 +2,7 @@
 
 from coordination import models as coordination_models
 from coordination.followup import models as followup_models
+from coordination.questionnaires import models as questionnaire_models
 from coordination.texting import models as texting_models
 from coordination.travel import models as travel_models
 from coordination.worklist import models as worklist_models
@@ -20,6 +21,7 @@ __all__ = [
     "fhir_models",
     "followup_models",
     "identity_models",
+    "questionnaire_models",
     "reporting_models",
     "texting_models",
     "travel_models",

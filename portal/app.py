@@ -126,6 +126,8 @@ def create_app(
         home,
         inbox,
         patients,
+        questionnaires,
+        questionnaires_admin,
         reports,
         reports_claims,
         reports_outcomes,
@@ -167,6 +169,8 @@ def create_app(
         admin_places,
         admin_therapies,
         admin_fhir_clients,
+        questionnaires,
+        questionnaires_admin,
         demo,
         sms,
     ):

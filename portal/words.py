@@ -59,6 +59,7 @@ PROXY_RIGHT = {
     "receive_reminders": N_("Get text reminders"),
     "view_education": N_("See learning modules"),
     "report_events": N_("Report health events"),
+    "answer_questionnaires": N_("Answer questionnaires"),
 }
 MESSAGE_STATUS = {
     "queued": N_("Waiting"),

@@ -37,6 +37,7 @@ class Permission(enum.StrEnum):
     TRAVEL_ARRANGE = "travel.arrange"  # approve, decline, arrange a patient's travel support
     TRAVEL_POLICY = "travel.policy"  # set what each state funds for travel, and from when
     EVENTS_REPORT = "events.report"
+    QUESTIONNAIRES_ANSWER = "questionnaires.answer"  # answer the patient's questionnaires
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
     # The patients behind an outcome figure or a rebate statement (only those the person may
@@ -48,6 +49,7 @@ class Permission(enum.StrEnum):
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
+    QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
     ACCOUNT = "account"
 
 
@@ -58,6 +60,7 @@ _SELF_SERVICE = {
     Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
+    Permission.QUESTIONNAIRES_ANSWER,
     Permission.ACCOUNT,
 }
 
@@ -103,6 +106,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
+            Permission.QUESTIONNAIRES_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.TRAVEL_POLICY,
             Permission.CLAIMS_LOAD,
@@ -120,6 +124,7 @@ _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+    Permission.QUESTIONNAIRES_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 

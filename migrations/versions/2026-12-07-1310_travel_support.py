@@ -5,7 +5,7 @@ lodging, meals, childcare, an escort) with its limits and rates; patients and ca
 for a booked visit; coordinators approve, decline or arrange (money in integer cents).
 
 Revision ID: 63c2ff9fa6f9
-Revises: 5b0c7e2a91d4
+Revises: 3c7a9e1f5b20
 Create Date: 2026-12-07 13:10:00+00:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import core.db
 
 revision: str = "63c2ff9fa6f9"
-down_revision: str | None = "5b0c7e2a91d4"
+down_revision: str | None = "3c7a9e1f5b20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

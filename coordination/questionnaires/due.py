@@ -1,0 +1,312 @@
+"""When questionnaires are due: the follow-up protocol names, per visit, the questionnaires
+the patient answers for it (the CIBMTR time points: day 100, day 180, year 1, then yearly),
+and, before any visit, the ones answered before the infusion.
+
+A visit's questionnaire is due from the day its window opens. While the window is open it
+is not started, in progress, or done (a completed response tied to the visit); once the
+window closes without a completed response it is overdue, and may still be answered for
+LATE_ANSWER_DAYS (the coordinator chases it from the worklist meanwhile). The before-
+infusion questionnaires are due from enrolment until the infusion day; they have no window
+to miss (a patient enrolled after the infusion never had the chance).
+
+A protocol may name a questionnaire that is not loaded (yet): it shows to staff as such and
+is left out for patients; nothing fails. Plain keyword-only functions over a Session."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
+from coordination.followup.protocol import Label, ProtocolLibrary
+from coordination.questionnaires.models import (
+    Questionnaire,
+    QuestionnaireResponse,
+    QuestionnaireStatus,
+    ResponseStatus,
+)
+from core.clock import Clock, local_today
+from core.models import Language, Patient, PatientStatus, Therapy
+
+# After a visit's window closed, its questionnaire may still be answered this long (and the
+# worklist shows it overdue meanwhile); later it stays overdue on the patient's record only.
+LATE_ANSWER_DAYS = 90
+_FOLLOW_UP_ENDED = (PatientStatus.WITHDRAWN, PatientStatus.DECEASED)
+
+
+class DueStatus(enum.StrEnum):
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    OVERDUE = "overdue"  # the window closed without a completed response
+
+
+@dataclass(frozen=True)
+class DueQuestionnaire:
+    """One questionnaire asked of a patient at one time point."""
+
+    url: str
+    # The visit it is asked for; None before the infusion.
+    visit: Visit | None
+    time_point: Label
+    status: DueStatus
+    # The newest active version loaded, in the reader's language where it exists; None
+    # when the protocol names a questionnaire not loaded (yet).
+    questionnaire: Questionnaire | None
+    # The completed response (done), else the draft (in progress), else None.
+    response: QuestionnaireResponse | None
+    # The last day it may be answered (None: until the infusion, or no limit known).
+    answer_by: date | None
+
+    @property
+    def loaded(self) -> bool:
+        return self.questionnaire is not None
+
+    @property
+    def key(self) -> str:
+        """The time point's key in a page: the visit's key, or "before-infusion"."""
+        return self.visit.visit_key if self.visit is not None else "before-infusion"
+
+
+def loaded_questionnaires(
+    session: Session, *, urls: Iterable[str], language: Language
+) -> dict[str, Questionnaire]:
+    """The newest active version of each url that is loaded, in `language` where that
+    version has it (one query)."""
+    wanted = sorted(set(urls))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(Questionnaire)
+        .where(
+            Questionnaire.url.in_(wanted),
+            Questionnaire.status == QuestionnaireStatus.ACTIVE,
+        )
+        .order_by(Questionnaire.url, Questionnaire.loaded_at.desc(), Questionnaire.id.desc())
+    ).all()
+    newest: dict[str, str] = {}
+    chosen: dict[str, Questionnaire] = {}
+    for row in rows:
+        if row.version != newest.setdefault(row.url, row.version):
+            continue
+        if row.url not in chosen or row.language is language:
+            chosen[row.url] = row
+    return chosen
+
+
+def _status_of(
+    responses: list[QuestionnaireResponse], *, closed: bool
+) -> tuple[DueStatus, QuestionnaireResponse | None]:
+    done = [r for r in responses if r.status is ResponseStatus.COMPLETED]
+    if done:
+        return DueStatus.DONE, max(done, key=lambda r: (r.authored_at, r.id))
+    draft = next((r for r in responses if r.status is ResponseStatus.IN_PROGRESS), None)
+    if closed:
+        return DueStatus.OVERDUE, draft
+    return (DueStatus.IN_PROGRESS, draft) if draft is not None else (DueStatus.NOT_STARTED, None)
+
+
+def _asked_of(visit: Visit) -> bool:
+    """A visit whose questionnaires count: not cancelled, and created before its window
+    closed (a back-dated enrolment's past visits were never the patient's to answer)."""
+    return visit.status is not VisitStatus.CANCELLED and visit.created_at.date() <= visit.window_end
+
+
+def due_questionnaires(
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patient: Patient,
+    language: Language | None = None,
+    include_future: bool = False,
+) -> list[DueQuestionnaire]:
+    """The patient's questionnaires from their protocol, in time order: those due now or
+    before (done, overdue, in progress, not started) and, with `include_future`, those of
+    visits whose window has not opened yet (not started). Questionnaires not loaded are
+    included (`loaded` False): staff see them as not loaded yet; patient pages skip them."""
+    language = language or patient.preferred_language
+    today = local_today(clock, patient.time_zone)
+    plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient.id))
+    therapy = patient.therapy.code
+    protocol = library.version_or_current(therapy, plan.protocol_version if plan else None)
+    visits = list(
+        session.scalars(
+            select(Visit).where(Visit.patient_id == patient.id).order_by(Visit.sequence)
+        )
+    )
+    asked: list[tuple[Visit | None, Label, tuple[str, ...]]] = []
+    infused = patient.infusion_date is not None and patient.infusion_date <= today
+    if protocol is not None and protocol.before_infusion is not None:
+        asked.append(
+            (None, protocol.before_infusion.label, protocol.before_infusion.questionnaires)
+        )
+    for visit in visits:
+        definition = library.visit_of(therapy, visit.protocol_version, visit.visit_key)
+        if definition is None or not definition.questionnaires or not _asked_of(visit):
+            continue
+        if visit.window_start > today and not include_future:
+            continue
+        asked.append((visit, definition.label, definition.questionnaires))
+    if not asked:
+        return []
+    loaded = loaded_questionnaires(
+        session, urls=[url for _, _, urls in asked for url in urls], language=language
+    )
+    responses = session.execute(
+        select(QuestionnaireResponse, Questionnaire.url)
+        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
+        .where(QuestionnaireResponse.patient_id == patient.id)
+        .order_by(QuestionnaireResponse.id)
+    ).all()
+    by_key: dict[tuple[int | None, str], list[QuestionnaireResponse]] = {}
+    for response, url in responses:
+        if response.visit_id is None and infused:
+            # Before the infusion counts only what was started before it.
+            assert patient.infusion_date is not None
+            if response.started_at.date() >= patient.infusion_date:
+                continue
+        by_key.setdefault((response.visit_id, url), []).append(response)
+    found: list[DueQuestionnaire] = []
+    for at_visit, label, urls in asked:
+        for url in urls:
+            mine = by_key.get((at_visit.id if at_visit else None, url), [])
+            if at_visit is None:
+                status, latest = _status_of(mine, closed=False)
+                if infused and status is not DueStatus.DONE:
+                    continue  # the time point passed: nothing to answer or chase
+                answer_by = (
+                    patient.infusion_date - timedelta(days=1) if patient.infusion_date else None
+                )
+            else:
+                status, latest = _status_of(mine, closed=at_visit.window_end < today)
+                answer_by = at_visit.window_end + timedelta(days=LATE_ANSWER_DAYS)
+            found.append(
+                DueQuestionnaire(
+                    url=url,
+                    visit=at_visit,
+                    time_point=label,
+                    status=status,
+                    questionnaire=loaded.get(url),
+                    response=latest,
+                    answer_by=answer_by,
+                )
+            )
+    return found
+
+
+def open_to_answer(
+    due: Iterable[DueQuestionnaire], *, clock: Clock, patient: Patient
+) -> list[DueQuestionnaire]:
+    """What the patient may answer today: loaded, not done, its window open (or closed
+    less than LATE_ANSWER_DAYS ago), before-infusion ones until the infusion."""
+    today = local_today(clock, patient.time_zone)
+    return [
+        item
+        for item in due
+        if item.loaded
+        and item.status is not DueStatus.DONE
+        and (item.visit is None or item.visit.window_start <= today)
+        and (item.answer_by is None or today <= item.answer_by)
+    ]
+
+
+def find_due(
+    due: Iterable[DueQuestionnaire], *, visit_id: int | None, url: str
+) -> DueQuestionnaire | None:
+    """The due questionnaire at this time point (a visit's id, None before infusion)."""
+    return next(
+        (
+            item
+            for item in due
+            if item.url == url and (item.visit.id if item.visit else None) == visit_id
+        ),
+        None,
+    )
+
+
+def visits_with_questionnaires_due(
+    session: Session, *, clock: Clock, library: ProtocolLibrary, patient: Patient
+) -> set[int]:
+    """The ids of the patient's visits with a loaded questionnaire answerable and not done
+    today (what the reminder texts nudge about)."""
+    due = due_questionnaires(session, clock=clock, library=library, patient=patient)
+    return {
+        item.visit.id
+        for item in open_to_answer(due, clock=clock, patient=patient)
+        if item.visit is not None
+    }
+
+
+# --- in SQL, for lists (the worklist) ----------------------------------------------------
+
+
+def _asked_groups(library: ProtocolLibrary) -> dict[tuple[str, str], dict[int, set[str]]]:
+    """(therapy code, url) -> protocol version -> the visit keys that ask for it."""
+    groups: dict[tuple[str, str], dict[int, set[str]]] = {}
+    for therapy, versions in library.versions.items():
+        for version, protocol in versions.items():
+            for visit in protocol.visits:
+                for url in visit.questionnaires:
+                    groups.setdefault((therapy, url), {}).setdefault(version, set()).add(visit.key)
+    return groups
+
+
+def overdue_condition(
+    session: Session, *, library: ProtocolLibrary, today: date
+) -> ColumnElement[bool]:
+    """A condition on Visit (its query joins Patient and Therapy) that holds when one of
+    the visit's loaded questionnaires is overdue and still answerable on `today`: the window
+    closed less than LATE_ANSWER_DAYS ago without a completed response for it. Built from
+    the protocols (one branch per therapy and questionnaire)."""
+    active = set(
+        session.scalars(
+            select(Questionnaire.url).where(Questionnaire.status == QuestionnaireStatus.ACTIVE)
+        )
+    )
+    branches: list[ColumnElement[bool]] = []
+    for (therapy, url), versions in sorted(_asked_groups(library).items()):
+        if url not in active:
+            continue  # not loaded: nobody can answer it, so nobody chases it
+        done = exists().where(
+            QuestionnaireResponse.visit_id == Visit.id,
+            QuestionnaireResponse.status == ResponseStatus.COMPLETED,
+            Questionnaire.id == QuestionnaireResponse.questionnaire_id,
+            Questionnaire.url == url,
+        )
+        keys = or_(
+            *(
+                and_(Visit.protocol_version == version, Visit.visit_key.in_(sorted(keys)))
+                for version, keys in sorted(versions.items())
+            )
+        )
+        branches.append(and_(Therapy.code == therapy, keys, ~done))
+    if not branches:
+        return false()
+    return and_(
+        Visit.status != VisitStatus.CANCELLED,
+        Visit.window_end < today,
+        Visit.window_end >= today - timedelta(days=LATE_ANSWER_DAYS),
+        # Made before its window closed (not a back-dated enrolment's past visit): date()
+        # is the date part on SQLite and PostgreSQL alike.
+        func.date(Visit.created_at) <= Visit.window_end,
+        or_(*branches),
+        Patient.status.not_in(_FOLLOW_UP_ENDED),
+    )
+
+
+def overdue_visits_query(
+    session: Session, *, library: ProtocolLibrary, today: date
+) -> Select[int, int]:
+    """(visit id, patient id) of the visits with an overdue questionnaire on `today`."""
+    return (
+        select(Visit.id, Visit.patient_id)
+        .join(Patient, Patient.id == Visit.patient_id)
+        .join(Therapy, Therapy.id == Patient.therapy_id)
+        .where(overdue_condition(session, library=library, today=today))
+    )
