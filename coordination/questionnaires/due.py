@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import Label, ProtocolLibrary
@@ -257,22 +257,18 @@ def _asked_groups(library: ProtocolLibrary) -> dict[tuple[str, str], dict[int, s
     return groups
 
 
-def overdue_condition(
-    session: Session, *, library: ProtocolLibrary, today: date
-) -> ColumnElement[bool]:
+_LOADED = aliased(Questionnaire, name="loaded_questionnaire")
+
+
+def overdue_condition(*, library: ProtocolLibrary, today: date) -> ColumnElement[bool]:
     """A condition on Visit (its query joins Patient and Therapy) that holds when one of
-    the visit's loaded questionnaires is overdue and still answerable on `today`: the window
-    closed less than LATE_ANSWER_DAYS ago without a completed response for it. Built from
-    the protocols (one branch per therapy and questionnaire)."""
-    active = set(
-        session.scalars(
-            select(Questionnaire.url).where(Questionnaire.status == QuestionnaireStatus.ACTIVE)
-        )
-    )
+    the visit's questionnaires is loaded and overdue, still answerable on `today`: the
+    window closed less than LATE_ANSWER_DAYS ago without a completed response for it.
+    Built from the protocols (one branch per therapy and questionnaire); a questionnaire
+    not loaded is nobody's to answer, so nobody chases it."""
     branches: list[ColumnElement[bool]] = []
     for (therapy, url), versions in sorted(_asked_groups(library).items()):
-        if url not in active:
-            continue  # not loaded: nobody can answer it, so nobody chases it
+        loaded = exists().where(_LOADED.url == url, _LOADED.status == QuestionnaireStatus.ACTIVE)
         done = exists().where(
             QuestionnaireResponse.visit_id == Visit.id,
             QuestionnaireResponse.status == ResponseStatus.COMPLETED,
@@ -285,7 +281,7 @@ def overdue_condition(
                 for version, keys in sorted(versions.items())
             )
         )
-        branches.append(and_(Therapy.code == therapy, keys, ~done))
+        branches.append(and_(Therapy.code == therapy, keys, loaded, ~done))
     if not branches:
         return false()
     return and_(
@@ -300,13 +296,11 @@ def overdue_condition(
     )
 
 
-def overdue_visits_query(
-    session: Session, *, library: ProtocolLibrary, today: date
-) -> Select[int, int]:
+def overdue_visits_query(*, library: ProtocolLibrary, today: date) -> Select[int, int]:
     """(visit id, patient id) of the visits with an overdue questionnaire on `today`."""
     return (
         select(Visit.id, Visit.patient_id)
         .join(Patient, Patient.id == Visit.patient_id)
         .join(Therapy, Therapy.id == Patient.therapy_id)
-        .where(overdue_condition(session, library=library, today=today))
+        .where(overdue_condition(library=library, today=today))
     )
