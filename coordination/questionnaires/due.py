@@ -31,7 +31,7 @@ from coordination.questionnaires.models import (
     ResponseStatus,
 )
 from core.clock import Clock, local_today
-from core.models import Language, Patient, PatientStatus, Therapy
+from core.models import CaregiverLink, Language, Patient, PatientStatus, Therapy
 
 # After a visit's window closed, its questionnaire may still be answered this long (and the
 # worklist shows it overdue meanwhile); later it stays overdue on the patient's record only.
@@ -303,4 +303,54 @@ def overdue_visits_query(*, library: ProtocolLibrary, today: date) -> Select[int
         .join(Patient, Patient.id == Visit.patient_id)
         .join(Therapy, Therapy.id == Patient.therapy_id)
         .where(overdue_condition(library=library, today=today))
+    )
+
+
+# --- for the reminder planning: many visits at once ---------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswersWaiting:
+    """What the reminder planning needs to know, read once for all the visits it plans:
+    which questionnaires are loaded, which were answered for which visit, and which
+    caregivers may answer for which patient."""
+
+    loaded: frozenset[str]
+    done: frozenset[tuple[int, str]]  # (visit id, url) with a completed response
+    answerers: frozenset[tuple[int, int]]  # (patient id, caregiver id) with the right
+
+    def waiting(self, visit_id: int, urls: Iterable[str]) -> bool:
+        """A loaded questionnaire of the visit not answered yet."""
+        return any(url in self.loaded and (visit_id, url) not in self.done for url in urls)
+
+    def may_answer(self, patient_id: int, caregiver_id: int | None) -> bool:
+        """The patient themself, or a caregiver with the right to answer for them."""
+        return caregiver_id is None or (patient_id, caregiver_id) in self.answerers
+
+
+def answers_waiting(session: Session, *, visit_ids: Select[tuple[int]]) -> AnswersWaiting:
+    """AnswersWaiting for the visits `visit_ids` selects (three queries, whatever their
+    number)."""
+    loaded = session.scalars(
+        select(Questionnaire.url)
+        .where(Questionnaire.status == QuestionnaireStatus.ACTIVE)
+        .distinct()
+    )
+    done = session.execute(
+        select(QuestionnaireResponse.visit_id, Questionnaire.url)
+        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
+        .where(
+            QuestionnaireResponse.visit_id.in_(visit_ids),
+            QuestionnaireResponse.status == ResponseStatus.COMPLETED,
+        )
+    )
+    answerers = session.execute(
+        select(CaregiverLink.patient_id, CaregiverLink.caregiver_id).where(
+            CaregiverLink.can_answer_questionnaires.is_(True)
+        )
+    )
+    return AnswersWaiting(
+        loaded=frozenset(loaded),
+        done=frozenset((visit_id, url) for visit_id, url in done if visit_id is not None),
+        answerers=frozenset((patient_id, caregiver_id) for patient_id, caregiver_id in answerers),
     )

@@ -29,6 +29,7 @@ from coordination.texting.models import (
 from coordination.texting.words import (
     CONFIRMED_REMINDERS,
     MOVED_NOTICES,
+    QUESTIONNAIRE_NUDGE,
     REMINDERS,
     Template,
     format_day,
@@ -428,9 +429,10 @@ def reminder_body(
     patient_zone: str,
     *,
     moved: bool = False,
+    questionnaire_waiting: bool = False,
 ) -> str:
     """The reminder's words for `recipient`, filled and folded for GSM-7 (see
-    `reminder_template`)."""
+    `reminder_template`); with the questionnaire nudge when one waits for the visit."""
     template = reminder_template(kind, visit, caregiver=recipient.is_caregiver, moved=moved)
     language = recipient.language
     values = program_values(state)
@@ -446,7 +448,15 @@ def reminder_body(
             "date": format_day(local.date(), language),
             "time": format_time(local, language),
         }
-    return render(template, language, **values)
+    body = render(template, language, **values)
+    if questionnaire_waiting:
+        body = f"{body} {render(QUESTIONNAIRE_NUDGE, language)}"
+    return body
+
+
+def has_questionnaire_nudge(body: str, language: str) -> bool:
+    """The text was planned with the questionnaire nudge (a reworded text keeps it)."""
+    return body.endswith(render(QUESTIONNAIRE_NUDGE, language))
 
 
 _VISIT_GONE = {

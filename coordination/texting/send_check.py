@@ -26,6 +26,7 @@ from coordination.texting.rules import (
     Recipient,
     TextingHours,
     cap_problem,
+    has_questionnaire_nudge,
     reminder_body,
     rule_kind,
     stale_reason,
@@ -184,6 +185,7 @@ def _reword(
         state,
         patient.time_zone,
         moved=message.rule == MOVED_RULE,
+        questionnaire_waiting=has_questionnaire_nudge(message.body, recipient.language),
     )
     if words != message.body:
         message.body = words
