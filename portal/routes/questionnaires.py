@@ -263,7 +263,7 @@ async def questionnaire_page_save(
     return redirect(request, target)
 
 
-def _review_rows(form: Form, response: QuestionnaireResponse) -> list[dict[str, Any]]:
+def review_rows(form: Form, response: QuestionnaireResponse) -> list[dict[str, Any]]:
     """Each page that applies with its questions and answers, for the review."""
     enabled = enabled_items(form, response.answers)
     rows = []
@@ -289,7 +289,7 @@ def questionnaire_review(
         return redirect(request, _base(access, response.id))
     form = _shown_form(session, response)
     context = _common(access, form, response)
-    context["rows"] = _review_rows(form, response)
+    context["rows"] = review_rows(form, response)
     context["missing"] = resume_page(form, response)
     return render(request, "portal/questionnaire_review.html", context, block="questionnaire")
 
