@@ -6,6 +6,7 @@ Answers are kept as JSON, by linkId: a list of `{"option": n}` (the n-th answerO
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -15,8 +16,9 @@ from coordination.questionnaires.items import Condition, Form, Item, Option, Pag
 from core.text import N_
 
 Answers = dict[str, list[dict[str, Any]]]
-# The most answers one repeating choice takes (a form can send no more than it lists).
-DECIMAL_PLACES = 4
+_OPTION = re.compile(r"[0-9]{1,4}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,12}([.,][0-9]{1,8})?")
 
 
 def typed(item: Item, stored: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -184,7 +186,7 @@ def _read_question(
     if item.type in {"choice", "open-choice"}:
         chosen: list[dict[str, Any]] = []
         for value in sent:
-            if not value.isdigit() or int(value) >= len(item.options):
+            if _OPTION.fullmatch(value) is None or int(value) >= len(item.options):
                 return [], N_("Choose one of the answers.")
             if {"option": int(value)} not in chosen:
                 chosen.append({"option": int(value)})
@@ -205,8 +207,7 @@ def _read_question(
             return [], N_("Choose yes or no.")
         return [{"value": text == "true"}], None
     if item.type == "integer":
-        digits = text.lstrip("+-")
-        if not digits.isdigit() or len(digits) > 12:
+        if _INTEGER.fullmatch(text) is None:
             return [], N_(
                 "Enter a whole number."
             ) if item.low is None and item.high is None else _range_message(item)
@@ -216,7 +217,8 @@ def _read_question(
         return [{"value": number}], None
     if item.type == "decimal":
         try:
-            amount = Decimal(text.replace(",", "."))
+            # ASCII digits only ("²" and other scripts' digits are not numbers people type).
+            amount = Decimal(text.replace(",", ".")) if _DECIMAL.fullmatch(text) else Decimal("NaN")
         except InvalidOperation:
             amount = Decimal("NaN")
         if not amount.is_finite() or abs(amount) >= Decimal(10) ** 9:
@@ -338,3 +340,38 @@ def response_items(form: Form, answers: Answers, enabled: set[str]) -> list[dict
         return node
 
     return [node for node in (build(item) for item in form.items) if node]
+
+
+def form_values(form: Form, answers: Answers) -> dict[str, list[str]]:
+    """Saved answers as a page's form fields hold them (to show a page again)."""
+    values: dict[str, list[str]] = {}
+    for link_id, stored in answers.items():
+        name = form.fields.get(link_id)
+        if name is None:
+            continue
+        for answer in stored:
+            if "option" in answer:
+                values.setdefault(name, []).append(str(answer["option"]))
+            elif form.by_link_id[link_id].type in {"choice", "open-choice"}:
+                values.setdefault(name + "-other", []).append(str(answer["value"]))
+            elif isinstance(answer.get("value"), bool):
+                values.setdefault(name, []).append("true" if answer["value"] else "false")
+            else:
+                values.setdefault(name, []).append(str(answer.get("value", "")))
+    return values
+
+
+def shown_answers(item: Item, stored: Sequence[Mapping[str, Any]]) -> list[str | bool]:
+    """An item's answers as the review shows them: an option's label, a bool (the page
+    says yes or no in the reader's language), or the value written out."""
+    shown: list[str | bool] = []
+    for value in typed(item, stored):
+        if isinstance(value, Option):
+            shown.append(value.label)
+        elif isinstance(value, bool):
+            shown.append(value)
+        elif isinstance(value, Decimal | date):
+            shown.append(_plain(value))
+        else:
+            shown.append(str(value))
+    return shown

@@ -386,3 +386,14 @@ def read_response_for_staff(
             target=f"questionnaire_response:{response.id}",
         )
     return response
+
+
+def responses_of_patient(session: Session, *, patient_id: int) -> list[QuestionnaireResponse]:
+    """Every response of the patient, the newest first (drafts and submitted ones)."""
+    return list(
+        session.scalars(
+            select(QuestionnaireResponse)
+            .where(QuestionnaireResponse.patient_id == patient_id)
+            .order_by(QuestionnaireResponse.updated_at.desc(), QuestionnaireResponse.id.desc())
+        )
+    )

@@ -35,7 +35,6 @@ class Permission(enum.StrEnum):
     EDUCATION_FUND = "education.fund"  # set the modules each state funds, and when
     EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
     EVENTS_REPORT = "events.report"
-    QUESTIONNAIRES_ANSWER = "questionnaires.answer"  # answer the patient's questionnaires
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
     # The patients behind an outcome figure or a rebate statement (only those the person may
@@ -47,6 +46,10 @@ class Permission(enum.StrEnum):
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
+    QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
+    # Answer a questionnaire for a patient: the patient, or a caregiver whose link lets them
+    # report for the patient (the report-events right: they tell the care team how it goes).
+    QUESTIONNAIRE_ANSWER = "questionnaires.answer"
     ACCOUNT = "account"
 
 
@@ -57,7 +60,7 @@ _SELF_SERVICE = {
     Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
-    Permission.QUESTIONNAIRES_ANSWER,
+    Permission.QUESTIONNAIRE_ANSWER,
     Permission.ACCOUNT,
 }
 
@@ -102,6 +105,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
+            Permission.QUESTIONNAIRES_MANAGE,
             Permission.EDUCATION_FUND,
             Permission.CLAIMS_LOAD,
             Permission.REPORTS_VIEW,
@@ -118,7 +122,8 @@ _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
-    Permission.QUESTIONNAIRES_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
+    # Answers speak for the patient: a right of its own (a parent for a child).
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 

@@ -359,6 +359,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         can_receive_reminders=True,
         can_view_education=True,
         can_report_events=True,
+        can_answer_questionnaires=True,
     )
     link(
         denise,

@@ -9,8 +9,10 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from coordination.followup.schedule import visits_for_patients
+from coordination.questionnaires.responses import available_questionnaires, open_responses
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
+from core.models import ProxyRight
 from portal import i18n
 from portal.deps import SessionDep, require
 from portal.routes.pages import page_router
@@ -40,6 +42,21 @@ def home(
         person_summary(session, patient=patient, link=link, visits=visits[patient.id])
         for patient, link in linked
     ]
+    # The questionnaires each person may answer (the patient; a caregiver who may report
+    # for them), with the drafts they started.
+    offered = available_questionnaires(session, language=i18n.current_language())
+    for person in people:
+        rights = person["rights"]
+        answers = rights is None or ProxyRight.REPORT_EVENTS in rights
+        person["questionnaires"] = offered if answers else []
+        person["drafts"] = (
+            {
+                (draft.questionnaire.url, draft.questionnaire.version): draft
+                for draft in open_responses(session, patient_id=person["patient"].id)
+            }
+            if answers and offered
+            else {}
+        )
     notice = _(HOME_NOTICES[done]) if done in HOME_NOTICES else None
     return render(request, "portal/home.html", {"people": people, "notice": notice})
 

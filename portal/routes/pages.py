@@ -40,6 +40,7 @@ NAV_ITEMS = (
     NavItem("/admin/centers", N_("Centers"), Permission.ADMIN_CENTERS),
     NavItem("/admin/therapies", N_("Therapies"), Permission.ADMIN_THERAPIES),
     NavItem("/admin/fhir-clients", N_("FHIR clients"), Permission.FHIR_CLIENTS_MANAGE),
+    NavItem("/admin/questionnaires", N_("Questionnaires"), Permission.QUESTIONNAIRES_MANAGE),
     NavItem("/reports/claims", N_("Claims"), Permission.CLAIMS_LOAD),
     NavItem("/admin/audit", N_("Audit log"), Permission.AUDIT_READ),
 )
