@@ -354,3 +354,30 @@ def answers_waiting(session: Session, *, visit_ids: Select[tuple[int]]) -> Answe
         done=frozenset((visit_id, url) for visit_id, url in done if visit_id is not None),
         answerers=frozenset((patient_id, caregiver_id) for patient_id, caregiver_id in answerers),
     )
+
+
+class NotDue(Exception):
+    """The questionnaire is not open to answers for that visit (not the patient's visit,
+    not asked there, not yet open or closed too long ago, already answered)."""
+
+
+def visit_to_answer_for(
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patient: Patient,
+    questionnaire: Questionnaire,
+    visit_id: int,
+) -> Visit:
+    """The patient's visit `visit_id` when `questionnaire` may be answered for it today
+    (start_response then ties the response to it); raises NotDue otherwise."""
+    due = due_questionnaires(session, clock=clock, library=library, patient=patient)
+    found = find_due(
+        open_to_answer(due, clock=clock, patient=patient),
+        visit_id=visit_id,
+        url=questionnaire.url,
+    )
+    if found is None or found.visit is None:
+        raise NotDue()
+    return found.visit

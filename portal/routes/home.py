@@ -14,8 +14,9 @@ from core.identity.access import Permission, linked_patients
 from core.identity.models import User
 from core.models import ProxyRight
 from portal import i18n
-from portal.deps import SessionDep, require
+from portal.deps import ContextDep, SessionDep, require
 from portal.routes.pages import page_router
+from portal.routes.questionnaires_due import due_lines
 from portal.routes.schedule import NOTICES as SCHEDULE_NOTICES
 from portal.routes.schedule import person_summary
 from portal.web import render
@@ -30,6 +31,7 @@ HOME_NOTICES = {"confirmed": SCHEDULE_NOTICES["confirmed"]}
 def home(
     request: Request,
     session: SessionDep,
+    context: ContextDep,
     user: Annotated[User, Depends(require(Permission.PORTAL_HOME))],
     done: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
@@ -42,12 +44,19 @@ def home(
         person_summary(session, patient=patient, link=link, visits=visits[patient.id])
         for patient, link in linked
     ]
-    # The questionnaires each person may answer (the patient; a caregiver who may report
-    # for them), with the drafts they started.
+    # The questionnaires each person may answer (the patient; a caregiver with the right to
+    # answer for them), with the drafts they started; first those their protocol asks for.
     offered = available_questionnaires(session, language=i18n.current_language())
     for person in people:
         rights = person["rights"]
-        answers = rights is None or ProxyRight.REPORT_EVENTS in rights
+        answers = rights is None or ProxyRight.ANSWER_QUESTIONNAIRES in rights
+        person["due"] = [
+            line
+            for line in due_lines(
+                session, clock=context.clock, patient=person["patient"], may_answer=answers
+            )
+            if line.can_answer
+        ]
         person["questionnaires"] = offered if answers else []
         person["drafts"] = (
             {
