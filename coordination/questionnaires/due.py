@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import Label, ProtocolLibrary
@@ -130,18 +130,87 @@ def due_questionnaires(
     before (done, overdue, in progress, not started) and, with `include_future`, those of
     visits whose window has not opened yet (not started). Questionnaires not loaded are
     included (`loaded` False): staff see them as not loaded yet; patient pages skip them."""
-    language = language or patient.preferred_language
-    today = local_today(clock, patient.time_zone)
-    plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient.id))
+    return due_for_patients(
+        session,
+        clock=clock,
+        library=library,
+        patients=[patient],
+        language=language or patient.preferred_language,
+        include_future=include_future,
+    )[patient.id]
+
+
+def due_for_patients(
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patients: list[Patient],
+    language: Language,
+    include_future: bool = False,
+) -> dict[int, list[DueQuestionnaire]]:
+    """`due_questionnaires` of several patients at once (a caregiver's home): four
+    queries whatever their number."""
+    ids = [patient.id for patient in patients]
+    found: dict[int, list[DueQuestionnaire]] = {patient_id: [] for patient_id in ids}
+    if not ids:
+        return found
+    plans = {
+        plan.patient_id: plan
+        for plan in session.scalars(select(FollowUpPlan).where(FollowUpPlan.patient_id.in_(ids)))
+    }
+    visits_of: dict[int, list[Visit]] = {patient_id: [] for patient_id in ids}
+    for visit in session.scalars(
+        select(Visit).where(Visit.patient_id.in_(ids)).order_by(Visit.sequence)
+    ):
+        visits_of[visit.patient_id].append(visit)
+    asked_of: dict[int, list[tuple[Visit | None, Label, tuple[str, ...]]]] = {}
+    for patient in patients:
+        asked_of[patient.id] = _asked(
+            library,
+            patient=patient,
+            plan=plans.get(patient.id),
+            visits=visits_of[patient.id],
+            today=local_today(clock, patient.time_zone),
+            include_future=include_future,
+        )
+    urls = {url for asked in asked_of.values() for _, _, urls in asked for url in urls}
+    if not urls:
+        return found
+    loaded = loaded_questionnaires(session, urls=urls, language=language)
+    responses = session.execute(
+        select(QuestionnaireResponse, Questionnaire.url)
+        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
+        .where(QuestionnaireResponse.patient_id.in_(ids))
+        .order_by(QuestionnaireResponse.id)
+    ).all()
+    by_key: dict[tuple[int, int | None, str], list[QuestionnaireResponse]] = {}
+    for response, url in responses:
+        by_key.setdefault((response.patient_id, response.visit_id, url), []).append(response)
+    for patient in patients:
+        found[patient.id] = _statuses(
+            patient,
+            asked=asked_of[patient.id],
+            responses=by_key,
+            loaded=loaded,
+            today=local_today(clock, patient.time_zone),
+        )
+    return found
+
+
+def _asked(
+    library: ProtocolLibrary,
+    *,
+    patient: Patient,
+    plan: FollowUpPlan | None,
+    visits: list[Visit],
+    today: date,
+    include_future: bool,
+) -> list[tuple[Visit | None, Label, tuple[str, ...]]]:
+    """The time points (before infusion, visits) with the questionnaires each asks for."""
     therapy = patient.therapy.code
     protocol = library.version_or_current(therapy, plan.protocol_version if plan else None)
-    visits = list(
-        session.scalars(
-            select(Visit).where(Visit.patient_id == patient.id).order_by(Visit.sequence)
-        )
-    )
     asked: list[tuple[Visit | None, Label, tuple[str, ...]]] = []
-    infused = patient.infusion_date is not None and patient.infusion_date <= today
     if protocol is not None and protocol.before_infusion is not None:
         asked.append(
             (None, protocol.before_infusion.label, protocol.before_infusion.questionnaires)
@@ -153,36 +222,32 @@ def due_questionnaires(
         if visit.window_start > today and not include_future:
             continue
         asked.append((visit, definition.label, definition.questionnaires))
-    if not asked:
-        return []
-    loaded = loaded_questionnaires(
-        session, urls=[url for _, _, urls in asked for url in urls], language=language
-    )
-    responses = session.execute(
-        select(QuestionnaireResponse, Questionnaire.url)
-        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
-        .where(QuestionnaireResponse.patient_id == patient.id)
-        .order_by(QuestionnaireResponse.id)
-    ).all()
-    by_key: dict[tuple[int | None, str], list[QuestionnaireResponse]] = {}
-    for response, url in responses:
-        if response.visit_id is None and infused:
-            # Before the infusion counts only what was started before it.
-            assert patient.infusion_date is not None
-            if response.started_at.date() >= patient.infusion_date:
-                continue
-        by_key.setdefault((response.visit_id, url), []).append(response)
+    return asked
+
+
+def _statuses(
+    patient: Patient,
+    *,
+    asked: list[tuple[Visit | None, Label, tuple[str, ...]]],
+    responses: dict[tuple[int, int | None, str], list[QuestionnaireResponse]],
+    loaded: dict[str, Questionnaire],
+    today: date,
+) -> list[DueQuestionnaire]:
+    infusion = patient.infusion_date
+    infused = infusion is not None and infusion <= today
     found: list[DueQuestionnaire] = []
     for at_visit, label, urls in asked:
         for url in urls:
-            mine = by_key.get((at_visit.id if at_visit else None, url), [])
+            mine = responses.get((patient.id, at_visit.id if at_visit else None, url), [])
             if at_visit is None:
+                if infused:
+                    # Before the infusion counts only what was started before it.
+                    assert infusion is not None
+                    mine = [r for r in mine if r.started_at.date() < infusion]
                 status, latest = _status_of(mine, closed=False)
                 if infused and status is not DueStatus.DONE:
                     continue  # the time point passed: nothing to answer or chase
-                answer_by = (
-                    patient.infusion_date - timedelta(days=1) if patient.infusion_date else None
-                )
+                answer_by = infusion - timedelta(days=1) if infusion else None
             else:
                 status, latest = _status_of(mine, closed=at_visit.window_end < today)
                 answer_by = at_visit.window_end + timedelta(days=LATE_ANSWER_DAYS)
@@ -381,3 +446,24 @@ def visit_to_answer_for(
     if found is None or found.visit is None:
         raise NotDue()
     return found.visit
+
+
+def open_responses_of(
+    session: Session, *, patient_ids: list[int]
+) -> dict[int, list[QuestionnaireResponse]]:
+    """The responses not yet submitted of several patients, by patient, oldest first (one
+    query, their questionnaires loaded with them)."""
+    found: dict[int, list[QuestionnaireResponse]] = {}
+    if not patient_ids:
+        return found
+    for response in session.scalars(
+        select(QuestionnaireResponse)
+        .options(joinedload(QuestionnaireResponse.questionnaire))
+        .where(
+            QuestionnaireResponse.patient_id.in_(patient_ids),
+            QuestionnaireResponse.status == ResponseStatus.IN_PROGRESS,
+        )
+        .order_by(QuestionnaireResponse.id)
+    ):
+        found.setdefault(response.patient_id, []).append(response)
+    return found

@@ -13,6 +13,7 @@ from coordination.followup.protocol import shipped_protocols
 from coordination.questionnaires.due import (
     DueQuestionnaire,
     DueStatus,
+    due_for_patients,
     due_questionnaires,
     open_to_answer,
 )
@@ -64,15 +65,50 @@ def due_lines(
     """The patient's due questionnaires for a page: for patients and caregivers only those
     loaded; for staff also those not loaded yet. `may_answer`: the reader may answer for
     the patient (the patient, or a caregiver with the right)."""
-    language = i18n.current_language()
     due = due_questionnaires(
         session,
         clock=clock,
         library=shipped_protocols(),
         patient=patient,
-        language=language,
+        language=i18n.current_language(),
         include_future=include_future,
     )
+    return _lines(due, clock=clock, patient=patient, may_answer=may_answer, for_staff=for_staff)
+
+
+def ready_lines(
+    session: Session, *, clock: Clock, people: list[tuple[Patient, bool]]
+) -> dict[int, list[DueLine]]:
+    """For the home page: each person's questionnaires the reader may answer now, by
+    patient id (`people`: each patient, and whether the reader may answer for them).
+    The same few queries for one person or six."""
+    answering = [patient for patient, may_answer in people if may_answer]
+    due = due_for_patients(
+        session,
+        clock=clock,
+        library=shipped_protocols(),
+        patients=answering,
+        language=i18n.current_language(),
+    )
+    return {
+        patient.id: [
+            line
+            for line in _lines(due[patient.id], clock=clock, patient=patient, may_answer=True)
+            if line.can_answer
+        ]
+        for patient in answering
+    }
+
+
+def _lines(
+    due: list[DueQuestionnaire],
+    *,
+    clock: Clock,
+    patient: Patient,
+    may_answer: bool,
+    for_staff: bool = False,
+) -> list[DueLine]:
+    language = i18n.current_language().value
     answerable = {id(item) for item in open_to_answer(due, clock=clock, patient=patient)}
     lines = []
     for item in due:
@@ -81,7 +117,7 @@ def due_lines(
         lines.append(
             DueLine(
                 item=item,
-                time_point=item.time_point.text(language.value),
+                time_point=item.time_point.text(language),
                 title=item.questionnaire.title if item.questionnaire is not None else None,
                 status_text=i18n.gettext(STATUS_WORDS[item.status] if item.loaded else NOT_LOADED),
                 badge=BADGES[item.status] if item.loaded else "badge-neutral",

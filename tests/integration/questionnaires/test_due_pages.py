@@ -15,11 +15,21 @@ from sqlalchemy import select
 from coordination.followup.models import Visit
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
-from coordination.questionnaires.models import QuestionnaireResponse
+from coordination.questionnaires.loading import form_of
+from coordination.questionnaires.models import Questionnaire, QuestionnaireResponse
+from coordination.questionnaires.responses import (
+    Author,
+    save_page,
+    start_response,
+    submit_response,
+)
+from core.audit.models import AuditEvent
 from core.clock import FrozenClock
 from core.models import CaregiverLink, Language, Patient
 from tests.conftest import (
     CAREGIVER_MD,
+    COORDINATOR_CO,
+    COORDINATOR_MD,
     PATIENT_MD,
     T0,
     Browser,
@@ -152,3 +162,75 @@ def test_in_spanish_for_a_spanish_reader(
     assert "Su cuestionario antes de la infusión está listo." in home
     schedule = plain(browser.get(f"/care/{maya_id}/schedule", htmx=htmx).text)
     assert "Cuestionario: Por responder Responder ahora" in schedule
+
+
+def _answer_day_100(db: Database, patient_id: int, visit_id: int) -> int:
+    """Imani answers the check-in for her day-100 visit (through the services)."""
+    with db.factory() as session:
+        patient = session.get(Patient, patient_id)
+        visit = session.get(Visit, visit_id)
+        questionnaire = session.scalar(
+            select(Questionnaire).where(Questionnaire.language == Language.EN).limit(1)
+        )
+        assert patient is not None and visit is not None and questionnaire is not None
+        clock = FrozenClock(T0)
+        response = start_response(
+            session,
+            clock=clock,
+            actor=SYSTEM,
+            patient=patient,
+            questionnaire=questionnaire,
+            visit=visit,
+        )
+        form = form_of(questionnaire)
+        pages = {0: {"pain-days": ["2"]}, 1: {"fatigue": ["3"]}, 2: {"missed-days": ["0"]}}
+        pages[3] = {"hospital-stay": ["false"]}
+        for page, answers in pages.items():
+            posted = {form.fields[link]: value for link, value in answers.items()}
+            save_page(session, clock=clock, response=response, page=page, posted=posted)
+        submit_response(
+            session, clock=clock, actor=SYSTEM, response=response, author=Author(user_id=None)
+        )
+        session.commit()
+        return response.id
+
+
+def test_the_coordinator_sees_what_is_due_and_reads_the_answers_in_their_language(
+    browsers: Callable[[str], Browser], db: Database, htmx: bool
+) -> None:
+    imani, visits = _patient(db, "Imani")
+    coordinator = browsers(COORDINATOR_MD)
+    page = plain(coordinator.get(f"/patients/{imani}/questionnaires", htmx=htmx).text)
+    assert "Asked by the follow-up protocol" in page
+    assert "Day 100 check-up How are you living" in page and "To answer" in page
+    response_id = _answer_day_100(db, imani, visits["day-100"])
+    page = plain(coordinator.get(f"/patients/{imani}/questionnaires", htmx=htmx).text)
+    assert "Answered" in page and "To answer" not in page
+    row = page.split("Asked by the follow-up protocol")[2].split("Every response")[0]
+    assert "Day 100 check-up How are you living" in row
+    assert "Answered November 9, 2026 to December 7, 2026 11/27/26, 10:00 AM 3" in row
+    # The coordinator reads in Spanish: the question texts come in Spanish.
+    with db.factory() as session:
+        user_by_login(session, COORDINATOR_MD).preferred_language = Language.ES
+        session.commit()
+    read = coordinator.get(f"/patients/{imani}/questionnaires/{response_id}", htmx=htmx)
+    assert read.status_code == 200
+    assert "¿En cuántos de los últimos 7 días tuvo dolor" in plain(read.text)
+    with db.factory() as session:
+        audited = session.scalars(
+            select(AuditEvent.action).where(
+                AuditEvent.patient_id == imani,
+                AuditEvent.target == f"questionnaire_response:{response_id}",
+            )
+        ).all()
+    assert "questionnaire_response.read" in audited
+
+
+def test_another_states_coordinator_gets_a_404(
+    browsers: Callable[[str], Browser], db: Database
+) -> None:
+    imani, visits = _patient(db, "Imani")
+    response_id = _answer_day_100(db, imani, visits["day-100"])
+    colorado = browsers(COORDINATOR_CO)
+    assert colorado.get(f"/patients/{imani}/questionnaires").status_code == 404
+    assert colorado.get(f"/patients/{imani}/questionnaires/{response_id}").status_code == 404
