@@ -43,20 +43,20 @@ def home(
         for patient, link in linked
     ]
     # The questionnaires each person may answer (the patient; a caregiver who may report
-    # for them), with the drafts they started.
+    # for them), with the drafts they started: one query for everyone's drafts.
     offered = available_questionnaires(session, language=i18n.current_language())
+    answering = [
+        person
+        for person in people
+        if offered and (person["rights"] is None or ProxyRight.REPORT_EVENTS in person["rights"])
+    ]
+    drafts = open_responses(session, patient_ids=[person["patient"].id for person in answering])
     for person in people:
-        rights = person["rights"]
-        answers = rights is None or ProxyRight.REPORT_EVENTS in rights
-        person["questionnaires"] = offered if answers else []
-        person["drafts"] = (
-            {
-                (draft.questionnaire.url, draft.questionnaire.version): draft
-                for draft in open_responses(session, patient_id=person["patient"].id)
-            }
-            if answers and offered
-            else {}
-        )
+        person["questionnaires"] = offered if person in answering else []
+        person["drafts"] = {
+            (draft.questionnaire.url, draft.questionnaire.version): draft
+            for draft in drafts.get(person["patient"].id, [])
+        }
     notice = _(HOME_NOTICES[done]) if done in HOME_NOTICES else None
     return render(request, "portal/home.html", {"people": people, "notice": notice})
 
