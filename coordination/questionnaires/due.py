@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm import Session, aliased
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import Label, ProtocolLibrary
@@ -446,24 +446,3 @@ def visit_to_answer_for(
     if found is None or found.visit is None:
         raise NotDue()
     return found.visit
-
-
-def open_responses_of(
-    session: Session, *, patient_ids: list[int]
-) -> dict[int, list[QuestionnaireResponse]]:
-    """The responses not yet submitted of several patients, by patient, oldest first (one
-    query, their questionnaires loaded with them)."""
-    found: dict[int, list[QuestionnaireResponse]] = {}
-    if not patient_ids:
-        return found
-    for response in session.scalars(
-        select(QuestionnaireResponse)
-        .options(joinedload(QuestionnaireResponse.questionnaire))
-        .where(
-            QuestionnaireResponse.patient_id.in_(patient_ids),
-            QuestionnaireResponse.status == ResponseStatus.IN_PROGRESS,
-        )
-        .order_by(QuestionnaireResponse.id)
-    ):
-        found.setdefault(response.patient_id, []).append(response)
-    return found

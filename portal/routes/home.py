@@ -9,8 +9,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from coordination.followup.schedule import visits_for_patients
-from coordination.questionnaires.due import open_responses_of
-from coordination.questionnaires.responses import available_questionnaires
+from coordination.questionnaires.responses import available_questionnaires, open_responses
 from core.identity.access import Permission, linked_patients
 from core.identity.models import User
 from core.models import ProxyRight
@@ -46,7 +45,8 @@ def home(
         for patient, link in linked
     ]
     # The questionnaires each person may answer (the patient; a caregiver with the right to
-    # answer for them), with the drafts they started; first those their protocol asks for.
+    # answer for them), with the drafts they started (one query for everyone's drafts);
+    # first those their protocol asks for now.
     offered = available_questionnaires(session, language=i18n.current_language())
 
     def may_answer(person: dict[str, Any]) -> bool:
@@ -58,17 +58,11 @@ def home(
         clock=context.clock,
         people=[(person["patient"], may_answer(person)) for person in people],
     )
-    # Everyone's drafts in one query (a caregiver of six costs what a caregiver of two does).
-    drafts = open_responses_of(
-        session,
-        patient_ids=[person["patient"].id for person in people if may_answer(person)]
-        if offered
-        else [],
-    )
+    answering = [person for person in people if offered and may_answer(person)]
+    drafts = open_responses(session, patient_ids=[person["patient"].id for person in answering])
     for person in people:
-        answers = may_answer(person)
         person["due"] = ready.get(person["patient"].id, [])
-        person["questionnaires"] = offered if answers else []
+        person["questionnaires"] = offered if person in answering else []
         person["drafts"] = {
             (draft.questionnaire.url, draft.questionnaire.version): draft
             for draft in drafts.get(person["patient"].id, [])
