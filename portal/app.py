@@ -128,6 +128,7 @@ def create_app(
         patients,
         questionnaires,
         questionnaires_admin,
+        questionnaires_staff,
         reports,
         reports_claims,
         reports_outcomes,
@@ -171,6 +172,7 @@ def create_app(
         admin_fhir_clients,
         questionnaires,
         questionnaires_admin,
+        questionnaires_staff,
         demo,
         sms,
     ):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import Label, ProtocolLibrary
@@ -31,7 +31,7 @@ from coordination.questionnaires.models import (
     ResponseStatus,
 )
 from core.clock import Clock, local_today
-from core.models import Language, Patient, PatientStatus, Therapy
+from core.models import CaregiverLink, Language, Patient, PatientStatus, Therapy
 
 # After a visit's window closed, its questionnaire may still be answered this long (and the
 # worklist shows it overdue meanwhile); later it stays overdue on the patient's record only.
@@ -130,18 +130,87 @@ def due_questionnaires(
     before (done, overdue, in progress, not started) and, with `include_future`, those of
     visits whose window has not opened yet (not started). Questionnaires not loaded are
     included (`loaded` False): staff see them as not loaded yet; patient pages skip them."""
-    language = language or patient.preferred_language
-    today = local_today(clock, patient.time_zone)
-    plan = session.scalar(select(FollowUpPlan).where(FollowUpPlan.patient_id == patient.id))
+    return due_for_patients(
+        session,
+        clock=clock,
+        library=library,
+        patients=[patient],
+        language=language or patient.preferred_language,
+        include_future=include_future,
+    )[patient.id]
+
+
+def due_for_patients(
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patients: list[Patient],
+    language: Language,
+    include_future: bool = False,
+) -> dict[int, list[DueQuestionnaire]]:
+    """`due_questionnaires` of several patients at once (a caregiver's home): four
+    queries whatever their number."""
+    ids = [patient.id for patient in patients]
+    found: dict[int, list[DueQuestionnaire]] = {patient_id: [] for patient_id in ids}
+    if not ids:
+        return found
+    plans = {
+        plan.patient_id: plan
+        for plan in session.scalars(select(FollowUpPlan).where(FollowUpPlan.patient_id.in_(ids)))
+    }
+    visits_of: dict[int, list[Visit]] = {patient_id: [] for patient_id in ids}
+    for visit in session.scalars(
+        select(Visit).where(Visit.patient_id.in_(ids)).order_by(Visit.sequence)
+    ):
+        visits_of[visit.patient_id].append(visit)
+    asked_of: dict[int, list[tuple[Visit | None, Label, tuple[str, ...]]]] = {}
+    for patient in patients:
+        asked_of[patient.id] = _asked(
+            library,
+            patient=patient,
+            plan=plans.get(patient.id),
+            visits=visits_of[patient.id],
+            today=local_today(clock, patient.time_zone),
+            include_future=include_future,
+        )
+    urls = {url for asked in asked_of.values() for _, _, urls in asked for url in urls}
+    if not urls:
+        return found
+    loaded = loaded_questionnaires(session, urls=urls, language=language)
+    responses = session.execute(
+        select(QuestionnaireResponse, Questionnaire.url)
+        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
+        .where(QuestionnaireResponse.patient_id.in_(ids))
+        .order_by(QuestionnaireResponse.id)
+    ).all()
+    by_key: dict[tuple[int, int | None, str], list[QuestionnaireResponse]] = {}
+    for response, url in responses:
+        by_key.setdefault((response.patient_id, response.visit_id, url), []).append(response)
+    for patient in patients:
+        found[patient.id] = _statuses(
+            patient,
+            asked=asked_of[patient.id],
+            responses=by_key,
+            loaded=loaded,
+            today=local_today(clock, patient.time_zone),
+        )
+    return found
+
+
+def _asked(
+    library: ProtocolLibrary,
+    *,
+    patient: Patient,
+    plan: FollowUpPlan | None,
+    visits: list[Visit],
+    today: date,
+    include_future: bool,
+) -> list[tuple[Visit | None, Label, tuple[str, ...]]]:
+    """The time points (before infusion, visits) with the questionnaires each asks for."""
     therapy = patient.therapy.code
     protocol = library.version_or_current(therapy, plan.protocol_version if plan else None)
-    visits = list(
-        session.scalars(
-            select(Visit).where(Visit.patient_id == patient.id).order_by(Visit.sequence)
-        )
-    )
     asked: list[tuple[Visit | None, Label, tuple[str, ...]]] = []
-    infused = patient.infusion_date is not None and patient.infusion_date <= today
     if protocol is not None and protocol.before_infusion is not None:
         asked.append(
             (None, protocol.before_infusion.label, protocol.before_infusion.questionnaires)
@@ -153,36 +222,32 @@ def due_questionnaires(
         if visit.window_start > today and not include_future:
             continue
         asked.append((visit, definition.label, definition.questionnaires))
-    if not asked:
-        return []
-    loaded = loaded_questionnaires(
-        session, urls=[url for _, _, urls in asked for url in urls], language=language
-    )
-    responses = session.execute(
-        select(QuestionnaireResponse, Questionnaire.url)
-        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
-        .where(QuestionnaireResponse.patient_id == patient.id)
-        .order_by(QuestionnaireResponse.id)
-    ).all()
-    by_key: dict[tuple[int | None, str], list[QuestionnaireResponse]] = {}
-    for response, url in responses:
-        if response.visit_id is None and infused:
-            # Before the infusion counts only what was started before it.
-            assert patient.infusion_date is not None
-            if response.started_at.date() >= patient.infusion_date:
-                continue
-        by_key.setdefault((response.visit_id, url), []).append(response)
+    return asked
+
+
+def _statuses(
+    patient: Patient,
+    *,
+    asked: list[tuple[Visit | None, Label, tuple[str, ...]]],
+    responses: dict[tuple[int, int | None, str], list[QuestionnaireResponse]],
+    loaded: dict[str, Questionnaire],
+    today: date,
+) -> list[DueQuestionnaire]:
+    infusion = patient.infusion_date
+    infused = infusion is not None and infusion <= today
     found: list[DueQuestionnaire] = []
     for at_visit, label, urls in asked:
         for url in urls:
-            mine = by_key.get((at_visit.id if at_visit else None, url), [])
+            mine = responses.get((patient.id, at_visit.id if at_visit else None, url), [])
             if at_visit is None:
+                if infused:
+                    # Before the infusion counts only what was started before it.
+                    assert infusion is not None
+                    mine = [r for r in mine if r.started_at.date() < infusion]
                 status, latest = _status_of(mine, closed=False)
                 if infused and status is not DueStatus.DONE:
                     continue  # the time point passed: nothing to answer or chase
-                answer_by = (
-                    patient.infusion_date - timedelta(days=1) if patient.infusion_date else None
-                )
+                answer_by = infusion - timedelta(days=1) if infusion else None
             else:
                 status, latest = _status_of(mine, closed=at_visit.window_end < today)
                 answer_by = at_visit.window_end + timedelta(days=LATE_ANSWER_DAYS)
@@ -257,22 +322,18 @@ def _asked_groups(library: ProtocolLibrary) -> dict[tuple[str, str], dict[int, s
     return groups
 
 
-def overdue_condition(
-    session: Session, *, library: ProtocolLibrary, today: date
-) -> ColumnElement[bool]:
+_LOADED = aliased(Questionnaire, name="loaded_questionnaire")
+
+
+def overdue_condition(*, library: ProtocolLibrary, today: date) -> ColumnElement[bool]:
     """A condition on Visit (its query joins Patient and Therapy) that holds when one of
-    the visit's loaded questionnaires is overdue and still answerable on `today`: the window
-    closed less than LATE_ANSWER_DAYS ago without a completed response for it. Built from
-    the protocols (one branch per therapy and questionnaire)."""
-    active = set(
-        session.scalars(
-            select(Questionnaire.url).where(Questionnaire.status == QuestionnaireStatus.ACTIVE)
-        )
-    )
+    the visit's questionnaires is loaded and overdue, still answerable on `today`: the
+    window closed less than LATE_ANSWER_DAYS ago without a completed response for it.
+    Built from the protocols (one branch per therapy and questionnaire); a questionnaire
+    not loaded is nobody's to answer, so nobody chases it."""
     branches: list[ColumnElement[bool]] = []
     for (therapy, url), versions in sorted(_asked_groups(library).items()):
-        if url not in active:
-            continue  # not loaded: nobody can answer it, so nobody chases it
+        loaded = exists().where(_LOADED.url == url, _LOADED.status == QuestionnaireStatus.ACTIVE)
         done = exists().where(
             QuestionnaireResponse.visit_id == Visit.id,
             QuestionnaireResponse.status == ResponseStatus.COMPLETED,
@@ -285,7 +346,7 @@ def overdue_condition(
                 for version, keys in sorted(versions.items())
             )
         )
-        branches.append(and_(Therapy.code == therapy, keys, ~done))
+        branches.append(and_(Therapy.code == therapy, keys, loaded, ~done))
     if not branches:
         return false()
     return and_(
@@ -300,13 +361,88 @@ def overdue_condition(
     )
 
 
-def overdue_visits_query(
-    session: Session, *, library: ProtocolLibrary, today: date
-) -> Select[int, int]:
+def overdue_visits_query(*, library: ProtocolLibrary, today: date) -> Select[int, int]:
     """(visit id, patient id) of the visits with an overdue questionnaire on `today`."""
     return (
         select(Visit.id, Visit.patient_id)
         .join(Patient, Patient.id == Visit.patient_id)
         .join(Therapy, Therapy.id == Patient.therapy_id)
-        .where(overdue_condition(session, library=library, today=today))
+        .where(overdue_condition(library=library, today=today))
     )
+
+
+# --- for the reminder planning: many visits at once ---------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswersWaiting:
+    """What the reminder planning needs to know, read once for all the visits it plans:
+    which questionnaires are loaded, which were answered for which visit, and which
+    caregivers may answer for which patient."""
+
+    loaded: frozenset[str]
+    done: frozenset[tuple[int, str]]  # (visit id, url) with a completed response
+    answerers: frozenset[tuple[int, int]]  # (patient id, caregiver id) with the right
+
+    def waiting(self, visit_id: int, urls: Iterable[str]) -> bool:
+        """A loaded questionnaire of the visit not answered yet."""
+        return any(url in self.loaded and (visit_id, url) not in self.done for url in urls)
+
+    def may_answer(self, patient_id: int, caregiver_id: int | None) -> bool:
+        """The patient themself, or a caregiver with the right to answer for them."""
+        return caregiver_id is None or (patient_id, caregiver_id) in self.answerers
+
+
+def answers_waiting(session: Session, *, visit_ids: Select[tuple[int]]) -> AnswersWaiting:
+    """AnswersWaiting for the visits `visit_ids` selects (three queries, whatever their
+    number)."""
+    loaded = session.scalars(
+        select(Questionnaire.url)
+        .where(Questionnaire.status == QuestionnaireStatus.ACTIVE)
+        .distinct()
+    )
+    done = session.execute(
+        select(QuestionnaireResponse.visit_id, Questionnaire.url)
+        .join(Questionnaire, Questionnaire.id == QuestionnaireResponse.questionnaire_id)
+        .where(
+            QuestionnaireResponse.visit_id.in_(visit_ids),
+            QuestionnaireResponse.status == ResponseStatus.COMPLETED,
+        )
+    )
+    answerers = session.execute(
+        select(CaregiverLink.patient_id, CaregiverLink.caregiver_id).where(
+            CaregiverLink.can_answer_questionnaires.is_(True)
+        )
+    )
+    return AnswersWaiting(
+        loaded=frozenset(loaded),
+        done=frozenset((visit_id, url) for visit_id, url in done if visit_id is not None),
+        answerers=frozenset((patient_id, caregiver_id) for patient_id, caregiver_id in answerers),
+    )
+
+
+class NotDue(Exception):
+    """The questionnaire is not open to answers for that visit (not the patient's visit,
+    not asked there, not yet open or closed too long ago, already answered)."""
+
+
+def visit_to_answer_for(
+    session: Session,
+    *,
+    clock: Clock,
+    library: ProtocolLibrary,
+    patient: Patient,
+    questionnaire: Questionnaire,
+    visit_id: int,
+) -> Visit:
+    """The patient's visit `visit_id` when `questionnaire` may be answered for it today
+    (start_response then ties the response to it); raises NotDue otherwise."""
+    due = due_questionnaires(session, clock=clock, library=library, patient=patient)
+    found = find_due(
+        open_to_answer(due, clock=clock, patient=patient),
+        visit_id=visit_id,
+        url=questionnaire.url,
+    )
+    if found is None or found.visit is None:
+        raise NotDue()
+    return found.visit

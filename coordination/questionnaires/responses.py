@@ -8,7 +8,7 @@ goes to the audit log or a URL: responses are named by their ids."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +18,7 @@ from fhir.resources.R4B.questionnaireresponse import (
     QuestionnaireResponse as FhirQuestionnaireResponse,
 )
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from coordination.followup.models import Visit
 from coordination.questionnaires.engine import (
@@ -99,18 +99,26 @@ def available_questionnaires(session: Session, *, language: Language) -> list[Qu
     return sorted(chosen.values(), key=lambda row: row.title)
 
 
-def open_responses(session: Session, *, patient_id: int) -> list[QuestionnaireResponse]:
-    """The patient's responses not yet submitted, oldest first."""
-    return list(
-        session.scalars(
-            select(QuestionnaireResponse)
-            .where(
-                QuestionnaireResponse.patient_id == patient_id,
-                QuestionnaireResponse.status == ResponseStatus.IN_PROGRESS,
-            )
-            .order_by(QuestionnaireResponse.id)
+def open_responses(
+    session: Session, *, patient_ids: Sequence[int]
+) -> dict[int, list[QuestionnaireResponse]]:
+    """The responses not yet submitted of each patient (oldest first), with their
+    questionnaires, in one query whatever the number of patients (a caregiver's home)."""
+    found: dict[int, list[QuestionnaireResponse]] = {patient_id: [] for patient_id in patient_ids}
+    if not patient_ids:
+        return found
+    rows = session.scalars(
+        select(QuestionnaireResponse)
+        .where(
+            QuestionnaireResponse.patient_id.in_(patient_ids),
+            QuestionnaireResponse.status == ResponseStatus.IN_PROGRESS,
         )
+        .options(joinedload(QuestionnaireResponse.questionnaire))
+        .order_by(QuestionnaireResponse.id)
     )
+    for response in rows:
+        found[response.patient_id].append(response)
+    return found
 
 
 def _same_version_ids(session: Session, questionnaire: Questionnaire) -> list[int]:
@@ -386,3 +394,14 @@ def read_response_for_staff(
             target=f"questionnaire_response:{response.id}",
         )
     return response
+
+
+def responses_of_patient(session: Session, *, patient_id: int) -> list[QuestionnaireResponse]:
+    """Every response of the patient, the newest first (drafts and submitted ones)."""
+    return list(
+        session.scalars(
+            select(QuestionnaireResponse)
+            .where(QuestionnaireResponse.patient_id == patient_id)
+            .order_by(QuestionnaireResponse.updated_at.desc(), QuestionnaireResponse.id.desc())
+        )
+    )

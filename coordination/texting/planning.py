@@ -21,12 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
+from coordination.followup.protocol import Protocol as FollowUpProtocol
 from coordination.followup.protocol import (
     ProtocolLibrary,
     ReminderKind,
     ReminderRule,
     shipped_protocols,
 )
+from coordination.questionnaires.due import AnswersWaiting, answers_waiting
 from coordination.texting.changes import plan_change_notices
 from coordination.texting.models import (
     ConsentStatus,
@@ -148,6 +150,8 @@ class _Candidate:
     recipient: Recipient
     key: str
     planned_on: str
+    # A questionnaire of the visit waits for this recipient's answers: the text nudges.
+    nudge: bool = False
 
 
 def _visits_in_horizon(*, today: date, now: datetime, end: datetime) -> Select[*tuple[Any, ...]]:
@@ -231,6 +235,7 @@ def _plan(
     }
     textable = _textable(session)
 
+    waiting = answers_waiting(session, visit_ids=horizon.with_only_columns(Visit.id))
     candidates: list[_Candidate] = []
     for patient in patients:
         protocol = library.version_or_current(patient.therapy_code, patient.protocol_version)
@@ -251,6 +256,7 @@ def _plan(
                 now=now,
                 end=end,
             )
+        _mark_nudges(candidates, patient=patient, protocol=protocol, waiting=waiting)
     if not candidates:
         return report
     _insert_within_caps(
@@ -262,6 +268,32 @@ def _plan(
         report=report,
     )
     return report
+
+
+# The reminders that come while a visit's questionnaire may be answered (its window is
+# open, or closed lately): the "time to book" notice comes before the window opens.
+_NUDGED_KINDS = (ReminderKind.APPOINTMENT, ReminderKind.OVERDUE)
+
+
+def _mark_nudges(
+    candidates: list[_Candidate],
+    *,
+    patient: _PatientRow,
+    protocol: FollowUpProtocol,
+    waiting: AnswersWaiting,
+) -> None:
+    """Mark the patient's new candidates whose text adds the questionnaire nudge."""
+    for c in reversed(candidates):
+        if c.patient is not patient:
+            break
+        if c.kind not in _NUDGED_KINDS:
+            continue
+        definition = protocol.visit(c.visit.visit_key)
+        c.nudge = (
+            definition is not None
+            and waiting.waiting(c.visit.id, definition.questionnaires)
+            and waiting.may_answer(patient.id, c.recipient.caregiver_id)
+        )
 
 
 def _nominal_days(
@@ -426,6 +458,7 @@ def _body(
         c.recipient.is_caregiver,
         c.recipient.language,
         c.patient.state_id,
+        c.nudge,
     )
     if c.kind is ReminderKind.WINDOW_OPENS:
         key += (visit.window_start, visit.window_end)
@@ -447,6 +480,7 @@ def _body(
             state,
             c.patient.time_zone,
             travel_arranged=c.kind is ReminderKind.APPOINTMENT and visit.id in travel,
+            questionnaire_waiting=c.nudge,
         )
         bodies[key] = body
     return body

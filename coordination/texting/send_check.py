@@ -26,6 +26,7 @@ from coordination.texting.rules import (
     Recipient,
     TextingHours,
     cap_problem,
+    has_questionnaire_nudge,
     reminder_body,
     rule_kind,
     stale_reason,
@@ -201,6 +202,7 @@ def _reword(
         patient.time_zone,
         moved=message.rule == MOVED_RULE,
         travel_arranged=travel_arranged,
+        questionnaire_waiting=has_questionnaire_nudge(message.body, recipient.language),
     )
     if words != message.body:
         message.body = words

@@ -126,6 +126,16 @@ REMINDERS: dict[tuple[ReminderKind, bool], Template] = {
     ),
 }
 
+# Added to a visit's reminder while a questionnaire of the visit waits for its answers
+# (to the patient, and to a caregiver who may answer for them). It never names the
+# questionnaire: a text can be read by anyone holding the phone.
+QUESTIONNAIRE_NUDGE = Template(
+    key="questionnaire_nudge",
+    title=N_("Questionnaire waiting (added to a reminder)"),
+    en="Please also answer the questionnaire in the portal.",
+    es="Por favor, responda también el cuestionario en el portal.",
+)
+
 # An appointment reminder once the appointment is confirmed: it never asks to confirm again.
 CONFIRMED_REMINDERS: dict[bool, Template] = {
     False: Template(

@@ -53,6 +53,7 @@ from coordination.followup.models import (
     VisitStatus,
 )
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
+from coordination.questionnaires.due import overdue_condition as questionnaires_overdue
 from coordination.texting.models import InboundMessage, InboxItem, MessageStatus, OutboundMessage
 from coordination.travel.models import OPEN_TRAVEL_STATUSES, TravelRequest
 from coordination.worklist.models import CareAssignment
@@ -98,6 +99,8 @@ class Bucket(enum.StrEnum):
     UNREACHABLE = "unreachable"  # the latest text to the patient failed
     LTFU_RISK = "ltfu_risk"  # the two latest visits were both missed
     ACTIVITY = "activity"  # what patients and caregivers did in the last 14 days
+    # a visit's questionnaire not answered by the end of its window (still answerable)
+    QUESTIONNAIRES_OVERDUE = "questionnaires"
 
 
 class SortOrder(enum.StrEnum):
@@ -330,6 +333,30 @@ def _overdue(ask: _Ask) -> Select[Any]:
             Visit.window_end < today.latest,
             today.per_state(lambda day: Visit.window_end < day),
             or_(Visit.status != VisitStatus.MISSED, Visit.missed_acknowledged_at.is_(None)),
+        )
+    )
+    return ask.scoped(_following(query))
+
+
+def _questionnaires_overdue(ask: _Ask) -> Select[Any]:
+    query = (
+        select(
+            *_item(
+                kind=ItemKind.VISIT,
+                item_id=Visit.id,
+                visit_id=Visit.id,
+                sort_key=Visit.window_end,
+                on_date=Visit.window_end,
+                status=Visit.status,
+            )
+        )
+        .select_from(Visit)
+        .join(Patient, Patient.id == Visit.patient_id)
+        .join(Therapy, Therapy.id == Patient.therapy_id)
+        .where(
+            ask.today.per_state(
+                lambda day: questionnaires_overdue(library=shipped_protocols(), today=day)
+            )
         )
     )
     return ask.scoped(_following(query))
@@ -632,6 +659,7 @@ _BUCKET_ITEMS: dict[Bucket, Callable[[_Ask], Select[Any]]] = {
     Bucket.UNREACHABLE: _unreachable,
     Bucket.LTFU_RISK: _ltfu_risk,
     Bucket.ACTIVITY: _activity,
+    Bucket.QUESTIONNAIRES_OVERDUE: _questionnaires_overdue,
 }
 
 

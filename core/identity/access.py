@@ -37,7 +37,6 @@ class Permission(enum.StrEnum):
     TRAVEL_ARRANGE = "travel.arrange"  # approve, decline, arrange a patient's travel support
     TRAVEL_POLICY = "travel.policy"  # set what each state funds for travel, and from when
     EVENTS_REPORT = "events.report"
-    QUESTIONNAIRES_ANSWER = "questionnaires.answer"  # answer the patient's questionnaires
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
     # The patients behind an outcome figure or a rebate statement (only those the person may
@@ -60,7 +59,7 @@ _SELF_SERVICE = {
     Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
-    Permission.QUESTIONNAIRES_ANSWER,
+    Permission.QUESTIONNAIRE_ANSWER,
     Permission.ACCOUNT,
 }
 
@@ -124,7 +123,8 @@ _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
-    Permission.QUESTIONNAIRES_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
+    # Answers speak for the patient: a right of its own (a parent for a child).
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 

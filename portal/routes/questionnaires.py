@@ -13,6 +13,9 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.followup.models import Visit
+from coordination.followup.protocol import shipped_protocols
+from coordination.questionnaires.due import NotDue, visit_to_answer_for
 from coordination.questionnaires.engine import (
     depends_on_page,
     enabled_items,
@@ -45,16 +48,20 @@ from core.ids import PathId, parse_id
 from core.models import CaregiverLink, Language
 from core.text import N_
 from portal import i18n
+from portal.context import AppContext
 from portal.deps import ContextDep, PageNotFound, PatientAccess, SessionDep, require_patient
 from portal.routes.pages import page_router
 from portal.web import redirect, render
 
 router = page_router()
-AnswerAccess = Annotated[PatientAccess, Depends(require_patient(Permission.QUESTIONNAIRES_ANSWER))]
+AnswerAccess = Annotated[PatientAccess, Depends(require_patient(Permission.QUESTIONNAIRE_ANSWER))]
 TEMPLATE = "portal/questionnaire_page.html"
 _ = i18n.gettext
 NOT_AVAILABLE = N_("This questionnaire is no longer offered. Your care team can tell you more.")
 CHOOSE_ONE = N_("Choose a questionnaire on your home page.")
+NOT_DUE = N_(
+    "This questionnaire is not open for that visit. See your home page for the ones to answer."
+)
 # The longest a form's field may be (a text item takes 5,000 characters; the rest is noise).
 VALUE_LIMIT = 10_000
 
@@ -103,12 +110,38 @@ def _common(access: PatientAccess, form: Form, response: QuestionnaireResponse) 
     }
 
 
+def _visit_sent(
+    session: Session,
+    context: AppContext,
+    access: PatientAccess,
+    questionnaire: Questionnaire,
+    sent: object,
+) -> Visit | None:
+    """The visit a due questionnaire is started for (None when none is named); NotDue
+    when it is not open to answers for that visit."""
+    if not isinstance(sent, str) or not sent.strip():
+        return None
+    visit_id = parse_id(sent)
+    if visit_id is None:
+        raise NotDue()
+    return visit_to_answer_for(
+        session,
+        clock=context.clock,
+        library=shipped_protocols(),
+        patient=access.patient,
+        questionnaire=questionnaire,
+        visit_id=visit_id,
+    )
+
+
 @router.post("/care/{patient_id}/questionnaires", name="questionnaire_start")
 async def questionnaire_start(
     request: Request, session: SessionDep, context: ContextDep, access: AnswerAccess
 ) -> Response:
-    """Start (or carry on with) the patient's response to the questionnaire chosen."""
-    sent = (await request.form()).get("questionnaire_id")
+    """Start (or carry on with) the patient's response to the questionnaire chosen (for
+    the visit named, when the protocol asks for it there)."""
+    posted = await request.form()
+    sent = posted.get("questionnaire_id")
     questionnaire_id = parse_id(sent if isinstance(sent, str) else None)
     questionnaire = session.get(Questionnaire, questionnaire_id) if questionnaire_id else None
     if questionnaire is None:
@@ -125,6 +158,14 @@ async def questionnaire_start(
             actor=access.actor,
             patient=access.patient,
             questionnaire=questionnaire,
+            visit=_visit_sent(session, context, access, questionnaire, posted.get("visit_id")),
+        )
+    except NotDue:
+        return render(
+            request,
+            "portal/error.html",
+            {"title": _("Questionnaire"), "message": _(NOT_DUE), "back": "/home"},
+            status_code=400,
         )
     except QuestionnaireUnavailable:
         return render(
@@ -263,7 +304,7 @@ async def questionnaire_page_save(
     return redirect(request, target)
 
 
-def _review_rows(form: Form, response: QuestionnaireResponse) -> list[dict[str, Any]]:
+def review_rows(form: Form, response: QuestionnaireResponse) -> list[dict[str, Any]]:
     """Each page that applies with its questions and answers, for the review."""
     enabled = enabled_items(form, response.answers)
     rows = []
@@ -289,7 +330,7 @@ def questionnaire_review(
         return redirect(request, _base(access, response.id))
     form = _shown_form(session, response)
     context = _common(access, form, response)
-    context["rows"] = _review_rows(form, response)
+    context["rows"] = review_rows(form, response)
     context["missing"] = resume_page(form, response)
     return render(request, "portal/questionnaire_review.html", context, block="questionnaire")
 

@@ -54,10 +54,12 @@ from portal.deps import (
     PageNotFound,
     PatientAccess,
     SessionDep,
+    get_context,
     require,
     require_patient,
 )
 from portal.routes.pages import page_router
+from portal.routes.questionnaires_due import by_visit, due_lines
 from portal.web import is_htmx, redirect, render
 from portal.words import word
 
@@ -251,10 +253,26 @@ def _schedule_page(
     so a refusal reaches htmx as 200 with the message in the block."""
     if block is not None and is_htmx(request):
         status_code = 200
+    # The questionnaires the protocol asks for, beside their visits (coming ones too).
+    may_answer = may_access_patient(
+        session,
+        user=access.user,
+        patient=access.patient,
+        permission=Permission.QUESTIONNAIRE_ANSWER,
+    )
+    due = by_visit(
+        due_lines(
+            session,
+            clock=get_context(request).clock,
+            patient=access.patient,
+            may_answer=may_answer,
+            include_future=True,
+        )
+    )
     return render(
         request,
         "portal/schedule.html",
-        _schedule_context(session, access, **extra),
+        _schedule_context(session, access, due=due, **extra),
         block=block,
         status_code=status_code,
     )

@@ -68,6 +68,7 @@ BUCKET_TITLES = {
     Bucket.UNREACHABLE: N_("Unreachable"),
     Bucket.LTFU_RISK: N_("Loss-to-follow-up risk"),
     Bucket.ACTIVITY: N_("Recent activity"),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_("Questionnaires overdue"),
 }
 BUCKET_HINTS = {
     Bucket.OVERDUE: N_("The visit window closed and the visit did not happen."),
@@ -86,6 +87,9 @@ BUCKET_HINTS = {
     Bucket.UNREACHABLE: N_("The latest text to the patient could not be delivered."),
     Bucket.LTFU_RISK: N_("The last two visits were both missed."),
     Bucket.ACTIVITY: N_("What patients and caregivers did in the last 14 days."),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_(
+        "The visit window closed and the patient has not answered its questionnaire yet."
+    ),
 }
 DATE_HEADINGS = {
     Bucket.OVERDUE: N_("Window closed"),
@@ -98,6 +102,7 @@ DATE_HEADINGS = {
     Bucket.UNREACHABLE: N_("Last attempt"),
     Bucket.LTFU_RISK: N_("Missed visits"),
     Bucket.ACTIVITY: N_("When"),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_("Window closed"),
 }
 SORT_LABELS = {
     SortOrder.DATE_ASC: N_("Date, earliest first"),

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2_fragments import render_block
 
 from coordination.questionnaires.engine import (
+    depends_on_page,
     enabled_items,
     page_questions,
     read_page,
@@ -26,6 +30,7 @@ from coordination.questionnaires.engine import (
 from coordination.questionnaires.items import QuestionnaireRefused, read_questionnaire
 from coordination.questionnaires.loading import SHIPPED_DIR
 from core.models import Language
+from portal.web import environment
 from tests.support.fhir_examples import example_files
 
 QUESTIONNAIRES = [one for one in example_files() if one.resource_type == "Questionnaire"]
@@ -351,3 +356,49 @@ def test_built_questionnaires_round_trip_their_answers(
         return found
 
     assert answered(items) == {link_id: len(values) for link_id, values in answers.items()}
+
+
+@settings(max_examples=30)
+@given(resource=questionnaires())
+def test_built_questionnaires_render_every_question_with_a_label(
+    resource: dict[str, Any],
+) -> None:
+    """Each page renders (the page's block, as htmx gets it): every question that applies
+    before any answer has its field and a label or legend naming it."""
+    form = read_questionnaire(resource)
+    enabled = enabled_items(form, {})
+    for page in form.pages:
+        later = {
+            item.link_id
+            for top in page.items
+            for item in top.walk()
+            if depends_on_page(form, page, item)
+        }
+        html = render_block(
+            environment,
+            "portal/questionnaire_page.html",
+            "questionnaire",
+            form=form,
+            page=page,
+            patient=SimpleNamespace(given_name="Maya", id=1),
+            for_self=True,
+            base="/care/1/questionnaires/1",
+            position=page.index + 1,
+            page_count=len(form.pages),
+            shown=enabled | later,
+            depends_here=later,
+            values={},
+            errors={},
+            error_fields={},
+            back=None,
+            csrf_token="x",
+        )
+        for item in page_questions(page):
+            name = form.fields[item.link_id]
+            if item.link_id in enabled or item.link_id in later:
+                assert f'name="{name}"' in html
+                assert re.search(rf'(<label for="f-{name}">|<fieldset id="f-{name}")', html), (
+                    item.link_id
+                )
+            else:
+                assert f'name="{name}"' not in html

@@ -412,7 +412,8 @@ CAREGIVER_NEEDS: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
-    Permission.QUESTIONNAIRES_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
+    # A caregiver answers questionnaires for the patient with the right to.
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 

@@ -60,7 +60,7 @@ def _chased(
     session: Session, clock: FrozenClock, patient: Patient, library: ProtocolLibrary = LIBRARY
 ) -> set[int]:
     """The patient's visits on the overdue-questionnaire list (the SQL for lists)."""
-    query = overdue_visits_query(session, library=library, today=_today(clock, patient))
+    query = overdue_visits_query(library=library, today=_today(clock, patient))
     return {visit_id for visit_id, patient_id in session.execute(query) if patient_id == patient.id}
 
 

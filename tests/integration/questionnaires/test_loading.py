@@ -5,11 +5,14 @@ and the languages of one version must ask the same items. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner, Result
 
 from coordination.questionnaires.items import QuestionnaireRefused
 from coordination.questionnaires.loading import (
@@ -25,7 +28,9 @@ from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.models import Language
-from tests.conftest import ADMIN, user_by_login
+from core.settings import get_settings
+from portal.cli import app as cli
+from tests.conftest import ADMIN, Database, user_by_login
 
 CHECK_IN = "https://cgt-access.example/fhir/Questionnaire/living-after-gene-therapy"
 
@@ -121,3 +126,48 @@ def test_a_file_that_is_not_json_is_refused_in_words() -> None:
     assert refused.value.errors[0].startswith("the file is not JSON")
     with pytest.raises(QuestionnaireRefused):
         parse_file(copy.copy(b"[1, 2]"))
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+def _run(db: Database, *args: str) -> Result:
+    env = {
+        "DATABASE_URL": db.url,
+        "DEMO_MODE": "true",
+        "PUBLIC_BASE_URL": "http://testserver",
+    }
+    try:
+        return CliRunner().invoke(cli, ["questionnaires", "load", *args], env=env)
+    finally:
+        get_settings.cache_clear()
+
+
+# The command's own logic (the services it calls run on both backends above).
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_command_loads_a_file_once_and_lists_what_it_refuses(
+    db: Database, tmp_path: Path
+) -> None:
+    resource = _shipped("en")
+    resource["version"] = "3.0.0"
+    good = tmp_path / "check-in.json"
+    good.write_text(json.dumps(resource), encoding="utf-8")
+    first = _run(db, str(good), "--as", ADMIN)
+    assert first.exit_code == 0, first.output
+    assert f"loaded {CHECK_IN} 3.0.0 (en)" in first.output
+    again = _run(db, str(good))
+    assert again.exit_code == 0 and "already loaded; nothing changed" in again.output
+    resource["version"] = "3.0.1"
+    resource["item"][0]["item"][0]["type"] = "attachment"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(resource), encoding="utf-8")
+    refused = _run(db, str(bad))
+    assert refused.exit_code == 1
+    assert "item 'pain-days' (item[0].item[0]): type 'attachment' is not supported" in (
+        refused.output
+    )
+    with db.factory() as session:
+        versions = session.scalars(
+            select(Questionnaire.version).where(Questionnaire.url == CHECK_IN)
+        ).all()
+    assert sorted(versions) == ["1.0.0", "1.0.0", "3.0.0"]

@@ -15,11 +15,14 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse as Fh
 from sqlalchemy import select
 
 from coordination.questionnaires.models import QuestionnaireResponse, ResponseStatus
+from core.audit.models import AuditEvent
 from core.models import CaregiverLink, Observation, Patient
 from tests.conftest import (
     ADMIN,
     CAREGIVER_CO,
     CAREGIVER_MD,
+    COORDINATOR_CO,
+    COORDINATOR_MD,
     PATIENT_CO,
     PATIENT_MD,
     Browser,
@@ -250,6 +253,35 @@ def test_the_admin_loads_and_lists_questionnaires(
 
 
 def test_a_coordinator_cannot_load_questionnaires(browsers: Callable[[str], Browser]) -> None:
-    from tests.conftest import COORDINATOR_MD
-
     assert browsers(COORDINATOR_MD).get("/admin/questionnaires").status_code == 403
+
+
+def test_staff_read_a_response_and_the_read_is_audited(
+    browsers: Callable[[str], Browser], db: Database, htmx: bool
+) -> None:
+    maya = _patient_id(db, "Maya")
+    patient = browsers(PATIENT_MD)
+    base = _start(patient, maya)
+    patient.post(f"{base}/pages/1", {"q1": "5"})
+    response_id = base.rsplit("/", 1)[-1]
+    coordinator = browsers(COORDINATOR_MD)
+    listed = coordinator.get(f"/patients/{maya}/questionnaires", htmx=htmx)
+    assert listed.status_code == 200
+    assert "Started, not sent" in plain(listed.text)
+    read = coordinator.get(f"/patients/{maya}/questionnaires/{response_id}", htmx=htmx)
+    assert read.status_code == 200
+    text = plain(read.text)
+    assert "On how many of the last 7 days did you have pain" in text and "5" in text
+    with db.factory() as session:
+        actions = session.scalars(
+            select(AuditEvent.action).where(
+                AuditEvent.patient_id == maya,
+                AuditEvent.target == f"questionnaire_response:{response_id}",
+            )
+        ).all()
+    assert "questionnaire_response.read" in actions
+    # Another state's coordinator sees nothing.
+    assert (
+        browsers(COORDINATOR_CO).get(f"/patients/{maya}/questionnaires/{response_id}").status_code
+        == 404
+    )

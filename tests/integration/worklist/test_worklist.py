@@ -518,6 +518,8 @@ def build_scenario(session: Session) -> Scenario:
         Bucket.UNREACHABLE: [m[12]],
         Bucket.LTFU_RISK: [m[9], m[11]],
         Bucket.ACTIVITY: [m[0], m[0], m[14]],
+        # md[5]'s day-100 visit happened, its questionnaire was never answered
+        Bucket.QUESTIONNAIRES_OVERDUE: [m[5]],
     }
     by_co = {
         Bucket.OVERDUE: [c[2], c[13]],
@@ -530,6 +532,7 @@ def build_scenario(session: Session) -> Scenario:
         Bucket.UNREACHABLE: [c[0]],
         Bucket.LTFU_RISK: [c[4]],
         Bucket.ACTIVITY: [c[5], c[6], c[6]],
+        Bucket.QUESTIONNAIRES_OVERDUE: [],
     }
     scenario.expected = {
         COORDINATOR_MD: by_md,
@@ -1172,6 +1175,15 @@ def _rows_for(session: Session, bucket: Bucket, patients: list[Patient]) -> None
             case Bucket.OVERDUE:
                 _visit(
                     session, patient, "day-30", start=MD_TODAY - 20 * DAY, end=MD_TODAY - 2 * DAY
+                )
+            case Bucket.QUESTIONNAIRES_OVERDUE:
+                _visit(
+                    session,
+                    patient,
+                    "day-100",
+                    start=MD_TODAY - 30 * DAY,
+                    end=MD_TODAY - 2 * DAY,
+                    status=VisitStatus.COMPLETED,
                 )
             case Bucket.TO_SCHEDULE:
                 _visit(session, patient, "day-30", start=MD_TODAY - 2 * DAY, end=MD_TODAY + 9 * DAY)
