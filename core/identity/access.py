@@ -49,6 +49,9 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
     QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
+    # Answer a questionnaire for a patient: the patient, or a caregiver whose link carries the
+    # right to answer questionnaires (answers speak for the patient: a parent for a child).
+    QUESTIONNAIRE_ANSWER = "questionnaires.answer"
     ACCOUNT = "account"
 
 

@@ -199,7 +199,8 @@ def _world_figures(
         if any(name in selected for name in PORTAL_FIGURES + WORKLIST_FIGURES):
             yield from _portal_figures(world, selected=selected, requests=requests)
         yield from _education_figures(world, selected=selected, requests=requests)
-        yield from _pro_figures(world, selected=selected, requests=requests)
+        # Last: it adds a questionnaire response for every patient.
+        yield from pro_figures(world, selected=selected, requests=requests)
     finally:
         world.factory.kw["bind"].dispose()
 
@@ -525,32 +526,6 @@ def _quiet_logging() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
-
-
-# --- questionnaires (portal/dev/bench_pro.py) -----------------------------------------
-
-
-def _pro_figures(world: _World, *, selected: list[str], requests: int) -> Iterator[str]:
-    with world.factory() as session:
-        bench_patient_id = session.scalar(
-            select(User.patient_id).where(User.login == BENCH_PATIENT_LOGIN)
-        )
-    assert bench_patient_id is not None
-    app = bench_app(url=world.url, clock=world.clock, factory=world.factory)
-    for name, value, unit, extra in pro_figures(
-        factory=world.factory,
-        clock=world.clock,
-        client_for=lambda: in_process(app),
-        log_in=lambda client: _log_in(client, BENCH_PATIENT_LOGIN, DEMO_PASSWORD),
-        measure=_measure,
-        percentile=percentile,
-        ratio=ratio,
-        bench_patient_id=bench_patient_id,
-        selected=selected,
-        requests=requests,
-        patients=world.patient_count,
-    ):
-        yield figure(name, value, unit, **extra)
 
 
 # --- education ------------------------------------------------------------------------
