@@ -24,6 +24,7 @@ the counts up and suppresses them before a page or an export sees them."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -33,17 +34,17 @@ from sqlalchemy import (
     String,
     and_,
     case,
-    column,
     exists,
     func,
     literal,
     or_,
     select,
     union_all,
-    values,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.type_api import TypeEngine
 
 from coordination.followup.models import Visit, VisitStatus
 from coordination.followup.protocol import ProtocolLibrary
@@ -89,7 +90,7 @@ class Months:
         """The day after the last month."""
         return _next_month(self.last)
 
-    def keys(self) -> list[str]:
+    def month_keys(self) -> list[str]:
         """Every month of the span, "2026-03", in order."""
         found, month = [], self.first
         while month <= self.last:
@@ -118,7 +119,7 @@ class Count:
     cents: int = 0
 
 
-def _month_number(day: ColumnElement[Any]) -> ColumnElement[int]:
+def _month_number(day: ColumnElement[Any] | InstrumentedAttribute[Any]) -> ColumnElement[int]:
     """yyyymm of a day, as one integer (the same on both databases)."""
     return year_of(day) * 100 + month_of(day)
 
@@ -127,10 +128,29 @@ def _key(number: int) -> str:
     return f"{number // 100:04d}-{number % 100:02d}"
 
 
-def _states(state_ids: frozenset[int] | None, column_: ColumnElement[int]) -> ColumnElement[bool]:
+def _states(
+    state_ids: frozenset[int] | None, column_: ColumnElement[int] | InstrumentedAttribute[int]
+) -> ColumnElement[bool]:
     if state_ids is None:
         return literal(True)
     return column_.in_(sorted(state_ids))
+
+
+def _constant_rows(
+    name: str, columns: Sequence[tuple[str, type[TypeEngine[Any]]]], rows: Sequence[Sequence[Any]]
+) -> Subquery:
+    """A small table of constants (SELECT ... UNION ALL SELECT ...): SQLite has no named
+    VALUES list with column names."""
+    selects = [
+        select(
+            *(
+                literal(value, kind()).label(label)
+                for value, (label, kind) in zip(row, columns, strict=True)
+            )
+        )
+        for row in rows
+    ]
+    return union_all(*selects).subquery(name)
 
 
 def questionnaire_counts(
@@ -163,13 +183,11 @@ def questionnaire_counts(
     )
     parts = []
     if at_visits:
-        asked = values(
-            column("therapy", String),
-            column("version", Integer),
-            column("visit_key", String),
-            column("url", String),
-            name="asked_at_visits",
-        ).data(at_visits)
+        asked = _constant_rows(
+            "asked_at_visits",
+            (("therapy", String), ("version", Integer), ("visit_key", String), ("url", String)),
+            at_visits,
+        )
         done = exists().where(
             QuestionnaireResponse.visit_id == Visit.id,
             QuestionnaireResponse.status == ResponseStatus.COMPLETED,
@@ -202,9 +220,7 @@ def questionnaire_counts(
             )
         )
     if before:
-        first = values(
-            column("therapy", String), column("url", String), name="asked_before"
-        ).data(before)
+        first = _constant_rows("asked_before", (("therapy", String), ("url", String)), before)
         enrolled = utc_day(Patient.created_at)
         done_before = exists().where(
             QuestionnaireResponse.patient_id == Patient.id,
