@@ -26,7 +26,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -97,12 +97,20 @@ class SupportTable:
         return self.figures is not None and self.figures.grand_total.text == "0"
 
     def as_table(self, row_labels: dict[tuple[int, str], str]) -> Table:
-        """The program figures' `Table` (for the shared chart), rows by their labels."""
+        """The program figures' `Table` (for the shared chart), rows by their labels,
+        without the rows of nothing (a month with no count has no bar to draw)."""
+        assert self.figures is not None
+        kept = [i for i, total in enumerate(self.figures.row_totals) if total.text != "0"]
+        figures = replace(
+            self.figures,
+            cells=tuple(self.figures.cells[i] for i in kept),
+            row_totals=tuple(self.figures.row_totals[i] for i in kept),
+        )
         return Table(
             self.key,
-            tuple(row_labels[row] for row in self.rows),
+            tuple(row_labels[self.rows[i]] for i in kept),
             self.columns,
-            self.figures,
+            figures,
             self.rows_withheld,
         )
 
