@@ -33,6 +33,7 @@ from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.identity.models import Role
+from core.models import Language
 from tests.conftest import T0, Browser, Database, log_in, plain
 from tests.factories import PASSWORD, building
 
@@ -59,6 +60,8 @@ def world(empty_db: Database, clock: FrozenClock) -> dict[str, object]:
         for _ in range(15):
             make.patient(center=co_center, infusion_date=date(2025, 1, 1))
         analyst = make.staff(Role.STATE_ANALYST, states=[maryland])
+        spanish = make.staff(Role.STATE_ANALYST, states=[maryland])
+        spanish.preferred_language = Language.ES
         admin = make.staff(Role.ADMIN)
         policy = TravelPolicy(
             state_id=maryland.id,
@@ -123,6 +126,7 @@ def world(empty_db: Database, clock: FrozenClock) -> dict[str, object]:
             "md": maryland.id,
             "co": colorado.id,
             "analyst": analyst.login,
+            "spanish": spanish.login,
             "admin": admin.login,
         }
     clock.set(T0)
@@ -213,6 +217,18 @@ def test_months_that_cannot_be_read_are_explained(
         page = analyst.get(f"/reports/support?{query}", htmx=htmx)
         assert page.status_code == 400
         assert message in plain(page.text)
+
+
+def test_the_report_speaks_spanish(
+    world: dict[str, object], open_as: Callable[[str], Browser]
+) -> None:
+    spanish = open_as(str(world["spanish"]))
+    assert "Cuestionarios y ayuda para el viaje" in plain(spanish.get("/reports").text)
+    text = plain(spanish.get(f"/reports/support?{SPAN}").text)
+    assert "Solicitudes de ayuda para el viaje" in text
+    assert "Gasto" in text and "Organizada" in text
+    wrong = spanish.get("/reports/support?from=2025-05&to=2025-01")
+    assert "El primer mes es posterior al último." in plain(wrong.text)
 
 
 def test_viewing_and_exporting_are_audited(
