@@ -122,7 +122,7 @@ def world(empty_db: Database, clock: FrozenClock) -> dict[str, object]:
                     created_at=march,
                 )
             )
-        world = {
+        world: dict[str, object] = {
             "md": maryland.id,
             "co": colorado.id,
             "analyst": analyst.login,
