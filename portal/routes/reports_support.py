@@ -57,7 +57,8 @@ DESCRIPTIONS = {
         "A questionnaire asked at a visit is due in the month the visit's window closes; one "
         "asked before the infusion is due in the month the patient was enrolled. It counts as "
         "completed when the patient (or a caregiver) submitted it for that visit. Cancelled "
-        "visits ask nothing, and only questionnaires loaded in the portal count."
+        "visits ask nothing, and only questionnaires loaded in the portal count. A window "
+        "still open counts as not completed until it is."
     ),
     "requests": N_(
         "Requests for travel, lodging, meals, childcare or an escort, by the month they were "
