@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import IO, Any
 
-from sqlalchemy import bindparam, func, literal, select, union_all
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -198,28 +198,18 @@ def _patients_by_medicaid_id(session: Session, *, state_id: int) -> dict[str, in
     """Each Medicaid ID of the state, to its patient: the IDs patients hold now, and those
     they held in this state before (a changed ID, a patient who moved away); a current ID
     wins over an old one, a later old one over an earlier one."""
-    # One statement, read in the order the IDs take precedence: a later row wins.
-    history = select(
-        PatientHistory.medicaid_id,
-        PatientHistory.patient_id,
-        literal(0).label("current"),
-        PatientHistory.valid_from,
-        PatientHistory.id,
-    ).where(PatientHistory.state_id == state_id)
-    now = select(
-        Patient.medicaid_id,
-        Patient.id,
-        literal(1).label("current"),
-        literal(None).label("valid_from"),
-        literal(None).label("id"),
-    ).where(Patient.state_id == state_id)
-    both = union_all(history, now).subquery("ids")
-    rows = session.execute(
-        select(both.c.medicaid_id, both.c.patient_id).order_by(
-            both.c.current, both.c.valid_from, both.c.id
-        )
-    )
-    return {medicaid_id.upper(): patient_id for medicaid_id, patient_id in rows}
+    found: dict[str, int] = {}
+    for medicaid_id, patient_id in session.execute(
+        select(PatientHistory.medicaid_id, PatientHistory.patient_id)
+        .where(PatientHistory.state_id == state_id)
+        .order_by(PatientHistory.valid_from, PatientHistory.id)
+    ):
+        found[medicaid_id.upper()] = patient_id
+    for medicaid_id, patient_id in session.execute(
+        select(Patient.medicaid_id, Patient.id).where(Patient.state_id == state_id)
+    ):
+        found[medicaid_id.upper()] = patient_id
+    return found
 
 
 # A loaded line as the comparison needs it: id, claim number, adjusted claim, line, digest, live.
