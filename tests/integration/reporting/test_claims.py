@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from core.clock import FrozenClock
 from core.models import State
 from core.service import PatientData
 from reporting.claims import ClaimLoad, LoadOutcome, load_claims, rederive_flags
+from reporting.claims import loading as claims_loading
 from reporting.code_lists import CODES_DIR, load_code_lists
 from reporting.models import ClaimFile, ClaimLine
 from tests.conftest import Database
@@ -363,6 +365,25 @@ def test_a_first_big_load_leaves_the_tables_indexes_as_they_were(
     assert committed.loaded == len(ed_visits) == 500
     assert indexes() == before
     assert len(before) >= 5
+
+
+def test_lines_written_in_several_batches_are_each_written_once(
+    empty_db: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite gets many lines per statement and a batch of statements at a time: with
+    small batches, every line of a file whose size is no multiple of either is there once."""
+    monkeypatch.setattr(claims_loading, "STATEMENTS_PER_BATCH", 2)
+    _world(empty_db, clock)
+    count = 3 * claims_loading.ROWS_PER_INSERT * 2 + 7
+    rows = "".join(
+        f"OT,MD,{MD_ID},K{claim:05d},,0,1,2025-10-02,2025-10-02,,,D57.00,,23,\n"
+        for claim in range(count)
+    )
+    with empty_db.factory() as session:
+        result = _load(session, clock, HEADER + rows)
+        stored = sorted(session.scalars(select(ClaimLine.claim_id)))
+    assert result.loaded == count
+    assert stored == [f"K{claim:05d}" for claim in range(count)]
 
 
 # --- refused files, unmatched rows ----------------------------------------------------------
