@@ -29,12 +29,13 @@ What a load does, in order:
    are worked out from the code lists (`reporting/codes/*.yaml`, `reporting.code_lists`).
 
 Speed: each row is read, checked and matched in one pass into one plain tuple, the values
-it goes to the database with (`layout.Line`); a row's dates, and its file type, codes and
-places, are each checked once per distinct value and found again with one lookup; lines go
-to the database as they are, with the driver's executemany on SQLite (the load's own
-values written once in the statement; a load bigger than the table builds the indexes
-after its lines) and COPY on PostgreSQL. A million rows load in well under a minute
-(`make bench ONLY=reporting.claims`)."""
+it goes to the database with (`layout.Line`); a row without a quotation mark is split at
+its commas (the csv module reads the others); a row's dates, and its file type, state,
+indicator, codes and places, are each checked once per distinct value and found again with
+one lookup; lines go to the database with the driver's executemany on SQLite, 55 lines per
+INSERT (the load's own values written once in the statement; a load bigger than the table
+builds the indexes after its lines) and COPY on PostgreSQL. A million rows load in well
+under a minute (`make bench ONLY=reporting.claims`)."""
 
 from reporting.claims.layout import COLUMNS, UNMATCHED_NO_PATIENT, Column, Problem
 from reporting.claims.loading import ClaimLoad, LoadOutcome, load_claims

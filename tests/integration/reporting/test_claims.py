@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from core.clock import FrozenClock
 from core.models import State
 from core.service import PatientData
 from reporting.claims import ClaimLoad, LoadOutcome, load_claims, rederive_flags
+from reporting.claims import loading as claims_loading
 from reporting.code_lists import CODES_DIR, load_code_lists
 from reporting.models import ClaimFile, ClaimLine
 from tests.conftest import Database
@@ -365,6 +367,25 @@ def test_a_first_big_load_leaves_the_tables_indexes_as_they_were(
     assert len(before) >= 5
 
 
+def test_lines_written_in_several_batches_are_each_written_once(
+    empty_db: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite gets many lines per statement and a batch of statements at a time: with
+    small batches, every line of a file whose size is no multiple of either is there once."""
+    monkeypatch.setattr(claims_loading, "STATEMENTS_PER_BATCH", 2)
+    _world(empty_db, clock)
+    count = 3 * claims_loading.ROWS_PER_INSERT * 2 + 7
+    rows = "".join(
+        f"OT,MD,{MD_ID},K{claim:05d},,0,1,2025-10-02,2025-10-02,,,D57.00,,23,\n"
+        for claim in range(count)
+    )
+    with empty_db.factory() as session:
+        result = _load(session, clock, HEADER + rows)
+        stored = sorted(session.scalars(select(ClaimLine.claim_id)))
+    assert result.loaded == count
+    assert stored == [f"K{claim:05d}" for claim in range(count)]
+
+
 # --- refused files, unmatched rows ----------------------------------------------------------
 
 
@@ -445,6 +466,56 @@ def test_unmatched_rows_are_listed_by_line_and_the_rest_loads(
     assert (result.loaded, result.unmatched) == (3, 1)
     assert stored.unmatched == [{"line": 5, "reason": "no_patient"}]
     assert (stored.rows_total, stored.rows_loaded, stored.rows_unmatched) == (4, 3, 1)
+
+
+def test_quoted_fields_crlf_and_blank_lines_read_as_plain_rows_and_keep_line_numbers(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    """Rows without a quotation mark are split at their commas, the others read by the csv
+    module: both give the same lines, and every line number counts the file's own lines
+    (a quoted value may go on over two)."""
+    _world(empty_db, clock)
+    quoted = (
+        HEADER.replace("\n", "\r\n")
+        + f'"IP","MD","{MD_ID}","C100",,"0",1,2025-09-01,2025-09-04,2025-09-01,2025-09-04,'
+        + '"D57.00",,,"0120"\r\n'  # line 2
+        + "\r\n"  # line 3: blank
+        + f"IP,MD,{MD_ID},C100,,0,2,2025-09-01,2025-09-04,2025-09-01,2025-09-04,D57.00,,,0450\r\n"
+        + f'OT,MD,{MD_ID},C200,,0,1,2025-10-02,2025-10-02,,,"D57.1",,11,\r\n'  # line 5
+        + 'OT,MD,"MD99\n99999",C400,,0,1,2025-10-05,2025-10-05,,,D57.00,,23,\r\n'  # lines 6-7
+        + "OT,MD,MD9999999,C401,,0,1,2025-10-05,2025-10-05,,,D57.00,,23,\r\n"  # line 8
+    )
+    plain = ORIGINAL + "OT,MD,MD9999999,C401,,0,1,2025-10-05,2025-10-05,,,D57.00,,23,\n"
+    with empty_db.factory() as session:
+        broken = _load(session, clock, quoted)
+        # A line break at the end of a quoted value is a blank the ID is read without.
+        fixed = _load(session, clock, quoted.replace("MD99\n99999", "MD9999999\n"))
+        again = _load(session, clock, plain)
+        stored = session.scalars(select(ClaimFile).order_by(ClaimFile.id)).all()
+        lines = _lines(session)
+    # The Medicaid ID with a line break in it is refused on the line its row ends on.
+    assert [problem.line for problem in broken.problems] == [7]
+    assert (fixed.outcome, fixed.loaded, fixed.unmatched) == (LoadOutcome.LOADED, 3, 2)
+    assert stored[0].unmatched == [
+        {"line": 7, "reason": "no_patient"},
+        {"line": 8, "reason": "no_patient"},
+    ]
+    assert set(lines) == {("C100", 1), ("C100", 2), ("C200", 1)}
+    assert lines[("C200", 1)].diagnoses == ["D57.1"]
+    # The same rows without quotes are the same lines: nothing new.
+    assert (again.outcome, again.loaded, again.unchanged) == (LoadOutcome.LOADED, 0, 3)
+
+
+def test_a_quotation_mark_never_closed_refuses_the_file(
+    empty_db: Database, clock: FrozenClock
+) -> None:
+    _world(empty_db, clock)
+    text = ORIGINAL + f'OT,MD,{MD_ID},"C500,,0,1,2025-10-05,2025-10-05,,,D57.00,,23,\n'
+    with empty_db.factory() as session:
+        result = _load(session, clock, text)
+        stored = session.scalars(select(ClaimLine)).all()
+    assert result.outcome is LoadOutcome.REFUSED
+    assert stored == []
 
 
 def test_a_file_for_a_state_the_uploader_does_not_hold_is_refused(
