@@ -50,10 +50,12 @@ from portal.deps import (
     PatientAccess,
     SessionDep,
     actor_for,
+    get_context,
     require,
     require_patient,
 )
 from portal.routes.pages import page_router
+from portal.routes.questionnaires_due import due_lines, questionnaire_counts
 from portal.routes.visits import appointment_text, measure_labels
 from portal.web import redirect, render
 
@@ -364,6 +366,17 @@ def record_page(
         "channels": list(OutreachChannel),
         "outcomes": list(OutreachOutcome),
         "texting_numbers": numbers_of_patient(session, patient=patient, with_history=False),
+        # The questionnaires the protocol asked for so far, counted by status (a fixed number
+        # of queries); the questionnaires page lists them.
+        "questionnaires_due": questionnaire_counts(
+            due_lines(
+                session,
+                clock=get_context(request).clock,
+                patient=patient,
+                may_answer=False,
+                for_staff=True,
+            )
+        ),
     }
     return render(request, "portal/patient.html", context, status_code=status_code)
 

@@ -127,6 +127,17 @@ def _lines(
     return lines
 
 
+def questionnaire_counts(lines: list[DueLine]) -> list[tuple[str, str, int]]:
+    """(words, badge, how many) per status that has any, in the order of STATUS_WORDS, then
+    those not loaded yet: the summary on the patient's record."""
+    counts: dict[str, int] = {}
+    badges: dict[str, str] = {}
+    for line in lines:
+        counts[line.status_text] = counts.get(line.status_text, 0) + 1
+        badges[line.status_text] = line.badge
+    return [(words, badges[words], count) for words, count in counts.items()]
+
+
 def by_visit(lines: list[DueLine]) -> dict[int | None, list[DueLine]]:
     """The lines by visit id (None: before the infusion), for a page listing visits."""
     grouped: dict[int | None, list[DueLine]] = {}

@@ -89,7 +89,7 @@ def test_a_type_level_operation_is_listed_on_every_planned_type() -> None:
     listed = resources(body)
     assert set(listed) == {
         "Patient", "Observation", "RelatedPerson", "Procedure", "Encounter", "Condition",
-        "Appointment", "CarePlan", "Group", "MedicationAdministration",
+        "Appointment", "CarePlan", "Group", "MedicationAdministration", "QuestionnaireResponse",
     }  # fmt: skip
     assert [op["name"] for op in listed["Group"]["operation"]] == ["export", "validate"]
     assert listed["Group"]["operation"][0]["definition"] == (
@@ -122,7 +122,7 @@ def test_the_whole_plan_served_is_a_valid_statement() -> None:
     body = statement(registry)
 
     assert registry.planned_not_served() == []
-    assert len(resources(body)) == 10
+    assert len(resources(body)) == 11
     assert {item["code"] for item in body["rest"][0]["interaction"]} == {"transaction", "batch"}
 
 

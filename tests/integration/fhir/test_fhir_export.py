@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
+from coordination.questionnaires.models import QuestionnaireResponse, ResponseStatus
 from core.audit.models import AuditEvent
 from core.clock import FrozenClock
 from core.db import transaction
@@ -41,6 +42,9 @@ from portal.scheduler import build_scheduler
 from tests.conftest import TEST_SECRET, Database, make_settings
 from tests.integration.fhir.test_fhir_reads import _enrolled
 from tests.integration.fhir.test_fhir_writes import FHIR_JSON, _token
+from tests.integration.questionnaires.test_fhir_questionnaire_responses import (
+    submitted_responses as submit_a_questionnaire,
+)
 from tests.support.smart import FRONT_RANGE, HARBORVIEW, CenterSystem, center_id, register
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
@@ -172,6 +176,10 @@ def _expected_counts(db: Database, patients: set[int]) -> dict[str, int]:
             "Appointment": count(Visit.patient_id),
             "Encounter": count(Visit.patient_id, Visit.status == VisitStatus.COMPLETED),
             "CarePlan": count(FollowUpPlan.patient_id),
+            "QuestionnaireResponse": count(
+                QuestionnaireResponse.patient_id,
+                QuestionnaireResponse.status == ResponseStatus.COMPLETED,
+            ),
         }
 
 
@@ -183,6 +191,7 @@ def test_a_center_exports_its_patients_as_valid_ndjson(
 ) -> None:
     headers = _token(db, clock, http)
     _enrolled(db, http, headers)  # a patient with a caregiver, a result and a diagnosis
+    submit_a_questionnaire(db, clock)  # Maya (Harborview) sends the check-in
     status = _kick_off(http, headers, "/fhir/$export?_outputFormat=application/fhir%2Bndjson")
 
     waiting = http.get(status, headers=headers)

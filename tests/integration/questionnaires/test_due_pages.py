@@ -202,6 +202,8 @@ def test_the_coordinator_sees_what_is_due_and_reads_the_answers_in_their_languag
     coordinator = browsers(COORDINATOR_MD)
     page = plain(coordinator.get(f"/patients/{imani}/questionnaires", htmx=htmx).text)
     assert "Asked by the follow-up protocol" in page
+    record = plain(coordinator.get(f"/patients/{imani}").text)
+    assert "asked by the protocol: To answer: 1" in record
     assert "Day 100 check-up How are you living" in page and "To answer" in page
     response_id = _answer_day_100(db, imani, visits["day-100"])
     page = plain(coordinator.get(f"/patients/{imani}/questionnaires", htmx=htmx).text)

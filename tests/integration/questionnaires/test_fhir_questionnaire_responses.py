@@ -22,7 +22,8 @@ from coordination.questionnaires.responses import (
     submit_response,
 )
 from core.clock import FrozenClock
-from core.models import Language, Patient
+from core.models import Language, Patient, TreatmentCenter
+from fhir_adapter.export_streams import STREAMS
 from fhir_adapter.validation import validate_resource
 from tests.conftest import Database
 from tests.factories import SYSTEM
@@ -38,7 +39,7 @@ def http(app: Any) -> Iterator[TestClient]:
         yield client
 
 
-def _responses(db: Database, clock: FrozenClock) -> tuple[int, int, int]:
+def submitted_responses(db: Database, clock: FrozenClock) -> tuple[int, int, int]:
     """Maya (Harborview, Maryland) submits the check-in and starts it again (a draft):
     (her id, the submitted response's id, the draft's id)."""
     with db.factory() as session:
@@ -83,7 +84,7 @@ def _ids(bundle: dict[str, Any]) -> list[str]:
 def test_a_submitted_response_reads_and_is_found_by_the_centers_client(
     db: Database, http: TestClient, clock: FrozenClock
 ) -> None:
-    maya, submitted, draft = _responses(db, clock)
+    maya, submitted, draft = submitted_responses(db, clock)
     headers = _token(db, clock, http)  # Harborview, Maya's center
     read = http.get(f"/fhir/QuestionnaireResponse/{submitted}", headers=headers)
     assert read.status_code == 200, read.text
@@ -121,7 +122,7 @@ def test_a_submitted_response_reads_and_is_found_by_the_centers_client(
 def test_another_centers_client_reads_and_finds_nothing(
     db: Database, http: TestClient, clock: FrozenClock
 ) -> None:
-    maya, submitted, _draft = _responses(db, clock)
+    maya, submitted, _draft = submitted_responses(db, clock)
     other = _token(db, clock, http, center_name=FRONT_RANGE)
     read = http.get(f"/fhir/QuestionnaireResponse/{submitted}", headers=other)
     assert read.status_code == 404 and read.json()["resourceType"] == "OperationOutcome"
@@ -129,3 +130,20 @@ def test_another_centers_client_reads_and_finds_nothing(
         found = http.get(f"/fhir/QuestionnaireResponse?{query}", headers=other)
         assert found.status_code == 200, found.text
         assert _ids(found.json()) == [], query
+
+
+def test_a_bulk_export_holds_the_centers_submitted_responses(
+    db: Database, clock: FrozenClock
+) -> None:
+    maya, submitted, _draft = submitted_responses(db, clock)
+    stream = STREAMS["QuestionnaireResponse"]
+    with db.factory() as session:
+        harbor = session.scalar(select(Patient.center_id).where(Patient.id == maya))
+        other = session.scalar(select(TreatmentCenter.id).where(TreatmentCenter.id != harbor))
+        assert harbor is not None and other is not None
+        assert stream.count(session, harbor, None) == 1
+        (exported,) = list(stream.resources(session, None, harbor, None))  # type: ignore[arg-type]
+        assert exported["id"] == str(submitted)
+        FhirResponse.model_validate(exported)
+        assert stream.count(session, other, None) == 0
+        assert stream.count(session, harbor, clock.now()) == 0  # nothing changed since
