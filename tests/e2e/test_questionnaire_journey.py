@@ -155,6 +155,7 @@ def starts_answers_half_and_leaves(page: Page, server: LiveServer, tag: str) -> 
     requests = record_requests(page)
     log_in_reader(page, WHO[tag == "js"][1])
     expect(page.locator("html")).to_have_attribute("lang", "es")
+    checked(page, f"questionnaire-{tag}-home", javascript=tag == "js")
     offer = page.locator("form[action$='/questionnaires']", has_text=TITLE)
     offer.get_by_role("button", name=re.compile(rf"^{re.escape(es('Start'))}")).click()
     expect(page).to_have_url(re.compile(r"/care/\d+/questionnaires/\d+/pages/1$"))
@@ -178,6 +179,7 @@ def starts_answers_half_and_leaves(page: Page, server: LiveServer, tag: str) -> 
     page.locator("#f-q1").fill("3")
     save(page.locator("#questionnaire form"))
     form = on_page(page, base, 2)
+    checked(page, f"questionnaire-{tag}-page-2", javascript=tag == "js")
     form.get_by_label(TIRED).check()
     save(form)
     on_page(page, base, 3)
@@ -196,6 +198,7 @@ def resumes_elsewhere_and_submits(page: Page, server: LiveServer, tag: str, base
     carry_on.click()
     form = on_page(page, base, 3)
     expect(form).not_to_contain_text(PAIN)  # the first pages stay behind it
+    checked(page, f"questionnaire-{tag}-page-3", javascript=tag == "js")
     form.locator("#f-q6").fill("0")
     save(form)
 
