@@ -32,6 +32,7 @@ from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from tests.conftest import (
+    CAREGIVER_CO,
     COORDINATOR_CO,
     COORDINATOR_MD,
     PATIENT_CO,
@@ -300,3 +301,39 @@ def test_a_cancelled_visit_is_said_plainly_and_its_bookings_are_recorded_cancell
     assert "Travel support: Visit changed: to review" in record
     assert "The visit was cancelled." in record
     assert "0 bookings" in record and "1 cancelled" in record
+
+
+def test_a_cancelled_visit_is_said_in_spanish(
+    db: Database, clock: FrozenClock, browsers: Callable[[str], Browser]
+) -> None:
+    andre = patient_id_of(db, PATIENT_CO)
+    visit_id = booked(db, clock, andre)
+    rosa = browsers(CAREGIVER_CO)  # Andre's grandmother reads Spanish, may act on visits
+    url = f"/care/{andre}/visits/{visit_id}/travel"
+    rosa.post(url, {**ASK, "kinds": ["lodging"], "travellers": "1"})
+    [asked] = requests_of(db, visit_id)
+    staff = browsers(COORDINATOR_CO)
+    base = f"/patients/{andre}/visits/{visit_id}/travel"
+    staff.post(
+        f"{base}/book",
+        {
+            "request_id": str(asked.id),
+            "kind": "lodging",
+            "summary": "Ronald McDonald House",
+            "starts_on": (DAY - timedelta(days=1)).isoformat(),
+            "ends_on": DAY.isoformat(),
+            "cost": "50",
+        },
+    )
+    staff.post(f"{base}/arranged", {"request_id": str(asked.id)})
+    staff.post(f"/patients/{andre}/visits/{visit_id}/cancel", {"cancel_reason": "Closed."})
+    page = plain(rosa.get(url).text)
+    assert "Su cita se canceló, por lo que el viaje reservado para ella se cancelará." in page
+    with db.factory() as session:
+        [booking] = travel_for_visits(session, visit_ids=[visit_id])[visit_id].arrangements
+    staff.post(
+        f"{base}/cancel-booking", {"request_id": str(asked.id), "arrangement_id": str(booking.id)}
+    )
+    page = plain(rosa.get(url).text)
+    assert "El equipo de atención canceló 1 reserva para esta visita." in page
+    assert "Ronald McDonald House" not in page
