@@ -230,6 +230,7 @@ TRAVEL_EVENT = {
     "approved": N_("Approved"),
     "declined": N_("Declined"),
     "booked": N_("Booking recorded"),
+    "booking_cancelled": N_("Booking cancelled"),
     "arranged": N_("Marked arranged"),
     "flagged": N_("Visit changed: to review"),
     "reviewed": N_("Reviewed after the visit changed"),

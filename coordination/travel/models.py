@@ -3,7 +3,8 @@ was booked for them, and their history.
 
 Money is in integer cents. Nothing here is ever deleted: a policy version is replaced by a
 newer one (the old one stays, for the requests judged under it), a request is declined or
-arranged, an arrangement flagged to review when its visit moves."""
+arranged, an arrangement flagged to review when its visit moves, and cancelled (kept, with
+its cost) when a coordinator cancels the booking."""
 
 from __future__ import annotations
 
@@ -125,6 +126,14 @@ class TravelArrangement(Base):
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # Its visit moved or was cancelled after it was booked: to review.
     review_needed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A coordinator cancelled the booking (its visit cancelled or moved). The row and its
+    # cost stay: what was spent, refunded or not, is the request's history.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled_at is not None
 
 
 class TravelEvent(Base):

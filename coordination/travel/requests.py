@@ -244,10 +244,16 @@ class VisitTravel:
 
     request: TravelRequest
     arrangements: list[TravelArrangement] = field(default_factory=list)
+    cancelled_bookings: int = 0
 
     @property
     def to_review(self) -> bool:
         return self.request.review_needed_at is not None
+
+    @property
+    def visit_cancelled(self) -> bool:
+        """Flagged because the visit was cancelled (not moved)."""
+        return self.to_review and self.request.review_reason == "cancelled"
 
 
 def travel_for_visits(session: Session, *, visit_ids: list[int]) -> dict[int, VisitTravel]:
@@ -268,6 +274,12 @@ def travel_for_visits(session: Session, *, visit_ids: list[int]) -> dict[int, Vi
         .order_by(TravelArrangement.starts_on, TravelArrangement.id)
     ):
         by_request[arrangement.request_id].append(arrangement)
+    for travel in found.values():
+        # A cancelled booking is not the patient's travel any more; they read that it was.
+        travel.cancelled_bookings = sum(1 for a in by_request[travel.request.id] if a.is_cancelled)
+        by_request[travel.request.id] = [
+            a for a in by_request[travel.request.id] if not a.is_cancelled
+        ]
     for travel in found.values():
         if travel.request.status is TravelStatus.ARRANGED:
             travel.arrangements = by_request[travel.request.id]

@@ -1,7 +1,8 @@
 """Coordinators' work on travel requests: approve, decline with a reason the patient reads,
 record what was booked (kind, provider or summary, dates, cost within the state's limits),
-mark the request arranged, and clear the "to review" flag once a moved visit's travel is
-checked. Every change goes to the request's history and the audit log.
+mark the request arranged, cancel a booking (kept with its cost), and clear the "to
+review" flag once a moved or cancelled visit's travel is checked. Every change goes to
+the request's history and the audit log.
 
 Which coordinator may see a request is the portal's check (`may_access_patient`: the
 patient's state, and center); these functions take the request already found."""
@@ -53,8 +54,19 @@ class RequestDetail:
     events: list[TravelEvent]
 
     @property
+    def standing(self) -> list[TravelArrangement]:
+        """The bookings not cancelled."""
+        return [a for a in self.arrangements if not a.is_cancelled]
+
+    @property
     def total_cents(self) -> int:
-        return sum(arrangement.cost_cents for arrangement in self.arrangements)
+        """What the bookings standing cost."""
+        return sum(a.cost_cents for a in self.arrangements if not a.is_cancelled)
+
+    @property
+    def cancelled_cents(self) -> int:
+        """What the cancelled bookings had cost (kept: refunds are the payer's business)."""
+        return sum(a.cost_cents for a in self.arrangements if a.is_cancelled)
 
 
 def request_detail(session: Session, *, patient_id: int, request_id: int) -> RequestDetail | None:
@@ -279,7 +291,12 @@ def mark_arranged(session: Session, *, clock: Clock, actor: Actor, request: Trav
     if request.status not in OPEN_TRAVEL_STATUSES:
         raise TravelStepRefused(N_("Only a request asked or approved can be marked arranged."))
     booked = session.scalar(
-        select(TravelArrangement.id).where(TravelArrangement.request_id == request.id).limit(1)
+        select(TravelArrangement.id)
+        .where(
+            TravelArrangement.request_id == request.id,
+            TravelArrangement.cancelled_at.is_(None),
+        )
+        .limit(1)
     )
     if booked is None:
         raise TravelStepRefused(N_("Record what was booked first."))
@@ -304,3 +321,52 @@ def mark_reviewed(session: Session, *, clock: Clock, actor: Actor, request: Trav
         arrangement.review_needed_at = None
     record_travel_event(session, clock=clock, actor=actor, request=request, action="reviewed")
     session.flush()
+
+
+def cancel_arrangement(
+    session: Session,
+    *,
+    clock: Clock,
+    actor: Actor,
+    request: TravelRequest,
+    arrangement_id: int,
+) -> TravelArrangement:
+    """Record that a booking was cancelled (its visit cancelled or moved). The booking stays
+    with its cost, marked cancelled; the patient no longer sees it. When the last booking
+    standing of an arranged request goes, the request is back to approved: nothing is
+    booked, so the reminder no longer says travel is arranged."""
+    arrangement = session.get(TravelArrangement, arrangement_id)
+    if arrangement is None or arrangement.request_id != request.id:
+        raise TravelStepRefused(N_("This booking is not part of this request."))
+    if arrangement.is_cancelled:
+        raise TravelStepRefused(N_("This booking is already cancelled."))
+    now = clock.now()
+    arrangement.cancelled_at = now
+    arrangement.cancelled_by_user_id = actor.user_id
+    arrangement.review_needed_at = None  # this one is dealt with
+    request.updated_at = now
+    session.flush()
+    standing = session.scalar(
+        select(TravelArrangement.id)
+        .where(
+            TravelArrangement.request_id == request.id,
+            TravelArrangement.cancelled_at.is_(None),
+        )
+        .limit(1)
+    )
+    if standing is None and request.status is TravelStatus.ARRANGED:
+        request.status = TravelStatus.APPROVED
+    record_travel_event(
+        session,
+        clock=clock,
+        actor=actor,
+        request=request,
+        action="booking_cancelled",
+        detail={
+            "arrangement": arrangement.id,
+            "kind": arrangement.kind.value,
+            "cost_cents": arrangement.cost_cents,
+        },
+    )
+    session.flush()
+    return arrangement

@@ -1,7 +1,7 @@
 """One timeline of a patient's follow-up, newest first: what happened to their visits, the
 outcomes recorded, what they reported, their requests to move a visit, the coordinators'
-outreach notes, the texts sent to them, the texts received from their numbers and how the
-care team handled those that waited for a person.
+outreach notes, the texts sent to them, the texts received from their numbers, how the
+care team handled those that waited for a person, and the steps of their travel requests.
 
 Read with a fixed number of queries (one per source, whatever the number of rows), so the
 record page costs the same for a patient with five visits and one with thirty. Every entry
@@ -33,6 +33,7 @@ from coordination.followup.protocol import ProtocolLibrary
 from coordination.texting.inbox import handled_for_patient
 from coordination.texting.models import InboundMessage, InboxItem, MessagePurpose
 from coordination.texting.outbox import messages_for_patient
+from coordination.travel.record import travel_steps
 from core.identity.models import User
 from core.models import Caregiver, CaregiverLink, Observation, ObservationRevision, Patient
 
@@ -54,6 +55,7 @@ class TimelineKind(enum.StrEnum):
     MESSAGE = "message"  # a text sent to the patient or a caregiver
     REPLY = "reply"  # a text received from the patient's or a caregiver's number
     HANDLED = "handled"  # a coordinator handled a text of the inbox (or answered it)
+    TRAVEL = "travel"  # a step of a travel support request (asked, approved, arranged...)
 
 
 # Entries at the same instant are shown in this order (newest first means: the last of
@@ -63,6 +65,7 @@ _RANK = {
     TimelineKind.MESSAGE: 0,
     TimelineKind.REPLY: 1,
     TimelineKind.MOVE_REQUEST: 2,
+    TimelineKind.TRAVEL: 2,
     TimelineKind.REPORT: 3,
     TimelineKind.NOTE: 4,
     TimelineKind.OUTCOME: 5,
@@ -131,7 +134,10 @@ class TimelineEntry:
       `status` ("waiting" while it waits in the inbox for a person, "handled" after) and
       `inbox_id` (the inbox item, for a link);
     - handled: `actor` (the coordinator), `reason` (their note), `text` (the text handled),
-      `next_step` (the words of the reply sent, if any), `inbox_id`.
+      `next_step` (the words of the reply sent, if any), `inbox_id`;
+    - travel: `action` (the step: requested, approved, declined, booked, booking_cancelled,
+      arranged, flagged, reviewed), `kinds` (asked or booked), `reason` (flagged: "moved" or
+      "cancelled"; declined: the reason the patient reads). Never a cost or a need.
     """
 
     at: datetime
@@ -157,6 +163,7 @@ class TimelineEntry:
     # booked/rescheduled: the coordinator confirmed a day outside the visit's window.
     outside_window: bool = False
     inbox_id: int | None = None
+    kinds: tuple[str, ...] = ()
 
     def sort_key(self) -> tuple[datetime, int, int]:
         return (self.at, _RANK[self.kind], self.ref_id)
@@ -481,10 +488,28 @@ def _handled_entries(session: Session, *, patient_id: int, limit: int) -> list[T
     ]
 
 
+def _travel_entries(session: Session, *, patient_id: int, limit: int) -> list[TimelineEntry]:
+    return [
+        TimelineEntry(
+            at=step.at,
+            kind=TimelineKind.TRAVEL,
+            ref_id=step.event_id,
+            action=step.step,
+            actor=step.actor,
+            system=step.system,
+            visit_id=step.visit_id,
+            visit_key=step.visit_key,
+            kinds=step.kinds,
+            reason=step.visit_change or step.decline_reason,
+        )
+        for step in travel_steps(session, patient_id=patient_id, limit=limit)
+    ]
+
+
 def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> list[TimelineEntry]:
     """The newest `limit` entries of the patient's timeline, newest first.
 
-    Nine queries whatever the patient's history (one per source, and the inbox items of
+    Ten queries whatever the patient's history (one per source, and the inbox items of
     the texts received); each source reads at most what could make the cut, then the
     sources are merged."""
     if limit <= 0:
@@ -499,6 +524,7 @@ def patient_timeline(session: Session, *, patient_id: int, limit: int = 50) -> l
         _message_entries,
         _reply_entries,
         _handled_entries,
+        _travel_entries,
     ):
         entries.extend(source(session, patient_id=patient_id, limit=limit))
     entries.sort(key=TimelineEntry.sort_key, reverse=True)

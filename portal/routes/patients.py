@@ -26,11 +26,12 @@ from coordination.texting.consent import (
 
 # Re-exported: the caregiver form (caregivers.py) reads its wording the same way.
 from coordination.texting.consent import consent_language as consent_language
+from coordination.travel.record import travel_for_record
 from coordination.worklist.texts_page import numbers_of_patient
 from coordination.worklist.timeline import patient_timeline, visit_labels
 from core.caregivers import caregiver_links
 from core.errors import FieldErrors
-from core.identity.access import Permission
+from core.identity.access import Permission, role_allows
 from core.identity.invitations import invitations_for_patient
 from core.identity.models import User
 from core.ids import parse_id
@@ -331,14 +332,19 @@ def record_page(
     session: Session,
     patient: Patient,
     *,
+    viewer: User,
     notice: str | None = None,
     note_form: dict[str, str] | None = None,
     note_errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
     """The patient's record: facts, portal access, caregivers, the follow-up schedule, the
-    outreach-note form and the timeline. A fixed number of queries, whatever the history."""
+    travel requests, the outreach-note form and the timeline. A fixed number of queries,
+    whatever the history."""
     library = shipped_protocols()
+    # Travel's details (a decline's reason, the link to costs and needs) are for those who
+    # arrange travel; the timeline's travel lines never carry costs or needs.
+    arranges_travel = role_allows(viewer, Permission.TRAVEL_ARRANGE)
     visits = visits_for_patient(session, patient_id=patient.id)
     labels = visit_labels(
         library,
@@ -360,6 +366,8 @@ def record_page(
         "completed_count": sum(1 for visit in visits if visit.status is VisitStatus.COMPLETED),
         "has_protocol": library.current(patient.therapy.code) is not None,
         "timeline": patient_timeline(session, patient_id=patient.id, limit=TIMELINE_LENGTH),
+        "arranges_travel": arranges_travel,
+        "travel": travel_for_record(session, patient_id=patient.id) if arranges_travel else [],
         "measure_labels": measure_labels(),
         "note_form": note_form or {"channel": "call", "outcome": "", "note": "", "next_step": ""},
         "note_errors": note_errors or {},
@@ -392,6 +400,7 @@ def patient_record(
         request,
         session,
         access.patient,
+        viewer=access.user,
         notice=_(NOTICES[done]) if done in NOTICES else None,
     )
 
@@ -428,6 +437,7 @@ def patient_note(
             request,
             session,
             access.patient,
+            viewer=access.user,
             note_form=data.model_dump(),
             note_errors=i18n.translate_errors(problem.errors),
             status_code=400,

@@ -1,7 +1,8 @@
 """Coordinators' travel page of one visit: its requests with their history, and the steps
 (approve, decline with a reason the patient reads, record what was booked, mark arranged,
-mark reviewed after the visit moved). Coordinators of the patient's state (and center) only:
-anyone else gets 404, like a record that does not exist."""
+cancel a booking, mark reviewed after the visit moved or was cancelled). Coordinators of
+the patient's state (and center) only: anyone else gets 404, like a record that does not
+exist."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from coordination.travel.service import (
     TravelStepRefused,
     add_arrangement,
     approve_request,
+    cancel_arrangement,
     decline_request,
     mark_arranged,
     mark_reviewed,
@@ -49,6 +51,7 @@ STAFF_NOTICES = {
     "booked": N_("The booking is recorded."),
     "arranged": N_("The travel is arranged: the patient sees it beside the appointment."),
     "reviewed": N_("The travel is reviewed: the flag is cleared."),
+    "cancelled": N_("The booking is recorded as cancelled. Its cost stays in the history."),
 }
 
 
@@ -99,6 +102,7 @@ def _staff_page(
         for user_id in (
             detail.request.requested_by_user_id,
             *(event.actor_user_id for event in detail.events),
+            *(booked.cancelled_by_user_id for booked in detail.arrangements),
         )
         if user_id is not None
     }
@@ -158,6 +162,7 @@ def _step(
     *,
     decline: DeclineForm | None = None,
     booking: BookingForm | None = None,
+    arrangement_id: str = "",
 ) -> Response:
     """Apply one coordinator's step to the visit's request, then show the page again."""
     visit = visit_of(session, access, visit_id)
@@ -200,6 +205,14 @@ def _step(
             mark_arranged(session, clock=clock, actor=actor, request=travel)
         elif done == "reviewed":
             mark_reviewed(session, clock=clock, actor=actor, request=travel)
+        elif done == "cancelled":
+            cancel_arrangement(
+                session,
+                clock=clock,
+                actor=actor,
+                request=travel,
+                arrangement_id=parse_id(arrangement_id) or 0,
+            )
     except TravelStepRefused as problem:
         return _staff_page(
             request,
@@ -292,3 +305,28 @@ def travel_reviewed(
     request_id: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     return _step(request, session, context, access, visit_id, request_id, "reviewed")
+
+
+@router.post(
+    "/patients/{patient_id}/visits/{visit_id}/travel/cancel-booking", name="travel_cancel_booking"
+)
+def travel_cancel_booking(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    access: TravelArranger,
+    visit_id: VisitId,
+    request_id: Annotated[str, Form(max_length=12)] = "",
+    arrangement_id: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """Record that one booking was cancelled (kept, with its cost)."""
+    return _step(
+        request,
+        session,
+        context,
+        access,
+        visit_id,
+        request_id,
+        "cancelled",
+        arrangement_id=arrangement_id,
+    )
