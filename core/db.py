@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, insert, inspect
+from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -89,6 +89,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements: a Core INSERT of many rows skips the ORM's
+    per-row bookkeeping of a bulk insert (a third of the statement's time for thousands)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def insert_returning_ids(
     session: Session, model: type[Base], rows: Sequence[dict[str, Any]]
 ) -> list[int]:
@@ -104,7 +112,7 @@ def insert_returning_ids(
     if not rows:
         return []
     (key,) = inspect(model).primary_key
-    ids = sorted(session.scalars(insert(model).returning(key), list(rows)))
+    ids = sorted(session.scalars(insert(table_of(model)).returning(key), list(rows)))
     if len(ids) != len(rows):
         raise RuntimeError(f"inserted {len(rows)} rows of {model.__name__}, got {len(ids)} ids")
     return [int(new_id) for new_id in ids]

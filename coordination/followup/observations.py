@@ -31,7 +31,7 @@ from coordination.followup.outcomes import (
 from coordination.followup.schedule import complete_visits
 from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
-from core.db import insert_returning_ids
+from core.db import insert_returning_ids, table_of
 from core.errors import FieldErrors
 from core.models import (
     RESULT_STATUSES,
@@ -325,7 +325,7 @@ def record_observations(
         )
     if linked:
         session.execute(
-            insert(VisitObservation),
+            insert(table_of(VisitObservation)),
             [
                 {"visit_id": visit_id, "observation_id": observation_ids[index]}
                 for index, visit_id in linked.items()

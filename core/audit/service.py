@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.audit.models import AuditEvent, AuditOutcome
 from core.clock import Clock
+from core.db import table_of
 
 # The role label of a treatment center's system acting through the FHIR API.
 FHIR_CLIENT_ROLE = "fhir_client"
@@ -122,7 +123,7 @@ def record_events(
         for event in events
     ]
     if rows:
-        session.execute(insert(AuditEvent), rows)
+        session.execute(insert(table_of(AuditEvent)), rows)
     return len(rows)
 
 
