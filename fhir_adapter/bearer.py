@@ -251,8 +251,15 @@ def record_fhir_events(
     caller: FhirCaller,
     written: Iterable[tuple[Interaction, str, str, int | None]],
 ) -> None:
-    """`record_fhir_event` for each of many writes at once (a transaction's entries):
-    (interaction, resource type, resource id, patient id), one INSERT for all."""
+    """The writes of one request (a transaction's or batch's entries: interaction, resource
+    type, resource id, patient id) in the audit log: one `fhir.<interaction>` event per
+    patient and interaction, naming every resource it touched (the `target` lists them as
+    far as it holds, `detail["resources"]` holds them all). A Bundle about a thousand
+    patients writes a thousand events, not ten thousand: each event is an indexed row,
+    and they were a tenth of the time of a large transaction."""
+    touched: dict[tuple[Interaction, int | None], list[str]] = {}
+    for interaction, resource_type, resource_id, patient_id in written:
+        touched.setdefault((interaction, patient_id), []).append(f"{resource_type}/{resource_id}")
     record_events(
         session,
         clock=clock,
@@ -261,11 +268,21 @@ def record_fhir_events(
             EventData(
                 action=f"fhir.{interaction.action}",
                 patient_id=patient_id,
-                target=f"{resource_type}/{resource_id}"[:120],
+                target=_listed(resources),
+                detail={"resources": resources} if len(resources) > 1 else None,
             )
-            for interaction, resource_type, resource_id, patient_id in written
+            for (interaction, patient_id), resources in touched.items()
         ),
     )
+
+
+def _listed(resources: list[str], limit: int = 120) -> str:
+    """`Patient/1, Procedure/1, Observation/7, …`: as many as `limit` characters hold."""
+    text = ", ".join(resources)
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(", ", 0, limit - 3)
+    return text[:cut] + ", …" if cut > 0 else text[: limit - 1] + "…"
 
 
 @dataclass
