@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.audit.models import AuditOutcome
-from core.audit.service import Actor, EventData, record_event, record_events
+from core.audit.service import Actor, EventData, listed_targets, record_event, record_events
 from core.clock import Clock
 from core.db import transaction
 from core.identity.passwords import token_digest
@@ -268,21 +268,12 @@ def record_fhir_events(
             EventData(
                 action=f"fhir.{interaction.action}",
                 patient_id=patient_id,
-                target=_listed(resources),
+                target=listed_targets(resources),
                 detail={"resources": resources} if len(resources) > 1 else None,
             )
             for (interaction, patient_id), resources in touched.items()
         ),
     )
-
-
-def _listed(resources: list[str], limit: int = 120) -> str:
-    """`Patient/1, Procedure/1, Observation/7, …`: as many as `limit` characters hold."""
-    text = ", ".join(resources)
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(", ", 0, limit - 3)
-    return text[:cut] + ", …" if cut > 0 else text[: limit - 1] + "…"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -97,6 +97,16 @@ class EventData:
     target: str | None = None
     detail: dict[str, Any] | None = None
     outcome: AuditOutcome = AuditOutcome.SUCCESS
+
+
+def listed_targets(targets: Sequence[str], limit: int = 120) -> str:
+    """The target of an event about several records (`Patient/1, Observation/7, …`): as
+    many as the column's `limit` characters hold; the event's detail lists them all."""
+    text = ", ".join(targets)
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(", ", 0, limit - 3)
+    return text[:cut] + ", …" if cut > 0 else text[: limit - 1] + "…"
 
 
 def record_events(
