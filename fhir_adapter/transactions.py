@@ -400,6 +400,7 @@ def process_bundle(
         expected_type="Bundle",
         resolve=_owned_resolver(references),
         local_base=base,
+        keep_model=False,  # the writes read the JSON
     )
     # A batch's entries are judged one by one below; its envelope must be sound.
     if not result.ok and (kind == "transaction" or _envelope_errors(result.errors)):
