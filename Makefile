@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) $(E2E_NODE) lint typecheck
 	$(BIN)/cgt-access content check
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup --durations=30
 
 bench: $(STAMP)
 	$(BIN)/cgt-access bench --only "$(ONLY)"

@@ -262,6 +262,8 @@ class ProxyRight(enum.StrEnum):
     RECEIVE_REMINDERS = "receive_reminders"
     VIEW_EDUCATION = "view_education"
     REPORT_EVENTS = "report_events"
+    # Answer the patient's questionnaires for them (a parent for a child).
+    ANSWER_QUESTIONNAIRES = "answer_questionnaires"
 
 
 class Relation(enum.StrEnum):
@@ -359,6 +361,9 @@ class CaregiverLink(Base):
     can_receive_reminders: Mapped[bool] = mapped_column(Boolean, default=False)
     can_view_education: Mapped[bool] = mapped_column(Boolean, default=True)
     can_report_events: Mapped[bool] = mapped_column(Boolean, default=False)
+    can_answer_questionnaires: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

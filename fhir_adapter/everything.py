@@ -43,6 +43,7 @@ EVERYTHING_TYPES = (
     "Appointment",
     "Encounter",
     "CarePlan",
+    "QuestionnaireResponse",
 )
 _TRANSPORT = frozenset({"_format", "_pretty"})
 _VERSION = 1

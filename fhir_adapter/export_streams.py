@@ -33,7 +33,7 @@ from core.models import (
     TherapyCode,
     TreatmentCenter,
 )
-from fhir_adapter import resources
+from fhir_adapter import questionnaire_responses, resources
 from fhir_adapter.resources import JSON
 
 # The types an export writes, in the order it writes them (every one is in the Patient
@@ -47,6 +47,7 @@ EXPORT_TYPES = (
     "Encounter",
     "Appointment",
     "CarePlan",
+    "QuestionnaireResponse",
 )
 # Rows fetched from the database at a time.
 FETCH_ROWS = 2_000
@@ -372,5 +373,11 @@ STREAMS: dict[str, TypeStream] = {
         _visit_resources(resources.appointment_resource, completed=False),
     ),
     "CarePlan": TypeStream(_counter(_plan_rows), _care_plan_resources),
+    "QuestionnaireResponse": TypeStream(
+        _counter(questionnaire_responses.export_rows),
+        lambda session, _lookups, center_id, since: questionnaire_responses.export_resources(
+            _rows(session, questionnaire_responses.export_rows(center_id, since))
+        ),
+    ),
 }
 assert tuple(STREAMS) == EXPORT_TYPES

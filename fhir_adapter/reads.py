@@ -21,7 +21,7 @@ from core.models import (
     TherapyCode,
     TreatmentCenter,
 )
-from fhir_adapter import resources
+from fhir_adapter import questionnaire_responses, resources
 from fhir_adapter.resources import JSON
 
 Reader = Callable[[Session, int, int, ProtocolLibrary], JSON | None]
@@ -182,6 +182,7 @@ READERS: dict[str, Reader] = {
     "Appointment": _appointment,
     "Encounter": _encounter,
     "CarePlan": _care_plan,
+    "QuestionnaireResponse": questionnaire_responses.read,
     "Group": _group,
 }
 READABLE_TYPES = tuple(READERS)

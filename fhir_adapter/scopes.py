@@ -50,6 +50,7 @@ RESOURCE_TYPES = (
     "Condition",
     "Appointment",
     "CarePlan",
+    "QuestionnaireResponse",
     "Group",
 )
 

@@ -13,6 +13,7 @@ page, not one per row).
 | Encounter | completed visits | patient_id | patient, date |
 | Appointment | visits | patient_id | patient, date, status |
 | CarePlan | follow-up plans | patient_id | patient |
+| QuestionnaireResponse | submitted ones | patient_id | patient, subject, questionnaire, authored |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.sql.base import ExecutableOption
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
 from coordination.followup.protocol import ProtocolLibrary
+from coordination.questionnaires.models import QuestionnaireResponse
 from core.models import (
     CaregiverLink,
     Condition,
@@ -38,7 +40,7 @@ from core.models import (
     Therapy,
     TreatmentCenter,
 )
-from fhir_adapter import resources
+from fhir_adapter import questionnaire_responses, resources
 from fhir_adapter.bearer import FhirCaller
 from fhir_adapter.errors import FhirError
 from fhir_adapter.models import ResourceIdentifier
@@ -579,6 +581,34 @@ def _build() -> dict[str, SearchType]:
             _care_plans,
             sorts={"_lastUpdated": FollowUpPlan.updated_at},
             includes=("CarePlan:patient",),
+        ),
+        SearchType(
+            "QuestionnaireResponse",
+            QuestionnaireResponse,
+            QuestionnaireResponse.id,
+            QuestionnaireResponse.patient_id,
+            QuestionnaireResponse.updated_at,
+            {
+                **_common(QuestionnaireResponse, QuestionnaireResponse.updated_at),
+                "patient": patient_param(QuestionnaireResponse.patient_id),
+                "subject": patient_param(QuestionnaireResponse.patient_id, typed=True),
+                "questionnaire": Param(
+                    "reference", questionnaire_responses.questionnaire_condition
+                ),
+                "authored": date_param(Instant(QuestionnaireResponse.authored_at)),
+                "status": status_param(
+                    QuestionnaireResponse.status,
+                    questionnaire_responses.STATUS_SYSTEM,
+                    questionnaire_responses.STATUSES,
+                ),
+            },
+            questionnaire_responses.render,
+            sorts={
+                "_lastUpdated": QuestionnaireResponse.updated_at,
+                "authored": QuestionnaireResponse.authored_at,
+            },
+            includes=("QuestionnaireResponse:patient",),
+            only=questionnaire_responses.SERVED,
         ),
     ]
     return {spec.name: spec for spec in types}

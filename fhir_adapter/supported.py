@@ -43,6 +43,7 @@ _REVINCLUDES = [
     "Encounter:patient",
     "Appointment:patient",
     "CarePlan:patient",
+    "QuestionnaireResponse:patient",
     "Observation:subject",
 ]
 
@@ -186,6 +187,42 @@ def _plan(registry: CapabilityRegistry) -> None:
         search_params=_searched(_patient_param()),
         includes=["CarePlan:patient"],
         documentation="The 15-year follow-up protocol's schedule of a patient.",
+    )
+    registry.plan_resource(
+        "QuestionnaireResponse",
+        [r.READ, r.SEARCH_TYPE],
+        search_params=_searched(
+            _patient_param("QuestionnaireResponse-patient"),
+            SearchParam(
+                "subject",
+                SearchParamType.REFERENCE,
+                f"{_SPEC}QuestionnaireResponse-subject",
+                "The patient (subject:Patient too)",
+            ),
+            SearchParam(
+                "questionnaire",
+                SearchParamType.REFERENCE,
+                f"{_SPEC}QuestionnaireResponse-questionnaire",
+                "The questionnaire's canonical url, or url|version",
+            ),
+            SearchParam(
+                "authored",
+                SearchParamType.DATE,
+                f"{_SPEC}QuestionnaireResponse-authored",
+                "When it was submitted; also a _sort key (_sort=authored, -authored)",
+            ),
+            SearchParam(
+                "status",
+                SearchParamType.TOKEN,
+                f"{_SPEC}QuestionnaireResponse-status",
+                "completed (drafts are not served)",
+            ),
+        ),
+        includes=["QuestionnaireResponse:patient"],
+        documentation=(
+            "Patient-reported outcome questionnaires the patient (or a caregiver for them) "
+            "submitted; the score, where the questionnaire defines one, is an Observation."
+        ),
     )
     registry.plan_resource("Group", [r.READ], documentation="A center's patients, for $export.")
     registry.plan_system(SystemInteraction.TRANSACTION, SystemInteraction.BATCH)

@@ -2,7 +2,9 @@
 
 from coordination import models as coordination_models
 from coordination.followup import models as followup_models
+from coordination.questionnaires import models as questionnaire_models
 from coordination.texting import models as texting_models
+from coordination.travel import models as travel_models
 from coordination.worklist import models as worklist_models
 from core import models as core_models
 from core.audit import models as audit_models
@@ -19,7 +21,9 @@ __all__ = [
     "fhir_models",
     "followup_models",
     "identity_models",
+    "questionnaire_models",
     "reporting_models",
     "texting_models",
+    "travel_models",
     "worklist_models",
 ]

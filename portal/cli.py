@@ -44,6 +44,11 @@ agreements_app = typer.Typer(
 app.add_typer(agreements_app, name="agreements")
 reports_app = typer.Typer(help="Outcome reports: snapshots of the figures.", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
+questionnaires_app = typer.Typer(
+    help="Patient-reported outcome questionnaires (FHIR R4 Questionnaire JSON).",
+    no_args_is_help=True,
+)
+app.add_typer(questionnaires_app, name="questionnaires")
 
 
 def _settings_or_exit() -> Settings:
@@ -498,6 +503,52 @@ def claims_import(
         typer.echo(f"  line {row['line']}: no patient of {found.code} has this Medicaid ID")
     if result.unmatched > 20:
         typer.echo(f"  ... and {result.unmatched - 20} more unmatched (see the load's page)")
+
+
+@questionnaires_app.command("load")
+def questionnaires_load(
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A FHIR R4 Questionnaire (JSON)."
+    ),
+    as_login: str = typer.Option("", "--as", help="Load as this admin; default: system."),
+) -> None:
+    """Load a questionnaire (the SDC subset; README, "Questionnaires"). Every item outside
+    it is listed; loading the same file again changes nothing; a changed questionnaire needs
+    a new version. Exit code 1 when the file is refused."""
+    from sqlalchemy import select
+
+    from coordination.questionnaires.items import QuestionnaireRefused
+    from coordination.questionnaires.loading import load_questionnaire, parse_file
+    from core.audit.service import Actor
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory, transaction
+    from core.identity.models import Role, User
+
+    settings = _settings_or_exit()
+    factory = make_session_factory(make_engine(settings.database_url))
+    try:
+        with transaction(factory) as session:
+            actor = Actor.system("questionnaires-load")
+            if as_login:
+                user = session.scalar(select(User).where(User.login == as_login.strip()))
+                if user is None or not user.is_active or user.role is not Role.ADMIN:
+                    typer.echo(f"No active admin {as_login!r}.", err=True)
+                    raise typer.Exit(code=2)
+                actor = Actor(user_id=user.id, label=user.login or "", role=user.role.value)
+            result = load_questionnaire(
+                session, clock=SystemClock(), actor=actor, resource=parse_file(file.read_bytes())
+            )
+            row = result.questionnaire
+            summary = f"{row.url} {row.version} ({row.language.value})"
+    except QuestionnaireRefused as refused:
+        typer.echo(f"{file.name}: refused, nothing loaded:", err=True)
+        for message in refused.errors:
+            typer.echo(f"  {message}", err=True)
+        raise typer.Exit(code=1) from None
+    if result.created:
+        typer.echo(f"{file.name}: loaded {summary} as questionnaire {row.id}")
+    else:
+        typer.echo(f"{file.name}: {summary} is already loaded; nothing changed")
 
 
 @claims_app.command("rederive")

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments import render_block
 from markupsafe import Markup
 
+from coordination.travel.policy import dollars
 from core.phones import display_phone
 from portal import i18n
 from portal.static import static_url
@@ -35,6 +36,8 @@ environment.filters["instant"] = i18n.format_instant
 # shown as typed otherwise (people's own words), never %-formatted.
 environment.filters["system_text"] = i18n.gettext
 environment.globals["word"] = word
+# Money is kept in integer cents (travel support); pages show dollars.
+environment.filters["dollars"] = dollars
 environment.globals["static_url"] = static_url
 environment.globals["your_relation"] = your_relation
 

@@ -59,6 +59,7 @@ PROXY_RIGHT = {
     "receive_reminders": N_("Get text reminders"),
     "view_education": N_("See learning modules"),
     "report_events": N_("Report health events"),
+    "answer_questionnaires": N_("Answer questionnaires"),
 }
 MESSAGE_STATUS = {
     "queued": N_("Waiting"),
@@ -206,6 +207,34 @@ STATEMENT_LINE = {
     "withdrawn": N_("Withdrawn for an earlier quarter"),
 }
 
+# Travel support (coordination/travel): what a state may fund, a request's life.
+TRAVEL_KIND = {
+    "mileage": N_("Mileage (own car)"),
+    "ride": N_("Ride (taxi, ride service, bus)"),
+    "flight": N_("Flight"),
+    "lodging": N_("Lodging"),
+    "meals": N_("Meals"),
+    "childcare": N_("Childcare"),
+    "escort": N_("Escort (someone travelling with the patient)"),
+}
+TRAVEL_STATUS = {
+    "requested": N_("Asked, waiting for the care team"),
+    "approved": N_("Approved, being booked"),
+    "declined": N_("Declined"),
+    "arranged": N_("Arranged"),
+    # Not a status: a request whose visit moved or was cancelled (the worklist's word).
+    "to_review": N_("To review: the visit changed"),
+}
+TRAVEL_EVENT = {
+    "requested": N_("Asked"),
+    "approved": N_("Approved"),
+    "declined": N_("Declined"),
+    "booked": N_("Booking recorded"),
+    "arranged": N_("Marked arranged"),
+    "flagged": N_("Visit changed: to review"),
+    "reviewed": N_("Reviewed after the visit changed"),
+}
+
 WORDS: Mapping[str, Mapping[str, str]] = {
     "visit_status": VISIT_STATUS,
     "patient_visit_status": PATIENT_VISIT_STATUS,
@@ -231,6 +260,9 @@ WORDS: Mapping[str, Mapping[str, str]] = {
     "outcome_status": OUTCOME_STATUS,
     "outcome_grouping": OUTCOME_GROUPING,
     "statement_line": STATEMENT_LINE,
+    "travel_kind": TRAVEL_KIND,
+    "travel_status": TRAVEL_STATUS,
+    "travel_event": TRAVEL_EVENT,
 }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -80,6 +81,16 @@ DEFAULT_REMINDERS = (
 )
 
 
+# A questionnaire is named by its canonical url (the version loaded newest is the one asked).
+QuestionnaireUrl = Annotated[str, Field(pattern=r"^https?://[^\s|]+$", max_length=255)]
+
+
+def _distinct_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(urls)) != len(urls):
+        raise ValueError("a questionnaire is listed twice")
+    return urls
+
+
 def _distinct_rules(rules: tuple[ReminderRule, ...] | None) -> tuple[ReminderRule, ...] | None:
     if rules is not None and len({rule.key for rule in rules}) != len(rules):
         raise ValueError("a reminder key is used twice")
@@ -96,8 +107,19 @@ class ProtocolVisit(BaseModel):
     assessments: tuple[Assessment, ...] = Field(min_length=1)
     # The protocol's reminders apply unless a visit lists its own ([] for none).
     reminders: tuple[ReminderRule, ...] | None = None
+    # The questionnaires the patient answers for this visit (a visit assessing
+    # pro_questionnaire). Whether each is loaded is checked where it is used, not here: a
+    # program may load it after the protocol ships.
+    questionnaires: tuple[QuestionnaireUrl, ...] = ()
 
     _rules = field_validator("reminders")(_distinct_rules)
+    _urls = field_validator("questionnaires")(_distinct_urls)
+
+    @model_validator(mode="after")
+    def _questionnaires_need_the_assessment(self) -> ProtocolVisit:
+        if self.questionnaires and Assessment.PRO_QUESTIONNAIRE not in self.assessments:
+            raise ValueError("a visit with questionnaires must assess pro_questionnaire")
+        return self
 
     @field_validator("assessments")
     @classmethod
@@ -116,6 +138,18 @@ class ProtocolVisit(BaseModel):
         )
 
 
+class BeforeInfusion(BaseModel):
+    """The CIBMTR baseline: questionnaires answered before the infusion. It is no visit
+    (a patient has no visits until the infusion date is known): it is due from enrolment
+    until the infusion day, and a response is its own record of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    label: Label = Label(en="Before your infusion", es="Antes de su infusión")
+    questionnaires: tuple[QuestionnaireUrl, ...] = Field(min_length=1)
+
+    _urls = field_validator("questionnaires")(_distinct_urls)
+
+
 class Protocol(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     therapy: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
@@ -123,6 +157,7 @@ class Protocol(BaseModel):
     title: Label
     visits: tuple[ProtocolVisit, ...] = Field(min_length=1)
     reminders: tuple[ReminderRule, ...] = DEFAULT_REMINDERS
+    before_infusion: BeforeInfusion | None = None
 
     _rules = field_validator("reminders")(_distinct_rules)
 
@@ -149,6 +184,13 @@ class Protocol(BaseModel):
 
     def visit(self, key: str) -> ProtocolVisit | None:
         return next((visit for visit in self.visits if visit.key == key), None)
+
+    def questionnaire_urls(self) -> set[str]:
+        """Every questionnaire the protocol asks for, before infusion and at its visits."""
+        urls = set(self.before_infusion.questionnaires) if self.before_infusion else set()
+        for visit in self.visits:
+            urls.update(visit.questionnaires)
+        return urls
 
     def reminder_rules(self, visit_key: str) -> tuple[ReminderRule, ...]:
         """The reminders of one visit: its own list, else the protocol's."""

@@ -25,6 +25,7 @@ from coordination.followup.models import (
 )
 from coordination.followup.protocol import Protocol, ProtocolLibrary
 from coordination.followup.requests import close_move_requests, close_visits_move_requests
+from coordination.travel.review import CANCELLED, MOVED, flag_travel_for_review
 from core.audit.service import Actor
 from core.clock import Clock, local_today
 from core.db import table_of
@@ -105,6 +106,16 @@ def _transition(
     visit.status = target
     visit.updated_at = clock.now()
     session.add(event)
+    # A booked appointment that moves or is cancelled sends its travel support back to a
+    # coordinator (only booked visits have any: the others cost no query).
+    if visit.appointment_at is not None and action in ("book", "cancel"):
+        flag_travel_for_review(
+            session,
+            clock=clock,
+            actor=actor,
+            visit_id=visit.id,
+            reason=MOVED if action == "book" else CANCELLED,
+        )
     return event
 
 

@@ -21,12 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import FollowUpPlan, Visit, VisitStatus
+from coordination.followup.protocol import Protocol as FollowUpProtocol
 from coordination.followup.protocol import (
     ProtocolLibrary,
     ReminderKind,
     ReminderRule,
     shipped_protocols,
 )
+from coordination.questionnaires.due import AnswersWaiting, answers_waiting
 from coordination.texting.changes import plan_change_notices
 from coordination.texting.models import (
     ConsentStatus,
@@ -55,6 +57,7 @@ from coordination.texting.rules import (
     taken_times,
     useful_on,
 )
+from coordination.travel.requests import arranged_visit_ids_ahead
 from core.batch import collector_paused
 from core.clock import Clock
 from core.models import Caregiver, CaregiverLink, Patient, State
@@ -147,6 +150,8 @@ class _Candidate:
     recipient: Recipient
     key: str
     planned_on: str
+    # A questionnaire of the visit waits for this recipient's answers: the text nudges.
+    nudge: bool = False
 
 
 def _visits_in_horizon(*, today: date, now: datetime, end: datetime) -> Select[*tuple[Any, ...]]:
@@ -230,6 +235,7 @@ def _plan(
     }
     textable = _textable(session)
 
+    waiting = answers_waiting(session, visit_ids=horizon.with_only_columns(Visit.id))
     candidates: list[_Candidate] = []
     for patient in patients:
         protocol = library.version_or_current(patient.therapy_code, patient.protocol_version)
@@ -250,6 +256,7 @@ def _plan(
                 now=now,
                 end=end,
             )
+        _mark_nudges(candidates, patient=patient, protocol=protocol, waiting=waiting)
     if not candidates:
         return report
     _insert_within_caps(
@@ -261,6 +268,32 @@ def _plan(
         report=report,
     )
     return report
+
+
+# The reminders that come while a visit's questionnaire may be answered (its window is
+# open, or closed lately): the "time to book" notice comes before the window opens.
+_NUDGED_KINDS = (ReminderKind.APPOINTMENT, ReminderKind.OVERDUE)
+
+
+def _mark_nudges(
+    candidates: list[_Candidate],
+    *,
+    patient: _PatientRow,
+    protocol: FollowUpProtocol,
+    waiting: AnswersWaiting,
+) -> None:
+    """Mark the patient's new candidates whose text adds the questionnaire nudge."""
+    for c in reversed(candidates):
+        if c.patient is not patient:
+            break
+        if c.kind not in _NUDGED_KINDS:
+            continue
+        definition = protocol.visit(c.visit.visit_key)
+        c.nudge = (
+            definition is not None
+            and waiting.waiting(c.visit.id, definition.questionnaires)
+            and waiting.may_answer(patient.id, c.recipient.caregiver_id)
+        )
 
 
 def _nominal_days(
@@ -355,6 +388,7 @@ def _insert_within_caps(
     taken = taken_times(session, lo=lo, hi=hi)
     fresh.sort(key=attrgetter("send_at", "rank"))
     bodies: dict[tuple[object, ...], str] = {}
+    travel = arranged_visit_ids_ahead(session, now=now)
     rows: list[dict[str, object]] = []
     for c in fresh:
         zone = c.recipient.zone
@@ -382,7 +416,7 @@ def _insert_within_caps(
         rows.append(
             {
                 "to_phone": c.recipient.phone,
-                "body": _body(bodies, c, states),
+                "body": _body(bodies, c, states, travel),
                 "purpose": MessagePurpose.REMINDER.value,
                 "patient_id": c.patient.id,
                 "caregiver_id": c.recipient.caregiver_id,
@@ -408,16 +442,23 @@ def _insert_within_caps(
     session.flush()
 
 
-def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int, State]) -> str:
+def _body(
+    bodies: dict[tuple[object, ...], str],
+    c: _Candidate,
+    states: dict[int, State],
+    travel: set[int],
+) -> str:
     """The reminder's words, made once per distinct text: the words depend on the kind,
     the recipient's role and language, the state, and the window's days or the
-    appointment's local time and confirmation (as `rules.reminder_body` uses them)."""
+    appointment's local time, confirmation and arranged travel (`travel`, visit ids) (as
+    `rules.reminder_body` uses them)."""
     visit = c.visit
     key: tuple[object, ...] = (
         c.rank,
         c.recipient.is_caregiver,
         c.recipient.language,
         c.patient.state_id,
+        c.nudge,
     )
     if c.kind is ReminderKind.WINDOW_OPENS:
         key += (visit.window_start, visit.window_end)
@@ -427,11 +468,20 @@ def _body(bodies: dict[tuple[object, ...], str], c: _Candidate, states: dict[int
             visit.appointment_at,
             visit.appointment_zone or c.patient.time_zone,
             visit.status is VisitStatus.CONFIRMED,
+            visit.id in travel,
         )
     body = bodies.get(key)
     if body is None:
         state = states[c.patient.state_id]
-        body = reminder_body(c.kind, visit, c.recipient, state, c.patient.time_zone)
+        body = reminder_body(
+            c.kind,
+            visit,
+            c.recipient,
+            state,
+            c.patient.time_zone,
+            travel_arranged=c.kind is ReminderKind.APPOINTMENT and visit.id in travel,
+            questionnaire_waiting=c.nudge,
+        )
         bodies[key] = body
     return body
 

@@ -29,7 +29,9 @@ from coordination.texting.models import (
 from coordination.texting.words import (
     CONFIRMED_REMINDERS,
     MOVED_NOTICES,
+    QUESTIONNAIRE_NUDGE,
     REMINDERS,
+    TRAVEL_ARRANGED,
     Template,
     format_day,
     format_time,
@@ -428,9 +430,13 @@ def reminder_body(
     patient_zone: str,
     *,
     moved: bool = False,
+    travel_arranged: bool = False,
+    questionnaire_waiting: bool = False,
 ) -> str:
     """The reminder's words for `recipient`, filled and folded for GSM-7 (see
-    `reminder_template`)."""
+    `reminder_template`); an appointment's whose travel is arranged says so, in one
+    sentence that tells nothing of what was booked; the questionnaire nudge ends the text
+    when one waits for the visit (no name: a questionnaire's title can say too much)."""
     template = reminder_template(kind, visit, caregiver=recipient.is_caregiver, moved=moved)
     language = recipient.language
     values = program_values(state)
@@ -446,7 +452,17 @@ def reminder_body(
             "date": format_day(local.date(), language),
             "time": format_time(local, language),
         }
-    return render(template, language, **values)
+    body = render(template, language, **values)
+    if travel_arranged and kind is ReminderKind.APPOINTMENT:
+        body = f"{body} {render(TRAVEL_ARRANGED, language)}"
+    if questionnaire_waiting:
+        body = f"{body} {render(QUESTIONNAIRE_NUDGE, language)}"
+    return body
+
+
+def has_questionnaire_nudge(body: str, language: str) -> bool:
+    """The text was planned with the questionnaire nudge (a reworded text keeps it)."""
+    return body.endswith(render(QUESTIONNAIRE_NUDGE, language))
 
 
 _VISIT_GONE = {

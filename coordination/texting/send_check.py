@@ -26,12 +26,14 @@ from coordination.texting.rules import (
     Recipient,
     TextingHours,
     cap_problem,
+    has_questionnaire_nudge,
     reminder_body,
     rule_kind,
     stale_reason,
     still_useful,
     texts_so_far,
 )
+from coordination.travel.requests import arranged_visit_ids
 from core.clock import Clock
 from core.models import Caregiver, CaregiverLink, Patient, State
 
@@ -81,6 +83,8 @@ def check_before_sending(
     states = {s.id: s for s in session.scalars(select(State))} if capped else {}
     visit_ids = {m.visit_id for m in capped if m.visit_id is not None}
     visits = {v.id: v for v in session.scalars(select(Visit).where(Visit.id.in_(visit_ids)))}
+    # The visits whose travel is arranged: their appointment's text says so in one sentence.
+    travel = arranged_visit_ids(session, visit_ids=visit_ids)
     caregiver_ids = {m.caregiver_id for m in capped if m.caregiver_id is not None}
     reminder_links = {
         (link.caregiver_id, link.patient_id): (link, caregiver)
@@ -159,13 +163,26 @@ def check_before_sending(
         bisect.insort(times, now)
         if kind is ReminderKind.APPOINTMENT and visit is not None:
             state = states[patient.state_id]
-            _reword(message, visit=visit, patient=patient, zone=zone, state=state)
+            _reword(
+                message,
+                visit=visit,
+                patient=patient,
+                zone=zone,
+                state=state,
+                travel_arranged=visit.id in travel,
+            )
         verdicts[message.id] = Verdict.ok()
     return verdicts
 
 
 def _reword(
-    message: OutboundMessage, *, visit: Visit, patient: Patient, zone: str, state: State
+    message: OutboundMessage,
+    *,
+    visit: Visit,
+    patient: Patient,
+    zone: str,
+    state: State,
+    travel_arranged: bool = False,
 ) -> None:
     """An appointment's text leaves in the words its visit calls for now: a reminder or a
     change notice planned before the appointment was confirmed no longer asks to confirm
@@ -184,6 +201,8 @@ def _reword(
         state,
         patient.time_zone,
         moved=message.rule == MOVED_RULE,
+        travel_arranged=travel_arranged,
+        questionnaire_waiting=has_questionnaire_nudge(message.body, recipient.language),
     )
     if words != message.body:
         message.body = words

@@ -126,6 +126,16 @@ REMINDERS: dict[tuple[ReminderKind, bool], Template] = {
     ),
 }
 
+# Added to a visit's reminder while a questionnaire of the visit waits for its answers
+# (to the patient, and to a caregiver who may answer for them). It never names the
+# questionnaire: a text can be read by anyone holding the phone.
+QUESTIONNAIRE_NUDGE = Template(
+    key="questionnaire_nudge",
+    title=N_("Questionnaire waiting (added to a reminder)"),
+    en="Please also answer the questionnaire in the portal.",
+    es="Por favor, responda también el cuestionario en el portal.",
+)
+
 # An appointment reminder once the appointment is confirmed: it never asks to confirm again.
 CONFIRMED_REMINDERS: dict[bool, Template] = {
     False: Template(
@@ -185,6 +195,15 @@ MOVED_NOTICES: dict[tuple[bool, bool], Template] = {
         "PARAR para salir.",
     ),
 }
+
+# Added to an appointment's reminder when the visit's travel support is arranged: that it
+# is, and where to look; never what was booked (a place, a flight, a hotel).
+TRAVEL_ARRANGED = Template(
+    key="travel_arranged",
+    title=N_("Travel arranged (added to the reminder)"),
+    en="Your travel is arranged; details in the portal.",
+    es="Su viaje está organizado; los detalles están en el portal.",
+)
 
 # --- what a coordinator may send by hand ---------------------------------------------------
 

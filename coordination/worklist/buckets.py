@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Subquery,
     and_,
+    case,
     cast,
     false,
     func,
@@ -52,7 +53,9 @@ from coordination.followup.models import (
     VisitStatus,
 )
 from coordination.followup.protocol import ProtocolLibrary, shipped_protocols
+from coordination.questionnaires.due import overdue_condition as questionnaires_overdue
 from coordination.texting.models import InboundMessage, InboxItem, MessageStatus, OutboundMessage
+from coordination.travel.models import OPEN_TRAVEL_STATUSES, TravelRequest
 from coordination.worklist.models import CareAssignment
 from core.audit.service import Actor, record_event
 from core.clock import Clock, local_today
@@ -90,11 +93,14 @@ class Bucket(enum.StrEnum):
     TO_SCHEDULE = "to_schedule"  # the window is open and no appointment is booked
     UNCONFIRMED = "unconfirmed"  # an appointment within 7 days, not confirmed
     MOVE_REQUESTS = "move_requests"  # a patient or caregiver asked to move a visit
+    TRAVEL = "travel"  # travel support asked, approved not booked yet, or its visit changed
     REPORTS = "reports"  # a patient or caregiver reported an event, not reviewed yet
     INBOX = "inbox"  # a text for a person of the care team, not handled yet
     UNREACHABLE = "unreachable"  # the latest text to the patient failed
     LTFU_RISK = "ltfu_risk"  # the two latest visits were both missed
     ACTIVITY = "activity"  # what patients and caregivers did in the last 14 days
+    # a visit's questionnaire not answered by the end of its window (still answerable)
+    QUESTIONNAIRES_OVERDUE = "questionnaires"
 
 
 class SortOrder(enum.StrEnum):
@@ -112,6 +118,7 @@ class ItemKind(enum.StrEnum):
     MESSAGE = "message"
     CONFIRMATION = "confirmation"
     INBOX = "inbox"  # an inbox item: a text received for the care team
+    TRAVEL_REQUEST = "travel_request"  # a request for travel support to reach a visit
 
 
 ASSIGNED_ANY = ""
@@ -331,6 +338,30 @@ def _overdue(ask: _Ask) -> Select[Any]:
     return ask.scoped(_following(query))
 
 
+def _questionnaires_overdue(ask: _Ask) -> Select[Any]:
+    query = (
+        select(
+            *_item(
+                kind=ItemKind.VISIT,
+                item_id=Visit.id,
+                visit_id=Visit.id,
+                sort_key=Visit.window_end,
+                on_date=Visit.window_end,
+                status=Visit.status,
+            )
+        )
+        .select_from(Visit)
+        .join(Patient, Patient.id == Visit.patient_id)
+        .join(Therapy, Therapy.id == Patient.therapy_id)
+        .where(
+            ask.today.per_state(
+                lambda day: questionnaires_overdue(library=shipped_protocols(), today=day)
+            )
+        )
+    )
+    return ask.scoped(_following(query))
+
+
 def _to_schedule(ask: _Ask) -> Select[Any]:
     today = ask.today
     query = (
@@ -428,6 +459,32 @@ def _report_items() -> Select[Any]:
 
 def _move_requests(ask: _Ask) -> Select[Any]:
     return ask.scoped(_move_request_items().where(MoveRequest.status == RequestStatus.OPEN))
+
+
+def _travel(ask: _Ask) -> Select[Any]:
+    """Travel requests waiting for a coordinator: asked, approved but not arranged, or
+    flagged to review because their visit moved or was cancelled (status "to_review")."""
+    to_review = TravelRequest.review_needed_at.is_not(None)
+    query = (
+        select(
+            *_item(
+                kind=ItemKind.TRAVEL_REQUEST,
+                item_id=TravelRequest.id,
+                visit_id=TravelRequest.visit_id,
+                sort_key=func.coalesce(TravelRequest.review_needed_at, TravelRequest.created_at),
+                at=func.coalesce(TravelRequest.review_needed_at, TravelRequest.created_at),
+                status=case(
+                    (to_review, literal_column("'to_review'", String)),
+                    else_=cast(TravelRequest.status, String),
+                ),
+                actor_user_id=TravelRequest.requested_by_user_id,
+            )
+        )
+        .select_from(TravelRequest)
+        .join(Patient, Patient.id == TravelRequest.patient_id)
+        .where(or_(TravelRequest.status.in_(OPEN_TRAVEL_STATUSES), to_review))
+    )
+    return ask.scoped(query)
 
 
 def _reports(ask: _Ask) -> Select[Any]:
@@ -596,11 +653,13 @@ _BUCKET_ITEMS: dict[Bucket, Callable[[_Ask], Select[Any]]] = {
     Bucket.TO_SCHEDULE: _to_schedule,
     Bucket.UNCONFIRMED: _unconfirmed,
     Bucket.MOVE_REQUESTS: _move_requests,
+    Bucket.TRAVEL: _travel,
     Bucket.REPORTS: _reports,
     Bucket.INBOX: _inbox,
     Bucket.UNREACHABLE: _unreachable,
     Bucket.LTFU_RISK: _ltfu_risk,
     Bucket.ACTIVITY: _activity,
+    Bucket.QUESTIONNAIRES_OVERDUE: _questionnaires_overdue,
 }
 
 

@@ -34,6 +34,8 @@ class Permission(enum.StrEnum):
     EDUCATION_ASSIGN = "education.assign"  # assign a module to a patient or caregiver, text it
     EDUCATION_FUND = "education.fund"  # set the modules each state funds, and when
     EDUCATION_REACH = "education.reach"  # a state's reach figures (suppressed)
+    TRAVEL_ARRANGE = "travel.arrange"  # approve, decline, arrange a patient's travel support
+    TRAVEL_POLICY = "travel.policy"  # set what each state funds for travel, and from when
     EVENTS_REPORT = "events.report"
     REPORTS_VIEW = "reports.view"
     CLAIMS_LOAD = "claims.load"  # load a state's Medicaid claims extract, see past loads
@@ -46,6 +48,10 @@ class Permission(enum.StrEnum):
     ADMIN_USERS = "admin.users"
     AUDIT_READ = "audit.read"
     FHIR_CLIENTS_MANAGE = "fhir_clients.manage"  # register treatment centers' FHIR clients
+    QUESTIONNAIRES_MANAGE = "questionnaires.manage"  # load questionnaires, retire them
+    # Answer a questionnaire for a patient: the patient, or a caregiver whose link carries the
+    # right to answer questionnaires (answers speak for the patient: a parent for a child).
+    QUESTIONNAIRE_ANSWER = "questionnaires.answer"
     ACCOUNT = "account"
 
 
@@ -56,6 +62,7 @@ _SELF_SERVICE = {
     Permission.SCHEDULE_RESPOND,
     Permission.EDUCATION_VIEW,
     Permission.EVENTS_REPORT,
+    Permission.QUESTIONNAIRE_ANSWER,
     Permission.ACCOUNT,
 }
 
@@ -81,6 +88,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EDUCATION_REACH,
             Permission.REPORTS_VIEW,
             Permission.OUTCOMES_PATIENTS,
+            Permission.TRAVEL_ARRANGE,
             Permission.ACCOUNT,
         }
     ),
@@ -100,7 +108,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ADMIN_USERS,
             Permission.AUDIT_READ,
             Permission.FHIR_CLIENTS_MANAGE,
+            Permission.QUESTIONNAIRES_MANAGE,
             Permission.EDUCATION_FUND,
+            Permission.TRAVEL_POLICY,
             Permission.CLAIMS_LOAD,
             Permission.REPORTS_VIEW,
             Permission.ACCOUNT,
@@ -116,6 +126,8 @@ _PROXY_RIGHT_FOR: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+    # Answers speak for the patient: a right of its own (a parent for a child).
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 

@@ -45,6 +45,7 @@ from portal.dev.bench_dispatch import DISPATCH_FIGURES, dispatch_figures
 from portal.dev.bench_fhir_export import FHIR_EXPORT_FIGURES, fhir_export_figures
 from portal.dev.bench_fhir_ingest import FHIR_INGEST_FIGURES, fhir_ingest_figures
 from portal.dev.bench_fhir_search import FHIR_SEARCH_FIGURES, fhir_search_figures
+from portal.dev.bench_pro import PRO_FIGURES, pro_figures
 from portal.dev.bench_reporting_claims import CLAIMS_FIGURES, claims_figures
 from portal.dev.bench_reporting_dashboard import DASHBOARD_FIGURES, dashboard_figures
 from portal.dev.bench_reporting_outcomes import OUTCOME_FIGURES, outcome_figures
@@ -88,6 +89,7 @@ FIGURES = (
     + WORKLIST_FIGURES
     + DISPATCH_FIGURES
     + EDUCATION_FIGURES
+    + PRO_FIGURES
     + FHIR_SEARCH_FIGURES
     + FHIR_EXPORT_FIGURES
     + FHIR_INGEST_FIGURES
@@ -98,7 +100,12 @@ FIGURES = (
 # The portal world (demo data and `patients` more) serves these; the dispatch figures build
 # worlds of their own (portal/bench_dispatch.py).
 WORLD_FIGURES = (
-    SETUP_FIGURES + SCHEDULE_FIGURES + PORTAL_FIGURES + WORKLIST_FIGURES + EDUCATION_FIGURES
+    SETUP_FIGURES
+    + SCHEDULE_FIGURES
+    + PORTAL_FIGURES
+    + WORKLIST_FIGURES
+    + EDUCATION_FIGURES
+    + PRO_FIGURES
 )
 BENCH_COORDINATOR_LOGIN = "coordinator.md@demo.cgt-access.test"
 # The bench coordinator's authenticator secret (this throw-away database only).
@@ -192,6 +199,8 @@ def _world_figures(
         if any(name in selected for name in PORTAL_FIGURES + WORKLIST_FIGURES):
             yield from _portal_figures(world, selected=selected, requests=requests)
         yield from _education_figures(world, selected=selected, requests=requests)
+        # Last: it adds a questionnaire response for every patient.
+        yield from pro_figures(world, selected=selected, requests=requests)
     finally:
         world.factory.kw["bind"].dispose()
 

@@ -9,6 +9,7 @@ from datetime import date, time, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordination.questionnaires.loading import load_shipped_questionnaires
 from core.audit.service import Actor
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, transaction
@@ -163,6 +164,10 @@ def seed_demo(settings: Settings, *, force: bool = False, clock: Clock | None = 
         clock = clock or SystemClock()
         users = seed_demo_data(session, clock=clock)
         seed_demo_follow_up(session, clock=clock, users=users)
+        # Travel support asked and arranged for booked visits.
+        from portal.dev.demo_travel import seed_demo_travel_requests
+
+        seed_demo_travel_requests(session, clock=clock, users=users)
         # Consent and the reminders due: the console page shows texts within a minute.
         from portal.dev.demo_sms import seed_demo_sms
 
@@ -358,6 +363,7 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
         can_receive_reminders=True,
         can_view_education=True,
         can_report_events=True,
+        can_answer_questionnaires=True,
     )
     link(
         denise,
@@ -445,7 +451,17 @@ def seed_demo_data(session: Session, *, clock: Clock) -> dict[str, User]:
     )
     session.add_all(users.values())
     session.flush()
-    seed_demo_funding(session, clock=clock, states=states, admin=users[DEMO_STAFF[0][0]])
+    admin = users[DEMO_STAFF[0][0]]
+    seed_demo_funding(session, clock=clock, states=states, admin=admin)
+    from portal.dev.demo_travel import seed_demo_travel_policies
+
+    seed_demo_travel_policies(session, clock=clock, states=states, admin=admin)
+    # The check-in questionnaire written for the project, as an admin would load it.
+    load_shipped_questionnaires(
+        session,
+        clock=clock,
+        actor=Actor(user_id=admin.id, label=admin.login or "", role=admin.role.value),
+    )
     return users
 
 
@@ -513,7 +529,6 @@ def seed_demo_follow_up(session: Session, *, clock: Clock, users: dict[str, User
         mark_missed_visits,
         sync_schedule,
     )
-    from core.audit.service import Actor
 
     library = shipped_protocols()
     today = clock.now().date()

@@ -39,7 +39,9 @@ NAV_ITEMS = (
     NavItem("/admin/states", N_("States"), Permission.ADMIN_STATES),
     NavItem("/admin/centers", N_("Centers"), Permission.ADMIN_CENTERS),
     NavItem("/admin/therapies", N_("Therapies"), Permission.ADMIN_THERAPIES),
+    NavItem("/admin/travel", N_("Travel"), Permission.TRAVEL_POLICY),
     NavItem("/admin/fhir-clients", N_("FHIR clients"), Permission.FHIR_CLIENTS_MANAGE),
+    NavItem("/admin/questionnaires", N_("Questionnaires"), Permission.QUESTIONNAIRES_MANAGE),
     NavItem("/reports/claims", N_("Claims"), Permission.CLAIMS_LOAD),
     NavItem("/admin/audit", N_("Audit log"), Permission.AUDIT_READ),
 )

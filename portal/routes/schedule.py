@@ -39,6 +39,7 @@ from coordination.followup.schedule import (
     next_visit,
     visits_for_patient,
 )
+from coordination.travel.requests import travel_for_visits
 from core.dates import parse_day
 from core.errors import FieldErrors
 from core.identity.access import Permission, linked_patients, may_access_patient
@@ -53,10 +54,12 @@ from portal.deps import (
     PageNotFound,
     PatientAccess,
     SessionDep,
+    get_context,
     require,
     require_patient,
 )
 from portal.routes.pages import page_router
+from portal.routes.questionnaires_due import by_visit, due_lines
 from portal.web import is_htmx, redirect, render
 from portal.words import word
 
@@ -208,9 +211,13 @@ def _feed_urls(context: AppContext, token: str) -> dict[str, str]:
 def _schedule_context(session: Session, access: PatientAccess, **extra: Any) -> dict[str, Any]:
     patient, user = access.patient, access.user
     shows_feed = user.role in FEED_ROLES
+    schedule = schedule_view(session, patient=patient)
+    upcoming = ([schedule.next] if schedule.next else []) + schedule.later
     values: dict[str, Any] = {
         "patient": patient,
-        "schedule": schedule_view(session, patient=patient),
+        "schedule": schedule,
+        # Travel support beside each visit to come: its request, the arrangements confirmed.
+        "travel": travel_for_visits(session, visit_ids=[item.id for item in upcoming]),
         "own": user.patient_id == patient.id,
         # The forms that act on a visit show only to those who may send them.
         "may_respond": may_access_patient(
@@ -246,10 +253,26 @@ def _schedule_page(
     so a refusal reaches htmx as 200 with the message in the block."""
     if block is not None and is_htmx(request):
         status_code = 200
+    # The questionnaires the protocol asks for, beside their visits (coming ones too).
+    may_answer = may_access_patient(
+        session,
+        user=access.user,
+        patient=access.patient,
+        permission=Permission.QUESTIONNAIRE_ANSWER,
+    )
+    due = by_visit(
+        due_lines(
+            session,
+            clock=get_context(request).clock,
+            patient=access.patient,
+            may_answer=may_answer,
+            include_future=True,
+        )
+    )
     return render(
         request,
         "portal/schedule.html",
-        _schedule_context(session, access, **extra),
+        _schedule_context(session, access, due=due, **extra),
         block=block,
         status_code=status_code,
     )

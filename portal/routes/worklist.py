@@ -62,17 +62,23 @@ BUCKET_TITLES = {
     Bucket.TO_SCHEDULE: N_("To schedule"),
     Bucket.UNCONFIRMED: N_("Unconfirmed"),
     Bucket.MOVE_REQUESTS: N_("Move requests"),
+    Bucket.TRAVEL: N_("Travel requests"),
     Bucket.REPORTS: N_("Reported events"),
     Bucket.INBOX: N_("Inbox"),
     Bucket.UNREACHABLE: N_("Unreachable"),
     Bucket.LTFU_RISK: N_("Loss-to-follow-up risk"),
     Bucket.ACTIVITY: N_("Recent activity"),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_("Questionnaires overdue"),
 }
 BUCKET_HINTS = {
     Bucket.OVERDUE: N_("The visit window closed and the visit did not happen."),
     Bucket.TO_SCHEDULE: N_("The visit window is open and no appointment is booked."),
     Bucket.UNCONFIRMED: N_("An appointment in the next 7 days that nobody confirmed."),
     Bucket.MOVE_REQUESTS: N_("A patient or caregiver asked to move a visit."),
+    Bucket.TRAVEL: N_(
+        "Travel support to approve, decline or arrange, and arranged travel whose visit moved "
+        "or was cancelled."
+    ),
     Bucket.REPORTS: N_("Events that patients or caregivers reported, not reviewed yet."),
     Bucket.INBOX: N_(
         "Texts from patients and caregivers that a person of the care team was promised to "
@@ -81,17 +87,22 @@ BUCKET_HINTS = {
     Bucket.UNREACHABLE: N_("The latest text to the patient could not be delivered."),
     Bucket.LTFU_RISK: N_("The last two visits were both missed."),
     Bucket.ACTIVITY: N_("What patients and caregivers did in the last 14 days."),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_(
+        "The visit window closed and the patient has not answered its questionnaire yet."
+    ),
 }
 DATE_HEADINGS = {
     Bucket.OVERDUE: N_("Window closed"),
     Bucket.TO_SCHEDULE: N_("Window"),
     Bucket.UNCONFIRMED: N_("Appointment"),
     Bucket.MOVE_REQUESTS: N_("Asked on"),
+    Bucket.TRAVEL: N_("Asked on, or changed on"),
     Bucket.REPORTS: N_("Reported on"),
     Bucket.INBOX: N_("Received"),
     Bucket.UNREACHABLE: N_("Last attempt"),
     Bucket.LTFU_RISK: N_("Missed visits"),
     Bucket.ACTIVITY: N_("When"),
+    Bucket.QUESTIONNAIRES_OVERDUE: N_("Window closed"),
 }
 SORT_LABELS = {
     SortOrder.DATE_ASC: N_("Date, earliest first"),
@@ -106,6 +117,7 @@ STATUS_WORDS = {
     ItemKind.REPORT: "report_status",
     ItemKind.MESSAGE: "message_status",
     ItemKind.INBOX: "inbox_reason",
+    ItemKind.TRAVEL_REQUEST: "travel_status",
 }
 NO_VISIT = N_("no open visit to remind of")
 
@@ -172,6 +184,7 @@ class Words:
         self.roles = translated("recipient_role")
         self.confirmed = _("Confirmed: %(visit)s")
         self.move = _("Asked to move: %(visit)s")
+        self.travel = _("Travel support: %(visit)s")
         self.failed = _("Text not delivered: %(purpose)s")
         self.received = _("Text from %(phone)s: %(body)s")
         self.visit = _("Visit")
@@ -191,6 +204,8 @@ class Words:
             return self.received % {"phone": phone, "body": row.detail or ""}
         if row.kind is ItemKind.CONFIRMATION:
             return self.confirmed % {"visit": visit}
+        if row.kind is ItemKind.TRAVEL_REQUEST:
+            return self.travel % {"visit": visit}
         if row.kind is ItemKind.MOVE_REQUEST and row.bucket is Bucket.ACTIVITY:
             return self.move % {"visit": visit}
         return visit

@@ -46,6 +46,7 @@ REPORT_PAGES = [
     "/reports/rebates",
     "/reports/snapshots",
     "/reports/claims",
+    "/reports/support",
 ]
 # The pages that draw charts.
 CHART_PAGES = {

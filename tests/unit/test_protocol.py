@@ -99,6 +99,20 @@ def test_patient_reported_outcomes_at_cibmtr_timepoints(
         assert year * YEAR in offsets, f"no questionnaire at year {year}"
 
 
+@pytest.mark.parametrize("therapy", THERAPIES)
+def test_the_check_in_is_asked_before_infusion_and_at_every_pro_visit(
+    library: ProtocolLibrary, therapy: str
+) -> None:
+    protocol = _protocol(library, therapy)
+    check_in = "https://cgt-access.example/fhir/Questionnaire/living-after-gene-therapy"
+    assert protocol.before_infusion is not None
+    assert protocol.before_infusion.questionnaires == (check_in,)
+    for visit in protocol.visits:
+        asks = Assessment.PRO_QUESTIONNAIRE in visit.assessments
+        assert visit.questionnaires == ((check_in,) if asks else ()), visit.key
+    assert protocol.questionnaire_urls() == {check_in}
+
+
 def test_lyfgenia_has_integration_site_analysis_at_months_6_and_12(
     library: ProtocolLibrary,
 ) -> None:
@@ -365,6 +379,41 @@ BROKEN: list[tuple[str, Callable[[str], str], tuple[str, int], str]] = [
         ),
         ("reminders:", 1),
         "a reminder key is used twice",
+    ),
+    (
+        "questionnaire-not-a-url",
+        lambda text: text.replace(
+            "    assessments: [cbc, hemoglobin]",
+            "    assessments: [cbc, pro_questionnaire]\n    questionnaires: [check-in]",
+        ),
+        ("questionnaires: [check-in]", 1),
+        "visits.1.questionnaires.0: String should match pattern",
+    ),
+    (
+        "questionnaire-without-the-assessment",
+        lambda text: text.replace(
+            "    assessments: [cbc, hemoglobin]",
+            "    assessments: [cbc, hemoglobin]\n"
+            '    questionnaires: ["https://example.org/Questionnaire/q"]',
+        ),
+        ("key: day-100", 1),
+        "visits.1: a visit with questionnaires must assess pro_questionnaire",
+    ),
+    (
+        "questionnaire-twice",
+        lambda text: text.replace(
+            "    assessments: [cbc, hemoglobin]",
+            "    assessments: [pro_questionnaire]\n"
+            '    questionnaires: ["https://example.org/Q/q", "https://example.org/Q/q"]',
+        ),
+        ('questionnaires: ["https', 1),
+        "visits.1.questionnaires: a questionnaire is listed twice",
+    ),
+    (
+        "before-infusion-empty",
+        lambda text: text.replace("visits:\n", "before_infusion: {questionnaires: []}\nvisits:\n"),
+        ("before_infusion:", 1),
+        "before_infusion.questionnaires: Tuple should have at least 1 item",
     ),
     (
         "not-a-mapping",

@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 from coordination.followup.models import PatientReport, ReportKind, ReportStatus, Visit
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
+from coordination.questionnaires.models import Questionnaire, QuestionnaireResponse
+from coordination.questionnaires.responses import start_response
 from coordination.texting.gateway import ConsoleGateway
 from coordination.texting.models import InboundMessage, InboxItem
 from core.audit.models import AuditEvent, AuditOutcome
@@ -281,6 +283,7 @@ class Target:
     visit_id: int = MISSING_ID
     report_id: int = MISSING_ID
     inbox_item_id: int = MISSING_ID
+    response_id: int = MISSING_ID
 
 
 @dataclass
@@ -318,6 +321,11 @@ class World:
         first_inbox_item: dict[int, int] = {}
         for item in session.scalars(select(InboxItem).order_by(InboxItem.id)):
             first_inbox_item.setdefault(item.patient_id, item.id)
+        first_response: dict[int, int] = {}
+        for response in session.scalars(
+            select(QuestionnaireResponse).order_by(QuestionnaireResponse.id)
+        ):
+            first_response.setdefault(response.patient_id, response.id)
         caregiver = people["caregiver"]
         patient_md = session.get(Patient, people["patient"].patient_id)
         assert patient_md is not None
@@ -355,6 +363,7 @@ class World:
                     visit_id=first_visit.get(patient.id, MISSING_ID),
                     report_id=first_report.get(patient.id, MISSING_ID),
                     inbox_item_id=first_inbox_item.get(patient.id, MISSING_ID),
+                    response_id=first_response.get(patient.id, MISSING_ID),
                 )
             )
         targets.append(Target(label="a patient id that does not exist", patient_id=MISSING_ID))
@@ -363,6 +372,7 @@ class World:
             "center_id": _first_id(session, TreatmentCenter.id),
             "user_id": user_by_login(session, ANALYST).id,
             "fhir_client_id": _first_id(session, FhirClient.id),
+            "questionnaire_id": _first_id(session, Questionnaire.id),
             # FHIR routes: an id (every portal login gets 401 there anyway).
             "resource_id": 1,
         }
@@ -402,6 +412,8 @@ CAREGIVER_NEEDS: dict[Permission, ProxyRight | None] = {
     Permission.SCHEDULE_RESPOND: ProxyRight.MANAGE_VISITS,
     Permission.EDUCATION_VIEW: ProxyRight.VIEW_EDUCATION,
     Permission.EVENTS_REPORT: ProxyRight.REPORT_EVENTS,
+    # A caregiver answers questionnaires for the patient with the right to.
+    Permission.QUESTIONNAIRE_ANSWER: ProxyRight.ANSWER_QUESTIONNAIRES,
 }
 
 
@@ -538,6 +550,17 @@ def _give_everyone_a_schedule_and_a_report(db: Database, clock: FrozenClock) -> 
             )
             reporter = session.scalar(select(User.id).where(User.role == Role.ADMIN))
             assert reporter is not None
+            questionnaire = session.scalars(
+                select(Questionnaire).order_by(Questionnaire.id)
+            ).first()
+            assert questionnaire is not None
+            start_response(
+                session,
+                clock=clock,
+                actor=Actor.system("test"),
+                patient=patient,
+                questionnaire=questionnaire,
+            )
             session.add(
                 PatientReport(
                     patient_id=patient.id,
@@ -637,6 +660,8 @@ def test_permission_matrix(db: Database, app: FastAPI, clock: FrozenClock) -> No
                         values["visit_id"] = str(chosen.visit_id)
                         values["report_id"] = str(chosen.report_id)
                         values["item_id"] = str(chosen.inbox_item_id)
+                        values["response_id"] = str(chosen.response_id)
+                        values["number"] = "1"
                         values["module_key"] = MODULE_KEY
                         values["section_id"] = shipped_modules().modules[MODULE_KEY].section_ids[0]
                         url = _fill_path(route, values)

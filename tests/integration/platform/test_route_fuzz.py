@@ -46,6 +46,8 @@ from coordination.followup.models import PatientReport, ReportKind, ReportStatus
 from coordination.followup.outcomes import MEASURES
 from coordination.followup.protocol import shipped_protocols
 from coordination.followup.schedule import sync_schedule
+from coordination.questionnaires.models import Questionnaire
+from coordination.questionnaires.responses import start_response
 from coordination.texting.gateway import ConsoleGateway
 from core.audit.service import Actor
 from core.clock import FrozenClock
@@ -242,6 +244,15 @@ def _world(db: Database, clock: FrozenClock) -> World:
             as_of=AsOf(clock.now()),
             computed_by="test",
         )
+        questionnaire = session.scalars(select(Questionnaire).order_by(Questionnaire.id)).first()
+        assert questionnaire is not None
+        response = start_response(
+            session,
+            clock=clock,
+            actor=Actor.system("test"),
+            patient=maya,
+            questionnaire=questionnaire,
+        )
         return World(
             path={
                 "patient_id": str(maya.id),
@@ -268,6 +279,10 @@ def _world(db: Database, clock: FrozenClock) -> World:
                 "agreement_key": "casgevy-2025",
                 "measure_key": "no-voc-stay-6-18",
                 "snapshot_id": str(snapshots[0].id),
+                # Questionnaires: Maya's draft response to the check-in, its first page.
+                "questionnaire_id": str(questionnaire.id),
+                "response_id": str(response.id),
+                "number": "1",
             },
             answer_fields=tuple(f"q-{question.id}" for question in module.en.questions),
         )
@@ -366,6 +381,14 @@ def fuzzer(
         for target in found:
             if target.name == "learn_check_answer":  # one answer field per question
                 target.params += [Param("form", name) for name in world.answer_fields]
+            # Routes that read their form themselves (a page's questions, an upload).
+            if target.name == "questionnaire_page_save":
+                target.params += [Param("form", f"q{number}") for number in range(11)]
+                target.params += [Param("form", "q3-other")]
+            if target.name == "questionnaire_start":
+                target.params += [Param("form", "questionnaire_id")]
+            if target.name == "admin_questionnaire_status":
+                target.params += [Param("form", "status")]
         yield Fuzzer(world=world, people=people, targets=found)
 
 

@@ -85,6 +85,7 @@ def _link_denise(db: Database, clock: FrozenClock, *names: str) -> None:
                     can_receive_reminders=False,
                     can_view_education=name == "Lucía",
                     can_report_events=name == "Marcus",
+                    can_answer_questionnaires=name != NO_SCHEDULE,
                     created_at=clock.now(),
                     updated_at=clock.now(),
                 )

@@ -1500,3 +1500,74 @@ def test_reminders_for_a_page_read_in_a_fixed_number_of_statements(world: World)
         assert written == 5 * groups
     # The visits, states, caregivers, consents and texts so far; the texts queued.
     assert counts == [6, 6], counts
+
+
+# --- travel support: one sentence, never the details ------------------------------------------
+
+TRAVEL_EN = "Your travel is arranged; details in the portal."
+TRAVEL_ES = "Su viaje esta organizado; los detalles estan en el portal."
+
+
+def _arrange_travel(world: World, visit: Visit) -> None:
+    """Travel support arranged for the visit (as coordinators record it, in short)."""
+    from coordination.travel.models import TravelPolicy, TravelRequest, TravelStatus
+
+    patient = world.session.get(Patient, visit.patient_id)
+    assert patient is not None
+    policy_id = world.session.scalar(
+        select(TravelPolicy.id).where(TravelPolicy.state_id == patient.state_id).limit(1)
+    )
+    assert policy_id is not None and world.coordinator.user_id is not None
+    world.session.add(
+        TravelRequest(
+            patient_id=patient.id,
+            visit_id=visit.id,
+            state_id=patient.state_id,
+            policy_id=policy_id,
+            requested_by_user_id=world.coordinator.user_id,
+            kinds=["flight"],
+            depart_on=TODAY,
+            return_on=TODAY,
+            travellers=1,
+            status=TravelStatus.ARRANGED,
+            created_at=world.clock.now(),
+            updated_at=world.clock.now(),
+        )
+    )
+    world.session.flush()
+
+
+def test_an_arranged_trip_adds_one_sentence_to_the_appointment_reminder(world: World) -> None:
+    patient = world.patient()
+    mother, _ = world.caregiver(patient)  # Spanish
+    visit = world.appointment(patient, days(10))
+    _arrange_travel(world, visit)
+    world.plan()
+    mine = world.queued(patient.mobile_phone)
+    hers = world.queued(mother.mobile_phone)
+    assert mine and hers
+    for row in mine:
+        assert row.body.endswith(f"Reply STOP to opt out. {TRAVEL_EN}")
+    for row in hers:
+        assert row.body.endswith(f"PARAR para salir. {TRAVEL_ES}")
+    # Nothing of what was booked.
+    assert not any("flight" in row.body.lower() or "vuelo" in row.body for row in mine + hers)
+
+
+def test_travel_arranged_after_planning_is_said_when_the_reminder_leaves(world: World) -> None:
+    patient = world.patient()
+    visit = world.appointment(patient, days(5))
+    world.plan()
+    first = world.queued()[0]
+    assert TRAVEL_EN not in first.body
+    _arrange_travel(world, visit)
+    world.dispatch(first.send_after)
+    assert world.gateway.sent[-1][1].endswith(TRAVEL_EN)
+    # The appointment moves: its travel is to review, and the reminders no longer say it.
+    world.book(patient, visit, days(6), hour=11)
+    world.plan()
+    sent_before = len(world.gateway.sent)
+    world.dispatch_everything(at(days(6), 8))
+    later = [body for _to, body in world.gateway.sent[sent_before:]]
+    assert later, "the moved appointment is texted"
+    assert all(TRAVEL_EN not in body for body in later)

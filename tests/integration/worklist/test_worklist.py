@@ -38,6 +38,7 @@ from coordination.texting.models import (
     MessageStatus,
     OutboundMessage,
 )
+from coordination.travel.models import TravelPolicy, TravelRequest, TravelStatus
 from coordination.worklist.assignments import AssignmentError, assign_patients
 from coordination.worklist.buckets import Bucket, WorklistCriteria, bucket_counts
 from coordination.worklist.models import CareAssignment
@@ -196,6 +197,42 @@ def _move_request(
         note="Exams that week.",
         status=status,
         created_at=at,
+    )
+    session.add(request)
+    session.flush()
+    return request
+
+
+def _travel_request(
+    session: Session,
+    visit: Visit,
+    by: User,
+    *,
+    at: datetime,
+    status: TravelStatus = TravelStatus.REQUESTED,
+    to_review: bool = False,
+) -> TravelRequest:
+    patient = session.get(Patient, visit.patient_id)
+    assert patient is not None
+    policy_id = session.scalar(
+        select(TravelPolicy.id).where(TravelPolicy.state_id == patient.state_id).limit(1)
+    )
+    assert policy_id is not None
+    request = TravelRequest(
+        patient_id=patient.id,
+        visit_id=visit.id,
+        state_id=patient.state_id,
+        policy_id=policy_id,
+        requested_by_user_id=by.id,
+        kinds=["meals"],
+        depart_on=visit.window_start,
+        return_on=visit.window_start,
+        travellers=1,
+        status=status,
+        created_at=at,
+        review_needed_at=at + timedelta(hours=1) if to_review else None,
+        review_reason="moved" if to_review else None,
+        updated_at=at,
     )
     session.add(request)
     session.flush()
@@ -416,6 +453,39 @@ def build_scenario(session: Session) -> Scenario:
     soon = _visit(session, co[6], "day-100", start=CO_TODAY + 30 * DAY, end=CO_TODAY + 44 * DAY)
     _move_request(session, soon, users[CAREGIVER_CO], at=EDGE - 2 * DAY)
     _move_request(session, soon, users[CAREGIVER_CO], at=EDGE - 3 * DAY, status=RequestStatus.DONE)
+
+    # md[14] asked for travel to a visit booked next month; co[6]'s arranged travel must be
+    # reviewed (its visit moved); co[7]'s arranged and declined requests wait for nobody.
+    def booked_ahead(patient: Patient, key: str, days: int, today: date) -> Visit:
+        return _visit(
+            session,
+            patient,
+            key,
+            start=today + days * DAY,
+            end=today + (days + 14) * DAY,
+            status=VisitStatus.SCHEDULED,
+            appointment_at=EDGE + (days + 1) * DAY,
+        )
+
+    _travel_request(
+        session, booked_ahead(md[14], "month-6", 60, MD_TODAY), users[CAREGIVER_MD], at=EDGE - DAY
+    )
+    _travel_request(
+        session,
+        booked_ahead(co[6], "month-6", 60, CO_TODAY),
+        users[CAREGIVER_CO],
+        at=EDGE - 5 * DAY,
+        status=TravelStatus.ARRANGED,
+        to_review=True,
+    )
+    for key, status in (("month-6", TravelStatus.ARRANGED), ("month-12", TravelStatus.DECLINED)):
+        _travel_request(
+            session,
+            booked_ahead(co[7], key, 60 if key == "month-6" else 200, CO_TODAY),
+            users[CAREGIVER_CO],
+            at=EDGE - 5 * DAY,
+            status=status,
+        )
     # md[3] and co[3] wrote a text for the care team; md[4]'s was handled already.
     _inbox_item(session, md[3], at=EDGE - 2 * DAY)
     _inbox_item(session, md[4], at=EDGE - DAY, handled=True)
@@ -442,22 +512,27 @@ def build_scenario(session: Session) -> Scenario:
         Bucket.TO_SCHEDULE: [m[2], m[3]],
         Bucket.UNCONFIRMED: [m[6], m[7]],
         Bucket.MOVE_REQUESTS: [m[14]],
+        Bucket.TRAVEL: [m[14]],
         Bucket.REPORTS: [m[0]],
         Bucket.INBOX: [m[3]],
         Bucket.UNREACHABLE: [m[12]],
         Bucket.LTFU_RISK: [m[9], m[11]],
         Bucket.ACTIVITY: [m[0], m[0], m[14]],
+        # md[5]'s day-100 visit happened, its questionnaire was never answered
+        Bucket.QUESTIONNAIRES_OVERDUE: [m[5]],
     }
     by_co = {
         Bucket.OVERDUE: [c[2], c[13]],
         Bucket.TO_SCHEDULE: [c[1]],
         Bucket.UNCONFIRMED: [],
         Bucket.MOVE_REQUESTS: [c[6]],
+        Bucket.TRAVEL: [c[6]],
         Bucket.REPORTS: [c[5]],
         Bucket.INBOX: [c[3], c[14]],
         Bucket.UNREACHABLE: [c[0]],
         Bucket.LTFU_RISK: [c[4]],
         Bucket.ACTIVITY: [c[5], c[6], c[6]],
+        Bucket.QUESTIONNAIRES_OVERDUE: [],
     }
     scenario.expected = {
         COORDINATOR_MD: by_md,
@@ -1101,6 +1176,15 @@ def _rows_for(session: Session, bucket: Bucket, patients: list[Patient]) -> None
                 _visit(
                     session, patient, "day-30", start=MD_TODAY - 20 * DAY, end=MD_TODAY - 2 * DAY
                 )
+            case Bucket.QUESTIONNAIRES_OVERDUE:
+                _visit(
+                    session,
+                    patient,
+                    "day-100",
+                    start=MD_TODAY - 30 * DAY,
+                    end=MD_TODAY - 2 * DAY,
+                    status=VisitStatus.COMPLETED,
+                )
             case Bucket.TO_SCHEDULE:
                 _visit(session, patient, "day-30", start=MD_TODAY - 2 * DAY, end=MD_TODAY + 9 * DAY)
             case Bucket.UNCONFIRMED:
@@ -1118,6 +1202,17 @@ def _rows_for(session: Session, bucket: Bucket, patients: list[Patient]) -> None
                     session, patient, "day-100", start=MD_TODAY + 30 * DAY, end=MD_TODAY + 44 * DAY
                 )
                 _move_request(session, visit, denise, at=EDGE - timedelta(hours=number + 1))
+            case Bucket.TRAVEL:
+                visit = _visit(
+                    session,
+                    patient,
+                    "day-100",
+                    start=MD_TODAY + 30 * DAY,
+                    end=MD_TODAY + 44 * DAY,
+                    status=VisitStatus.SCHEDULED,
+                    appointment_at=EDGE + 31 * DAY,
+                )
+                _travel_request(session, visit, denise, at=EDGE - timedelta(hours=number + 1))
             case Bucket.REPORTS:
                 _report(session, patient, maya, at=EDGE - timedelta(hours=number + 1))
             case Bucket.INBOX:
