@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from core.audit.service import Actor, EventData, record_event, record_events
 from core.clock import Clock
 from core.dates import parse_day_or_none
-from core.db import insert_returning_ids
+from core.db import insert_returning_ids, table_of
 from core.errors import FieldErrors
 from core.ids import parse_id
 from core.models import (
@@ -498,7 +498,7 @@ def _insert_patients(
     patients = [found[patient_id] for patient_id in ids]
     if patients:
         session.execute(
-            insert(PatientHistory),
+            insert(table_of(PatientHistory)),
             [_history_row(patient, at=now) for patient in patients],
         )
     record_events(

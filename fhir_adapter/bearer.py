@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.audit.models import AuditOutcome
-from core.audit.service import Actor, EventData, record_event, record_events
+from core.audit.service import Actor, EventData, listed_targets, record_event, record_events
 from core.clock import Clock
 from core.db import transaction
 from core.identity.passwords import token_digest
@@ -251,8 +251,15 @@ def record_fhir_events(
     caller: FhirCaller,
     written: Iterable[tuple[Interaction, str, str, int | None]],
 ) -> None:
-    """`record_fhir_event` for each of many writes at once (a transaction's entries):
-    (interaction, resource type, resource id, patient id), one INSERT for all."""
+    """The writes of one request (a transaction's or batch's entries: interaction, resource
+    type, resource id, patient id) in the audit log: one `fhir.<interaction>` event per
+    patient and interaction, naming every resource it touched (the `target` lists them as
+    far as it holds, `detail["resources"]` holds them all). A Bundle about a thousand
+    patients writes a thousand events, not ten thousand: each event is an indexed row,
+    and they were a tenth of the time of a large transaction."""
+    touched: dict[tuple[Interaction, int | None], list[str]] = {}
+    for interaction, resource_type, resource_id, patient_id in written:
+        touched.setdefault((interaction, patient_id), []).append(f"{resource_type}/{resource_id}")
     record_events(
         session,
         clock=clock,
@@ -261,9 +268,10 @@ def record_fhir_events(
             EventData(
                 action=f"fhir.{interaction.action}",
                 patient_id=patient_id,
-                target=f"{resource_type}/{resource_id}"[:120],
+                target=listed_targets(resources),
+                detail={"resources": resources} if len(resources) > 1 else None,
             )
-            for interaction, resource_type, resource_id, patient_id in written
+            for (interaction, patient_id), resources in touched.items()
         ),
     )
 

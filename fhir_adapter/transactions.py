@@ -400,6 +400,7 @@ def process_bundle(
         expected_type="Bundle",
         resolve=_owned_resolver(references),
         local_base=base,
+        keep_model=False,  # the writes read the JSON
     )
     # A batch's entries are judged one by one below; its envelope must be sound.
     if not result.ok and (kind == "transaction" or _envelope_errors(result.errors)):
@@ -485,12 +486,15 @@ def _write_group(
     match is looked up for all of them at once, and new records of a type kept together
     (Observations) are made together, each group of them before any entry that refers to
     one, shares an identifier or content with one, or updates."""
-    prepared = [(entry, _rewrite(entry.resource, entry.sites, written)) for entry in group]
+    prepared = []
+    for entry in group:
+        resource = _rewrite(entry.resource, entry.sites, written)
+        prepared.append((entry, resource, content_hash(resource)))  # each digested once
     prefetch(
         context,
         handler,
         pairs={pair for entry in group for pair in _requested_pairs(entry)},
-        digests={content_hash(resource) for _entry, resource in prepared},
+        digests={digest for _entry, _resource, digest in prepared},
     )
     pending: list[tuple[_Entry, JSON, str]] = []
     waiting: set[str] = set()  # what the pending entries are known by
@@ -512,7 +516,7 @@ def _write_group(
         waiting.clear()
 
     in_group = {entry.full_url for entry in group if entry.full_url}
-    for entry, resource in prepared:
+    for entry, resource, digest in prepared:
         inner = (
             in_group.intersection(reference for _path, reference in entry.sites)
             if in_group
@@ -523,7 +527,7 @@ def _write_group(
             if pending and inner & waiting:
                 make_pending()
             resource = _rewrite(entry.resource, entry.sites, written)
-        digest = content_hash(resource)
+            digest = content_hash(resource)
         known_by = {digest} | match_keys(context, handler, _requested_pairs(entry))
         if pending and (entry.method != "POST" or known_by & waiting):
             make_pending()

@@ -31,8 +31,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
+from fhir.resources.R4B.bundle import BundleEntry
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from fhir_adapter.bundles import check_bundle
 from fhir_adapter.errors import FhirError, Issue, operation_outcome
@@ -104,13 +106,17 @@ def validate_resource(
     rules: RuleSet = DEFAULT_RULES,
     resolve: ReferenceResolver | None = None,
     local_base: str | None = None,
+    keep_model: bool = True,
 ) -> ValidationResult:
     """Validate parsed JSON as an R4 resource (see the module's docstring for the steps).
 
     `expected_type`: the type the URL names; another type is an error. `rules`: checks by
     resource type (default: the platform's units). `resolve`: answers which references to
     this server outside the request are the client's own (none: they are not judged).
-    `local_base`: this server's FHIR base URL, so absolute references to it count as local."""
+    `local_base`: this server's FHIR base URL, so absolute references to it count as local.
+    `keep_model=False`: the caller needs no model of a Bundle (a transaction writes from the
+    JSON), so its envelope is checked without building one (see `_envelope_valid`) and the
+    result's model is None; the checks are the same."""
     if not isinstance(data, dict):
         return _refused("structure", "A FHIR resource is a JSON object")
     resource_type = data.get("resourceType")
@@ -127,13 +133,15 @@ def validate_resource(
     found = walk(data, resource_type)
     issues = list(found.issues)
     model: FHIRAbstractModel | None = None
+    entry_models: dict[int, FHIRAbstractModel] = {}
     if not found.unparseable and not found.truncated:
-        model, parse_issues = _parse(
-            model_class,
-            data,
-            resource_type,
-            shape_ok=not any(issue.severity in ERROR_SEVERITIES for issue in found.issues),
-        )
+        shape_ok = not any(issue.severity in ERROR_SEVERITIES for issue in found.issues)
+        if resource_type == "Bundle" and isinstance(data.get("entry"), list):
+            model, parse_issues, entry_models = _parse_bundle(
+                model_class, data, shape_ok=shape_ok, keep_model=keep_model
+            )
+        else:
+            model, parse_issues = _parse_model(model_class, data, resource_type, shape_ok=shape_ok)
         issues.extend(_without_repeats(parse_issues, found.issues))
         _mark_entries(found.resources, parse_issues)
     for resource in found.resources:
@@ -147,7 +155,7 @@ def validate_resource(
     content_error = any(issue.severity in ERROR_SEVERITIES for issue in issues)
     broken = list(refused)
     if found.resources and not found.truncated:
-        for target in _rule_targets(found.resources, model):
+        for target in _rule_targets(found.resources, model, entry_models):
             for rule in rules.get(target.resource_type, ()):
                 broken.extend(rule(target))
     issues.extend(broken)
@@ -205,7 +213,7 @@ _SPEC_REGEX = re.compile(r"(\w+) value string does not match spec regex\.?")
 _STRUCTURE_ERRORS = frozenset({"model_validation_format", "json_invalid", "model_attributes_type"})
 
 
-def _parse(
+def _parse_model(
     model_class: type[FHIRAbstractModel],
     data: dict[str, Any],
     root: str,
@@ -216,19 +224,6 @@ def _parse(
     """The model of `data` (None when it is not valid), with the parse's issues; `at` is
     where `data` sits in the request (an entry's resource: ("Bundle", "entry", 3,
     "resource")), for their expressions."""
-    if root == "Bundle" and not at and isinstance(data.get("entry"), list):
-        return _parse_bundle(model_class, data, shape_ok=shape_ok)
-    return _parse_model(model_class, data, root, shape_ok=shape_ok, at=at)
-
-
-def _parse_model(
-    model_class: type[FHIRAbstractModel],
-    data: dict[str, Any],
-    root: str,
-    *,
-    shape_ok: bool,
-    at: tuple[Segment, ...] = (),
-) -> tuple[FHIRAbstractModel | None, list[Issue]]:
     try:
         return model_class.model_validate(data), []
     except ValidationError as problem:
@@ -252,12 +247,18 @@ def _parse_model(
 
 
 def _parse_bundle(
-    model_class: type[FHIRAbstractModel], data: dict[str, Any], *, shape_ok: bool
-) -> tuple[FHIRAbstractModel | None, list[Issue]]:
+    model_class: type[FHIRAbstractModel],
+    data: dict[str, Any],
+    *,
+    shape_ok: bool,
+    keep_model: bool = True,
+) -> tuple[FHIRAbstractModel | None, list[Issue], dict[int, FHIRAbstractModel]]:
     """A Bundle parsed as its envelope, then each entry's resource with its own model: the
     same checks as the Bundle's model parse, without what fhir.resources adds for a resource
     held in an entry (it looks up the resource's class by import for each entry, which
-    costs as much as half the parse of a transaction)."""
+    costs as much as half the parse of a transaction). Also returns the entries' resource
+    models by entry index (for the rules). `keep_model=False`: no Bundle model is built
+    when the envelope is valid (`_envelope_valid`); the first element is then None."""
     resources: dict[int, tuple[type[FHIRAbstractModel], dict[str, Any]]] = {}
     entries: list[Any] = []
     for index, entry in enumerate(data["entry"]):
@@ -268,12 +269,15 @@ def _parse_bundle(
             resources[index] = (entry_class, resource)
             entry = {key: value for key, value in entry.items() if key != "resource"}
         entries.append(entry)
-    model, issues = _parse_model(
-        model_class, {**data, "entry": entries}, "Bundle", shape_ok=shape_ok
-    )
+    envelope = {**data, "entry": entries}
+    model: FHIRAbstractModel | None = None
+    issues: list[Issue] = []
+    if keep_model or not _envelope_valid(model_class, envelope):
+        # The envelope's own parse: its model, or its issues at their exact paths.
+        model, issues = _parse_model(model_class, envelope, "Bundle", shape_ok=shape_ok)
     parsed: dict[int, FHIRAbstractModel] = {}
     for index, (entry_class, resource) in resources.items():
-        entry_model, entry_issues = _parse(
+        entry_model, entry_issues = _parse_model(
             entry_class,
             resource,
             entry_class.get_resource_type(),
@@ -283,14 +287,48 @@ def _parse_bundle(
         issues.extend(entry_issues)
         if entry_model is not None:
             parsed[index] = entry_model
-    if issues or model is None:
-        return None, issues
-    entry_models = getattr(model, "entry", None) or []
-    for index, entry_model in parsed.items():
-        # Set as the Bundle's parse would have: the entry's resource, already validated.
-        entry_models[index].__dict__["resource"] = entry_model
-        entry_models[index].__pydantic_fields_set__.add("resource")
-    return model, issues
+    if issues or (keep_model and model is None):
+        return None, issues, {}  # as the Bundle's parse: no model for any of its resources
+    if model is not None:
+        entry_models = getattr(model, "entry", None) or []
+        for index, entry_model in parsed.items():
+            # Set as the Bundle's parse would have: the entry's resource, already validated.
+            entry_models[index].__dict__["resource"] = entry_model
+            entry_models[index].__pydantic_fields_set__.add("resource")
+    return model, issues, parsed
+
+
+def _envelope_valid(model_class: type[FHIRAbstractModel], envelope: dict[str, Any]) -> bool:
+    """Whether a Bundle's envelope (its entries without their resources) parses, checked
+    without a model per entry: a transaction's entries differ in their fullUrl and are
+    otherwise few shapes (`{"request": {"method": "POST", "url": "Observation"}}`), so each
+    distinct entry but for its fullUrl is parsed once, in a Bundle as the envelope's parse
+    would, and the fullUrls together as the entry's model types them. An entry's checks
+    are its own elements' (no rule of the R4B models relates an entry's fullUrl to anything
+    else), so this says yes exactly when the envelope's parse would; on no, that parse
+    runs, for its issues."""
+    distinct: dict[bytes, dict[str, Any]] = {}
+    full_urls: list[Any] = []
+    try:
+        for entry in envelope["entry"]:
+            if type(entry) is not dict or "fullUrl" not in entry:
+                return False
+            full_urls.append(entry["fullUrl"])
+            rest = {key: value for key, value in entry.items() if key != "fullUrl"}
+            distinct.setdefault(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS), rest)
+        model_class.model_validate({**envelope, "entry": list(distinct.values())})
+        _FULL_URLS.validate_python(full_urls)
+    except Exception:  # invalid, or not plain JSON: the envelope's own parse judges it
+        return False
+    return True
+
+
+# The fullUrls of a Bundle's entries, typed as the R4B entry model types one.
+_FULL_URL_TYPE: Any = BundleEntry.model_fields["fullUrl"].annotation
+_FULL_URLS: TypeAdapter[list[Any]] = TypeAdapter(
+    list[_FULL_URL_TYPE],
+    config=BundleEntry.model_config,
+)
 
 
 def _issue_from(error: Any, root: str, *, at: tuple[Segment, ...] = ()) -> Issue:
@@ -368,28 +406,29 @@ _ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]\.resource\b")
 
 
 def _rule_targets(
-    resources: list[FoundResource], model: FHIRAbstractModel | None
+    resources: list[FoundResource],
+    model: FHIRAbstractModel | None,
+    entry_models: dict[int, FHIRAbstractModel],
 ) -> Iterable[ResourceAt]:
-    """The top resource and, for a Bundle, its entries' resources, when free of errors."""
+    """The top resource and, for a Bundle, its entries' resources (with their models by
+    entry index), when free of errors."""
     top = resources[0]
     if top.errors == 0:
         yield ResourceAt(top.resource_type, top.data, top.expression, model)
     if top.resource_type != "Bundle":
         return
-    entry_models = getattr(model, "entry", None) or []
     raw_entries = top.data.get("entry") or []
     for resource in resources[1:]:
         if resource.bundle is not top or resource.entry is None or resource.errors:
             continue
         entry = raw_entries[resource.entry]
-        entry_model = entry_models[resource.entry] if resource.entry < len(entry_models) else None
         request = entry.get("request")
         full_url = entry.get("fullUrl")
         yield ResourceAt(
             resource.resource_type,
             resource.data,
             resource.expression,
-            getattr(entry_model, "resource", None),
+            entry_models.get(resource.entry),
             full_url=full_url if isinstance(full_url, str) else None,
             request=request if isinstance(request, dict) else None,
         )

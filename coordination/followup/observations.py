@@ -29,9 +29,9 @@ from coordination.followup.outcomes import (
     check_value,
 )
 from coordination.followup.schedule import complete_visits
-from core.audit.service import Actor, EventData, record_event, record_events
+from core.audit.service import Actor, EventData, listed_targets, record_event, record_events
 from core.clock import Clock
-from core.db import insert_returning_ids
+from core.db import insert_returning_ids, table_of
 from core.errors import FieldErrors
 from core.models import (
     RESULT_STATUSES,
@@ -325,11 +325,21 @@ def record_observations(
         )
     if linked:
         session.execute(
-            insert(VisitObservation),
+            insert(table_of(VisitObservation)),
             [
                 {"visit_id": visit_id, "observation_id": observation_ids[index]}
                 for index, visit_id in linked.items()
             ],
+        )
+    # One event per patient (a center's transaction sends thousands of results, and each
+    # event is an indexed row): one observation's as `record_observation` always wrote it,
+    # several listed in its detail.
+    kept: dict[int, list[dict[str, Any]]] = {}
+    for index, ((patient, facts), observation_id) in enumerate(
+        zip(items, observation_ids, strict=True)
+    ):
+        kept.setdefault(patient.id, []).append(
+            {"id": observation_id, "code": facts.code, "visit": linked.get(index)}
         )
     record_events(
         session,
@@ -338,13 +348,15 @@ def record_observations(
         events=(
             EventData(
                 action="observation.create",
-                patient_id=patient.id,
-                target=f"observation:{observation_id}",
-                detail={"code": facts.code, "visit": linked.get(index)},
+                patient_id=patient_id,
+                target=listed_targets([f"observation:{seen['id']}" for seen in observations]),
+                detail=(
+                    {"code": observations[0]["code"], "visit": observations[0]["visit"]}
+                    if len(observations) == 1
+                    else {"observations": observations}
+                ),
             )
-            for index, ((patient, facts), observation_id) in enumerate(
-                zip(items, observation_ids, strict=True)
-            )
+            for patient_id, observations in kept.items()
         ),
     )
     session.flush()

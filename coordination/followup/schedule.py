@@ -28,6 +28,7 @@ from coordination.followup.requests import close_move_requests, close_visits_mov
 from coordination.travel.review import CANCELLED, MOVED, flag_travel_for_review
 from core.audit.service import Actor
 from core.clock import Clock, local_today
+from core.db import table_of
 from core.models import Patient, PatientStatus
 from core.text import N_
 
@@ -586,7 +587,7 @@ def complete_visits(
         visit.updated_at = now
         visit.completed_on = completed_on
     if events:
-        session.execute(insert(VisitEvent), events)
+        session.execute(insert(table_of(VisitEvent)), events)
     close_visits_move_requests(
         session, clock=clock, actor=actor, visits=[visit for visit, _day in completions]
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.audit.models import AuditEvent, AuditOutcome
 from core.clock import Clock
+from core.db import table_of
 
 # The role label of a treatment center's system acting through the FHIR API.
 FHIR_CLIENT_ROLE = "fhir_client"
@@ -98,6 +99,16 @@ class EventData:
     outcome: AuditOutcome = AuditOutcome.SUCCESS
 
 
+def listed_targets(targets: Sequence[str], limit: int = 120) -> str:
+    """The target of an event about several records (`Patient/1, Observation/7, …`): as
+    many as the column's `limit` characters hold; the event's detail lists them all."""
+    text = ", ".join(targets)
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(", ", 0, limit - 3)
+    return text[:cut] + ", …" if cut > 0 else text[: limit - 1] + "…"
+
+
 def record_events(
     session: Session, *, clock: Clock, actor: Actor, events: Iterable[EventData]
 ) -> int:
@@ -122,7 +133,7 @@ def record_events(
         for event in events
     ]
     if rows:
-        session.execute(insert(AuditEvent), rows)
+        session.execute(insert(table_of(AuditEvent)), rows)
     return len(rows)
 
 

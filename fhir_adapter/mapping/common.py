@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from coordination.followup.protocol import ProtocolLibrary
 from core.audit.service import Actor
 from core.clock import Clock
+from core.db import table_of
 from core.errors import FieldErrors
 from core.models import Patient, State, TreatmentCenter
 from fhir_adapter.errors import FhirError, Issue
@@ -145,10 +146,10 @@ class WriteContext:
         anything reads those tables, and before the write ends)."""
         lookups = self.lookups
         if lookups.new_keys:
-            self.session.execute(insert(ResourceKey), lookups.new_keys)
+            self.session.execute(insert(table_of(ResourceKey)), lookups.new_keys)
             lookups.new_keys = []
         if lookups.new_identifiers:
-            self.session.execute(insert(ResourceIdentifier), lookups.new_identifiers)
+            self.session.execute(insert(table_of(ResourceIdentifier)), lookups.new_identifiers)
             lookups.new_identifiers = []
 
     def forget(self) -> None:

@@ -375,15 +375,16 @@ def find_by_identifier(context: WriteContext, system: str, value: str) -> Patien
     The Medicaid ID and MRN are looked up as `prefetch_identifiers` left them when it did."""
     session = context.session
     center = context.center()
-    query = select(Patient).where(Patient.center_id == center.id)
     own = _own_column(context, system, value)
     if own is not None:
         column, value = own
         key = (system, value)
-        if key in context.lookups.patients_by:
+        if key in context.lookups.patients_by:  # as prefetched: no query to build
             local_id = context.lookups.patients_by[key]
             return context.patient(local_id) if local_id is not None else None
-        found = session.scalar(query.where(column == value))
+        found = session.scalar(
+            select(Patient).where(Patient.center_id == center.id, column == value)
+        )
         if found is not None:
             context.keep(found)
         context.lookups.set_patient(key, found.id if found is not None else None)

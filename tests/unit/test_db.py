@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, MetaData, Table, insert, text
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from core.db import UTCDateTime, make_engine
 
@@ -32,3 +32,22 @@ def test_instants_are_stored_in_utc_and_naive_ones_refused() -> None:
         column.process_bind_param(datetime(2026, 3, 8, 9, 30), dialect)
     restored = column.process_result_value(datetime(2026, 3, 8, 13, 30), dialect)
     assert restored is not None and restored.tzinfo is not None
+
+
+def test_many_rows_binding_the_same_instant_store_each_row_its_own() -> None:
+    engine = make_engine("sqlite://")
+    now = datetime(2026, 3, 8, 9, 30, tzinfo=timezone(timedelta(hours=-4)))
+    later = now + timedelta(minutes=1)
+    table = Table("moments", MetaData(), Column("at", UTCDateTime()))
+    with engine.begin() as connection:
+        table.create(connection)
+        connection.execute(insert(table), [{"at": now}, {"at": now}, {"at": later}, {"at": now}])
+        stored = connection.execute(text("select at from moments")).scalars().all()
+        with pytest.raises(StatementError, match="naive"):
+            connection.execute(insert(table), [{"at": now}, {"at": datetime(2026, 3, 8)}])
+    assert stored == [
+        "2026-03-08 13:30:00.000000",
+        "2026-03-08 13:30:00.000000",
+        "2026-03-08 13:31:00.000000",
+        "2026-03-08 13:30:00.000000",
+    ]

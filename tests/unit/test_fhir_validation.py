@@ -781,3 +781,47 @@ def test_broken_examples_give_issues_never_an_exception(resource: dict[str, Any]
 @given(bundle=broken_bundles())
 def test_broken_bundles_give_issues_never_an_exception(bundle: dict[str, Any]) -> None:
     _check_never_raises(bundle)
+
+
+def _without_model(bundle: dict[str, Any]) -> None:
+    """A Bundle judged without building its model (as a transaction is) draws exactly the
+    issues and status of the full parse."""
+    full = validate_resource(bundle)
+    light = validate_resource(bundle, keep_model=False)
+    assert (light.status, light.issues) == (full.status, full.issues)
+
+
+@settings(
+    max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(bundle=broken_bundles())
+def test_a_bundle_judged_without_its_model_draws_the_same_issues(bundle: dict[str, Any]) -> None:
+    _without_model(bundle)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"fullUrl": 7},
+        {"fullUrl": True},
+        {"fullUrl": "urn:uuid:1", "request": {"method": "POST"}},
+        {"fullUrl": "urn:uuid:1", "request": {"method": "POST", "url": 3}},
+        {"fullUrl": "urn:uuid:1", "request": {"method": "POST", "url": "Patient"}, "x": 1},
+        {"request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:2", "request": {"method": "POST", "url": "Patient"}},
+    ],
+)
+def test_an_entry_envelope_is_judged_alike_without_the_model(entry: dict[str, Any]) -> None:
+    patient = {"resourceType": "Patient", "gender": "female"}
+    good = {
+        "fullUrl": "urn:uuid:1",
+        "resource": patient,
+        "request": {"method": "POST", "url": "Patient"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [good, {**entry, "resource": patient}, good],
+    }
+    _without_model(bundle)
+    _without_model(example(SYNTHEA))

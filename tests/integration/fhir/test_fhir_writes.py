@@ -186,7 +186,17 @@ def test_a_transaction_enrols_a_patient_with_schedule_results_and_diagnosis(
                 AuditEvent.patient_id == patient_id, AuditEvent.client_id.is_not(None)
             )
         ).all()
+        (written,) = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.patient_id == patient_id, AuditEvent.action == "fhir.create"
+            )
+        )
     assert "fhir.create" in audited and "patient.create" in audited
+    # One event for the patient's part of the transaction, naming every resource written.
+    locations = [entry["response"]["location"].rsplit("/_history/")[0] for entry in reply["entry"]]
+    assert written.detail == {"resources": locations}
+    assert written.target == ", ".join(locations)
+    assert written.client_id is not None
 
 
 def test_the_same_transaction_twice_stores_once(

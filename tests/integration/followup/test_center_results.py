@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from coordination.followup.models import Visit, VisitEvent, VisitObservation, VisitStatus
 from coordination.followup.observations import ObservationFacts, record_observations
+from core.audit.models import AuditEvent
 from core.audit.service import Actor
 from core.clock import FrozenClock
 from core.db import transaction
@@ -90,3 +91,50 @@ def test_results_sent_together_complete_their_visits_in_as_many_statements_for_t
                 select(VisitObservation.observation_id).where(VisitObservation.visit_id == visit.id)
             )
             assert linked is not None
+
+
+def test_results_sent_together_are_audited_once_per_patient_naming_each_result(
+    db: Database, clock: FrozenClock
+) -> None:
+    actor = Actor.fhir_client("harborview-epic")
+    with building(db.factory, clock) as make:
+        patient_ids = [
+            make.patient(infusion_date=clock.now().date() - timedelta(days=400)).id
+            for _ in range(2)
+        ]
+    with transaction(db.factory) as session:
+        patients = {
+            patient.id: patient
+            for patient in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))
+        }
+        visits = {
+            (visit.patient_id, visit.sequence): visit
+            for visit in session.scalars(
+                select(Visit).where(Visit.patient_id.in_(patient_ids), Visit.sequence <= 2)
+            )
+        }
+        two, one = (patients[patient_id] for patient_id in patient_ids)
+        items = [
+            (two, _hemoglobin(two, visits[(two.id, 1)])),
+            (one, _hemoglobin(one, visits[(one.id, 1)])),
+            (two, _hemoglobin(two, visits[(two.id, 2)])),
+        ]
+        kept = record_observations(session, clock=clock, actor=actor, items=items)
+    with db.factory() as session:
+        events = {
+            event.patient_id: event
+            for event in session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "observation.create")
+            )
+        }
+    assert set(events) == {two.id, one.id}  # one event per patient, not per result
+    assert events[one.id].target == f"observation:{kept[1]}"
+    assert events[one.id].detail == {"code": "718-7", "visit": visits[(one.id, 1)].id}
+    assert events[two.id].target == f"observation:{kept[0]}, observation:{kept[2]}"
+    assert events[two.id].detail == {
+        "observations": [
+            {"id": kept[0], "code": "718-7", "visit": visits[(two.id, 1)].id},
+            {"id": kept[2], "code": "718-7", "visit": visits[(two.id, 2)].id},
+        ]
+    }
+    assert {event.client_id for event in events.values()} == {actor.client_id}
