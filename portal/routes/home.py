@@ -45,8 +45,9 @@ def home(
         for patient, link in linked
     ]
     # The questionnaires each person may answer (the patient; a caregiver with the right to
-    # answer for them), with the drafts they started (one query for everyone's drafts);
-    # first those their protocol asks for now.
+    # answer for them): first those their protocol asks for now (with their drafts); then,
+    # in a list of their own, the others loaded, with the drafts started from it (one query
+    # for everyone's drafts). A questionnaire is offered once: never in both.
     offered = available_questionnaires(session, language=i18n.current_language())
 
     def may_answer(person: dict[str, Any]) -> bool:
@@ -62,7 +63,12 @@ def home(
     drafts = open_responses(session, patient_ids=[person["patient"].id for person in answering])
     for person in people:
         person["due"] = ready.get(person["patient"].id, [])
-        person["questionnaires"] = offered if person in answering else []
+        asked_now = {line.item.url for line in person["due"]}
+        person["questionnaires"] = (
+            [questionnaire for questionnaire in offered if questionnaire.url not in asked_now]
+            if person in answering
+            else []
+        )
         person["drafts"] = {
             (draft.questionnaire.url, draft.questionnaire.version): draft
             for draft in drafts.get(person["patient"].id, [])
