@@ -96,6 +96,7 @@ DEMO_ONLY = frozenset({"mfa_skip"})
 QUERIES = {
     "reports_program_csv": "table=retention",
     "reports_program_patients": "table=retention",
+    "reports_support_csv": "table=requests",
 }
 # Routes open to a permission that refuse, in words (403), those without a second one: the
 # patients behind a program figure are for staff who may see patients' records.
