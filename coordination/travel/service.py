@@ -31,6 +31,7 @@ from core.audit.service import Actor
 from core.clock import Clock
 from core.dates import parse_day
 from core.errors import FieldErrors
+from core.identity.models import User
 from core.ids import parse_int
 from core.text import N_
 
@@ -93,6 +94,41 @@ def request_detail(session: Session, *, patient_id: int, request_id: int) -> Req
         )
     )
     return RequestDetail(request, visit, policy, arrangements, events)
+
+
+def requests_of_visit(session: Session, *, patient_id: int, visit_id: int) -> list[RequestDetail]:
+    """Every request made for the patient's visit, newest first, each with its detail."""
+    ids = session.scalars(
+        select(TravelRequest.id)
+        .where(TravelRequest.visit_id == visit_id, TravelRequest.patient_id == patient_id)
+        .order_by(TravelRequest.created_at.desc(), TravelRequest.id.desc())
+    ).all()
+    return [
+        detail
+        for request_id in ids
+        if (detail := request_detail(session, patient_id=patient_id, request_id=request_id))
+    ]
+
+
+def names_in(session: Session, *, details: list[RequestDetail]) -> dict[int, str]:
+    """The names of the people the requests' history names (asked, decided, cancelled), by
+    user id, read in one query."""
+    user_ids = {
+        user_id
+        for detail in details
+        for user_id in (
+            detail.request.requested_by_user_id,
+            *(event.actor_user_id for event in detail.events),
+            *(booked.cancelled_by_user_id for booked in detail.arrangements),
+        )
+        if user_id is not None
+    }
+    if not user_ids:
+        return {}
+    return {
+        user.id: user.display_name
+        for user in session.scalars(select(User).where(User.id.in_(user_ids)))
+    }
 
 
 def _decide(request: TravelRequest, *, clock: Clock, actor: Actor) -> None:

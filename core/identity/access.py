@@ -135,6 +135,18 @@ def role_allows(user: User, permission: Permission) -> bool:
     return permission in ROLE_PERMISSIONS[user.role]
 
 
+def caregiver_link(session: Session, *, user: User, patient_id: int) -> CaregiverLink | None:
+    """The link through which caregiver `user` acts for the patient; None for anyone else."""
+    if user.role is not Role.CAREGIVER:
+        return None
+    return session.scalar(
+        select(CaregiverLink).where(
+            CaregiverLink.caregiver_id == user.caregiver_id,
+            CaregiverLink.patient_id == patient_id,
+        )
+    )
+
+
 def may_access_patient(
     session: Session, *, user: User, patient: Patient, permission: Permission
 ) -> bool:
@@ -145,12 +157,7 @@ def may_access_patient(
         case Role.PATIENT:
             return user.patient_id == patient.id
         case Role.CAREGIVER:
-            link = session.scalar(
-                select(CaregiverLink).where(
-                    CaregiverLink.caregiver_id == user.caregiver_id,
-                    CaregiverLink.patient_id == patient.id,
-                )
-            )
+            link = caregiver_link(session, user=user, patient_id=patient.id)
             if link is None or permission not in _PROXY_RIGHT_FOR:
                 return False
             right = _PROXY_RIGHT_FOR[permission]

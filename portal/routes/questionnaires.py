@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit
@@ -42,10 +41,10 @@ from coordination.questionnaires.responses import (
     start_response,
     submit_response,
 )
-from core.identity.access import Permission
+from core.identity.access import Permission, caregiver_link
 from core.identity.models import Role
 from core.ids import PathId, parse_id
-from core.models import CaregiverLink, Language
+from core.models import Language
 from core.text import N_
 from portal import i18n
 from portal.context import AppContext
@@ -83,17 +82,6 @@ def _shown_form(session: Session, response: QuestionnaireResponse) -> Form:
     """The questionnaire in the reader's language when that version has it."""
     language = i18n.current_language()
     return form_of(in_language(session, questionnaire=response.questionnaire, language=language))
-
-
-def _link(session: Session, access: PatientAccess) -> CaregiverLink | None:
-    if access.user.role is not Role.CAREGIVER:
-        return None
-    return session.scalar(
-        select(CaregiverLink).where(
-            CaregiverLink.caregiver_id == access.user.caregiver_id,
-            CaregiverLink.patient_id == access.patient.id,
-        )
-    )
 
 
 def _common(access: PatientAccess, form: Form, response: QuestionnaireResponse) -> dict[str, Any]:
@@ -350,7 +338,10 @@ def questionnaire_submit(
             clock=context.clock,
             actor=access.actor,
             response=response,
-            author=Author(user_id=access.user.id, link=_link(session, access)),
+            author=Author(
+                user_id=access.user.id,
+                link=caregiver_link(session, user=access.user, patient_id=access.patient.id),
+            ),
             language=Language(i18n.current_language()),
         )
     except ResponseClosed:

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit
@@ -26,11 +25,11 @@ from coordination.travel.service import (
     decline_request,
     mark_arranged,
     mark_reviewed,
-    request_detail,
+    names_in,
+    requests_of_visit,
 )
 from core.errors import FieldErrors
 from core.identity.access import Permission
-from core.identity.models import User
 from core.ids import PathId, parse_id
 from core.text import N_
 from portal import i18n
@@ -86,30 +85,8 @@ def _staff_page(
     status_code: int = 200,
 ) -> Response:
     patient = access.patient
-    ids = session.scalars(
-        select(TravelRequest.id)
-        .where(TravelRequest.visit_id == visit.id)
-        .order_by(TravelRequest.created_at.desc(), TravelRequest.id.desc())
-    ).all()
-    details = [
-        detail
-        for request_id in ids
-        if (detail := request_detail(session, patient_id=patient.id, request_id=request_id))
-    ]
-    actor_ids = {
-        user_id
-        for detail in details
-        for user_id in (
-            detail.request.requested_by_user_id,
-            *(event.actor_user_id for event in detail.events),
-            *(booked.cancelled_by_user_id for booked in detail.arrangements),
-        )
-        if user_id is not None
-    }
-    names = {
-        user.id: user.display_name
-        for user in session.scalars(select(User).where(User.id.in_(actor_ids or {-1})))
-    }
+    details = requests_of_visit(session, patient_id=patient.id, visit_id=visit.id)
+    names = names_in(session, details=details)
     values: dict[str, Any] = {
         "patient": patient,
         "visit": visit,
