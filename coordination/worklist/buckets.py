@@ -306,6 +306,25 @@ def _item(
     ]
 
 
+def _visit_items(*, sort_key: Any, on_date: Any = None, at: Any = None) -> Select[Any]:
+    """The items of a bucket of visits: one per visit, with its patient joined."""
+    return (
+        select(
+            *_item(
+                kind=ItemKind.VISIT,
+                item_id=Visit.id,
+                visit_id=Visit.id,
+                sort_key=sort_key,
+                on_date=on_date,
+                at=at,
+                status=Visit.status,
+            )
+        )
+        .select_from(Visit)
+        .join(Patient, Patient.id == Visit.patient_id)
+    )
+
+
 def _following(query: Select[Any]) -> Select[Any]:
     """Only patients whose follow-up goes on (not withdrawn, not deceased)."""
     return query.where(Patient.status.not_in(_FOLLOW_UP_ENDED))
@@ -314,44 +333,19 @@ def _following(query: Select[Any]) -> Select[Any]:
 def _overdue(ask: _Ask) -> Select[Any]:
     today = ask.today
     chased = (*OPEN_VISIT_STATUSES, VisitStatus.MISSED)
-    query = (
-        select(
-            *_item(
-                kind=ItemKind.VISIT,
-                item_id=Visit.id,
-                visit_id=Visit.id,
-                sort_key=Visit.window_end,
-                on_date=Visit.window_end,
-                status=Visit.status,
-            )
-        )
-        .select_from(Visit)
-        .join(Patient, Patient.id == Visit.patient_id)
-        .where(
-            # The index (status, window_end) narrows; the per-state branches decide.
-            Visit.status.in_(chased),
-            Visit.window_end < today.latest,
-            today.per_state(lambda day: Visit.window_end < day),
-            or_(Visit.status != VisitStatus.MISSED, Visit.missed_acknowledged_at.is_(None)),
-        )
+    query = _visit_items(sort_key=Visit.window_end, on_date=Visit.window_end).where(
+        # The index (status, window_end) narrows; the per-state branches decide.
+        Visit.status.in_(chased),
+        Visit.window_end < today.latest,
+        today.per_state(lambda day: Visit.window_end < day),
+        or_(Visit.status != VisitStatus.MISSED, Visit.missed_acknowledged_at.is_(None)),
     )
     return ask.scoped(_following(query))
 
 
 def _questionnaires_overdue(ask: _Ask) -> Select[Any]:
     query = (
-        select(
-            *_item(
-                kind=ItemKind.VISIT,
-                item_id=Visit.id,
-                visit_id=Visit.id,
-                sort_key=Visit.window_end,
-                on_date=Visit.window_end,
-                status=Visit.status,
-            )
-        )
-        .select_from(Visit)
-        .join(Patient, Patient.id == Visit.patient_id)
+        _visit_items(sort_key=Visit.window_end, on_date=Visit.window_end)
         .join(Therapy, Therapy.id == Patient.therapy_id)
         .where(
             ask.today.per_state(
@@ -364,28 +358,15 @@ def _questionnaires_overdue(ask: _Ask) -> Select[Any]:
 
 def _to_schedule(ask: _Ask) -> Select[Any]:
     today = ask.today
-    query = (
-        select(
-            *_item(
-                kind=ItemKind.VISIT,
-                item_id=Visit.id,
-                visit_id=Visit.id,
-                sort_key=Visit.window_end,  # the nearest deadline first
-                on_date=Visit.window_end,
-                status=Visit.status,
-            )
-        )
-        .select_from(Visit)
-        .join(Patient, Patient.id == Visit.patient_id)
-        .where(
-            # Due visits whose window has opened are few (the nightly job turns the past
-            # ones into missed): the (status, window_start) index drives. The window's end
-            # is written so that no index on it is tempting: "window_end >= today" matches
-            # every future visit, and a planner without statistics might walk them all.
-            Visit.status == VisitStatus.DUE,
-            Visit.window_start <= today.latest,
-            today.per_state(lambda day: and_(Visit.window_start <= day, _not_indexed(day))),
-        )
+    # The nearest deadline first.
+    query = _visit_items(sort_key=Visit.window_end, on_date=Visit.window_end).where(
+        # Due visits whose window has opened are few (the nightly job turns the past
+        # ones into missed): the (status, window_start) index drives. The window's end
+        # is written so that no index on it is tempting: "window_end >= today" matches
+        # every future visit, and a planner without statistics might walk them all.
+        Visit.status == VisitStatus.DUE,
+        Visit.window_start <= today.latest,
+        today.per_state(lambda day: and_(Visit.window_start <= day, _not_indexed(day))),
     )
     return ask.scoped(_following(query))
 
@@ -397,24 +378,10 @@ def _not_indexed(day: date) -> ColumnElement[bool]:
 
 def _unconfirmed(ask: _Ask) -> Select[Any]:
     now = ask.today.now
-    query = (
-        select(
-            *_item(
-                kind=ItemKind.VISIT,
-                item_id=Visit.id,
-                visit_id=Visit.id,
-                sort_key=Visit.appointment_at,
-                at=Visit.appointment_at,
-                status=Visit.status,
-            )
-        )
-        .select_from(Visit)
-        .join(Patient, Patient.id == Visit.patient_id)
-        .where(
-            Visit.status.in_((VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)),
-            Visit.appointment_at >= now,
-            Visit.appointment_at <= now + UNCONFIRMED_HORIZON,
-        )
+    query = _visit_items(sort_key=Visit.appointment_at, at=Visit.appointment_at).where(
+        Visit.status.in_((VisitStatus.SCHEDULED, VisitStatus.RESCHEDULED)),
+        Visit.appointment_at >= now,
+        Visit.appointment_at <= now + UNCONFIRMED_HORIZON,
     )
     return ask.scoped(_following(query))
 
