@@ -12,6 +12,7 @@ from typing import Any
 
 import fastapi.routing
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
@@ -27,6 +28,7 @@ from core.models import Observation, Patient
 from fhir_adapter import http as fhir_http
 from fhir_adapter.capability import Route
 from fhir_adapter.errors import FhirError
+from fhir_adapter.schema import resource_types
 from fhir_adapter.supported import CAPABILITIES
 from fhir_adapter.validation import validate_resource
 from tests.conftest import Database
@@ -645,13 +647,15 @@ FUZZ = settings(
 
 @FUZZ
 @given(resource=broken_examples())
+@hypothesis.example(resource={"resourceType": "transaction", "id": "example", "status": "booked"})
 def test_broken_resources_get_an_outcome(
     client: TestClient, nothing_stored: None, resource: dict[str, Any]
 ) -> None:
+    # A broken resourceType is sent to Patient's $validate: in the URL it would only meet
+    # the 404 for an unknown type (tested on its own above).
     resource_type = resource.get("resourceType")
-    _answers_like_the_library(
-        client, resource, resource_type if isinstance(resource_type, str) else "Patient"
-    )
+    known = isinstance(resource_type, str) and resource_type in resource_types()
+    _answers_like_the_library(client, resource, resource_type if known else "Patient")
 
 
 @FUZZ
