@@ -92,6 +92,9 @@ def _configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # APScheduler logs two lines per run of every job (the export poll runs every 5 s):
+    # the jobs log what they did themselves; a job that fails is still logged (ERROR).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 @app.command()
