@@ -18,6 +18,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -393,7 +394,7 @@ class AnswersWaiting:
         return caregiver_id is None or (patient_id, caregiver_id) in self.answerers
 
 
-def answers_waiting(session: Session, *, visit_ids: Select[tuple[int]]) -> AnswersWaiting:
+def answers_waiting(session: Session, *, visit_ids: Select[Any]) -> AnswersWaiting:
     """AnswersWaiting for the visits `visit_ids` selects (three queries, whatever their
     number)."""
     loaded = session.scalars(

@@ -465,6 +465,12 @@ def has_questionnaire_nudge(body: str, language: str) -> bool:
     return body.endswith(render(QUESTIONNAIRE_NUDGE, language))
 
 
+def without_questionnaire_nudge(body: str, language: str) -> str:
+    """The text without its questionnaire nudge (the questionnaire was answered since)."""
+    nudge = f" {render(QUESTIONNAIRE_NUDGE, language)}"
+    return body.removesuffix(nudge)
+
+
 _VISIT_GONE = {
     VisitStatus.COMPLETED: "the visit was completed",
     VisitStatus.CANCELLED: "the visit was cancelled",

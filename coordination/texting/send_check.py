@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.models import Visit
-from coordination.followup.protocol import ReminderKind
+from coordination.followup.models import FollowUpPlan, Visit
+from coordination.followup.protocol import ProtocolLibrary, ReminderKind, shipped_protocols
+from coordination.questionnaires.due import answers_waiting
 from coordination.texting.consent import consents_of
 from coordination.texting.models import ConsentStatus, MessagePurpose, OutboundMessage
 from coordination.texting.rules import (
@@ -32,6 +33,7 @@ from coordination.texting.rules import (
     stale_reason,
     still_useful,
     texts_so_far,
+    without_questionnaire_nudge,
 )
 from coordination.travel.requests import arranged_visit_ids
 from core.clock import Clock
@@ -61,12 +63,18 @@ class Verdict:
 
 
 def check_before_sending(
-    session: Session, *, clock: Clock, messages: Sequence[OutboundMessage]
+    session: Session,
+    *,
+    clock: Clock,
+    messages: Sequence[OutboundMessage],
+    library: ProtocolLibrary | None = None,
 ) -> dict[int, Verdict]:
     """Look at due messages again, right before they leave: consent, the patient, the
     visit (completed, cancelled, moved), a caregiver's right, texting hours and the caps.
     An appointment reminder (or change notice) that may go gets the words of its visit as
     it is now: its `body` is rewritten when the appointment was confirmed since planning.
+    A text planned with the questionnaire nudge loses it when the questionnaire was answered
+    since (or its recipient may no longer answer it).
 
     Loads what it needs in a few queries whatever the number of messages."""
     now = clock.now()
@@ -85,6 +93,13 @@ def check_before_sending(
     visits = {v.id: v for v in session.scalars(select(Visit).where(Visit.id.in_(visit_ids)))}
     # The visits whose travel is arranged: their appointment's text says so in one sentence.
     travel = arranged_visit_ids(session, visit_ids=visit_ids)
+    nudges = _nudges_that_hold(
+        session,
+        messages=capped,
+        visits=visits,
+        patients=patients,
+        library=library or shipped_protocols(),
+    )
     caregiver_ids = {m.caregiver_id for m in capped if m.caregiver_id is not None}
     reminder_links = {
         (link.caregiver_id, link.patient_id): (link, caregiver)
@@ -170,9 +185,62 @@ def check_before_sending(
                 zone=zone,
                 state=state,
                 travel_arranged=visit.id in travel,
+                questionnaire_waiting=message.id in nudges,
             )
+        elif message.id not in nudges:
+            language = _language(message, patient)
+            message.body = without_questionnaire_nudge(message.body, language)
         verdicts[message.id] = Verdict.ok()
     return verdicts
+
+
+def _language(message: OutboundMessage, patient: Patient) -> str:
+    return message.language or patient.preferred_language.value
+
+
+def _nudges_that_hold(
+    session: Session,
+    *,
+    messages: Sequence[OutboundMessage],
+    visits: dict[int, Visit],
+    patients: dict[int, Patient],
+    library: ProtocolLibrary,
+) -> set[int]:
+    """The ids of the messages planned with the questionnaire nudge whose questionnaire
+    still waits for their recipient's answers (as planning decides it; a few queries)."""
+    nudged = [
+        message
+        for message in messages
+        if message.visit_id in visits
+        and message.patient_id in patients
+        and has_questionnaire_nudge(message.body, _language(message, patients[message.patient_id]))
+    ]
+    if not nudged:
+        return set()
+    visit_ids = {message.visit_id for message in nudged}
+    waiting = answers_waiting(session, visit_ids=select(Visit.id).where(Visit.id.in_(visit_ids)))
+    plans = {
+        patient_id: (therapy, version)
+        for patient_id, therapy, version in session.execute(
+            select(
+                FollowUpPlan.patient_id, FollowUpPlan.therapy_code, FollowUpPlan.protocol_version
+            ).where(FollowUpPlan.patient_id.in_({message.patient_id for message in nudged}))
+        )
+    }
+    holding = set()
+    for message in nudged:
+        assert message.visit_id is not None and message.patient_id is not None
+        visit = visits[message.visit_id]
+        plan = plans.get(message.patient_id)
+        protocol = library.version_or_current(*plan) if plan is not None else None
+        definition = protocol.visit(visit.visit_key) if protocol is not None else None
+        if (
+            definition is not None
+            and waiting.waiting(visit.id, definition.questionnaires)
+            and waiting.may_answer(message.patient_id, message.caregiver_id)
+        ):
+            holding.add(message.id)
+    return holding
 
 
 def _reword(
@@ -183,6 +251,7 @@ def _reword(
     zone: str,
     state: State,
     travel_arranged: bool = False,
+    questionnaire_waiting: bool = False,
 ) -> None:
     """An appointment's text leaves in the words its visit calls for now: a reminder or a
     change notice planned before the appointment was confirmed no longer asks to confirm
@@ -202,7 +271,7 @@ def _reword(
         patient.time_zone,
         moved=message.rule == MOVED_RULE,
         travel_arranged=travel_arranged,
-        questionnaire_waiting=has_questionnaire_nudge(message.body, recipient.language),
+        questionnaire_waiting=questionnaire_waiting,
     )
     if words != message.body:
         message.body = words

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordination.followup.models import Visit
-from coordination.followup.schedule import book_appointment, confirm_visit
+from coordination.followup.schedule import book_appointment, confirm_visit, mark_missed_visits
 from coordination.questionnaires.models import Questionnaire, QuestionnaireResponse
 from coordination.texting.consent import opt_in
 from coordination.texting.models import ConsentHow, MessagePurpose, OutboundMessage
@@ -169,3 +169,103 @@ def test_the_nudge_is_kept_when_the_text_is_reworded_on_sending(
     verdicts = check_before_sending(session, clock=clock, messages=[message])
     assert verdicts[message.id].send, verdicts
     assert "is confirmed" in message.body and message.body.endswith(NUDGE_EN), message.body
+
+
+def _answer(session: Session, clock: FrozenClock, patient: Patient, visit: Visit) -> None:
+    questionnaire = session.scalar(select(Questionnaire).limit(1))
+    assert questionnaire is not None
+    now = clock.now()
+    session.add(
+        QuestionnaireResponse(
+            patient_id=patient.id,
+            questionnaire_id=questionnaire.id,
+            visit_id=visit.id,
+            status="completed",
+            answers={},
+            saved_pages=[],
+            started_at=now,
+            updated_at=now,
+            authored_at=now,
+        )
+    )
+    session.flush()
+
+
+def _first_text_to(session: Session, visit: Visit, phone: str | None) -> OutboundMessage:
+    message = session.scalar(
+        select(OutboundMessage)
+        .where(OutboundMessage.visit_id == visit.id, OutboundMessage.to_phone == phone)
+        .order_by(OutboundMessage.send_after)
+        .limit(1)
+    )
+    assert message is not None
+    return message
+
+
+def test_a_reminder_answered_for_since_planning_leaves_without_the_nudge(
+    session: Session, clock: FrozenClock
+) -> None:
+    patient, visit = _day_100_patient(session, clock)
+    plan_reminders(session, clock=clock)
+    message = _first_text_to(session, visit, patient.mobile_phone)
+    assert message.body.endswith(NUDGE_EN)
+    _answer(session, clock, patient, visit)  # in the portal, before the text leaves
+    clock.set(message.send_after)
+
+    verdicts = check_before_sending(session, clock=clock, messages=[message])
+
+    assert verdicts[message.id].send, verdicts
+    assert "questionnaire" not in message.body.lower(), message.body
+    assert message.body.endswith("Reply STOP to opt out.") or "appointment" in message.body
+
+
+def test_an_overdue_notice_answered_for_since_planning_leaves_without_the_nudge(
+    session: Session, clock: FrozenClock
+) -> None:
+    """The day-100 window closed yesterday without a visit: the notice nudges (the
+    questionnaire may still be answered), until the questionnaire is answered."""
+    make = Factory(session, clock)
+    today = local_today(clock, "America/New_York")
+    patient = make.patient(infusion_date=today - timedelta(days=100))
+    patient.mobile_phone = f"+1410555{patient.id % 9000 + 1000:04d}"
+    visit = session.scalar(
+        select(Visit).where(Visit.patient_id == patient.id, Visit.visit_key == "day-100")
+    )
+    assert visit is not None
+    clock.advance(timedelta(days=15))
+    mark_missed_visits(session, clock=clock)
+    _texts_on(session, clock, patient.mobile_phone)
+    plan_reminders(session, clock=clock)
+    message = _first_text_to(session, visit, patient.mobile_phone)
+    assert message.rule == "overdue:overdue" and message.body.endswith(NUDGE_EN), message.body
+    planned = message.body
+    _answer(session, clock, patient, visit)
+    clock.set(message.send_after)
+
+    verdicts = check_before_sending(session, clock=clock, messages=[message])
+
+    assert verdicts[message.id].send, verdicts
+    assert message.body == planned.removesuffix(f" {NUDGE_EN}"), message.body
+
+
+def test_a_caregiver_whose_right_to_answer_was_withdrawn_is_not_nudged(
+    session: Session, clock: FrozenClock
+) -> None:
+    patient, visit = _day_100_patient(session, clock)
+    link = Factory(session, clock).caregiver(
+        patient, receive_reminders=True, view_schedule=True, answer_questionnaires=True
+    )
+    session.refresh(link)
+    phone = link.caregiver.mobile_phone
+    _texts_on(session, clock, phone or "")
+    plan_reminders(session, clock=clock)
+    message = _first_text_to(session, visit, phone)
+    assert message.body.endswith(NUDGE_EN)
+    link.can_answer_questionnaires = False
+    session.flush()
+    clock.set(message.send_after)
+
+    verdicts = check_before_sending(session, clock=clock, messages=[message])
+
+    assert verdicts[message.id].send, verdicts
+    assert "questionnaire" not in message.body.lower(), message.body
