@@ -40,6 +40,7 @@ from coordination.texting.models import (
 from coordination.texting.rules import (
     BOOKED,
     FOLLOWED,
+    NUDGED_KINDS,
     OVERDUE_NOTICE_DAYS,
     SEND_HOUR,
     LinkFacts,
@@ -270,11 +271,6 @@ def _plan(
     return report
 
 
-# The reminders that come while a visit's questionnaire may be answered (its window is
-# open, or closed lately): the "time to book" notice comes before the window opens.
-_NUDGED_KINDS = (ReminderKind.APPOINTMENT, ReminderKind.OVERDUE)
-
-
 def _mark_nudges(
     candidates: list[_Candidate],
     *,
@@ -286,7 +282,7 @@ def _mark_nudges(
     for c in reversed(candidates):
         if c.patient is not patient:
             break
-        if c.kind not in _NUDGED_KINDS:
+        if c.kind not in NUDGED_KINDS:
             continue
         definition = protocol.visit(c.visit.visit_key)
         c.nudge = (

@@ -460,6 +460,12 @@ def reminder_body(
     return body
 
 
+# The reminders that come while a visit's questionnaire may be answered (its window is
+# open, or closed lately) and may add the nudge: the "time to book" notice comes before
+# the window opens.
+NUDGED_KINDS = (ReminderKind.APPOINTMENT, ReminderKind.OVERDUE)
+
+
 def has_questionnaire_nudge(body: str, language: str) -> bool:
     """The text was planned with the questionnaire nudge (a reworded text keeps it)."""
     return body.endswith(render(QUESTIONNAIRE_NUDGE, language))

@@ -23,6 +23,7 @@ from coordination.texting.rules import (
     CAPPED_PURPOSES,
     FOLLOWED,
     MOVED_RULE,
+    NUDGED_KINDS,
     SEND_HOUR,
     Recipient,
     TextingHours,
@@ -187,7 +188,7 @@ def check_before_sending(
                 travel_arranged=visit.id in travel,
                 questionnaire_waiting=message.id in nudges,
             )
-        elif message.id not in nudges:
+        elif kind is ReminderKind.OVERDUE and message.id not in nudges:
             language = _language(message, patient)
             message.body = without_questionnaire_nudge(message.body, language)
         verdicts[message.id] = Verdict.ok()
@@ -208,10 +209,12 @@ def _nudges_that_hold(
 ) -> set[int]:
     """The ids of the messages planned with the questionnaire nudge whose questionnaire
     still waits for their recipient's answers (as planning decides it; a few queries)."""
+    # Only reminders carry the nudge (a coordinator's own words are never cut).
     nudged = [
         message
         for message in messages
-        if message.visit_id in visits
+        if rule_kind(message.rule) in NUDGED_KINDS
+        and message.visit_id in visits
         and message.patient_id in patients
         and has_questionnaire_nudge(message.body, _language(message, patients[message.patient_id]))
     ]

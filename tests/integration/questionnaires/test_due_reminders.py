@@ -13,7 +13,7 @@ from coordination.followup.models import Visit
 from coordination.followup.schedule import book_appointment, confirm_visit, mark_missed_visits
 from coordination.questionnaires.models import Questionnaire, QuestionnaireResponse
 from coordination.texting.consent import opt_in
-from coordination.texting.models import ConsentHow, MessagePurpose, OutboundMessage
+from coordination.texting.models import ConsentHow, MessagePurpose, MessageStatus, OutboundMessage
 from coordination.texting.planning import plan_reminders
 from coordination.texting.send_check import check_before_sending
 from core.clock import FrozenClock, local_today
@@ -269,3 +269,33 @@ def test_a_caregiver_whose_right_to_answer_was_withdrawn_is_not_nudged(
 
     assert verdicts[message.id].send, verdicts
     assert "questionnaire" not in message.body.lower(), message.body
+
+
+def test_a_coordinators_own_text_ending_with_those_words_leaves_whole(
+    session: Session, clock: FrozenClock
+) -> None:
+    """Only reminders carry the nudge: a coordinator's one-off text about the visit that
+    ends with the same sentence is not cut, the questionnaire answered or not."""
+    patient, visit = _day_100_patient(session, clock)
+    _answer(session, clock, patient, visit)
+    words = f"Maryland Care Connect: see you on Friday. {NUDGE_EN}"
+    message = OutboundMessage(
+        to_phone=patient.mobile_phone or "",
+        body=words,
+        purpose=MessagePurpose.ONE_OFF,
+        patient_id=patient.id,
+        visit_id=visit.id,
+        status=MessageStatus.QUEUED,
+        language="en",
+        created_at=clock.now(),
+        send_after=clock.now(),
+        attempts=0,
+    )
+    session.add(message)
+    session.flush()
+    clock.set(clock.now().replace(hour=15))  # texting hours in Baltimore
+
+    verdicts = check_before_sending(session, clock=clock, messages=[message])
+
+    assert verdicts[message.id].send, verdicts
+    assert message.body == words
