@@ -105,7 +105,9 @@ def test_export_figures_are_measured_on_the_asked_size() -> None:
     rate, memory = figures["fhir.export_resources_per_s"], figures["fhir.export_peak_rss_mb"]
     assert rate["unit"] == "resource/s" and memory["unit"] == "MB"
     assert rate["n"] == memory["n"] == 5_000 and rate["files"] == 10
-    assert rate["value"] == pytest.approx(5_000 / rate["s"], rel=1e-3)
+    # `s` is shown to the millisecond: on a fast machine (0.25 s) that rounding alone moves
+    # the rate by 0.2%.
+    assert rate["value"] == pytest.approx(5_000 / rate["s"], rel=1e-3 + 0.0005 / rate["s"])
     assert rate["per_cpu_s"] >= rate["value"] * 0.9  # CPU time is at most wall time (one thread)
     # The export process's own memory: more than an interpreter's, less than the goal.
     assert 20 < memory["ready_mb"] <= memory["exporting_mb"] <= memory["value"] < 300
