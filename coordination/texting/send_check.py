@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coordination.followup.models import FollowUpPlan, Visit
+from coordination.followup.models import Visit
 from coordination.followup.protocol import ProtocolLibrary, ReminderKind, shipped_protocols
 from coordination.questionnaires.due import answers_waiting
 from coordination.texting.consent import consents_of
@@ -196,6 +196,7 @@ def check_before_sending(
 
 
 def _language(message: OutboundMessage, patient: Patient) -> str:
+    """The language the text is written in (the patient's, for rows planned without one)."""
     return message.language or patient.preferred_language.value
 
 
@@ -222,21 +223,12 @@ def _nudges_that_hold(
         return set()
     visit_ids = {message.visit_id for message in nudged}
     waiting = answers_waiting(session, visit_ids=select(Visit.id).where(Visit.id.in_(visit_ids)))
-    plans = {
-        patient_id: (therapy, version)
-        for patient_id, therapy, version in session.execute(
-            select(
-                FollowUpPlan.patient_id, FollowUpPlan.therapy_code, FollowUpPlan.protocol_version
-            ).where(FollowUpPlan.patient_id.in_({message.patient_id for message in nudged}))
-        )
-    }
     holding = set()
     for message in nudged:
         assert message.visit_id is not None and message.patient_id is not None
         visit = visits[message.visit_id]
-        plan = plans.get(message.patient_id)
-        protocol = library.version_or_current(*plan) if plan is not None else None
-        definition = protocol.visit(visit.visit_key) if protocol is not None else None
+        therapy = patients[message.patient_id].therapy.code  # few therapies: read once each
+        definition = library.visit_of(therapy, visit.protocol_version, visit.visit_key)
         if (
             definition is not None
             and waiting.waiting(visit.id, definition.questionnaires)
@@ -262,7 +254,7 @@ def _reword(
     same time). The row keeps the words that left: it stays the truth about the text."""
     recipient = Recipient(
         phone=message.to_phone,
-        language=message.language or patient.preferred_language.value,
+        language=_language(message, patient),
         zone=zone,
         caregiver_id=message.caregiver_id,
     )

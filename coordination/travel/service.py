@@ -97,17 +97,42 @@ def request_detail(session: Session, *, patient_id: int, request_id: int) -> Req
 
 
 def requests_of_visit(session: Session, *, patient_id: int, visit_id: int) -> list[RequestDetail]:
-    """Every request made for the patient's visit, newest first, each with its detail."""
-    ids = session.scalars(
-        select(TravelRequest.id)
-        .where(TravelRequest.visit_id == visit_id, TravelRequest.patient_id == patient_id)
-        .order_by(TravelRequest.created_at.desc(), TravelRequest.id.desc())
-    ).all()
-    return [
-        detail
-        for request_id in ids
-        if (detail := request_detail(session, patient_id=patient_id, request_id=request_id))
-    ]
+    """Every request made for the patient's visit, newest first, each with its detail (as
+    `request_detail` gives it), in a few queries whatever their number."""
+    requests = list(
+        session.scalars(
+            select(TravelRequest)
+            .where(TravelRequest.visit_id == visit_id, TravelRequest.patient_id == patient_id)
+            .order_by(TravelRequest.created_at.desc(), TravelRequest.id.desc())
+        )
+    )
+    if not requests:
+        return []
+    ids = [request.id for request in requests]
+    arrangements: dict[int, list[TravelArrangement]] = {request_id: [] for request_id in ids}
+    for booked in session.scalars(
+        select(TravelArrangement)
+        .where(TravelArrangement.request_id.in_(ids))
+        .order_by(TravelArrangement.starts_on, TravelArrangement.id)
+    ):
+        arrangements[booked.request_id].append(booked)
+    events: dict[int, list[TravelEvent]] = {request_id: [] for request_id in ids}
+    for event in session.scalars(
+        select(TravelEvent)
+        .where(TravelEvent.request_id.in_(ids))
+        .order_by(TravelEvent.at, TravelEvent.id)
+    ):
+        events[event.request_id].append(event)
+    visit = session.get(Visit, visit_id)
+    assert visit is not None
+    details = []
+    for request in requests:
+        policy = session.get(TravelPolicy, request.policy_id)  # few: read once each
+        assert policy is not None
+        details.append(
+            RequestDetail(request, visit, policy, arrangements[request.id], events[request.id])
+        )
+    return details
 
 
 def names_in(session: Session, *, details: list[RequestDetail]) -> dict[int, str]:

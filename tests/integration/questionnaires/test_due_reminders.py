@@ -77,6 +77,27 @@ def _reminders(session: Session, visit: Visit) -> dict[str, str]:
     return found
 
 
+def _answer(session: Session, clock: FrozenClock, patient: Patient, visit: Visit) -> None:
+    """The visit's questionnaire answered (a completed response, as sending stores it)."""
+    questionnaire = session.scalar(select(Questionnaire).limit(1))
+    assert questionnaire is not None
+    now = clock.now()
+    session.add(
+        QuestionnaireResponse(
+            patient_id=patient.id,
+            questionnaire_id=questionnaire.id,
+            visit_id=visit.id,
+            status="completed",
+            answers={},
+            saved_pages=[],
+            started_at=now,
+            updated_at=now,
+            authored_at=now,
+        )
+    )
+    session.flush()
+
+
 def _titles(session: Session) -> list[str]:
     return list(session.scalars(select(Questionnaire.title)))
 
@@ -103,23 +124,7 @@ def test_in_spanish_for_a_spanish_speaker(session: Session, clock: FrozenClock) 
 
 def test_no_nudge_once_answered(session: Session, clock: FrozenClock) -> None:
     patient, visit = _day_100_patient(session, clock)
-    questionnaire = session.scalar(select(Questionnaire).limit(1))
-    assert questionnaire is not None
-    now = clock.now()
-    session.add(
-        QuestionnaireResponse(
-            patient_id=patient.id,
-            questionnaire_id=questionnaire.id,
-            visit_id=visit.id,
-            status="completed",
-            answers={},
-            saved_pages=[],
-            started_at=now,
-            updated_at=now,
-            authored_at=now,
-        )
-    )
-    session.flush()
+    _answer(session, clock, patient, visit)
     plan_reminders(session, clock=clock)
     body = _reminders(session, visit)[patient.mobile_phone or ""]
     assert "questionnaire" not in body.lower() and "cuestionario" not in body.lower(), body
@@ -169,26 +174,6 @@ def test_the_nudge_is_kept_when_the_text_is_reworded_on_sending(
     verdicts = check_before_sending(session, clock=clock, messages=[message])
     assert verdicts[message.id].send, verdicts
     assert "is confirmed" in message.body and message.body.endswith(NUDGE_EN), message.body
-
-
-def _answer(session: Session, clock: FrozenClock, patient: Patient, visit: Visit) -> None:
-    questionnaire = session.scalar(select(Questionnaire).limit(1))
-    assert questionnaire is not None
-    now = clock.now()
-    session.add(
-        QuestionnaireResponse(
-            patient_id=patient.id,
-            questionnaire_id=questionnaire.id,
-            visit_id=visit.id,
-            status="completed",
-            answers={},
-            saved_pages=[],
-            started_at=now,
-            updated_at=now,
-            authored_at=now,
-        )
-    )
-    session.flush()
 
 
 def _first_text_to(session: Session, visit: Visit, phone: str | None) -> OutboundMessage:
